@@ -1,0 +1,73 @@
+//! One CSV row: a workload, where it ran, and what was measured. This is the CSV contract
+//! (documented column by column in results/README.md). Add columns freely; renaming or
+//! removing one bumps `SCHEMA_VERSION`.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the run CSV schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One row per workload per run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    // --- identity of the run
+    pub schema_version: u32,
+    pub kvbench_version: String,
+    pub git_commit: String,
+    pub timestamp: String,
+    pub host: String,
+    pub cpu: String,
+    pub cores: u32,
+    pub mem_bytes: u64,
+    pub os: String,
+    pub gpu: String,
+    pub backend: String,
+    pub threads: u32,
+    // --- the workload key
+    pub workload: String,
+    pub model: String,
+    pub layers: u32,
+    pub q_heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub hidden: u32,
+    pub strategy: String,
+    pub k_dtype: String,
+    pub v_dtype: String,
+    pub bits_per_element: f64,
+    pub batch: u32,
+    pub prompt: u32,
+    pub gen: u32,
+    pub block_size: u32,
+    pub shared_prefix: u32,
+    pub window: u32,
+    pub repetitions: u32,
+    // --- verification
+    pub verified: bool,
+    pub status: String,
+    pub rel_error: f64,
+    pub cosine: f64,
+    pub error_bound: f64,
+    // --- timing
+    pub ttft_ms: f64,
+    pub ttft_mad_ms: f64,
+    pub itl_p50_ms: f64,
+    pub itl_p90_ms: f64,
+    pub itl_p99_ms: f64,
+    pub itl_mad_ms: f64,
+    pub tpot_ms: f64,
+    pub tokens_per_s: f64,
+    pub outliers: u32,
+    // --- memory
+    pub kv_bytes_used: u64,
+    pub kv_bytes_allocated: u64,
+    pub kv_bytes_predicted: u64,
+    pub peak_rss_bytes: u64,
+    pub device_bytes: u64,
+    // --- against the machine's limit
+    pub achieved_gbps: f64,
+    pub limit_gbps: f64,
+    pub achieved_gflops: f64,
+    pub limit_gflops: f64,
+    pub pct_of_limit: f64,
+}

@@ -1,0 +1,62 @@
+//! Model shapes: what the KV cache of a model looks like, layer by layer.
+
+use serde::{Deserialize, Serialize};
+
+/// The attention of one layer, as far as the KV cache is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionKind {
+    /// Every earlier token is attended to and cached.
+    Full,
+    /// Only the last `window` tokens are attended to; a cache need hold no more.
+    Sliding { window: u32 },
+    /// Multi-head latent attention (DeepSeek-V2/V3): one latent of
+    /// `kv_lora_rank + rope_dim` elements per token, shared by all heads.
+    Mla { kv_lora_rank: u32, rope_dim: u32 },
+}
+
+/// The shape of a decoder-only transformer as the KV cache sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelShape {
+    /// Display name, e.g. "Llama-3-70B".
+    pub name: String,
+    pub layers: u32,
+    pub q_heads: u32,
+    /// KV heads; GQA when < q_heads, MQA when 1.
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub hidden: u32,
+    /// MLP inner width (per expert for MoE).
+    pub intermediate: u32,
+    /// Attention kind of each layer; `layer_kinds.len() == layers`.
+    pub layer_kinds: Vec<AttentionKind>,
+}
+
+impl ModelShape {
+    /// A uniform full-attention shape (handy for tests and explicit `--q-heads/...` runs).
+    pub fn uniform(
+        name: &str,
+        layers: u32,
+        q_heads: u32,
+        kv_heads: u32,
+        head_dim: u32,
+        hidden: u32,
+        intermediate: u32,
+    ) -> Self {
+        ModelShape {
+            name: name.to_string(),
+            layers,
+            q_heads,
+            kv_heads,
+            head_dim,
+            hidden,
+            intermediate,
+            layer_kinds: vec![AttentionKind::Full; layers as usize],
+        }
+    }
+
+    /// Query heads sharing one KV head.
+    pub fn group_size(&self) -> u32 {
+        self.q_heads / self.kv_heads
+    }
+}

@@ -1,0 +1,17 @@
+//! kvbench-workloads: what kvbench runs — cache layouts, quantization codecs, attention
+//! kernels (CPU and CUDA), the synthetic decoder and the f64 reference.
+
+pub mod spec;
+pub mod workload;
+
+pub use spec::{Backend, Strategy, Tier, WorkloadKind, WorkloadSpec};
+pub use workload::{MemoryUse, Verification, Workload};
+
+/// Errors a user can cause or a backend can report while building or running a workload.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("invalid workload: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Backend(String),
+}

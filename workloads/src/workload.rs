@@ -1,0 +1,50 @@
+//! The one small API the runner drives every workload through, whatever its backend.
+
+use crate::spec::WorkloadSpec;
+use serde::{Deserialize, Serialize};
+
+/// Result of comparing a workload's outputs with the f64 reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub passed: bool,
+    /// ‖out − ref‖ / ‖ref‖ of the attention output.
+    pub rel_error: f64,
+    /// Cosine similarity of the final hidden states (decoder) or attention output.
+    pub cosine: f64,
+    /// The bound `rel_error` had to stay within for this dtype.
+    pub bound: f64,
+    /// Empty when passed; otherwise what went wrong.
+    pub detail: String,
+}
+
+/// Exact memory accounting of a layout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryUse {
+    /// Tokens stored × bytes per token.
+    pub kv_bytes_used: u64,
+    /// What the layout holds (capacity); allocated − used is waste.
+    pub kv_bytes_allocated: u64,
+}
+
+/// A built workload: a cache, inputs and weights, ready to verify and time.
+pub trait Workload {
+    fn spec(&self) -> &WorkloadSpec;
+    /// Run the whole workload once and compare with the f64 reference (never timed).
+    fn verify(&mut self) -> Result<Verification, crate::WorkloadError>;
+    /// Empty the cache and rewind to before the prompt.
+    fn reset(&mut self) -> Result<(), crate::WorkloadError>;
+    /// Process the prompt of every sequence (the TTFT phase).
+    fn prefill(&mut self) -> Result<(), crate::WorkloadError>;
+    /// Generate one token for every sequence (one ITL sample).
+    fn decode_step(&mut self) -> Result<(), crate::WorkloadError>;
+    /// Wait for queued device work (no-op on the CPU); called before reading clocks.
+    fn synchronize(&mut self) -> Result<(), crate::WorkloadError> {
+        Ok(())
+    }
+    /// Memory of the cache now.
+    fn memory(&self) -> MemoryUse;
+    /// KV bytes the last decode step read (for achieved bandwidth).
+    fn kv_bytes_read_last_step(&self) -> u64;
+    /// Floating-point operations of the prefill (for achieved GFLOP/s).
+    fn prefill_flops(&self) -> f64;
+}
