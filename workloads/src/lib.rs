@@ -1,10 +1,19 @@
 //! kvbench-workloads: what kvbench runs — cache layouts, quantization codecs, attention
 //! kernels (CPU and CUDA), the synthetic decoder and the f64 reference.
 
+pub mod build;
+pub mod cache;
+pub mod codec;
+pub mod cpu;
+pub mod cuda;
+pub mod decoder;
+pub mod reference;
 pub mod spec;
+pub mod tier;
 pub mod workload;
 
-pub use spec::{Backend, Strategy, Tier, WorkloadKind, WorkloadSpec};
+pub use build::build;
+pub use spec::{Backend, OffloadConfig, Strategy, Tier, WorkloadKind, WorkloadSpec};
 pub use workload::{MemoryUse, Verification, Workload};
 
 /// Errors a user can cause or a backend can report while building or running a workload.

@@ -70,6 +70,19 @@ pub struct WorkloadSpec {
     /// Run the MLP in decoder workloads.
     pub mlp: bool,
     pub seed: u64,
+    /// Where offloaded blocks go (only for `Strategy::Offload`).
+    pub offload: OffloadConfig,
+}
+
+/// Settings of the offload tiers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OffloadConfig {
+    /// Directory for the disk tier's file.
+    pub tier_dir: Option<std::path::PathBuf>,
+    /// Redis URL for the redis tier, e.g. `redis://127.0.0.1:6379/`.
+    pub redis_url: Option<String>,
+    /// Blocks the working pool holds before it evicts (LRU) to the tier; 0 = automatic.
+    pub pool_blocks: u32,
 }
 
 impl WorkloadSpec {

@@ -1,0 +1,1 @@
+//! Machine limits: read/copy bandwidth and f32 GEMM rate.

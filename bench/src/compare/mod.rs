@@ -1,0 +1,1 @@
+//! Baseline comparison: per-metric verdicts, regression exit.

@@ -1,0 +1,1 @@
+//! Environment capture: CPU, cores, memory, OS, GPU, version, git commit.

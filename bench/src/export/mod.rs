@@ -1,0 +1,1 @@
+//! Exporters (CSV, JSON, markdown) behind one trait.

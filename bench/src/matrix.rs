@@ -1,0 +1,1 @@
+//! The sweep matrix: comma lists on every axis, cross product, shards.

@@ -1,0 +1,1 @@
+//! Merging run CSVs across machines into a report with tables and SVG charts.

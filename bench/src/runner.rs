@@ -1,0 +1,1 @@
+//! Runs one workload: build, verify, warm up, time, record.

@@ -1,0 +1,1 @@
+//! Statistics: median, percentiles, MAD, outliers.

@@ -1,0 +1,1 @@
+//! Roofline bounds: decode tokens/s from bandwidth, prefill time from compute.

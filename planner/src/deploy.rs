@@ -1,0 +1,1 @@
+//! Deployment capacity: weights per GPU, KV budget, token and sequence capacity.

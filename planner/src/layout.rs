@@ -1,0 +1,1 @@
+//! Bytes a cache layout allocates and uses (contiguous, paged, windows, prefix sharing).

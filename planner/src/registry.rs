@@ -1,0 +1,1 @@
+//! Built-in model registry (each entry cites its source).

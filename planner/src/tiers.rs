@@ -1,0 +1,1 @@
+//! Capacity and reload-versus-recompute break-even across memory tiers.

@@ -1,0 +1,1 @@
+//! Cache layouts behind one small API: concat, contiguous, paged, windows, quantized storage.

@@ -1,0 +1,1 @@
+//! CPU kernels: decode and prefill attention, projections (SIMD with scalar twins).

@@ -1,0 +1,1 @@
+//! CUDA backend through cudarc (loaded at run time).

@@ -1,0 +1,1 @@
+//! The synthetic decoder: RMSNorm, QKV, RoPE, cache, attention, output, MLP.

@@ -1,0 +1,1 @@
+//! Offload tiers for paged KV blocks: host memory, local disk, Redis.
