@@ -27,8 +27,13 @@ pub enum CodecError {
         group: u32,
         head_dim: u32,
     },
-    #[error("{dtype} with scale_bytes {scale_bytes} is not supported; scales are f16 (2) or f32 (4)")]
-    ScaleWidth { dtype: &'static str, scale_bytes: u32 },
+    #[error(
+        "{dtype} with scale_bytes {scale_bytes} is not supported; scales are f16 (2) or f32 (4)"
+    )]
+    ScaleWidth {
+        dtype: &'static str,
+        scale_bytes: u32,
+    },
     #[error("{dtype} is symmetric by construction; it cannot take a zero point")]
     ZeroPoint { dtype: &'static str },
     #[error("{dtype} grouped per channel needs an f16 residual of at least its group ({group} tokens), got {residual}")]
@@ -48,7 +53,10 @@ pub enum Quant {
     /// fp8 code × scale.
     Fp8(Fp8),
     /// Unsigned `bits`-wide code × scale + bias (symmetric codes are offset binary).
-    Int { bits: u32, asymmetric: bool },
+    Int {
+        bits: u32,
+        asymmetric: bool,
+    },
     /// NF4 level × absmax.
     Nf4,
 }
@@ -132,7 +140,11 @@ impl Codec {
             dtype,
             head_dim: hd,
             quant,
-            group: if dtype.kind.is_float() { hd } else { group as usize },
+            group: if dtype.kind.is_float() {
+                hd
+            } else {
+                group as usize
+            },
             unit_tokens,
             unit_bytes: dtype.quantized_bytes(unit_tokens as u64, head_dim) as usize,
             row_code_bytes: row_code_bits / 8,
@@ -282,7 +294,11 @@ impl Codec {
     }
 
     /// Choose and write one group's parameters; return its codes.
-    fn quantize_group(&self, vals: impl Iterator<Item = f32> + Clone, params: &mut [u8]) -> Vec<u32> {
+    fn quantize_group(
+        &self,
+        vals: impl Iterator<Item = f32> + Clone,
+        params: &mut [u8],
+    ) -> Vec<u32> {
         let absmax = vals.clone().fold(0.0f32, |m, x| m.max(x.abs()));
         match self.quant {
             Quant::Fp8(fmt) => {

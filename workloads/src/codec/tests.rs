@@ -23,7 +23,10 @@ fn llama_cpp_block_layouts_have_their_published_sizes() {
     // q8_0: one f16 scale + 32 int8 = 34 bytes; q4_0: f16 scale + 16 bytes = 18 bytes.
     assert_eq!(Codec::new(CacheDtype::q8_0(), 32).unwrap().unit_bytes, 34);
     assert_eq!(Codec::new(CacheDtype::q4_0(), 32).unwrap().unit_bytes, 18);
-    assert_eq!(Codec::new(CacheDtype::q8_0(), 128).unwrap().unit_bytes, 4 * 34);
+    assert_eq!(
+        Codec::new(CacheDtype::q8_0(), 128).unwrap().unit_bytes,
+        4 * 34
+    );
     // int8 default: 128 codes + one f32 scale.
     let c = Codec::new(CacheDtype::new(DtypeKind::Int8), 128).unwrap();
     assert_eq!(c.unit_bytes, 132);
@@ -70,14 +73,22 @@ fn bound(dt: &CacheDtype, group: &[f32], x: f32) -> f32 {
     let lo = group.iter().cloned().fold(f32::INFINITY, f32::min);
     let hi = group.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     // f16-stored scales and zero points carry a relative rounding of 2^-11.
-    let f16_slack = if dt.scale_bytes == 2 { absmax * 2e-3 } else { absmax * 1e-6 };
+    let f16_slack = if dt.scale_bytes == 2 {
+        absmax * 2e-3
+    } else {
+        absmax * 1e-6
+    };
     match dt.kind {
         DtypeKind::F32 => 0.0,
         DtypeKind::F16 => x.abs() * 2f32.powi(-11) + 6e-8,
         DtypeKind::Bf16 => x.abs() * 2f32.powi(-8),
         // Half a unit in the last place (3 or 2 mantissa bits), or half the subnormal step.
-        DtypeKind::Fp8E4m3 => (x.abs() * 2f32.powi(-4)).max(absmax / 448.0 * 2f32.powi(-10)) + f16_slack,
-        DtypeKind::Fp8E5m2 => (x.abs() * 2f32.powi(-3)).max(absmax / 57344.0 * 2f32.powi(-17)) + f16_slack,
+        DtypeKind::Fp8E4m3 => {
+            (x.abs() * 2f32.powi(-4)).max(absmax / 448.0 * 2f32.powi(-10)) + f16_slack
+        }
+        DtypeKind::Fp8E5m2 => {
+            (x.abs() * 2f32.powi(-3)).max(absmax / 57344.0 * 2f32.powi(-17)) + f16_slack
+        }
         DtypeKind::Nf4 => absmax * 0.5 * (1.0 - 0.696_192_8) + f16_slack,
         DtypeKind::Int8 | DtypeKind::Int4 | DtypeKind::Int2 => {
             let b = dt.kind.code_bits();
