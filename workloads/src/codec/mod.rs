@@ -117,7 +117,7 @@ impl Codec {
                 group as usize
             }
             _ => {
-                if !dtype.kind.is_float() && head_dim % group != 0 {
+                if !dtype.kind.is_float() && !head_dim.is_multiple_of(group) {
                     return Err(CodecError::GroupDoesNotDivide {
                         dtype: name,
                         group,
@@ -129,7 +129,7 @@ impl Codec {
         };
         let hd = head_dim as usize;
         let row_code_bits = hd * dtype.kind.code_bits() as usize;
-        if row_code_bits % 8 != 0 {
+        if !row_code_bits.is_multiple_of(8) {
             return Err(CodecError::GroupDoesNotDivide {
                 dtype: name,
                 group: 8 / dtype.kind.code_bits(),

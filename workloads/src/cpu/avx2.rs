@@ -18,10 +18,7 @@ pub fn supports(c: &Codec) -> bool {
         Quant::Int { bits, .. } => bits == 8 || bits == 4 || bits == 2,
         Quant::Fp8(_) | Quant::Nf4 => true,
     };
-    fused
-        && c.unit_tokens == 1
-        && c.head_dim % 8 == 0
-        && c.group % 8 == 0
+    fused && c.unit_tokens == 1 && c.head_dim.is_multiple_of(8) && c.group.is_multiple_of(8)
 }
 
 /// One row of a segment, ready to hand out 8 dequantized lanes at a time.
@@ -41,7 +38,13 @@ impl Row {
     unsafe fn new(seg: &Segment, r: usize) -> Row {
         let c = seg.codec;
         let ptr = seg.bytes.as_ptr().add(r * c.unit_bytes);
-        let asymmetric = matches!(c.quant, Quant::Int { asymmetric: true, .. });
+        let asymmetric = matches!(
+            c.quant,
+            Quant::Int {
+                asymmetric: true,
+                ..
+            }
+        );
         Row {
             ptr,
             params: ptr.add(c.row_code_bytes),
@@ -55,7 +58,9 @@ impl Row {
     #[inline(always)]
     unsafe fn scalar(&self, at: *const u8) -> f32 {
         if self.scale_bytes == 2 {
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((at as *const u16).read_unaligned() as i32)))
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                (at as *const u16).read_unaligned() as i32,
+            )))
         } else {
             (at as *const f32).read_unaligned()
         }
@@ -64,7 +69,11 @@ impl Row {
     /// (scale, bias) broadcast for group `g`: a code decodes to `code × scale + bias`.
     #[inline(always)]
     unsafe fn params(&self, g: usize, bits: u32) -> (__m256, __m256) {
-        let rec = if self.asymmetric { 2 * self.scale_bytes } else { self.scale_bytes };
+        let rec = if self.asymmetric {
+            2 * self.scale_bytes
+        } else {
+            self.scale_bytes
+        };
         let at = self.params.add(g * rec);
         let s = self.scalar(at);
         let b = if self.asymmetric {
@@ -100,7 +109,10 @@ impl Row {
             Quant::Int { .. } => {
                 let w = (self.ptr.add(2 * j) as *const u16).read_unaligned() as i32;
                 let sh = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-                let codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w), sh), _mm256_set1_epi32(3));
+                let codes = _mm256_and_si256(
+                    _mm256_srlv_epi32(_mm256_set1_epi32(w), sh),
+                    _mm256_set1_epi32(3),
+                );
                 let v = _mm256_cvtepi32_ps(codes);
                 let (s, b) = self.params(g, 2);
                 _mm256_fmadd_ps(v, s, b)
@@ -126,7 +138,10 @@ impl Row {
     unsafe fn nibbles(&self, j: usize) -> __m256i {
         let w = (self.ptr.add(4 * j) as *const u32).read_unaligned() as i32;
         let sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w), sh), _mm256_set1_epi32(15))
+        _mm256_and_si256(
+            _mm256_srlv_epi32(_mm256_set1_epi32(w), sh),
+            _mm256_set1_epi32(15),
+        )
     }
 }
 
@@ -171,7 +186,15 @@ unsafe fn scores_block<const R: usize, const HB: usize>(
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C, and [`supports`] must hold for `seg.codec`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn scores(seg: &Segment, row0: usize, n: usize, q: &[f32], heads: usize, out: &mut [f32], stride: usize) {
+pub unsafe fn scores(
+    seg: &Segment,
+    row0: usize,
+    n: usize,
+    q: &[f32],
+    heads: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
     let d = seg.codec.head_dim;
     assert!(q.len() >= heads * d && out.len() >= (heads - 1) * stride + n);
     let (qp, op) = (q.as_ptr(), out.as_mut_ptr());
@@ -196,6 +219,7 @@ pub unsafe fn scores(seg: &Segment, row0: usize, n: usize, q: &[f32], heads: usi
 
 /// `HB` heads × `J` chunks of accumulators over all `n` rows.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn accumulate_block<const HB: usize, const J: usize>(
     seg: &Segment,
     row0: usize,
@@ -234,7 +258,15 @@ unsafe fn accumulate_block<const HB: usize, const J: usize>(
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C, and [`supports`] must hold for `seg.codec`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn accumulate(seg: &Segment, row0: usize, n: usize, p: &[f32], heads: usize, stride: usize, acc: &mut [f32]) {
+pub unsafe fn accumulate(
+    seg: &Segment,
+    row0: usize,
+    n: usize,
+    p: &[f32],
+    heads: usize,
+    stride: usize,
+    acc: &mut [f32],
+) {
     let d = seg.codec.head_dim;
     assert!(acc.len() >= heads * d && p.len() >= (heads - 1) * stride + n);
     let chunks = d / 8;
@@ -247,13 +279,34 @@ pub unsafe fn accumulate(seg: &Segment, row0: usize, n: usize, p: &[f32], heads:
         while j < chunks {
             let left = chunks - j;
             match hb {
-                4 if left >= 2 => { accumulate_block::<4, 2>(seg, row0, n, ph, stride, ah, d, j); j += 2 }
-                2 | 3 if left >= 4 => { accumulate_block::<2, 4>(seg, row0, n, ph, stride, ah, d, j); j += 4 }
-                1 if left >= 8 => { accumulate_block::<1, 8>(seg, row0, n, ph, stride, ah, d, j); j += 8 }
-                1 if left >= 4 => { accumulate_block::<1, 4>(seg, row0, n, ph, stride, ah, d, j); j += 4 }
-                4 => { accumulate_block::<4, 1>(seg, row0, n, ph, stride, ah, d, j); j += 1 }
-                2 | 3 => { accumulate_block::<2, 1>(seg, row0, n, ph, stride, ah, d, j); j += 1 }
-                _ => { accumulate_block::<1, 1>(seg, row0, n, ph, stride, ah, d, j); j += 1 }
+                4 if left >= 2 => {
+                    accumulate_block::<4, 2>(seg, row0, n, ph, stride, ah, d, j);
+                    j += 2
+                }
+                2 | 3 if left >= 4 => {
+                    accumulate_block::<2, 4>(seg, row0, n, ph, stride, ah, d, j);
+                    j += 4
+                }
+                1 if left >= 8 => {
+                    accumulate_block::<1, 8>(seg, row0, n, ph, stride, ah, d, j);
+                    j += 8
+                }
+                1 if left >= 4 => {
+                    accumulate_block::<1, 4>(seg, row0, n, ph, stride, ah, d, j);
+                    j += 4
+                }
+                4 => {
+                    accumulate_block::<4, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    j += 1
+                }
+                2 | 3 => {
+                    accumulate_block::<2, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    j += 1
+                }
+                _ => {
+                    accumulate_block::<1, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    j += 1
+                }
             }
         }
         h += if hb == 3 { 2 } else { hb };
