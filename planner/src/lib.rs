@@ -5,11 +5,13 @@ pub mod bounds;
 pub mod config;
 pub mod deploy;
 pub mod dtype;
+pub mod error;
 pub mod gpu;
 pub mod layout;
 pub mod registry;
 pub mod shape;
 pub mod tiers;
 
-pub use dtype::{CacheDtype, DtypeKind, GroupAxis};
+pub use dtype::{parse_kv_dtypes, CacheDtype, DtypeKind, GroupAxis, KvDtypes};
+pub use error::PlanError;
 pub use shape::{AttentionKind, ModelShape};
