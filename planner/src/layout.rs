@@ -178,7 +178,7 @@ fn validate_paged(q: &LayoutQuery, block: u32) -> Result<(), PlanError> {
         }
         if d.axis == GroupAxis::Channel && !d.kind.is_float() {
             let g = d.group_len(q.shape.head_dim);
-            if block % g != 0 {
+            if !block.is_multiple_of(g) {
                 return Err(PlanError::Layout(format!(
                     "{side} dtype {d} groups {g} tokens per channel, which does not divide the block size {block}; pick a block size that is a multiple of {g}"
                 )));
