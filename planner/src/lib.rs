@@ -15,5 +15,6 @@ pub mod tiers;
 pub use dtype::{parse_kv_dtypes, CacheDtype, DtypeKind, GroupAxis, KvDtypes};
 pub use error::PlanError;
 pub use layout::{allocated_bytes, used_bytes, LayoutKind, LayoutQuery};
+pub use config::parse_config;
 pub use registry::{find as find_model, ModelInfo};
 pub use shape::{AttentionKind, ModelShape};
