@@ -217,7 +217,12 @@ pub fn find(name: &str) -> Result<GpuSpec, PlanError> {
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
     Err(PlanError::UnknownGpu {
         name: name.to_string(),
-        suggestions: scored.iter().take(2).map(|s| s.1).collect::<Vec<_>>().join(", "),
+        suggestions: scored
+            .iter()
+            .take(2)
+            .map(|s| s.1)
+            .collect::<Vec<_>>()
+            .join(", "),
         known: gpus.iter().map(|g| g.key).collect::<Vec<_>>().join(", "),
     })
 }
@@ -248,13 +253,26 @@ mod tests {
     #[test]
     fn registry_covers_the_issue_list_with_sane_figures() {
         for key in [
-            "h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l4", "l40s", "a10g",
-            "rtx4090", "rtx3090", "b200", "mi300x",
+            "h100-sxm",
+            "h100-pcie",
+            "h200",
+            "a100-40gb",
+            "a100-80gb",
+            "l4",
+            "l40s",
+            "a10g",
+            "rtx4090",
+            "rtx3090",
+            "b200",
+            "mi300x",
         ] {
             let g = find(key).unwrap();
             // Usable memory lies between 90% and 100% of the marketed size (GB or GiB).
             let ratio = g.usable_bytes as f64 / (g.memory_gb * GIB);
-            assert!((0.90..=1.0).contains(&ratio), "{key}: usable/marketed {ratio}");
+            assert!(
+                (0.90..=1.0).contains(&ratio),
+                "{key}: usable/marketed {ratio}"
+            );
             // FP8, where present, is twice the FP16 dense rate on every listed part.
             if let Some(fp8) = g.fp8_tflops {
                 assert!((fp8 / g.fp16_tflops - 2.0).abs() < 0.03, "{key}");
