@@ -70,7 +70,7 @@ proptest! {
         prop_assert_eq!(m.kv_bytes_allocated, alloc, "{:?}", s);
         // Used agrees wherever the contract is unambiguous: see docs/storage-contract.md
         // (a shared prefix's partial block is stored once per sequence here).
-        if st != Strategy::Paged || s.shared_prefix % block == 0 {
+        if st != Strategy::Paged || s.shared_prefix.is_multiple_of(block) {
             prop_assert_eq!(m.kv_bytes_used, used, "{:?}", s);
         }
     }

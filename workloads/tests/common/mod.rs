@@ -25,6 +25,7 @@ pub fn spec(kind: WorkloadKind, strategy: Strategy, dtype: DtypeKind) -> Workloa
 }
 
 /// A shape with a sliding-window layer after a full one.
+#[allow(dead_code)] // not every test file uses it
 pub fn with_sliding(mut s: WorkloadSpec, window: u32) -> WorkloadSpec {
     s.shape.layer_kinds[1] = AttentionKind::Sliding { window };
     s
