@@ -93,15 +93,37 @@ pub fn attend_rows(
     let mut s = vec![0.0f32; heads * TILE];
     let (mut ki, mut kr) = locate(&view.k, begin);
     let (mut vi, mut vr) = locate(&view.v, begin);
+    // A tile gathers up to TILE rows from consecutive segments (paged blocks are short),
+    // so the softmax bookkeeping is paid per TILE rows whatever the block size.
+    let mut pieces: Vec<(usize, usize, usize, usize, usize, usize)> = Vec::with_capacity(TILE);
     let mut r = begin;
     while r < end {
-        let (ks, vs) = (&view.k[ki], &view.v[vi]);
-        // A tile never crosses a K or V segment boundary.
-        let n = (end - r)
-            .min(TILE)
-            .min(ks.row0 + ks.rows - kr)
-            .min(vs.row0 + vs.rows - vr);
-        isa.scores(ks, kr, n, q, heads, &mut s, TILE);
+        pieces.clear();
+        let mut filled = 0;
+        while filled < TILE && r < end {
+            let (ks, vs) = (&view.k[ki], &view.v[vi]);
+            let n = (end - r)
+                .min(TILE - filled)
+                .min(ks.row0 + ks.rows - kr)
+                .min(vs.row0 + vs.rows - vr);
+            pieces.push((ki, kr, vi, vr, n, filled));
+            filled += n;
+            r += n;
+            kr += n;
+            vr += n;
+            if kr == ks.row0 + ks.rows {
+                ki += 1;
+                kr = view.k.get(ki).map_or(0, |s| s.row0);
+            }
+            if vr == vs.row0 + vs.rows {
+                vi += 1;
+                vr = view.v.get(vi).map_or(0, |s| s.row0);
+            }
+        }
+        for &(pk, pkr, _, _, n, off) in &pieces {
+            isa.scores(&view.k[pk], pkr, n, q, heads, &mut s[off..], TILE);
+        }
+        let n = filled;
         for h in 0..heads {
             let sh = &mut s[h * TILE..h * TILE + n];
             let tile_max = sh.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -119,17 +141,8 @@ pub fn attend_rows(
             }
             part.max[h] = m;
         }
-        isa.accumulate(vs, vr, n, &s, heads, TILE, &mut part.acc);
-        r += n;
-        kr += n;
-        vr += n;
-        if kr == ks.row0 + ks.rows {
-            ki += 1;
-            kr = view.k.get(ki).map_or(0, |s| s.row0);
-        }
-        if vr == vs.row0 + vs.rows {
-            vi += 1;
-            vr = view.v.get(vi).map_or(0, |s| s.row0);
+        for &(_, _, pv, pvr, n, off) in &pieces {
+            isa.accumulate(&view.v[pv], pvr, n, &s[off..], heads, TILE, &mut part.acc);
         }
     }
     part
