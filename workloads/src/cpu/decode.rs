@@ -68,6 +68,26 @@ impl Partial {
     }
 }
 
+/// Prefetch up to `n` rows from row `r` of segment `i` on (within that segment).
+#[inline]
+fn prefetch_rows(segs: &[Segment], i: usize, r: usize, n: usize) {
+    let Some(seg) = segs.get(i) else { return };
+    let c = seg.codec;
+    let row_bytes = c.unit_bytes / c.unit_tokens;
+    let lo = (r * row_bytes).min(seg.bytes.len());
+    let hi = ((r + n) * row_bytes).min(seg.bytes.len());
+    #[cfg(target_arch = "x86_64")]
+    for off in (lo..hi).step_by(64) {
+        // SAFETY: a prefetch of an address inside the slice reads nothing and cannot fault.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(seg.bytes.as_ptr().add(off) as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (lo, hi);
+}
+
 /// Where row `r` of a segment list lies: (segment index, row inside it).
 fn locate(segs: &[Segment], mut r: usize) -> (usize, usize) {
     for (i, s) in segs.iter().enumerate() {
@@ -120,6 +140,9 @@ pub fn attend_rows(
                 vr = view.v.get(vi).map_or(0, |s| s.row0);
             }
         }
+        // Ask for the next tile's rows now, so their memory latency overlaps this tile's work.
+        prefetch_rows(&view.k, ki, kr, TILE);
+        prefetch_rows(&view.v, vi, vr, TILE);
         for &(pk, pkr, _, _, n, off) in &pieces {
             isa.scores(&view.k[pk], pkr, n, q, heads, &mut s[off..], TILE);
         }
