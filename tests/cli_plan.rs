@@ -67,6 +67,23 @@ fn worked_example_512_mib_and_what_if_attention() {
 }
 
 #[test]
+fn attention_what_ifs_side_by_side() {
+    let r = rows(&[
+        "--model",
+        "llama3-70b",
+        "--attention",
+        "model,mha,gqa:16,mqa",
+    ]);
+    let saving: Vec<f64> = r
+        .iter()
+        .map(|x| x["kv_saving_vs_mha"].as_f64().unwrap())
+        .collect();
+    // REFERENCE.md: 64 -> 8 KV heads saves 87.5%; MQA saves 1 - 1/64.
+    assert_eq!(saving, vec![0.875, 0.0, 0.75, 1.0 - 1.0 / 64.0]);
+    assert_eq!(r[3]["attention"], "mqa (what-if)");
+}
+
+#[test]
 fn sweeps_are_cross_products() {
     let r = rows(&[
         "--model",

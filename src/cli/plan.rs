@@ -82,9 +82,10 @@ pub struct CacheArgs {
     /// Value dtype (list), overriding --cache-dtype for values.
     #[arg(long, value_delimiter = ',')]
     pub v_dtype: Vec<String>,
-    /// What-if attention: mha, mqa or gqa:N — size the model as if it had these KV heads.
-    #[arg(long)]
-    pub attention: Option<String>,
+    /// What-if attention (list): mha, mqa or gqa:N sizes the model as if it had these KV
+    /// heads; `model` keeps its own. E.g. --attention model,mha,mqa shows the savings side by side.
+    #[arg(long, value_delimiter = ',')]
+    pub attention: Vec<String>,
     /// Tokens per block of the paged layout (vLLM's default is 16).
     #[arg(long, default_value_t = 16)]
     pub block_size: u32,
@@ -271,49 +272,56 @@ fn window_rule(arg: WindowRuleArg) -> WindowRule {
 
 /// Every plan of the cross product, in a stable order.
 pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
-    let attention: Option<AttentionOverride> = args
-        .cache
-        .attention
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .context("in --attention")?;
+    let attentions: Vec<Option<AttentionOverride>> = if args.cache.attention.is_empty() {
+        vec![None]
+    } else {
+        args.cache
+            .attention
+            .iter()
+            .map(|a| match a.trim() {
+                "model" | "as-is" => Ok(None),
+                other => other.parse().map(Some).context("in --attention"),
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
     let models = models(args)?;
     let pairs = dtype_pairs(args)?;
     let deps = deployments(args)?;
     let mut results = Vec::new();
     for model in &models {
-        for &seq in &args.seq {
-            for &batch in &args.batch {
-                for kv in &pairs {
-                    for dep in &deps {
-                        let req = PlanRequest {
-                            model: model.clone(),
-                            kv: *kv,
-                            attention,
-                            seq,
-                            batch,
-                            block_size: args.cache.block_size,
-                            shared_prefix: args.cache.shared_prefix,
-                            window_rule: window_rule(args.cache.window_rule),
-                            max_batched_tokens: args.cache.max_batched_tokens,
-                            deployment: dep.clone(),
-                        };
-                        let what = format!(
-                            "{} at --seq {seq} --batch {batch} with {}{}",
-                            model.shape.name,
-                            kv.label(),
-                            dep.as_ref()
-                                .map(|d| format!(
-                                    " on {} x{} (tp {}, pp {})",
-                                    d.gpu.as_ref().map_or("a KV budget", |g| g.key),
-                                    d.gpus,
-                                    d.tp,
-                                    d.pp
-                                ))
-                                .unwrap_or_default()
-                        );
-                        results.push(plan(&req).with_context(|| what));
+        for &attention in &attentions {
+            for &seq in &args.seq {
+                for &batch in &args.batch {
+                    for kv in &pairs {
+                        for dep in &deps {
+                            let req = PlanRequest {
+                                model: model.clone(),
+                                kv: *kv,
+                                attention,
+                                seq,
+                                batch,
+                                block_size: args.cache.block_size,
+                                shared_prefix: args.cache.shared_prefix,
+                                window_rule: window_rule(args.cache.window_rule),
+                                max_batched_tokens: args.cache.max_batched_tokens,
+                                deployment: dep.clone(),
+                            };
+                            let what = format!(
+                                "{} at --seq {seq} --batch {batch} with {}{}",
+                                model.shape.name,
+                                kv.label(),
+                                dep.as_ref()
+                                    .map(|d| format!(
+                                        " on {} x{} (tp {}, pp {})",
+                                        d.gpu.as_ref().map_or("a KV budget", |g| g.key),
+                                        d.gpus,
+                                        d.tp,
+                                        d.pp
+                                    ))
+                                    .unwrap_or_default()
+                            );
+                            results.push(plan(&req).with_context(|| what));
+                        }
                     }
                 }
             }
@@ -423,9 +431,10 @@ fn detail_table(p: &Plan) -> String {
     add(
         "KV per token",
         format!(
-            "{} ({} per layer)",
+            "{} ({} per layer; {} vs MHA)",
             format_bytes(p.bytes_per_token),
-            format_bytes(p.bytes_per_token_per_layer)
+            format_bytes(p.bytes_per_token_per_layer),
+            vs_mha(p.saving_vs_mha)
         ),
     );
     let window_note = if p.sliding_layers > 0 {
@@ -561,12 +570,22 @@ fn detail_table(p: &Plan) -> String {
     b.build().with(Style::sharp()).to_string() + "\n"
 }
 
+/// A saving against MHA as a signed percentage ("-87.5%"; "0%" for MHA itself).
+fn vs_mha(saving: f64) -> String {
+    if saving.abs() < 5e-4 {
+        "0%".to_string()
+    } else {
+        format!("{:.1}%", -100.0 * saving)
+    }
+}
+
 /// Many plans, one line each, the key figures in human units.
 fn summary_table(plans: &[Plan]) -> String {
     let deploy = plans.iter().any(|p| p.capacity.is_some());
     let mut header = vec![
         "model",
         "attention",
+        "vs MHA",
         "dtype",
         "seq",
         "batch",
@@ -592,6 +611,7 @@ fn summary_table(plans: &[Plan]) -> String {
         let mut row = vec![
             p.model.clone(),
             p.attention.clone(),
+            vs_mha(p.saving_vs_mha),
             p.cache_dtype.clone(),
             format_count(p.seq as u64),
             p.batch.to_string(),
