@@ -290,6 +290,8 @@ pub fn capacity(
     if dep.gpus == 0 {
         return Err(bad("gpus", "0".into(), "give at least 1"));
     }
+    // Heads and layers first: their errors say more than a GPU count that does not add up.
+    let (gpu_shape, replicated) = per_gpu_shape(&model.shape, dep.tp, dep.pp)?;
     let per_replica = dep.tp.saturating_mul(dep.pp);
     if per_replica == 0 || !dep.gpus.is_multiple_of(per_replica) {
         return Err(bad(
@@ -308,7 +310,6 @@ pub fn capacity(
     if context == 0 || batch == 0 {
         return Err(bad("context or batch", "0".into(), "give at least 1"));
     }
-    let (gpu_shape, replicated) = per_gpu_shape(&model.shape, dep.tp, dep.pp)?;
     let gpu_shape = apply_window_rule(&gpu_shape, dep.window_rule, dep.max_batched_tokens);
     let weights = (model.params * dep.weights.bits / 8.0 / per_replica as f64).round() as u64;
 

@@ -167,11 +167,13 @@ fn attention_label(shape: &ModelShape, overridden: Option<AttentionOverride>) ->
 
 /// Sizes one request.
 pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
-    let shape = match req.attention {
+    // `attended`: what the model attends to (windows as trained); `shape`: what the cache
+    // reserves under the window rule.
+    let attended = match req.attention {
         Some(a) => a.apply(&req.model.shape)?,
         None => req.model.shape.clone(),
     };
-    let shape = apply_window_rule(&shape, req.window_rule, req.max_batched_tokens);
+    let shape = apply_window_rule(&attended, req.window_rule, req.max_batched_tokens);
     let q = |kind: LayoutKind, batch: u32, shared_prefix: u32| LayoutQuery {
         shape: &shape,
         k: req.kv.k,
@@ -238,7 +240,8 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
     };
     if let Some(dep) = &req.deployment {
         let mut model = req.model.clone();
-        model.shape = shape.clone();
+        // capacity() applies the window rule itself.
+        model.shape = attended.clone();
         let cap = capacity(&model, &req.kv, dep, req.seq, req.batch)?;
         out.gpu = dep.gpu.as_ref().map(|g| g.key.to_string());
         out.gpus = Some(dep.gpus);
@@ -247,7 +250,8 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         out.weights_dtype = Some(dep.weights.name.to_string());
         if let Some(gpu) = &dep.gpu {
             // KV each GPU reads per step for one sequence: its heads, all layers (all stages).
-            let (tp_shape, _) = per_gpu_shape(&shape, dep.tp, 1)?;
+            // A decode step reads what attention attends to, not what the engine reserves.
+            let (tp_shape, _) = per_gpu_shape(&attended, dep.tp, 1)?;
             let kv_read = used_bytes(&LayoutQuery {
                 shape: &tp_shape,
                 k: req.kv.k,

@@ -157,3 +157,53 @@ fn vllm_window_rule_reserves_more_for_sliding_layers() {
     assert_eq!(g.sliding_layers, 21);
     assert_eq!(g.seq_bytes, 21 * (4096 + 8192) * per_layer);
 }
+
+#[test]
+fn vllm_window_rule_in_capacity_counts_blocks_of_the_reservation() {
+    // Mistral-7B-v0.1, 32,768 tokens, blocks of 16 (2 MiB for all 32 layers at tp 1).
+    // Window rule: positions [28672, 32768) = 256 blocks. vLLM rule (4096 - 1 + 8192 = 12287
+    // tokens): blocks floor(20481 / 16) = 1280 ..= 2047 = 768 blocks.
+    let model = find_model("mistral-7b-v0.1").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(None, 1, 1);
+    dep.kv_budget = Some(40 * GIB);
+    let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
+    assert_eq!(cap.block_bytes, 2 << 20);
+    assert_eq!(cap.seq_bytes_per_gpu, 256 * (2 << 20));
+    assert_eq!(cap.max_seqs, 80);
+    // Every layer slides: any context fits one sequence.
+    assert_eq!(cap.max_context_at_batch, None);
+    dep.window_rule = WindowRule::Vllm;
+    let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
+    assert_eq!(cap.seq_bytes_per_gpu, 768 * (2 << 20));
+    // Through plan(), the rule is applied once, not twice.
+    let mut r = request("mistral-7b-v0.1", 32_768, 1);
+    r.window_rule = WindowRule::Vllm;
+    r.deployment = Some(dep);
+    let p = plan(&r).unwrap();
+    assert_eq!(p.capacity.unwrap().seq_bytes_per_gpu, 768 * (2 << 20));
+}
+
+#[test]
+fn pipeline_parallel_splits_layers_and_weights() {
+    // Llama-3.1-405B: 126 layers over pp 2 = 63 per stage; tp 8 leaves 1 KV head per GPU.
+    let model = find_model("llama3.1-405b").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(Some("h200"), 16, 8);
+    dep.pp = 2;
+    dep.weights = "fp8".parse().unwrap();
+    let cap = capacity(&model, &kv, &dep, 8192, 1).unwrap();
+    assert_eq!(cap.layers_per_gpu, 63);
+    assert_eq!(cap.kv_heads_per_gpu, 1);
+    assert_eq!(
+        cap.weights_bytes_per_gpu,
+        (405.85e9_f64 / 16.0).round() as u64
+    );
+    assert_eq!(cap.block_bytes, 16 * 63 * 2 * 128 * 2);
+    assert_eq!(cap.replicas, 1);
+    dep.pp = 200;
+    let err = capacity(&model, &kv, &dep, 8192, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pp = 200"), "{err}");
+}
