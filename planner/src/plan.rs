@@ -119,6 +119,8 @@ pub struct Plan {
     /// Fraction of the bytes per token saved against the same model with MHA (one KV head
     /// per query head, same dtypes): 0.875 for 8 KV heads of 64.
     pub saving_vs_mha: f64,
+    /// The model's longest context (`max_position_embeddings`; 0 = not stated).
+    pub max_context: u32,
     pub seq: u32,
     pub batch: u32,
     /// One sequence at `seq` tokens, contiguous (sliding layers capped by the window rule).
@@ -219,6 +221,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         bytes_per_token: per_token,
         bytes_per_token_per_layer: per_token / shape.layers as f64,
         saving_vs_mha: 1.0 - per_token / mha_per_token,
+        max_context: req.model.max_context,
         seq: req.seq,
         batch: req.batch,
         seq_bytes,

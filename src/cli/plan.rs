@@ -142,12 +142,17 @@ fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
     for path in &args.config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --config {}", path.display()))?;
-        let name = path
+        // models/Qwen3-8B/config.json is "Qwen3-8B"; gemma3-27b.json is "gemma3-27b".
+        let stem = path.file_stem().map(|n| n.to_string_lossy().to_string());
+        let dir = path
             .parent()
             .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().to_string())
-            .filter(|n| !n.is_empty() && n != ".")
-            .unwrap_or_else(|| path.display().to_string());
+            .map(|n| n.to_string_lossy().to_string());
+        let name = match (stem, dir) {
+            (Some(s), Some(d)) if s == "config" && !d.is_empty() => d,
+            (Some(s), _) if !s.is_empty() => s,
+            _ => path.display().to_string(),
+        };
         out.push(
             parse_config(&text, &name)
                 .with_context(|| format!("in --config {}", path.display()))?,
@@ -521,10 +526,15 @@ fn detail_table(p: &Plan) -> String {
                 format_bytes(c.block_bytes as f64)
             ),
         );
+        let concurrency_note = if p.sliding_layers > 0 {
+            "token capacity / context, every layer counted as full"
+        } else {
+            "vLLM's maximum concurrency"
+        };
         add(
             &format!("max sequences of {} tokens", format_count(p.seq as u64)),
             format!(
-                "{} per replica (vLLM concurrency {:.2}x)",
+                "{} per replica ({concurrency_note}: {:.2}x)",
                 format_count(c.max_seqs),
                 c.concurrency
             ),
@@ -533,7 +543,15 @@ fn detail_table(p: &Plan) -> String {
             &format!("max context at batch {}", p.batch),
             c.max_context_at_batch
                 .map_or("unbounded (every layer slides)".to_string(), |t| {
-                    format!("{} tokens", format_count(t))
+                    if p.max_context > 0 && t > p.max_context as u64 {
+                        format!(
+                            "{} tokens (beyond the model's {}-token maximum)",
+                            format_count(t),
+                            format_count(p.max_context as u64)
+                        )
+                    } else {
+                        format!("{} tokens", format_count(t))
+                    }
                 }),
         );
     }
