@@ -1,7 +1,8 @@
 //! The sweep matrix: a list of values on every axis, expanded to their cross product (as
 //! llama-bench does), validated once here so the runner only sees runnable workloads.
 
-use kvbench_planner::{CacheDtype, GroupAxis, ModelShape};
+use kvbench_planner::dtype::KvDtypes;
+use kvbench_planner::{GroupAxis, ModelShape};
 use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadKind, WorkloadSpec};
 
 /// A value on one axis that can never run, or an axis left empty.
@@ -29,8 +30,8 @@ pub struct Matrix {
     pub kinds: Vec<WorkloadKind>,
     pub backends: Vec<Backend>,
     pub strategies: Vec<Strategy>,
-    /// (K dtype, V dtype) pairs.
-    pub dtypes: Vec<(CacheDtype, CacheDtype)>,
+    /// Key and value dtypes, set together.
+    pub dtypes: Vec<KvDtypes>,
     pub prompts: Vec<u32>,
     pub gens: Vec<u32>,
     pub batches: Vec<u32>,
@@ -71,7 +72,11 @@ impl Matrix {
                     for &batch in &self.batches {
                         for &prompt in &self.prompts {
                             for &gen in &self.gens {
-                                for &(k_dtype, v_dtype) in &self.dtypes {
+                                for &KvDtypes {
+                                    k: k_dtype,
+                                    v: v_dtype,
+                                } in &self.dtypes
+                                {
                                     for &strategy in &self.strategies {
                                         for &block_size in self.blocks_for(strategy) {
                                             let spec = WorkloadSpec {
@@ -137,9 +142,21 @@ impl Matrix {
         non_empty("batch", self.batches.len())?;
         non_empty("block-size", self.block_sizes.len())?;
         positive("prompt", &self.prompts, "a prompt needs at least one token")?;
-        positive("gen", &self.gens, "at least one decode step is needed to time ITL")?;
-        positive("batch", &self.batches, "a batch holds at least one sequence")?;
-        positive("block-size", &self.block_sizes, "a block holds at least one token")?;
+        positive(
+            "gen",
+            &self.gens,
+            "at least one decode step is needed to time ITL",
+        )?;
+        positive(
+            "batch",
+            &self.batches,
+            "a batch holds at least one sequence",
+        )?;
+        positive(
+            "block-size",
+            &self.block_sizes,
+            "a block holds at least one token",
+        )?;
         if let Some(w) = self.window {
             positive("window", &[w], "a window holds at least one token")?;
         }
@@ -235,8 +252,7 @@ fn combination_conflict(spec: &WorkloadSpec) -> Option<String> {
     for d in [&spec.k_dtype, &spec.v_dtype] {
         if d.residual > 0 && !d.kind.is_float() {
             return Some(
-                "dtypes with an f16 residual (KIVI) are not paged; use contiguous or concat"
-                    .into(),
+                "dtypes with an f16 residual (KIVI) are not paged; use contiguous or concat".into(),
             );
         }
         if d.axis == GroupAxis::Channel && !d.kind.is_float() {
@@ -255,15 +271,11 @@ fn combination_conflict(spec: &WorkloadSpec) -> Option<String> {
 
 /// One line naming a workload, for progress, notes and errors.
 pub fn describe(spec: &WorkloadSpec) -> String {
-    let dtype = if spec.k_dtype == spec.v_dtype {
-        dtype_label(&spec.k_dtype)
-    } else {
-        format!(
-            "{}/{}",
-            dtype_label(&spec.k_dtype),
-            dtype_label(&spec.v_dtype)
-        )
-    };
+    let dtype = KvDtypes {
+        k: spec.k_dtype,
+        v: spec.v_dtype,
+    }
+    .label();
     let block = if is_paged(spec.strategy) {
         format!(" block {}", spec.block_size)
     } else {
@@ -317,31 +329,6 @@ pub fn backend_name(b: Backend) -> &'static str {
         Backend::Cpu => "cpu",
         Backend::Cuda => "cuda",
     }
-}
-
-/// CSV name of a cache dtype: the kind, the llama.cpp preset names, and any non-default
-/// group size (`/g64`), key grouping per channel (`/kchan`) or residual (`+r128`).
-pub fn dtype_label(d: &CacheDtype) -> String {
-    if *d == CacheDtype::q8_0() {
-        return "q8_0".into();
-    }
-    if *d == CacheDtype::q4_0() {
-        return "q4_0".into();
-    }
-    let default = CacheDtype::new(d.kind);
-    let mut s = d.kind.name().to_string();
-    if !d.kind.is_float() && d.group_size != default.group_size {
-        if let Some(g) = d.group_size {
-            s.push_str(&format!("/g{g}"));
-        }
-    }
-    if !d.kind.is_float() && d.axis == GroupAxis::Channel {
-        s.push_str("/kchan");
-    }
-    if d.residual > 0 && !d.kind.is_float() {
-        s.push_str(&format!("+r{}", d.residual));
-    }
-    s
 }
 
 /// The `i`-th of `n` disjoint slices of a sweep (`--shard i/n`, counted from 1).
@@ -408,7 +395,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvbench_planner::DtypeKind;
+    use kvbench_planner::{CacheDtype, DtypeKind};
 
     fn matrix() -> Matrix {
         Matrix {
@@ -417,14 +404,8 @@ mod tests {
             backends: vec![Backend::Cpu],
             strategies: vec![Strategy::None, Strategy::Contiguous, Strategy::Paged],
             dtypes: vec![
-                (
-                    CacheDtype::new(DtypeKind::F16),
-                    CacheDtype::new(DtypeKind::F16),
-                ),
-                (
-                    CacheDtype::new(DtypeKind::Int8),
-                    CacheDtype::new(DtypeKind::Int8),
-                ),
+                KvDtypes::same(CacheDtype::new(DtypeKind::F16)),
+                KvDtypes::same(CacheDtype::new(DtypeKind::Int8)),
             ],
             prompts: vec![8, 32],
             gens: vec![4],
@@ -500,7 +481,10 @@ mod tests {
         let mut m = matrix();
         m.shapes = vec![ModelShape::uniform("odd", 2, 6, 4, 16, 64, 128)];
         let e = m.expand().unwrap_err().to_string();
-        assert!(e.contains("q_heads 6 is not a multiple of kv_heads 4"), "{e}");
+        assert!(
+            e.contains("q_heads 6 is not a multiple of kv_heads 4"),
+            "{e}"
+        );
 
         m.shapes = vec![ModelShape::uniform("zero", 0, 4, 4, 16, 64, 128)];
         assert!(m.expand().unwrap_err().to_string().contains("layers is 0"));
@@ -512,7 +496,8 @@ mod tests {
     #[test]
     fn kivi_is_not_paged_but_runs_contiguous() {
         let mut m = matrix();
-        m.dtypes = vec![CacheDtype::kivi(DtypeKind::Int4, 32)];
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int4, 32);
+        m.dtypes = vec![KvDtypes { k, v }];
         let sweep = m.expand().unwrap();
         assert_eq!(sweep.specs.len(), 2 * 2 * 2); // none + contiguous
         assert_eq!(sweep.skipped.len(), 4);
@@ -566,12 +551,14 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(dtype_label(&CacheDtype::q8_0()), "q8_0");
-        assert_eq!(dtype_label(&CacheDtype::q4_0()), "q4_0");
-        assert_eq!(dtype_label(&CacheDtype::new(DtypeKind::Int4)), "int4");
-        let (k, v) = CacheDtype::kivi(DtypeKind::Int2, 64);
-        assert_eq!(dtype_label(&k), "int2/kchan+r64");
-        assert_eq!(dtype_label(&v), "int2+r64");
-        assert_eq!(strategy_name(Strategy::Offload(kvbench_workloads::Tier::Disk)), "offload-disk");
+        let spec = &matrix().expand().unwrap().specs[2];
+        assert_eq!(
+            describe(spec),
+            "tiny decoder cpu paged block 16 f16 b1 p8+g4"
+        );
+        assert_eq!(
+            strategy_name(Strategy::Offload(kvbench_workloads::Tier::Disk)),
+            "offload-disk"
+        );
     }
 }

@@ -32,7 +32,10 @@ pub fn render(records: &[Record]) -> String {
     }
     out.push_str(&table::render(records, table::Style::Markdown));
     out.push('\n');
-    for r in records.iter().filter(|r| r.status != crate::record::status::OK) {
+    for r in records
+        .iter()
+        .filter(|r| r.status != crate::record::status::OK)
+    {
         out.push_str(&format!(
             "\n- {} {} {}: **{}** {}",
             r.model, r.strategy, r.k_dtype, r.status, r.detail

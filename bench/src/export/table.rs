@@ -71,8 +71,16 @@ fn row(r: &Record) -> Vec<String> {
         timed(r.itl_p50_ms, ms),
         timed(r.itl_p99_ms, ms),
         timed(r.tokens_per_s, |v| format!("{v:.1}")),
-        if ok { bytes(r.kv_bytes_allocated) } else { "-".into() },
-        if ok { bytes(r.kv_bytes_used) } else { "-".into() },
+        if ok {
+            bytes(r.kv_bytes_allocated)
+        } else {
+            "-".into()
+        },
+        if ok {
+            bytes(r.kv_bytes_used)
+        } else {
+            "-".into()
+        },
         if ok || r.status == status::FAILED {
             format!("{:.1e}", r.rel_error)
         } else {
@@ -139,7 +147,10 @@ mod tests {
         };
         let t = render(&[r], Style::Terminal);
         let line = t.lines().nth(3).unwrap();
-        assert!(line.contains("refused") && line.contains("int4/int8"), "{t}");
+        assert!(
+            line.contains("refused") && line.contains("int4/int8"),
+            "{t}"
+        );
         assert!(!line.contains("5.000"), "{t}");
     }
 }
