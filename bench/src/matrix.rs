@@ -221,14 +221,14 @@ pub fn check_shape(shape: &ModelShape) -> Result<(), MatrixError> {
             return bad(format!("{what} is 0; every size must be at least 1"));
         }
     }
-    if shape.q_heads % shape.kv_heads != 0 {
+    if !shape.q_heads.is_multiple_of(shape.kv_heads) {
         return bad(format!(
             "q_heads {} is not a multiple of kv_heads {}; each KV head serves a whole group \
              of query heads (use kv_heads = q_heads for MHA, a divisor for GQA, 1 for MQA)",
             shape.q_heads, shape.kv_heads
         ));
     }
-    if shape.head_dim % 2 != 0 {
+    if !shape.head_dim.is_multiple_of(2) {
         return bad(format!(
             "head_dim {} is odd; RoPE rotates channel pairs, so head_dim must be even",
             shape.head_dim
@@ -257,7 +257,7 @@ fn combination_conflict(spec: &WorkloadSpec) -> Option<String> {
         }
         if d.axis == GroupAxis::Channel && !d.kind.is_float() {
             let g = d.group_len(spec.shape.head_dim);
-            if spec.block_size % g != 0 {
+            if !spec.block_size.is_multiple_of(g) {
                 return Some(format!(
                     "keys grouped over {g} tokens need a block size that is a multiple of {g} \
                      (block size {})",
