@@ -31,7 +31,7 @@ pub enum CalibrateError {
     },
     #[error("cannot start a pool of {threads} threads: {why}")]
     Pool { threads: usize, why: String },
-    #[error("--{what} {value} is too small: {why}")]
+    #[error("a {what} of {value} bytes is too small: {why}")]
     TooSmall {
         what: &'static str,
         value: u64,
@@ -177,7 +177,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
     };
     if buffer_bytes < 1 << 20 {
         return Err(CalibrateError::TooSmall {
-            what: "buffer",
+            what: "streamed array",
             value: buffer_bytes,
             why: "arrays must be far larger than the CPU caches; use at least 1 MiB",
         });

@@ -55,6 +55,11 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
             ..CalibrateOptions::full(threads)
         }
     };
+    if args.buffer_mib == Some(0) {
+        bail!(
+            "--buffer-mib 0: give at least 1 (MiB), or leave it out for 16 × the last-level cache"
+        );
+    }
     if let Some(mib) = args.buffer_mib {
         opts.buffer_bytes = mib << 20;
     }

@@ -19,6 +19,27 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+const AFTER_HELP: &str = "\
+Every axis takes a comma list; the run is their cross product (as llama-bench).
+With no sweep flags, `kvbench run` runs the default suite (small shapes, under two minutes
+on two cores): cache vs none, paged vs contiguous, quantized memory vs error, GQA vs MHA.
+
+Each workload is verified against an f64 reference first (failures are recorded with
+status `failed` and not timed), warmed up, then timed: TTFT = prefill, every decode step an
+ITL sample, TPOT = mean ITL, tokens/s = batch / TPOT. A workload the planner says would not
+fit in available memory is refused (status `refused`) with its figure.
+
+Examples:
+  kvbench run
+  kvbench run --model llama3-8b --layers 2 --strategy contiguous,paged --cache-dtype f16,int8 \\
+      --prompt 512,2048 --gen 64 --batch 1,8 -o results/runs/llama.csv --format table,json,md
+  kvbench run --workload attention --q-heads 32 --kv-heads 32,8,1 --head-dim 128 --hidden 4096 \\
+      --prompt 4096 --gen 32
+  kvbench run --shard 2/4   # the second of four disjoint slices (merge with `kvbench report`)
+
+Exit status: 0 when every row is ok or refused, 1 when a workload failed verification or
+could not run, 130 when interrupted (Ctrl-C; the CSV keeps every finished row).";
+
 /// Set by Ctrl-C; the runner stops at the next decode step.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -28,10 +49,20 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// dtypes' memory vs error, GQA vs MHA.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    // Boxed: the options are large and live in an enum of subcommands.
+    #[command(flatten)]
+    pub options: Box<RunOptions>,
+}
+
+/// Every flag of `kvbench run`.
+#[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct RunOptions {
     /// Registry models (forgiving names, see `kvbench models`), e.g. llama3-8b.
     #[arg(long, value_delimiter = ',', value_name = "NAMES", conflicts_with_all = ["q_heads", "kv_heads", "head_dim", "hidden"])]
     pub model: Option<Vec<String>>,
-    /// Keep only the first N layers of each model (real widths, fewer layers).
+    /// Keep only the first N layers of each model (real widths, fewer layers)
+    /// [default: all of a registry model's layers; 1 for an explicit shape].
     #[arg(long, value_name = "N")]
     pub layers: Option<u32>,
     /// Explicit shape: query heads (with --kv-heads, --head-dim, --hidden).
@@ -158,7 +189,7 @@ fn parse_formats(names: &[String]) -> Result<Formats> {
     Ok(f)
 }
 
-impl RunArgs {
+impl RunOptions {
     /// No axis of the sweep was given: run the default suite.
     fn is_default_suite(&self) -> bool {
         self.model.is_none()
@@ -341,6 +372,7 @@ fn default_output(shard: Option<Shard>) -> PathBuf {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    let args = *args.options;
     let formats = parse_formats(&args.format)?;
     let sweep = args.sweep()?;
     for s in &sweep.skipped {
