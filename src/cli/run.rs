@@ -61,6 +61,14 @@ pub struct RunOptions {
     /// Registry models (forgiving names, see `kvbench models`), e.g. llama3-8b.
     #[arg(long, value_delimiter = ',', value_name = "NAMES", conflicts_with_all = ["q_heads", "kv_heads", "head_dim", "hidden"])]
     pub model: Option<Vec<String>>,
+    /// Hugging Face config.json files to take shapes from (with or instead of --model).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PATHS",
+        conflicts_with = "q_heads"
+    )]
+    pub config: Option<Vec<PathBuf>>,
     /// Keep only the first N layers of each model (real widths, fewer layers)
     /// [default: all of a registry model's layers; 1 for an explicit shape].
     #[arg(long, value_name = "N")]
@@ -193,6 +201,7 @@ impl RunOptions {
     /// No axis of the sweep was given: run the default suite.
     fn is_default_suite(&self) -> bool {
         self.model.is_none()
+            && self.config.is_none()
             && self.q_heads.is_none()
             && self.workload.is_none()
             && self.strategy.is_none()
@@ -236,19 +245,21 @@ impl RunOptions {
             }
             return Ok(shapes);
         }
-        match &self.model {
-            Some(names) => names
-                .iter()
-                .map(|n| axes::registry_shape(n, self.layers).map_err(Into::into))
-                .collect(),
-            None => {
-                let mut s = suite::mini_shape(2);
-                if let Some(n) = self.layers {
-                    axes::cut_layers(&mut s, n)?;
-                }
-                Ok(vec![s])
-            }
+        let mut shapes = Vec::new();
+        for name in self.model.iter().flatten() {
+            shapes.push(axes::registry_shape(name, self.layers)?);
         }
+        for path in self.config.iter().flatten() {
+            shapes.push(axes::config_shape(path, self.layers)?);
+        }
+        if shapes.is_empty() {
+            let mut s = suite::mini_shape(2);
+            if let Some(n) = self.layers {
+                axes::cut_layers(&mut s, n)?;
+            }
+            shapes.push(s);
+        }
+        Ok(shapes)
     }
 
     fn dtypes(&self) -> Result<Vec<KvDtypes>> {
