@@ -1,1 +1,5 @@
-//! CUDA backend through cudarc (loaded at run time).
+//! CUDA backend through cudarc (loaded at run time): NVRTC-compiled kernels, cuBLAS GEMMs.
+
+pub mod codec;
+pub mod compile;
+pub mod loader;
