@@ -1,5 +1,8 @@
 //! CUDA backend through cudarc (loaded at run time): NVRTC-compiled kernels, cuBLAS GEMMs.
 
+pub mod block_table;
 pub mod codec;
 pub mod compile;
+pub mod launch;
 pub mod loader;
+pub mod params;
