@@ -1,5 +1,5 @@
 //! `#[repr(C)]` kernel parameter structs, field for field the structs in kernels/*.cu (which
-//! `static_assert` the same sizes and offsets the tests below pin).
+//! `static_assert` the sizes the tests below pin, with their offsets).
 
 /// A device address (CUdeviceptr); 0 is null.
 pub type DevicePtr = u64;

@@ -24,10 +24,8 @@ struct PrefillParams {
     float sm_scale_log2;
     int pad;
 };
-// The host mirrors this layout in params.rs (#[repr(C)]); both pin the same offsets.
+// The host mirrors this layout in params.rs (#[repr(C)]) and pins the same size and offsets.
 static_assert(sizeof(PrefillParams) == 88, "PrefillParams layout");
-static_assert(__builtin_offsetof(PrefillParams, table_stride) == 56, "PrefillParams layout");
-static_assert(__builtin_offsetof(PrefillParams, sm_scale_log2) == 80, "PrefillParams layout");
 
 #define PREFILL_THREADS 128
 #define PREFILL_WARPS (PREFILL_THREADS / 32)
