@@ -3,6 +3,8 @@
 pub mod block_table;
 pub mod codec;
 pub mod compile;
+pub mod device;
 pub mod launch;
 pub mod loader;
 pub mod params;
+pub mod reference;
