@@ -9,6 +9,7 @@ pub mod cuda;
 pub mod decoder;
 pub mod reference;
 pub mod spec;
+pub mod synth;
 pub mod tier;
 pub mod workload;
 
