@@ -172,3 +172,28 @@ mod tests {
         assert_eq!(cache_write_launch(0, 8, 1).grid.0, 1);
     }
 }
+
+/// The most splits `decode_split` returns for any context up to `max_len`: what the
+/// partial-result buffers are sized for.
+pub fn max_splits(base_blocks: u32, max_len: u32, sm_count: u32) -> u32 {
+    let want = (TARGET_BLOCKS_PER_SM * sm_count.max(1)).div_ceil(base_blocks.max(1));
+    want.clamp(1, max_len.max(1).div_ceil(MIN_TOKENS_PER_SPLIT).max(1))
+}
+
+#[cfg(test)]
+mod max_split_tests {
+    use super::*;
+
+    #[test]
+    fn no_context_length_needs_more_splits_than_the_buffers_hold() {
+        for (base, sms) in [(8, 132), (256, 132), (1, 108), (64, 16)] {
+            let cap = max_splits(base, 40_000, sms);
+            for len in (0..=40_000).step_by(37) {
+                assert!(
+                    decode_split(base, len, sms).splits <= cap,
+                    "base {base} len {len}"
+                );
+            }
+        }
+    }
+}

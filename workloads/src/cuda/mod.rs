@@ -7,4 +7,5 @@ pub mod device;
 pub mod launch;
 pub mod loader;
 pub mod params;
+pub mod plan;
 pub mod reference;
