@@ -38,7 +38,7 @@ impl Launch {
 pub fn heads_per_block(group: u32) -> u32 {
     [4, 2, 1]
         .into_iter()
-        .find(|g| group % g == 0)
+        .find(|g| group.is_multiple_of(*g))
         .expect("1 divides every group")
 }
 
