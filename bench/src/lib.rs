@@ -6,9 +6,11 @@ pub mod compare;
 pub mod env;
 pub mod export;
 pub mod matrix;
+pub mod memory;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod session;
 pub mod stats;
 
 pub use record::{Record, SCHEMA_VERSION};

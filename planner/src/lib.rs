@@ -5,11 +5,15 @@ pub mod bounds;
 pub mod config;
 pub mod deploy;
 pub mod dtype;
+pub mod error;
 pub mod gpu;
 pub mod layout;
 pub mod registry;
 pub mod shape;
 pub mod tiers;
 
-pub use dtype::{CacheDtype, DtypeKind, GroupAxis};
+pub use dtype::{parse_kv_dtypes, CacheDtype, DtypeKind, GroupAxis, KvDtypes};
+pub use error::PlanError;
+pub use layout::{allocated_bytes, used_bytes, LayoutKind, LayoutQuery};
+pub use registry::{find as find_model, ModelInfo};
 pub use shape::{AttentionKind, ModelShape};
