@@ -69,11 +69,18 @@ pub fn role(column: &str) -> Role {
     let timing = |better, spread| Role::Timing { better, spread };
     match column {
         "schema_version" | "kvbench_version" | "git_commit" | "timestamp" | "host"
-        | "mem_bytes" | "os" | "shard" => Role::RunIdentity,
+        | "mem_bytes" | "os" | "shard" | "calibration" => Role::RunIdentity,
         c if FINGERPRINT.contains(&c) => Role::Fingerprint,
-        "repetitions" | "warmup" => Role::RunSetting,
-        "bits_per_element" | "kv_bytes_used" | "kv_bytes_allocated" | "kv_bytes_predicted"
-        | "verified" | "status" => Role::Exact,
+        // sweep_index moves whenever the sweep gains a workload; it is not what one is.
+        "repetitions" | "warmup" | "sweep_index" => Role::RunSetting,
+        "bits_per_element"
+        | "kv_bytes_used"
+        | "kv_bytes_allocated"
+        | "kv_bytes_predicted"
+        | "verified"
+        | "status"
+        | "kv_bytes_read_last_step"
+        | "prefill_flops" => Role::Exact,
         "rel_error" | "error_bound" => Role::Error(Better::Lower),
         "cosine" => Role::Error(Better::Higher),
         "ttft_ms" => timing(Better::Lower, abs("ttft_mad_ms")),
@@ -83,17 +90,18 @@ pub fn role(column: &str) -> Role {
         "tokens_per_s" | "achieved_gbps" | "pct_of_limit" => {
             timing(Better::Higher, rel("itl_mad_ms", "tpot_ms"))
         }
-        "achieved_gflops" => timing(Better::Higher, rel("ttft_mad_ms", "ttft_ms")),
-        "outliers" | "peak_rss_bytes" | "device_bytes" | "limit_gbps" | "limit_gflops" => {
-            Role::Info
+        "achieved_gflops" | "prefill_tokens_per_s" | "prefill_pct_of_limit" => {
+            timing(Better::Higher, rel("ttft_mad_ms", "ttft_ms"))
         }
+        "outliers" | "peak_rss_bytes" | "device_bytes" | "weights_bytes" | "limit_gbps"
+        | "limit_gflops" | "detail" | "ttft_samples" | "itl_samples" => Role::Info,
         c => by_suffix(c),
     }
 }
 
 /// Classes a column this build does not know by its unit suffix.
 fn by_suffix(c: &str) -> Role {
-    if c.contains("_mad") || c.ends_with("_samples") || c.ends_with("_bytes") {
+    if c.contains("_mad") || c.ends_with("_samples") || c.contains("_bytes") {
         Role::Info
     } else if let Some(stem) = c.strip_suffix("_ms") {
         Role::Timing {
@@ -103,7 +111,7 @@ fn by_suffix(c: &str) -> Role {
     } else if c.ends_with("_per_s")
         || c.ends_with("_gbps")
         || c.ends_with("_gflops")
-        || c.starts_with("pct_")
+        || c.contains("pct_of_limit")
     {
         Role::Timing {
             better: Better::Higher,
@@ -166,6 +174,10 @@ mod tests {
                 "block_size",
                 "shared_prefix",
                 "window",
+                "intermediate",
+                "mlp",
+                "residual",
+                "seed",
             ]
         );
     }

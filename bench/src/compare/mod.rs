@@ -72,6 +72,14 @@ pub enum CompareError {
         /// What is wrong.
         message: String,
     },
+    /// A bad number for a global threshold flag.
+    #[error("{flag} {value}: must be a non-negative number (0.1 means 10%)")]
+    BadFlag {
+        /// The flag.
+        flag: String,
+        /// The value given.
+        value: f64,
+    },
     /// A bad `--metric NAME=VALUE` flag.
     #[error("--metric {flag}: {why}")]
     MetricFlag {

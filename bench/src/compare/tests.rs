@@ -95,9 +95,9 @@ fn identical_runs_pass_with_every_metric_the_same() {
     assert!(c.passed(), "{}", render::render(&c, false));
     assert_eq!(c.matched, 8);
     assert!(c.findings.iter().all(|f| f.verdict == Verdict::Same));
-    // 8 rows × (6 exact + 3 error + 6 timing) metrics; achieved_gbps, achieved_gflops and
-    // pct_of_limit are 0 in both (not measured) and so not compared.
-    assert_eq!(c.findings.len(), 8 * (6 + 3 + 6));
+    // 8 rows × (8 exact + 3 error + 6 timing) metrics; achieved_gbps, achieved_gflops,
+    // pct_of_limit and the prefill rates are 0 in both (not measured) and so not compared.
+    assert_eq!(c.findings.len(), 8 * (8 + 3 + 6));
     assert!(render::render(&c, false).starts_with("no changes beyond thresholds"));
 }
 

@@ -76,6 +76,18 @@ impl Default for Thresholds {
     }
 }
 
+/// Refuses negative or non-finite values for a flag.
+fn non_negative(flag: &str, value: f64) -> Result<(), CompareError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(CompareError::BadFlag {
+            flag: flag.to_string(),
+            value,
+        })
+    }
+}
+
 /// Whether a column is something compared (not key, identity or info).
 fn is_metric(column: &str) -> bool {
     matches!(
@@ -131,6 +143,20 @@ impl Thresholds {
         next.metric.insert(name.to_string(), entry);
         next.validate().map_err(|why| bad(&why))?;
         *self = next;
+        Ok(())
+    }
+
+    /// Sets the default timing threshold (`--threshold`).
+    pub fn set_timing_threshold(&mut self, value: f64) -> Result<(), CompareError> {
+        non_negative("--threshold", value)?;
+        self.timing_threshold = value;
+        Ok(())
+    }
+
+    /// Sets the spread multiplier (`--spread-k`).
+    pub fn set_spread_k(&mut self, value: f64) -> Result<(), CompareError> {
+        non_negative("--spread-k", value)?;
+        self.spread_k = value;
         Ok(())
     }
 
