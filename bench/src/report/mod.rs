@@ -3,7 +3,15 @@
 
 pub mod chart;
 pub mod load;
+pub mod markdown;
+pub mod plans;
+pub mod run_charts;
+pub mod runs;
 pub mod table;
+pub mod view;
+pub mod write;
+
+pub use write::{write_report, ReportSummary};
 
 use std::path::PathBuf;
 

@@ -171,6 +171,18 @@ impl CsvTable {
         })
     }
 
+    /// Distinct values of `f(row)` in first-seen order.
+    pub fn distinct_by(&self, f: impl Fn(usize) -> String) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in 0..self.len() {
+            let v = f(r);
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
     /// Distinct values of a column in first-seen order.
     pub fn distinct(&self, column: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
