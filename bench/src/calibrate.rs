@@ -12,26 +12,26 @@ use std::time::Instant;
 /// Errors reading, writing or measuring a calibration.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrateError {
-    #[error("cannot read calibration {path}: {source} (run `kvbench calibrate` to create it)")]
+    #[error("cannot read calibration {path}: {cause} (run `kvbench calibrate` to create it)")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
-        "calibration {path} is not valid ({source}); delete it and run `kvbench calibrate` again"
+        "calibration {path} is not valid ({cause}); delete it and run `kvbench calibrate` again"
     )]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
-    #[error("cannot write calibration {path}: {source}")]
+    #[error("cannot write calibration {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot start a pool of {threads} threads: {why}")]
     Pool { threads: usize, why: String },
-    #[error("--{what} {value} is too small: {why}")]
+    #[error("a {what} of {value} bytes is too small: {why}")]
     TooSmall {
         what: &'static str,
         value: u64,
@@ -112,21 +112,21 @@ impl CalibrateOptions {
 impl Calibration {
     /// Read a calibration file.
     pub fn load(path: &Path) -> Result<Calibration, CalibrateError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CalibrateError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| CalibrateError::Read {
             path: path.into(),
-            source,
+            cause,
         })?;
-        serde_json::from_str(&text).map_err(|source| CalibrateError::Parse {
+        serde_json::from_str(&text).map_err(|cause| CalibrateError::Parse {
             path: path.into(),
-            source,
+            cause,
         })
     }
 
     /// Write it as pretty JSON, creating the folder.
     pub fn save(&self, path: &Path) -> Result<(), CalibrateError> {
-        let write = |source| CalibrateError::Write {
+        let write = |cause| CalibrateError::Write {
             path: path.into(),
-            source,
+            cause,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(write)?;
@@ -177,7 +177,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
     };
     if buffer_bytes < 1 << 20 {
         return Err(CalibrateError::TooSmall {
-            what: "buffer",
+            what: "streamed array",
             value: buffer_bytes,
             why: "arrays must be far larger than the CPU caches; use at least 1 MiB",
         });

@@ -35,10 +35,9 @@ impl Environment {
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| std::env::consts::ARCH.to_string());
         let os = format!(
-            "{} ({} {})",
+            "{} (kernel {})",
             sysinfo::System::long_os_version().unwrap_or_else(|| std::env::consts::OS.into()),
-            sysinfo::System::name().unwrap_or_default(),
-            sysinfo::System::kernel_version().unwrap_or_default()
+            sysinfo::System::kernel_version().unwrap_or_else(|| "unknown".into())
         );
         Environment {
             host: host_name(),

@@ -1,6 +1,7 @@
 //! kvbench-bench: the runner — sweep matrix, timing, statistics, calibration, environment,
 //! records and exporters, report merging and plots, baseline comparison.
 
+pub mod axes;
 pub mod calibrate;
 pub mod compare;
 pub mod env;
@@ -12,5 +13,6 @@ pub mod report;
 pub mod runner;
 pub mod session;
 pub mod stats;
+pub mod suite;
 
 pub use record::{Record, SCHEMA_VERSION};

@@ -82,7 +82,7 @@ fn layer_stores(q: &LayoutQuery) -> Vec<LayerStore> {
                 _,
             ) => LayerStore {
                 heads: 1,
-                dim: kv_lora_rank + rope_dim,
+                dim: kv_lora_rank.saturating_add(*rope_dim),
                 latent: true,
                 window: None,
             },
@@ -200,21 +200,21 @@ fn blocks_per_sequence(len: u64, block: u64, window: Option<u64>) -> u64 {
 /// Bytes the layout holds for the query (what a cache of that layout allocates).
 pub fn allocated_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
     validate(q)?;
-    let b = q.batch as u64;
+    let b = q.batch as u128;
     let len = q.max_len as u64;
     let stores = layer_stores(q);
-    let total = match q.kind {
+    let total: u128 = match q.kind {
         LayoutKind::None => 0,
         LayoutKind::Concat | LayoutKind::Contiguous => stores
             .iter()
             .map(|s| {
                 let cap = s.held(len);
-                let per_head: u64 = s
+                let per_head: u128 = s
                     .sides(&q.k, &q.v)
                     .iter()
-                    .map(|d| side_allocated(d, cap, s.dim))
+                    .map(|d| side_allocated(d, cap, s.dim) as u128)
                     .sum();
-                b * s.heads * per_head
+                b * s.heads as u128 * per_head
             })
             .sum(),
         LayoutKind::Paged { block_size } => {
@@ -224,21 +224,30 @@ pub fn allocated_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
             stores
                 .iter()
                 .map(|s| {
-                    let block_bytes: u64 = s.heads
+                    let block_bytes: u128 = s.heads as u128
                         * s.sides(&q.k, &q.v)
                             .iter()
-                            .map(|d| d.quantized_bytes(block, s.dim))
-                            .sum::<u64>();
+                            .map(|d| d.quantized_bytes(block, s.dim) as u128)
+                            .sum::<u128>();
                     let per_seq = blocks_per_sequence(len, block, s.window);
                     // Blocks still held that lie wholly inside the shared prefix: held once.
                     let first = s.window.map_or(0, |w| len.saturating_sub(w) / block);
                     let shared = shared_full.saturating_sub(first).min(per_seq);
-                    (shared + b * (per_seq - shared)) * block_bytes
+                    (shared as u128 + b * (per_seq - shared) as u128) * block_bytes
                 })
                 .sum()
         }
     };
-    Ok(total)
+    fits_u64(total)
+}
+
+/// Converts a byte total computed wide back to u64, refusing sizes past 16 EiB.
+fn fits_u64(total: u128) -> Result<u64, PlanError> {
+    u64::try_from(total).map_err(|_| {
+        PlanError::Layout(format!(
+            "{total} bytes does not fit in 64 bits; use smaller sizes"
+        ))
+    })
 }
 
 /// Bytes of the tokens actually stored (shared prefix counted once for paged layouts);
@@ -248,18 +257,18 @@ pub fn used_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
     let b = q.batch as u64;
     let len = q.max_len as u64;
     let stores = layer_stores(q);
-    let total = match q.kind {
+    let total: u128 = match q.kind {
         LayoutKind::None => 0,
         LayoutKind::Concat | LayoutKind::Contiguous => stores
             .iter()
             .map(|s| {
                 let held = s.held(len);
-                let per_head: u64 = s
+                let per_head: u128 = s
                     .sides(&q.k, &q.v)
                     .iter()
-                    .map(|d| side_used(d, held, s.dim))
+                    .map(|d| side_used(d, held, s.dim) as u128)
                     .sum();
-                b * s.heads * per_head
+                b as u128 * s.heads as u128 * per_head
             })
             .sum(),
         LayoutKind::Paged { block_size } => {
@@ -272,16 +281,16 @@ pub fn used_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
                     let start = len - held;
                     let shared = prefix.saturating_sub(start).min(held);
                     let tokens = shared + b * (held - shared);
-                    s.heads
+                    s.heads as u128
                         * s.sides(&q.k, &q.v)
                             .iter()
-                            .map(|d| d.quantized_bytes(tokens, s.dim))
-                            .sum::<u64>()
+                            .map(|d| d.quantized_bytes(tokens, s.dim) as u128)
+                            .sum::<u128>()
                 })
                 .sum()
         }
     };
-    Ok(total)
+    fits_u64(total)
 }
 
 /// Bytes one token adds to each layer's cache (all KV heads, K and V, scales included,

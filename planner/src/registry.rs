@@ -12,11 +12,11 @@ use crate::shape::{AttentionKind, ModelShape};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelInfo {
     /// Short canonical name, e.g. `llama3-70b`.
-    pub key: &'static str,
+    pub key: String,
     /// The Hugging Face repository the numbers come from.
-    pub hf_id: &'static str,
+    pub hf_id: String,
     /// Other accepted names.
-    pub aliases: &'static [&'static str],
+    pub aliases: Vec<String>,
     pub shape: ModelShape,
     /// Total parameters (all experts for MoE).
     pub params: f64,
@@ -26,7 +26,7 @@ pub struct ModelInfo {
     /// Longest context the config allows (`max_position_embeddings`).
     pub max_context: u32,
     /// Where the shape and parameter count come from.
-    pub source: &'static str,
+    pub source: String,
 }
 
 impl ModelInfo {
@@ -99,15 +99,18 @@ impl Entry {
             })
             .collect();
         ModelInfo {
-            key: self.key,
-            hf_id: self.hf_id,
-            aliases: self.aliases,
+            key: self.key.to_string(),
+            hf_id: self.hf_id.to_string(),
+            aliases: self.aliases.iter().map(|a| a.to_string()).collect(),
             shape,
             params: self.params_b.0 * 1e9,
             active_params: self.params_b.1 * 1e9,
             vocab: self.vocab,
             max_context: self.max_context,
-            source: "config.json at https://huggingface.co/<hf_id> (parameter count from the model card)",
+            source: format!(
+                "https://huggingface.co/{}/blob/main/config.json; parameters from the model card",
+                self.hf_id
+            ),
         }
     }
 }
@@ -401,7 +404,9 @@ fn entries() -> Vec<Entry> {
             &[],
             [32, 71, 1, 64, 4544, 18176],
             Full,
-            (7.22, 7.22),
+            // The card says "7B"; 6.92B loaded (Hugging Face lists 7.22B because the
+            // checkpoint also stores the tied lm_head).
+            (6.92, 6.92),
             65024,
             2048,
         ),
@@ -574,23 +579,23 @@ pub fn normalize(name: &str) -> String {
 }
 
 /// Every name a model answers to: key, Hugging Face id, aliases.
-fn names_of(info: &ModelInfo) -> Vec<&'static str> {
-    let mut names = vec![info.key, info.hf_id];
-    names.extend_from_slice(info.aliases);
+fn names_of(info: &ModelInfo) -> Vec<&str> {
+    let mut names = vec![info.key.as_str(), info.hf_id.as_str()];
+    names.extend(info.aliases.iter().map(String::as_str));
     names
 }
 
 /// The registry names closest to `name`, best first.
-pub fn suggestions(name: &str, count: usize) -> Vec<&'static str> {
+pub fn suggestions(name: &str, count: usize) -> Vec<String> {
     let wanted = normalize(name);
-    let mut scored: Vec<(f64, &'static str)> = all()
-        .iter()
+    let mut scored: Vec<(f64, String)> = all()
+        .into_iter()
         .map(|info| {
-            let best = names_of(info)
+            let best = names_of(&info)
                 .iter()
                 .map(|n| strsim::jaro_winkler(&wanted, &normalize(n)))
                 .fold(0.0, f64::max);
-            (best, info.key)
+            (best, info.key.clone())
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));

@@ -22,18 +22,17 @@ pub struct Samples {
 
 /// An export failed; names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {source}")]
+#[error("cannot write {path}: {cause}")]
 pub struct ExportError {
     pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 impl ExportError {
     fn at(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
-        move |source| ExportError {
+        move |cause| ExportError {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 }
