@@ -4,16 +4,23 @@
 //! checks every loaded block bit-exact against the hash it was stored with, and counts bytes,
 //! seconds and failures.
 
+pub mod attention;
 pub mod disk;
 pub mod hash;
 pub mod host;
 pub mod local_redis;
+pub mod lru;
+pub mod offload;
+pub mod offload_cache;
 pub mod redis_store;
+pub mod synth;
 pub mod verified;
 
 pub use disk::{DiskIo, DiskStore};
 pub use hash::{prefix_keys, xxh64, BlockKey};
 pub use host::HostStore;
+pub use offload::OffloadWorkload;
+pub use offload_cache::{OffloadCache, OffloadCounters};
 pub use redis_store::RedisStore;
 pub use verified::{TierStats, VerifiedTier};
 
