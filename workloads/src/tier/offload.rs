@@ -3,7 +3,7 @@
 //! verified, when a layer needs them. Every step checks that offloading changed nothing:
 //! outputs are compared bit for bit with a resident run, and with the f64 reference.
 
-use super::attention::{attend, attend_f64};
+use super::attention::{attend, attend_f64, attend_rows};
 use super::offload_cache::{OffloadCache, OffloadCounters};
 use super::synth::Synth;
 use super::{open, xxh64, TierStats, VerifiedTier};
@@ -136,7 +136,8 @@ impl OffloadWorkload {
         &self.last
     }
 
-    /// Append the token at `pos` of `seq` to `layer` and attend from it.
+    /// Append the token at `pos` of `seq` to `layer` and attend from it over the cache (the
+    /// decode path: rows decoded from their stored dtype).
     fn step_layer(&mut self, layer: usize, seq: usize, pos: usize) -> Result<u64, WorkloadError> {
         let (kvh, d) = (self.geom.kv_heads, self.geom.head_dim);
         let qh = self.spec.shape.q_heads as usize;
@@ -147,24 +148,75 @@ impl OffloadWorkload {
         let group = qh / kvh;
         let mut out = vec![0f32; qh * d];
         let mut read = 0;
-        for h in 0..qh {
-            let view = self.cache.view(layer, seq, h / group)?;
-            if h % group == 0 {
-                read += view.bytes_read();
-            }
-            attend(&q[h * d..(h + 1) * d], &view, &mut out[h * d..(h + 1) * d]);
+        for (h, (qs, outs)) in q
+            .chunks(group * d)
+            .zip(out.chunks_mut(group * d))
+            .enumerate()
+        {
+            let view = self.cache.view(layer, seq, h)?;
+            read += view.bytes_read();
+            let queries: Vec<&[f32]> = qs.chunks(d).collect();
+            let mut outs: Vec<&mut [f32]> = outs.chunks_mut(d).collect();
+            attend(&queries, &view, &mut outs);
         }
         self.last[seq][layer] = out;
         Ok(read)
     }
 
-    /// Process tokens `from..to` of every sequence, layer by layer (as a prefill does).
+    /// Process tokens `from..to` of every sequence one at a time over the cache, layer by
+    /// layer (a suffix after a loaded prefix, or decode steps).
     pub fn run_tokens(&mut self, from: usize, to: usize) -> Result<(), WorkloadError> {
         for layer in 0..self.geom.layers {
             for seq in 0..self.geom.batch {
                 for pos in from..to {
                     self.step_layer(layer, seq, pos)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A prefill from scratch of tokens `0..to`: per layer, K/V written to the cache and
+    /// causal attention of every token over the fresh f32 K/V (as prefill kernels do).
+    pub fn prefill_fresh(&mut self, to: usize) -> Result<(), WorkloadError> {
+        let (kvh, d) = (self.geom.kv_heads, self.geom.head_dim);
+        let qh = self.spec.shape.q_heads as usize;
+        let group = qh / kvh;
+        let (mut k, mut v, mut q) = (vec![0f32; kvh * d], vec![0f32; kvh * d], vec![0f32; qh * d]);
+        for layer in 0..self.geom.layers {
+            let window = self.geom.windows[layer];
+            for seq in 0..self.geom.batch {
+                // Rows per KV head, and queries per query head, token-major.
+                let mut keys = vec![vec![0f32; to * d]; kvh];
+                let mut values = vec![vec![0f32; to * d]; kvh];
+                let mut queries = vec![vec![0f32; to * d]; qh];
+                for pos in 0..to {
+                    self.cache.synth().kv(layer, seq, pos, &mut k, &mut v);
+                    self.cache.synth().q(layer, seq, pos, &mut q);
+                    self.cache.append(layer, seq, &k, &v)?;
+                    for h in 0..kvh {
+                        keys[h][pos * d..(pos + 1) * d].copy_from_slice(&k[h * d..(h + 1) * d]);
+                        values[h][pos * d..(pos + 1) * d].copy_from_slice(&v[h * d..(h + 1) * d]);
+                    }
+                    for h in 0..qh {
+                        queries[h][pos * d..(pos + 1) * d].copy_from_slice(&q[h * d..(h + 1) * d]);
+                    }
+                }
+                let mut last = vec![0f32; qh * d];
+                let mut out = vec![0f32; d];
+                for (h, qs) in queries.iter().enumerate() {
+                    let (ks, vs) = (&keys[h / group], &values[h / group]);
+                    for pos in 0..to {
+                        let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                        let rows = start * d..(pos + 1) * d;
+                        let qrow = &qs[pos * d..(pos + 1) * d];
+                        attend_rows(qrow, &ks[rows.clone()], &vs[rows], &mut out);
+                    }
+                    // Only the newest token's output leaves the prefill (it makes the first
+                    // token); the others feed later layers in a full model.
+                    last[h * d..(h + 1) * d].copy_from_slice(&out);
+                }
+                self.last[seq][layer] = last;
             }
         }
         Ok(())
@@ -278,7 +330,7 @@ impl Workload for OffloadWorkload {
     }
 
     fn prefill(&mut self) -> Result<(), WorkloadError> {
-        self.run_tokens(0, self.spec.prompt as usize)
+        self.prefill_fresh(self.spec.prompt as usize)
     }
 
     fn decode_step(&mut self) -> Result<(), WorkloadError> {
