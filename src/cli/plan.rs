@@ -612,6 +612,10 @@ fn summary_table(plans: &[Plan]) -> String {
         "batch KV",
         "paged",
     ];
+    let shared = plans.iter().any(|p| p.shared_prefix > 0);
+    if shared {
+        header.push("paged, prefix shared");
+    }
     if deploy {
         header.extend([
             "gpu",
@@ -639,6 +643,12 @@ fn summary_table(plans: &[Plan]) -> String {
             p.paged_bytes
                 .map_or("n/a".to_string(), |x| format_bytes(x as f64)),
         ];
+        if shared {
+            row.push(
+                p.shared_prefix_paged_bytes
+                    .map_or("n/a".to_string(), |x| format_bytes(x as f64)),
+            );
+        }
         if deploy {
             match &p.capacity {
                 Some(c) => row.extend([
@@ -658,5 +668,28 @@ fn summary_table(plans: &[Plan]) -> String {
         }
         b.push_record(row);
     }
-    b.build().with(Style::sharp()).to_string() + "\n"
+    let mut text = b.build().with(Style::sharp()).to_string() + "\n";
+    // What the figures assume, once for the whole table.
+    let mut notes = vec![format!("paged: blocks of {} tokens", plans[0].block_size)];
+    if shared {
+        notes.push(format!(
+            "prefix: first {} tokens shared by the batch",
+            plans[0].shared_prefix
+        ));
+    }
+    if plans.iter().any(|p| p.sliding_layers > 0) {
+        notes.push(format!(
+            "sliding layers hold: {}",
+            match plans[0].window_rule {
+                WindowRule::Window => "their window",
+                WindowRule::Vllm => "window - 1 + max-batched-tokens (vLLM)",
+            }
+        ));
+    }
+    if deploy {
+        notes.push("decode tok/s is an upper bound from bandwidth".to_string());
+    }
+    text.push_str(&notes.join("; "));
+    text.push('\n');
+    text
 }
