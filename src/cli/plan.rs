@@ -76,7 +76,8 @@ pub struct PlanArgs {
 pub struct CacheArgs {
     /// Cache dtype for keys and values together (list): f32, f16, bf16, fp8-e4m3, fp8-e5m2,
     /// int8, int4, nf4, int2, q8_0, q4_0, kivi2, kivi4; `/gN` sets the group size
-    /// (int4/g64), `/rN` the KIVI f16 residual (kivi2/r64).
+    /// (int4/g64), `/tensor` one scale per tensor (fp8-e4m3/tensor, as vLLM's fp8 cache),
+    /// `/rN` the KIVI f16 residual (kivi2/r64).
     #[arg(long, value_delimiter = ',', default_value = "f16")]
     pub cache_dtype: Vec<String>,
     /// Key dtype (list), overriding --cache-dtype for keys.
