@@ -207,3 +207,21 @@ fn pipeline_parallel_splits_layers_and_weights() {
         .to_string();
     assert!(err.contains("pp = 200"), "{err}");
 }
+
+#[test]
+fn hybrid_models_use_vllm_kv_cache_groups() {
+    // Gemma-3-27B on one GPU with 20 GiB of KV: 52 sliding + 10 full layers form 7 groups of
+    // 10 layers; a pool block is 10 pages of 131,072 B; tokens = blocks // 7 x 16.
+    let model = find_model("gemma3-27b").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let mut dep = deployment(None, 1, 1);
+    dep.kv_budget = Some(20 * GIB);
+    let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
+    let blocks = 20 * GIB / 1_310_720;
+    assert_eq!((cap.kv_cache_groups, cap.layers_per_group), (7, 10));
+    assert_eq!(cap.blocks, blocks);
+    assert_eq!(cap.token_capacity, blocks / 7 * 16);
+    // One 32k request: 2048 blocks for the full group, 64 for each of the 6 sliding groups.
+    assert_eq!(cap.max_seqs, blocks / (2048 + 6 * 64));
+    assert!((cap.concurrency - blocks as f64 / 2432.0).abs() < 1e-9);
+}

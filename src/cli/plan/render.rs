@@ -160,22 +160,28 @@ pub(super) fn detail_table(p: &Plan) -> String {
         );
         add(
             "token capacity",
-            format!(
-                "{} tokens ({} blocks of {})",
-                format_count(c.token_capacity),
-                format_count(c.blocks),
-                format_bytes(c.block_bytes as f64)
-            ),
+            if c.kv_cache_groups > 1 {
+                format!(
+                    "{} tokens ({} blocks of {} over {} KV cache groups of {} layers)",
+                    format_count(c.token_capacity),
+                    format_count(c.blocks),
+                    format_bytes(c.block_bytes as f64),
+                    c.kv_cache_groups,
+                    c.layers_per_group
+                )
+            } else {
+                format!(
+                    "{} tokens ({} blocks of {})",
+                    format_count(c.token_capacity),
+                    format_count(c.blocks),
+                    format_bytes(c.block_bytes as f64)
+                )
+            },
         );
-        let concurrency_note = if p.sliding_layers > 0 {
-            "token capacity / context, every layer counted as full"
-        } else {
-            "vLLM's maximum concurrency"
-        };
         add(
             &format!("max sequences of {} tokens", format_count(p.seq as u64)),
             format!(
-                "{} per replica ({concurrency_note}: {:.2}x)",
+                "{} per replica (vLLM's maximum concurrency: {:.2}x)",
                 format_count(c.max_seqs),
                 c.concurrency
             ),
