@@ -225,3 +225,15 @@ fn hybrid_models_use_vllm_kv_cache_groups() {
     assert_eq!(cap.max_seqs, blocks / (2048 + 6 * 64));
     assert!((cap.concurrency - blocks as f64 / 2432.0).abs() < 1e-9);
 }
+
+#[test]
+fn reserve_estimate_is_near_vllm_logs() {
+    // vLLM's memory profiling of Llama-3.1-8B on an 80 GB card with
+    // max_num_batched_tokens=8192 logs "PyTorch activation peak memory takes 1.19GiB" to
+    // "1.24GiB" and "non_torch_memory takes 0.12GiB" to "0.35GiB".
+    let model = find_model("llama3.1-8b").unwrap();
+    let (reserve, note) = kvbench_planner::deploy::estimate_reserve(&model, 1, 8192);
+    let gib = reserve as f64 / GIB as f64;
+    assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {note}");
+    assert!(note.contains("--reserve"));
+}
