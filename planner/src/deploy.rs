@@ -55,7 +55,8 @@ const WEIGHT_DTYPES: &[(&str, f64)] = &[
     ("int4", 4.25),
     // OCP MX: 4-bit codes with one 8-bit scale per 32 weights.
     ("mxfp4", 4.25),
-    // QLoRA NF4: 4-bit codes with an f16 absmax per 64 weights... stored double-quantized.
+    // QLoRA NF4 with double quantization: 4-bit codes, an 8-bit absmax per 64 weights and an
+    // f32 scale per 256 absmaxes: 4 + 8/64 + 32/16384 = 4.127 bits.
     ("nf4", 4.127),
 ];
 

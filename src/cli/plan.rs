@@ -66,7 +66,7 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub deploy: Box<DeployArgs>,
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: Format,
 }
 
