@@ -205,6 +205,45 @@ fn config_json_of_each_family_is_read() {
 }
 
 #[test]
+fn every_fixture_config_sizes_like_its_registry_entry() {
+    let dir = format!("{}/planner/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let mut keys: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    assert!(keys.len() >= 30);
+    // One sweep over all configs and one over all registry names: same rows, same sizes.
+    let mut config_args = Vec::new();
+    for key in &keys {
+        config_args.push("--config".to_string());
+        config_args.push(fixture(key));
+    }
+    config_args.extend(["--seq", "20000"].map(String::from));
+    let from_configs = rows(&config_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let from_registry = rows(&["--model", &keys.join(","), "--seq", "20000"]);
+    assert_eq!(from_configs.len(), keys.len());
+    for ((c, r), key) in from_configs.iter().zip(&from_registry).zip(&keys) {
+        for column in [
+            "kv_bytes_per_token",
+            "seq_bytes",
+            "paged_bytes",
+            "sliding_layers",
+            "attention",
+        ] {
+            assert_eq!(c[column], r[column], "{key}: {column}");
+        }
+    }
+}
+
+#[test]
 fn config_directory_and_window_rules() {
     // A model directory holding config.json, named after the directory.
     let dir = tempfile::tempdir().unwrap();
