@@ -237,3 +237,23 @@ fn reserve_estimate_is_near_vllm_logs() {
     assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {note}");
     assert!(note.contains("--reserve"));
 }
+
+#[test]
+fn tp_above_kv_heads_must_replicate_evenly() {
+    // Qwen2.5-7B: 28 query heads, 4 KV heads. tp 14 divides 28 but not evenly over 4 heads.
+    let model = find_model("qwen2.5-7b").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(None, 14, 14);
+    dep.kv_budget = Some(GIB);
+    let err = capacity(&model, &kv, &dep, 1024, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tp = 14") && err.contains("valid: 1, 2, 4, 28"),
+        "{err}"
+    );
+    let mut dep = deployment(None, 28, 28);
+    dep.kv_budget = Some(GIB);
+    let cap = capacity(&model, &kv, &dep, 1024, 1).unwrap();
+    assert!(cap.kv_heads_replicated);
+}
