@@ -382,3 +382,26 @@ fn negative_sizes_are_refused_by_the_parser() {
         .failure()
         .stderr(predicate::str::contains("-5"));
 }
+
+#[test]
+fn end_to_end_against_a_vllm_log() {
+    // vLLM (v0.6) serving meta-llama/Meta-Llama-3-8B on one A100 40GB at 0.9 logged:
+    // total_gpu_memory 39.50 GiB, weights 14.96 GiB, non_torch 0.10 GiB, activation peak
+    // 9.37 GiB, KV 11.12 GiB, "# GPU blocks: 5691". Given that reserve (0.10 + 9.37), the
+    // planner must land on the same blocks up to the logs' two-decimal rounding (±0.015 GiB,
+    // about ±8 blocks of 2 MiB).
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--gpu",
+        "a100-40gb",
+        "--reserve",
+        "9.47GiB",
+        "--seq",
+        "8192",
+    ]);
+    let weights_gib = r[0]["weights_bytes_per_gpu"].as_f64().unwrap() / (1u64 << 30) as f64;
+    assert!((weights_gib - 14.96).abs() < 0.005, "{weights_gib}");
+    let blocks = r[0]["blocks_per_gpu"].as_i64().unwrap();
+    assert!((blocks - 5691).abs() <= 8, "{blocks}");
+}
