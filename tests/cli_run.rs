@@ -207,8 +207,8 @@ fn shards_partition_the_sweep() {
             .arg(&cal)
             .arg("-o")
             .arg(&part)
-            .output()
-            .unwrap();
+            .assert()
+            .success();
         let rows = read_csv(&part);
         assert_eq!(rows.len(), 4, "shard {i}/3");
         for row in &rows {
@@ -221,4 +221,195 @@ fn shards_partition_the_sweep() {
     all_sorted.sort();
     // Disjoint (no duplicates) and complete (same workloads as the whole sweep).
     assert_eq!(union, all_sorted);
+}
+
+#[test]
+fn tiny_run_writes_csv_json_md_with_checkable_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = calibration(dir.path());
+    let out = dir.path().join("runs/tiny.csv");
+    let assert = kvbench()
+        .args(["run", "--workload", "attention,decoder"])
+        .args([
+            "--q-heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--head-dim",
+            "16",
+            "--hidden",
+            "64",
+        ])
+        .args([
+            "--layers",
+            "2",
+            "--strategy",
+            "contiguous,paged",
+            "--cache-dtype",
+            "f16,int8",
+        ])
+        .args([
+            "--prompt",
+            "12",
+            "--gen",
+            "4",
+            "--batch",
+            "2",
+            "--block-size",
+            "8",
+        ])
+        .args([
+            "-r",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "2",
+            "--format",
+            "table,json,md",
+        ])
+        .arg("--calibration")
+        .arg(&cal)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(
+        stdout.contains("TTFT ms") && stdout.contains("paged b8"),
+        "{stdout}"
+    );
+
+    let h = header(&out);
+    let rows = read_csv(&out);
+    assert_eq!(rows.len(), 2 * 2 * 2);
+    let num = |row: &csv::StringRecord, c: &str| col(&h, row, c).parse::<f64>().unwrap();
+    for row in &rows {
+        assert_eq!(col(&h, row, "status"), "ok");
+        assert_eq!(col(&h, row, "verified"), "true");
+        assert_eq!(col(&h, row, "schema_version"), "1");
+        assert_eq!(col(&h, row, "threads"), "2");
+        assert_eq!(num(row, "ttft_samples"), 3.0);
+        assert_eq!(num(row, "itl_samples"), 12.0);
+        // The planner's prediction equals what the layout allocated.
+        assert_eq!(
+            col(&h, row, "kv_bytes_predicted"),
+            col(&h, row, "kv_bytes_allocated")
+        );
+        // tokens/s = batch / TPOT
+        let tps = 2.0 / (num(row, "tpot_ms") / 1e3);
+        assert!((num(row, "tokens_per_s") - tps).abs() <= 1e-6 * tps);
+        assert!(num(row, "itl_p50_ms") <= num(row, "itl_p99_ms"));
+        // Limits from the calibration file (2 threads → all-thread figures).
+        assert_eq!(num(row, "limit_gbps"), 20.0);
+        assert_eq!(num(row, "limit_gflops"), 100.0);
+        let pct = 100.0 * num(row, "achieved_gbps") / 20.0;
+        assert!((num(row, "pct_of_limit") - pct).abs() <= 1e-9 * pct.max(1.0));
+    }
+    // Contiguous f16 by hand: batch 2 × 2 layers × 2 KV heads × (K + V) × 16 tokens × 16 × 2 B.
+    let contiguous_f16 = rows
+        .iter()
+        .find(|r| col(&h, r, "strategy") == "contiguous" && col(&h, r, "k_dtype") == "f16")
+        .unwrap();
+    assert_eq!(
+        num(contiguous_f16, "kv_bytes_allocated"),
+        (2 * 2 * 2 * 2 * 16 * 16 * 2) as f64
+    );
+    assert_eq!(col(&h, contiguous_f16, "block_size"), "0");
+    // Paged, block 8: 16 tokens = 2 whole blocks, the same bytes here.
+    let paged_f16 = rows
+        .iter()
+        .find(|r| col(&h, r, "strategy") == "paged" && col(&h, r, "k_dtype") == "f16")
+        .unwrap();
+    assert_eq!(col(&h, paged_f16, "block_size"), "8");
+    assert_eq!(
+        num(paged_f16, "kv_bytes_allocated"),
+        (2 * 2 * 2 * 2 * 16 * 16 * 2) as f64
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
+            .unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 8);
+    assert_eq!(
+        results[0]["samples"]["itl_ms"].as_array().unwrap().len(),
+        12
+    );
+    assert_eq!(
+        results[0]["samples"]["ttft_ms"].as_array().unwrap().len(),
+        3
+    );
+    let md = std::fs::read_to_string(out.with_extension("md")).unwrap();
+    assert_eq!(md.lines().filter(|l| l.starts_with('|')).count(), 2 + 8);
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_keeps_finished_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = calibration(dir.path());
+    let out = dir.path().join("interrupted.csv");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kvbench"))
+        .args(["run", "--workload", "attention"])
+        .args([
+            "--q-heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--head-dim",
+            "16",
+            "--hidden",
+            "64",
+        ])
+        .args([
+            "--strategy",
+            "contiguous",
+            "--prompt",
+            "8",
+            "--gen",
+            "64",
+            "-r",
+            "50",
+        ])
+        .args(["--batch", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16"])
+        .arg("--calibration")
+        .arg(&cal)
+        .arg("-o")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first finished row, then press Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let rows = std::fs::read_to_string(&out)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if rows >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no row written in 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let h = header(&out);
+    let rows = read_csv(&out);
+    assert!(!rows.is_empty() && rows.len() < 16, "{} rows", rows.len());
+    for row in &rows {
+        // Every kept row is complete: a finished, verified, timed workload.
+        assert_eq!(col(&h, row, "status"), "ok");
+        assert_eq!(col(&h, row, "itl_samples"), (50 * 64).to_string());
+    }
 }

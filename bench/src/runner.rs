@@ -129,12 +129,16 @@ impl Runner<'_> {
         drop(workload);
 
         self.fill_timing(&mut record, &timed, spec);
-        for (what, s) in [("TTFT", &timed.ttft), ("ITL", &timed.itl)] {
-            if let Some(advice) =
-                s.outlier_advice(&format!("{}: {what}", crate::matrix::describe(spec)))
-            {
-                notes.push(advice);
-            }
+        let outliers: Vec<String> = [("TTFT", &timed.ttft), ("ITL", &timed.itl)]
+            .iter()
+            .filter_map(|(what, s)| s.outlier_note(what))
+            .collect();
+        if !outliers.is_empty() {
+            notes.push(format!(
+                "{}: {}",
+                crate::matrix::describe(spec),
+                outliers.join("; ")
+            ));
         }
         if record.kv_bytes_allocated != record.kv_bytes_predicted {
             notes.push(format!(
@@ -262,6 +266,7 @@ impl Runner<'_> {
             strategy: strategy_name(spec.strategy),
             k_dtype: spec.k_dtype.to_string(),
             v_dtype: spec.v_dtype.to_string(),
+            cache_dtype: dtype_pair_label(spec),
             bits_per_element: (spec.k_dtype.bits_per_element(head_dim)
                 + spec.v_dtype.bits_per_element(head_dim))
                 / 2.0,

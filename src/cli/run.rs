@@ -449,6 +449,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     for note in &result.notes {
         eprintln!("note: {note}");
     }
+    if result.notes.iter().any(|n| n.contains("outliers")) {
+        eprintln!("note: {}", kvbench_bench::stats::OUTLIER_ADVICE);
+    }
     for r in result.records.iter().filter(|r| r.status != status::OK) {
         eprintln!(
             "{}: {} {} {} {}: {}",
