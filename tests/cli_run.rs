@@ -413,3 +413,44 @@ fn ctrl_c_stops_cleanly_and_keeps_finished_rows() {
         assert_eq!(col(&h, row, "itl_samples"), (50 * 64).to_string());
     }
 }
+
+#[test]
+fn a_workload_that_cannot_fit_is_refused_with_its_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = calibration(dir.path());
+    let out = dir.path().join("big.csv");
+    // Llama-3-70B whole: 80 layers of f32 weights are far beyond any test machine's memory.
+    let assert = kvbench()
+        .args([
+            "run",
+            "--model",
+            "llama3-70b",
+            "--prompt",
+            "4096",
+            "--gen",
+            "128",
+        ])
+        .arg("--calibration")
+        .arg(&cal)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(stderr.contains("refused: llama3-70b"), "{stderr}");
+    let h = header(&out);
+    let rows = read_csv(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(col(&h, &rows[0], "status"), "refused");
+    let detail = col(&h, &rows[0], "detail");
+    // REFERENCE.md: Llama-3-70B holds 320 KiB per token in f16; 4224 tokens = 1.29 GiB.
+    assert_eq!(
+        col(&h, &rows[0], "kv_bytes_predicted"),
+        (4224u64 * 327_680).to_string()
+    );
+    assert!(
+        detail.contains("KV cache 1.29 GiB") && detail.contains("weights"),
+        "{detail}"
+    );
+    assert!(detail.contains("lower --prompt"), "{detail}");
+}

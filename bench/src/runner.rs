@@ -609,9 +609,10 @@ mod tests {
         let result = with_runner(true, u64::MAX, None, |r, _| {
             run_sweep(r, &specs, Some(shard), &mut [], false).unwrap()
         });
+        // 5 workloads in 2 shards: positions 0..2 and 2..5.
         let idx: Vec<u32> = result.records.iter().map(|r| r.sweep_index).collect();
-        assert_eq!(idx, [1, 3]);
+        assert_eq!(idx, [2, 3, 4]);
         let prompts: Vec<u32> = result.records.iter().map(|r| r.prompt).collect();
-        assert_eq!(prompts, [2, 4]);
+        assert_eq!(prompts, [3, 4, 5]);
     }
 }
