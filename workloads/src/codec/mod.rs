@@ -299,8 +299,7 @@ impl Codec {
                 .iter_mut()
                 .zip(codes)
                 .for_each(|(b, &c)| *b = c as u8),
-            4 if first % 2 == 0 && codes.len() % 2 == 0 => unit
-                [first / 2..(first + codes.len()) / 2]
+            4 if first % 2 == 0 && codes.len() % 2 == 0 => unit[first / 2..(first + codes.len()) / 2]
                 .iter_mut()
                 .zip(codes.chunks_exact(2))
                 .for_each(|(b, c)| *b = (c[0] | (c[1] << 4)) as u8),
