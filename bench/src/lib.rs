@@ -6,6 +6,7 @@ pub mod compare;
 pub mod env;
 pub mod export;
 pub mod matrix;
+pub mod offload;
 pub mod record;
 pub mod report;
 pub mod runner;

@@ -246,6 +246,25 @@ impl OffloadWorkload {
             .collect()
     }
 
+    /// ‖out − ref‖/‖ref‖ of every sequence's newest-token outputs (all layers) against the
+    /// f64 reference from the unquantized vectors.
+    pub fn last_rel_error(&self) -> f64 {
+        let (mut err, mut norm) = (0f64, 0f64);
+        for seq in 0..self.geom.batch {
+            for layer in 0..self.geom.layers {
+                let pos = self.cache.len(layer, seq) - 1;
+                for (o, r) in self.last[seq][layer]
+                    .iter()
+                    .zip(self.reference(seq, layer, pos))
+                {
+                    err += (*o as f64 - r) * (*o as f64 - r);
+                    norm += r * r;
+                }
+            }
+        }
+        (err / norm).sqrt()
+    }
+
     /// Run prefill and every decode step, collecting outputs and comparing each with the
     /// f64 reference; returns (outputs, Σ‖out−ref‖², Σ‖ref‖², Σ out·ref, Σ‖out‖²).
     fn run_all(&mut self, with_reference: bool) -> Result<(Vec<f32>, [f64; 4]), WorkloadError> {
