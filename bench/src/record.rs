@@ -70,4 +70,42 @@ pub struct Record {
     pub achieved_gflops: f64,
     pub limit_gflops: f64,
     pub pct_of_limit: f64,
+    // --- added in schema 1 (appended; see results/README.md)
+    /// Why a row is not `ok` (verification detail, refusal figure, error); empty when ok.
+    pub detail: String,
+    /// `i/n` when the run was one shard of a sweep; empty for a whole sweep.
+    pub shard: String,
+    /// Position of this workload in the whole (unsharded) sweep, from 0.
+    pub sweep_index: u32,
+    pub intermediate: u32,
+    pub mlp: bool,
+    /// Most recent tokens kept in f16 (KIVI residual); 0 = none.
+    pub residual: u32,
+    pub seed: u64,
+    pub warmup: u32,
+    pub ttft_samples: u32,
+    pub itl_samples: u32,
+    /// Prompt tokens of the whole batch per second of prefill.
+    pub prefill_tokens_per_s: f64,
+    /// KV bytes the last decode step read (the longest context).
+    pub kv_bytes_read_last_step: u64,
+    pub prefill_flops: f64,
+    /// achieved_gflops / limit_gflops × 100 (prefill); `pct_of_limit` is the decode figure.
+    pub prefill_pct_of_limit: f64,
+    /// Model weights the workload holds (f32), as estimated before running.
+    pub weights_bytes: u64,
+    /// Where limit_* came from: a calibration file path, `short` (measured at run start) or empty.
+    pub calibration: String,
+}
+
+/// Values of the `status` column.
+pub mod status {
+    /// Verified, then timed.
+    pub const OK: &str = "ok";
+    /// Verification against the f64 reference failed; not timed.
+    pub const FAILED: &str = "failed";
+    /// Would not fit in available memory; not built.
+    pub const REFUSED: &str = "refused";
+    /// Building or running returned an error.
+    pub const ERROR: &str = "error";
 }

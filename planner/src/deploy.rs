@@ -1,1 +1,412 @@
 //! Deployment capacity: weights per GPU, KV budget, token and sequence capacity.
+//!
+//! Follows vLLM's v1 arithmetic: available = total x gpu_memory_utilization - reserve - weights
+//! per GPU; a block holds `block_size` tokens of every layer on the GPU; blocks = available //
+//! block bytes; token capacity = blocks x block_size.
+
+use serde::Serialize;
+
+use crate::dtype::KvDtypes;
+use crate::error::PlanError;
+use crate::gpu::GpuSpec;
+use crate::layout::{allocated_bytes, LayoutKind, LayoutQuery};
+use crate::registry::ModelInfo;
+use crate::shape::{AttentionKind, ModelShape};
+
+const GIB: u64 = 1 << 30;
+
+/// How much a sliding-window layer reserves per sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowRule {
+    /// Exactly the window (what the layer can ever attend to).
+    Window,
+    /// vLLM's reservation: window - 1 + max_num_batched_tokens, capped at the sequence.
+    Vllm,
+}
+
+impl WindowRule {
+    /// The name used in the CLI and output.
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowRule::Window => "window",
+            WindowRule::Vllm => "vllm",
+        }
+    }
+}
+
+/// Precision of the stored weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WeightDtype {
+    pub name: &'static str,
+    /// Bits per parameter including any per-group scales.
+    pub bits: f64,
+}
+
+/// Accepted weight dtypes and their bits per parameter.
+const WEIGHT_DTYPES: &[(&str, f64)] = &[
+    ("f32", 32.0),
+    ("bf16", 16.0),
+    ("f16", 16.0),
+    ("fp8", 8.0),
+    ("int8", 8.0),
+    // 4-bit codes with an f16 scale and zero point per 128 weights (AWQ/GPTQ g128).
+    ("int4", 4.25),
+    // OCP MX: 4-bit codes with one 8-bit scale per 32 weights.
+    ("mxfp4", 4.25),
+    // QLoRA NF4: 4-bit codes with an f16 absmax per 64 weights... stored double-quantized.
+    ("nf4", 4.127),
+];
+
+impl std::str::FromStr for WeightDtype {
+    type Err = PlanError;
+
+    fn from_str(text: &str) -> Result<Self, PlanError> {
+        let lower = text.trim().to_ascii_lowercase();
+        let canonical = match lower.as_str() {
+            "fp16" | "float16" | "half" => "f16",
+            "bfloat16" => "bf16",
+            "fp32" | "float32" => "f32",
+            "fp8-e4m3" | "e4m3" | "fp8_e4m3" => "fp8",
+            "awq" | "gptq" => "int4",
+            other => other,
+        };
+        WEIGHT_DTYPES
+            .iter()
+            .find(|(name, _)| *name == canonical)
+            .map(|(name, bits)| WeightDtype { name, bits: *bits })
+            .ok_or_else(|| PlanError::InvalidValue {
+                what: "weights dtype".to_string(),
+                value: text.to_string(),
+                fix: format!(
+                    "use one of {}",
+                    WEIGHT_DTYPES
+                        .iter()
+                        .map(|w| w.0)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+}
+
+/// Where and how a model is served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// The GPU (None when only a KV budget is given).
+    pub gpu: Option<GpuSpec>,
+    pub gpus: u32,
+    pub tp: u32,
+    pub pp: u32,
+    pub weights: WeightDtype,
+    /// Fraction of GPU memory the engine may use (vLLM's gpu_memory_utilization).
+    pub mem_util: f64,
+    /// Per-GPU bytes held back for activations and runtime; None = estimate.
+    pub reserve: Option<u64>,
+    /// Per-GPU KV memory known in advance; replaces the memory arithmetic.
+    pub kv_budget: Option<u64>,
+    pub block_size: u32,
+    /// vLLM's max_num_batched_tokens (activation profiling, sliding-window reservation).
+    pub max_batched_tokens: u32,
+    pub window_rule: WindowRule,
+}
+
+/// What one GPU of a deployment holds and how much fits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capacity {
+    /// Copies of the model (gpus / (tp x pp)).
+    pub replicas: u32,
+    /// Layers on the most loaded pipeline stage.
+    pub layers_per_gpu: u32,
+    /// KV heads each GPU caches (an MLA latent counts as 1).
+    pub kv_heads_per_gpu: u32,
+    /// tp exceeds the KV heads, so each head is cached on several GPUs.
+    pub kv_heads_replicated: bool,
+    pub weights_bytes_per_gpu: u64,
+    /// total x mem_util (0 with a KV budget).
+    pub usable_bytes_per_gpu: u64,
+    pub reserve_bytes_per_gpu: u64,
+    /// How the reserve was obtained.
+    pub reserve_note: String,
+    /// Bytes left for the KV cache on each GPU.
+    pub kv_budget_bytes_per_gpu: u64,
+    /// Bytes of one block (block_size tokens of every layer on the GPU).
+    pub block_bytes: u64,
+    pub blocks: u64,
+    /// blocks x block_size: comparable with vLLM's "GPU KV cache size: N tokens".
+    pub token_capacity: u64,
+    /// Bytes one sequence of the asked context holds on a GPU (whole blocks, windows applied).
+    pub seq_bytes_per_gpu: u64,
+    /// Whole sequences of the asked context that fit at once (per replica).
+    pub max_seqs: u64,
+    /// vLLM's "maximum concurrency": token_capacity / context.
+    pub concurrency: f64,
+    /// Longest context at the asked batch (None: unbounded, every layer is a sliding window).
+    pub max_context_at_batch: Option<u64>,
+}
+
+/// Checks a tp degree against the model's heads; returns (KV heads per GPU, replicated).
+pub fn split_heads(shape: &ModelShape, tp: u32) -> Result<(u32, bool), PlanError> {
+    if tp == 0 {
+        return Err(PlanError::InvalidValue {
+            what: "tp".to_string(),
+            value: "0".to_string(),
+            fix: "give at least 1".to_string(),
+        });
+    }
+    let hint = |count: u32| {
+        (1..=count)
+            .filter(|d| count.is_multiple_of(*d))
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !shape.q_heads.is_multiple_of(tp) {
+        return Err(PlanError::TpNotDivisor {
+            tp,
+            what: "attention heads".to_string(),
+            count: shape.q_heads,
+            hint: hint(shape.q_heads),
+        });
+    }
+    if shape
+        .layer_kinds
+        .iter()
+        .all(|k| matches!(k, AttentionKind::Mla { .. }))
+    {
+        // The MLA latent is shared by all heads: every rank keeps it whole.
+        return Ok((1, tp > 1));
+    }
+    let kv = shape.kv_heads;
+    if kv >= tp {
+        if !kv.is_multiple_of(tp) {
+            return Err(PlanError::TpNotDivisor {
+                tp,
+                what: "KV heads".to_string(),
+                count: kv,
+                hint: hint(kv),
+            });
+        }
+        Ok((kv / tp, false))
+    } else {
+        if !tp.is_multiple_of(kv) {
+            return Err(PlanError::TpNotDivisor {
+                tp,
+                what: "a multiple of the KV heads; tp".to_string(),
+                count: kv,
+                hint: format!("{kv}, {}", 2 * kv),
+            });
+        }
+        Ok((1, true))
+    }
+}
+
+/// The cache shape one GPU holds: the largest pipeline stage, its KV heads split by tp.
+pub fn per_gpu_shape(
+    shape: &ModelShape,
+    tp: u32,
+    pp: u32,
+) -> Result<(ModelShape, bool), PlanError> {
+    let (kv_per_gpu, replicated) = split_heads(shape, tp)?;
+    if pp == 0 || pp > shape.layers {
+        return Err(PlanError::PpTooLarge {
+            pp,
+            layers: shape.layers,
+        });
+    }
+    let stage_layers = shape.layers.div_ceil(pp);
+    let mut gpu = shape.clone();
+    gpu.kv_heads = kv_per_gpu;
+    gpu.layers = stage_layers;
+    gpu.layer_kinds.truncate(stage_layers as usize);
+    Ok((gpu, replicated))
+}
+
+/// The shape with each sliding window widened to what `rule` reserves.
+pub fn apply_window_rule(
+    shape: &ModelShape,
+    rule: WindowRule,
+    max_batched_tokens: u32,
+) -> ModelShape {
+    let mut out = shape.clone();
+    if rule == WindowRule::Vllm {
+        for kind in &mut out.layer_kinds {
+            if let AttentionKind::Sliding { window } = kind {
+                *window = window.saturating_sub(1).saturating_add(max_batched_tokens);
+            }
+        }
+    }
+    out
+}
+
+/// vLLM-style reserve per GPU: peak activations of a profiling pass of
+/// `max_batched_tokens` tokens (residual, norm, attention output and the MLP's gate/up output
+/// in 16-bit, plus f32 logits for 256 sequences) and non-torch memory (~0.25 GiB at tp 1,
+/// ~2 GiB with NCCL buffers at tp >= 2).
+pub fn estimate_reserve(model: &ModelInfo, tp: u32, max_batched_tokens: u32) -> (u64, String) {
+    let s = &model.shape;
+    let per_token = 4 * s.hidden as u64 + 2 * (s.intermediate / tp.max(1)) as u64;
+    let activations = max_batched_tokens as u64 * per_token * 2 + 256 * model.vocab as u64 * 4;
+    let runtime = if tp > 1 { 2 * GIB } else { GIB / 4 };
+    let note = format!(
+        "estimated: activations {:.2} GiB + runtime {:.2} GiB (set --reserve to override)",
+        activations as f64 / GIB as f64,
+        runtime as f64 / GIB as f64
+    );
+    (activations + runtime, note)
+}
+
+/// Paged bytes one sequence of `len` tokens holds on one GPU.
+fn seq_bytes(shape: &ModelShape, kv: &KvDtypes, block: u32, len: u64) -> Result<u64, PlanError> {
+    allocated_bytes(&LayoutQuery {
+        shape,
+        k: kv.k,
+        v: kv.v,
+        kind: LayoutKind::Paged { block_size: block },
+        batch: 1,
+        max_len: len.min(u32::MAX as u64) as u32,
+        shared_prefix: 0,
+        window: None,
+    })
+}
+
+fn human(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / GIB as f64)
+}
+
+/// Sizes a deployment for sequences of `context` tokens in batches of `batch`.
+pub fn capacity(
+    model: &ModelInfo,
+    kv: &KvDtypes,
+    dep: &Deployment,
+    context: u32,
+    batch: u32,
+) -> Result<Capacity, PlanError> {
+    let bad = |what: &str, value: String, fix: &str| PlanError::InvalidValue {
+        what: what.to_string(),
+        value,
+        fix: fix.to_string(),
+    };
+    if dep.gpus == 0 {
+        return Err(bad("gpus", "0".into(), "give at least 1"));
+    }
+    let per_replica = dep.tp.saturating_mul(dep.pp);
+    if per_replica == 0 || !dep.gpus.is_multiple_of(per_replica) {
+        return Err(bad(
+            "gpus",
+            dep.gpus.to_string(),
+            &format!("it must be a multiple of tp x pp = {per_replica}"),
+        ));
+    }
+    if !(dep.mem_util > 0.0 && dep.mem_util <= 1.0) {
+        return Err(bad(
+            "mem-util",
+            dep.mem_util.to_string(),
+            "give a fraction in (0, 1], e.g. 0.9",
+        ));
+    }
+    if context == 0 || batch == 0 {
+        return Err(bad("context or batch", "0".into(), "give at least 1"));
+    }
+    let (gpu_shape, replicated) = per_gpu_shape(&model.shape, dep.tp, dep.pp)?;
+    let gpu_shape = apply_window_rule(&gpu_shape, dep.window_rule, dep.max_batched_tokens);
+    let weights = (model.params * dep.weights.bits / 8.0 / per_replica as f64).round() as u64;
+
+    let (usable, reserve, note, budget) = match (dep.kv_budget, &dep.gpu) {
+        (Some(budget), _) => (0, 0, "none (KV budget given)".to_string(), budget),
+        (None, Some(gpu)) => {
+            let usable = (gpu.usable_bytes as f64 * dep.mem_util) as u64;
+            let (reserve, note) = match dep.reserve {
+                Some(r) => (r, "given (--reserve)".to_string()),
+                None => estimate_reserve(model, dep.tp, dep.max_batched_tokens),
+            };
+            let held = weights.saturating_add(reserve);
+            if held >= usable {
+                return Err(PlanError::NoCapacity(format!(
+                    "no room for the KV cache on {}: weights {} + reserve {} per GPU exceed {} usable ({} x mem-util {}); use more GPUs (--tp), a smaller --weights-dtype, or a higher --mem-util",
+                    gpu.key,
+                    human(weights),
+                    human(reserve),
+                    human(usable),
+                    human(gpu.usable_bytes),
+                    dep.mem_util
+                )));
+            }
+            (usable, reserve, note, usable - held)
+        }
+        (None, None) => {
+            return Err(PlanError::InvalidValue {
+                what: "deployment".to_string(),
+                value: "no --gpu and no --kv-budget".to_string(),
+                fix: "name a GPU (--gpu h100) or give the KV memory per GPU (--kv-budget 58.5GiB)"
+                    .to_string(),
+            })
+        }
+    };
+
+    // A block holds block_size tokens of every layer on the GPU (windows do not shrink it).
+    let mut full = gpu_shape.clone();
+    for k in &mut full.layer_kinds {
+        if let AttentionKind::Sliding { .. } = k {
+            *k = AttentionKind::Full;
+        }
+    }
+    let block_bytes = seq_bytes(&full, kv, dep.block_size, dep.block_size as u64)?;
+    let blocks = budget / block_bytes;
+    let token_capacity = blocks * dep.block_size as u64;
+    let per_seq = seq_bytes(&gpu_shape, kv, dep.block_size, context as u64)?;
+    let max_seqs = budget / per_seq;
+    if max_seqs == 0 {
+        return Err(PlanError::NoCapacity(format!(
+            "the KV budget of {} per GPU fits 0 sequences of {context} tokens (one needs {}); shorten --seq, add GPUs (--tp), or pick a smaller cache dtype",
+            human(budget),
+            human(per_seq)
+        )));
+    }
+    let max_context_at_batch = max_context(&gpu_shape, kv, dep.block_size, batch, budget)?;
+    Ok(Capacity {
+        replicas: dep.gpus / per_replica,
+        layers_per_gpu: gpu_shape.layers,
+        kv_heads_per_gpu: gpu_shape.kv_heads,
+        kv_heads_replicated: replicated,
+        weights_bytes_per_gpu: if dep.kv_budget.is_some() { 0 } else { weights },
+        usable_bytes_per_gpu: usable,
+        reserve_bytes_per_gpu: reserve,
+        reserve_note: note,
+        kv_budget_bytes_per_gpu: budget,
+        block_bytes,
+        blocks,
+        token_capacity,
+        seq_bytes_per_gpu: per_seq,
+        max_seqs,
+        concurrency: token_capacity as f64 / context as f64,
+        max_context_at_batch,
+    })
+}
+
+/// Longest context whose `batch` sequences fit in `budget` (binary search over whole tokens).
+fn max_context(
+    shape: &ModelShape,
+    kv: &KvDtypes,
+    block: u32,
+    batch: u32,
+    budget: u64,
+) -> Result<Option<u64>, PlanError> {
+    let fits = |len: u64| -> Result<bool, PlanError> {
+        Ok(seq_bytes(shape, kv, block, len)?.saturating_mul(batch as u64) <= budget)
+    };
+    const LIMIT: u64 = u32::MAX as u64;
+    if fits(LIMIT)? {
+        return Ok(None);
+    }
+    let (mut lo, mut hi) = (0u64, LIMIT);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(Some(lo))
+}

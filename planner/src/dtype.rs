@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::PlanError;
+
 /// The element format of a cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -202,6 +204,288 @@ pub fn residual_split(dtype: &CacheDtype, len: u64, head_dim: u32) -> (u64, u64)
     (quantized, len - quantized)
 }
 
+/// Canonical cache dtype names accepted by [`CacheDtype::from_str`] (and `--cache-dtype`).
+pub const DTYPE_NAMES: &[&str] = &[
+    "f32", "f16", "bf16", "fp8-e4m3", "fp8-e5m2", "int8", "int4", "nf4", "int2", "q8_0", "q4_0",
+];
+
+/// Names of the KIVI (K, V) presets accepted by [`parse_kv_dtypes`].
+pub const KIVI_NAMES: &[&str] = &["kivi2", "kivi4"];
+
+/// KIVI's residual when none is given: the 128 recent tokens of the paper's main runs and of
+/// Hugging Face's quantized cache default.
+pub const KIVI_DEFAULT_RESIDUAL: u32 = 128;
+
+/// Every accepted spelling of a base dtype (lower case, `_` and `-` both allowed) and what it means.
+fn base_dtype(name: &str) -> Option<CacheDtype> {
+    let kind = match name {
+        "f32" | "fp32" | "float32" | "float" => DtypeKind::F32,
+        "f16" | "fp16" | "float16" | "half" => DtypeKind::F16,
+        "bf16" | "bfloat16" => DtypeKind::Bf16,
+        "fp8-e4m3" | "fp8" | "e4m3" | "fp8-e4m3fn" => DtypeKind::Fp8E4m3,
+        "fp8-e5m2" | "e5m2" => DtypeKind::Fp8E5m2,
+        "int8" | "i8" => DtypeKind::Int8,
+        "int4" | "i4" => DtypeKind::Int4,
+        "nf4" => DtypeKind::Nf4,
+        "int2" | "i2" => DtypeKind::Int2,
+        "q8-0" => return Some(CacheDtype::q8_0()),
+        "q4-0" => return Some(CacheDtype::q4_0()),
+        _ => return None,
+    };
+    Some(CacheDtype::new(kind))
+}
+
+fn valid_names() -> String {
+    let mut all: Vec<&str> = DTYPE_NAMES.to_vec();
+    all.extend_from_slice(KIVI_NAMES);
+    format!(
+        "{} (add /gN to set the group size, e.g. int4/g64; kivi takes /rN for its f16 residual, e.g. kivi2/r64)",
+        all.join(", ")
+    )
+}
+
+/// Splits `int4/g64/r32` into the base name and its suffixes.
+fn split_suffixes(text: &str) -> (String, Vec<String>) {
+    let lower = text.trim().to_ascii_lowercase().replace('_', "-");
+    let mut parts = lower.split('/').map(str::to_string);
+    let base = parts.next().unwrap_or_default();
+    (base, parts.collect())
+}
+
+/// Reads a positive number after a one-letter suffix tag (`g64` → 64).
+fn suffix_number(original: &str, part: &str, tag: char, what: &str) -> Result<u32, PlanError> {
+    let digits = part.strip_prefix(tag).unwrap_or("");
+    match digits.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(PlanError::BadDtype {
+            name: original.to_string(),
+            reason: format!(
+                "'/{part}' is not a valid {what}; write /{tag}N with N a positive integer"
+            ),
+        }),
+    }
+}
+
+impl CacheDtype {
+    /// Returns this dtype with `group` elements per scale group.
+    ///
+    /// Float kinds have no scales, so a group size is refused for them.
+    pub fn with_group(self, group: u32) -> Result<Self, PlanError> {
+        if self.kind.is_float() {
+            return Err(PlanError::BadDtype {
+                name: format!("{}/g{group}", self.kind.name()),
+                reason: format!(
+                    "{} stores no scales, so it has no group size; drop the /g suffix",
+                    self.kind.name()
+                ),
+            });
+        }
+        if group == 0 {
+            return Err(PlanError::BadDtype {
+                name: format!("{}/g0", self.kind.name()),
+                reason: "group size must be at least 1".to_string(),
+            });
+        }
+        Ok(CacheDtype {
+            group_size: Some(group),
+            ..self
+        })
+    }
+
+    /// Whether this is llama.cpp's `q8_0` or `q4_0` block layout.
+    fn llama_cpp_name(&self) -> Option<&'static str> {
+        if *self == CacheDtype::q8_0() {
+            Some("q8_0")
+        } else if *self == CacheDtype::q4_0() {
+            Some("q4_0")
+        } else {
+            None
+        }
+    }
+}
+
+impl std::str::FromStr for CacheDtype {
+    type Err = PlanError;
+
+    /// Parses `f16`, `int4`, `int4/g64`, `q8_0`, `fp8-e4m3`, ... (case and `_`/`-` forgiving).
+    /// KIVI presets are a (K, V) pair: parse them with [`parse_kv_dtypes`].
+    fn from_str(text: &str) -> Result<Self, PlanError> {
+        let (base, suffixes) = split_suffixes(text);
+        if base.starts_with("kivi") {
+            return Err(PlanError::BadDtype {
+                name: text.to_string(),
+                reason: "KIVI is a (key, value) pair of dtypes; give it where both are set (e.g. --cache-dtype kivi2), not for K or V alone".to_string(),
+            });
+        }
+        let mut dtype = base_dtype(&base).ok_or_else(|| PlanError::UnknownDtype {
+            name: text.to_string(),
+            valid: valid_names(),
+        })?;
+        for part in &suffixes {
+            if part.starts_with('g') {
+                let group = suffix_number(text, part, 'g', "group size")?;
+                dtype = dtype.with_group(group).map_err(|e| match e {
+                    PlanError::BadDtype { reason, .. } => PlanError::BadDtype {
+                        name: text.to_string(),
+                        reason,
+                    },
+                    other => other,
+                })?;
+            } else {
+                return Err(PlanError::BadDtype {
+                    name: text.to_string(),
+                    reason: format!("unknown suffix '/{part}'; only /gN (group size) applies here"),
+                });
+            }
+        }
+        Ok(dtype)
+    }
+}
+
+impl std::fmt::Display for CacheDtype {
+    /// The name [`FromStr`](std::str::FromStr) reads back; group sizes differing from the
+    /// kind's default are written as `/gN`, KIVI halves as `kivi4-k/r128` / `kivi4-v/r128`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(name) = self.llama_cpp_name() {
+            return f.write_str(name);
+        }
+        if self.residual > 0 || self.axis == GroupAxis::Channel {
+            let half = if self.axis == GroupAxis::Channel {
+                "k"
+            } else {
+                "v"
+            };
+            write!(f, "kivi{}-{half}", self.kind.code_bits())?;
+            if self.group_size != Some(32) {
+                write!(f, "/g{}", self.group_len(0))?;
+            }
+            return write!(f, "/r{}", self.residual);
+        }
+        f.write_str(self.kind.name())?;
+        let default = CacheDtype::new(self.kind);
+        if self.group_size != default.group_size {
+            if let Some(g) = self.group_size {
+                write!(f, "/g{g}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key dtype and a value dtype, as set together by `--cache-dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KvDtypes {
+    pub k: CacheDtype,
+    pub v: CacheDtype,
+}
+
+impl KvDtypes {
+    /// The same dtype for keys and values.
+    pub fn same(dtype: CacheDtype) -> Self {
+        KvDtypes { k: dtype, v: dtype }
+    }
+
+    /// One label for the pair: the dtype's name when K and V agree, `kivi2/r128` for a KIVI
+    /// preset, else `k=<K>,v=<V>`.
+    pub fn label(&self) -> String {
+        if self.k == self.v {
+            return self.k.to_string();
+        }
+        let kivi_pair = CacheDtype {
+            axis: GroupAxis::Token,
+            ..self.k
+        } == self.v
+            && self.k.axis == GroupAxis::Channel
+            && self.k.residual > 0;
+        if kivi_pair {
+            let group = match self.k.group_size {
+                Some(32) | None => String::new(),
+                Some(g) => format!("/g{g}"),
+            };
+            return format!(
+                "kivi{}/r{}{group}",
+                self.k.kind.code_bits(),
+                self.k.residual
+            );
+        }
+        format!("k={},v={}", self.k, self.v)
+    }
+}
+
+/// Parses a name that sets keys and values together: any [`CacheDtype`] name (both the same),
+/// or a KIVI preset `kivi2` / `kivi4`, optionally with `/rN` (f16 residual tokens, default
+/// [`KIVI_DEFAULT_RESIDUAL`]) and `/gN` (group size, default 32), or the halves `kivi4-k/r128`.
+pub fn parse_kv_dtypes(text: &str) -> Result<KvDtypes, PlanError> {
+    let (base, suffixes) = split_suffixes(text);
+    let kivi_bits = match base.as_str() {
+        "kivi2" | "kivi-2" => Some(DtypeKind::Int2),
+        "kivi4" | "kivi-4" => Some(DtypeKind::Int4),
+        _ => None,
+    };
+    let Some(kind) = kivi_bits else {
+        return text.parse::<CacheDtype>().map(KvDtypes::same);
+    };
+    let (mut residual, mut group) = (KIVI_DEFAULT_RESIDUAL, 32);
+    for part in &suffixes {
+        if part.starts_with('r') {
+            residual = suffix_number(text, part, 'r', "residual length")?;
+        } else if part.starts_with('g') {
+            group = suffix_number(text, part, 'g', "group size")?;
+        } else {
+            return Err(PlanError::BadDtype {
+                name: text.to_string(),
+                reason: format!(
+                    "unknown suffix '/{part}'; KIVI takes /rN (f16 residual tokens) and /gN (group size)"
+                ),
+            });
+        }
+    }
+    let (k, v) = CacheDtype::kivi(kind, residual);
+    Ok(KvDtypes {
+        k: CacheDtype {
+            group_size: Some(group),
+            ..k
+        },
+        v: CacheDtype {
+            group_size: Some(group),
+            ..v
+        },
+    })
+}
+
+/// Parses one side (K or V) of a cache: a [`CacheDtype`] name, or a KIVI half
+/// (`kivi4-k`, `kivi2-v/r64`, also written `kivi4` with `--k-dtype` meaning its key half).
+pub fn parse_side(text: &str, key: bool) -> Result<CacheDtype, PlanError> {
+    let (base, _) = split_suffixes(text);
+    let stripped = base
+        .strip_suffix("-k")
+        .or_else(|| base.strip_suffix("-v"))
+        .unwrap_or(&base);
+    if stripped.starts_with("kivi") {
+        let side_key = if base.ends_with("-k") {
+            true
+        } else if base.ends_with("-v") {
+            false
+        } else {
+            key
+        };
+        let rest = text.trim().to_ascii_lowercase().replace('_', "-");
+        let rest = rest
+            .split_once('/')
+            .map(|(_, r)| format!("/{r}"))
+            .unwrap_or_default();
+        let pair = parse_kv_dtypes(&format!("{stripped}{rest}")).map_err(|e| match e {
+            PlanError::BadDtype { reason, .. } => PlanError::BadDtype {
+                name: text.to_string(),
+                reason,
+            },
+            other => other,
+        })?;
+        return Ok(if side_key { pair.k } else { pair.v });
+    }
+    text.parse()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +507,99 @@ mod tests {
         assert_eq!(residual_split(&k, 129, 128), (32, 97));
         assert_eq!(residual_split(&k, 160, 128), (32, 128));
         assert_eq!(residual_split(&k, 161, 128), (64, 97));
+    }
+
+    #[test]
+    fn parses_every_canonical_name_and_round_trips() {
+        for name in DTYPE_NAMES {
+            let d: CacheDtype = name.parse().unwrap();
+            assert_eq!(d.to_string(), *name);
+        }
+        assert_eq!(
+            "fp16".parse::<CacheDtype>().unwrap(),
+            CacheDtype::new(DtypeKind::F16)
+        );
+        assert_eq!(
+            "BF16".parse::<CacheDtype>().unwrap(),
+            CacheDtype::new(DtypeKind::Bf16)
+        );
+        assert_eq!(
+            "fp8_e5m2".parse::<CacheDtype>().unwrap(),
+            CacheDtype::new(DtypeKind::Fp8E5m2)
+        );
+        assert_eq!("Q4-0".parse::<CacheDtype>().unwrap(), CacheDtype::q4_0());
+    }
+
+    #[test]
+    fn group_suffix_sets_group_and_changes_storage() {
+        let d: CacheDtype = "int4/g64".parse().unwrap();
+        assert_eq!(d.group_size, Some(64));
+        assert_eq!(d.to_string(), "int4/g64");
+        // 4 bits + (2 + 2 bytes) * 8 / 64 = 4.5 bits; with the default group 32 it is 5.0.
+        assert_eq!(d.bits_per_element(128), 4.5);
+        assert_eq!(
+            "int4".parse::<CacheDtype>().unwrap().bits_per_element(128),
+            5.0
+        );
+        // int8 with one f32 scale per 128-channel head vector: 8 + 32/128 = 8.25 bits.
+        assert_eq!(
+            "int8".parse::<CacheDtype>().unwrap().bits_per_element(128),
+            8.25
+        );
+        let g: CacheDtype = "int8/g32".parse().unwrap();
+        assert_eq!(g.to_string(), "int8/g32");
+        assert_eq!(g.quantized_bytes(1, 128), 128 + 4 * 4);
+    }
+
+    #[test]
+    fn bad_names_say_what_is_valid() {
+        let err = "int3".parse::<CacheDtype>().unwrap_err().to_string();
+        assert!(
+            err.contains("'int3'") && err.contains("nf4") && err.contains("kivi2"),
+            "{err}"
+        );
+        let err = "f16/g32".parse::<CacheDtype>().unwrap_err().to_string();
+        assert!(err.contains("no group size"), "{err}");
+        let err = "int4/g0".parse::<CacheDtype>().unwrap_err().to_string();
+        assert!(err.contains("/g0"), "{err}");
+        let err = "int4/x9".parse::<CacheDtype>().unwrap_err().to_string();
+        assert!(err.contains("/x9"), "{err}");
+        let err = "kivi2".parse::<CacheDtype>().unwrap_err().to_string();
+        assert!(err.contains("pair"), "{err}");
+    }
+
+    #[test]
+    fn kivi_presets_parse_as_pairs() {
+        let p = parse_kv_dtypes("kivi2").unwrap();
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int2, KIVI_DEFAULT_RESIDUAL);
+        assert_eq!((p.k, p.v), (k, v));
+        assert_eq!(p.label(), "kivi2/r128");
+        let p = parse_kv_dtypes("kivi4/r32").unwrap();
+        assert_eq!(p.k.residual, 32);
+        assert_eq!(p.k.axis, GroupAxis::Channel);
+        assert_eq!(p.v.axis, GroupAxis::Token);
+        assert_eq!(p.label(), "kivi4/r32");
+        let p = parse_kv_dtypes("kivi4/r64/g64").unwrap();
+        assert_eq!((p.k.group_size, p.v.group_size), (Some(64), Some(64)));
+        assert_eq!(parse_kv_dtypes(&p.label()).unwrap(), p);
+        assert_eq!(
+            parse_kv_dtypes("int8").unwrap(),
+            KvDtypes::same(CacheDtype::new(DtypeKind::Int8))
+        );
+        assert!(parse_kv_dtypes("kivi3").is_err());
+        assert!(parse_kv_dtypes("kivi2/r0").is_err());
+        // Each half reads back through parse_side.
+        assert_eq!(parse_side(&k.to_string(), false).unwrap(), k);
+        assert_eq!(parse_side(&v.to_string(), true).unwrap(), v);
+        assert_eq!(parse_side("kivi2", true).unwrap(), k);
+        assert_eq!(parse_side("kivi2", false).unwrap(), v);
+        assert_eq!(
+            KvDtypes {
+                k,
+                v: CacheDtype::new(DtypeKind::F16)
+            }
+            .label(),
+            "k=kivi2-k/r128,v=f16"
+        );
     }
 }

@@ -2,14 +2,22 @@
 //! a config.json handed over as text.
 
 pub mod bounds;
+pub mod columns;
 pub mod config;
 pub mod deploy;
 pub mod dtype;
+pub mod error;
 pub mod gpu;
 pub mod layout;
+pub mod plan;
 pub mod registry;
 pub mod shape;
 pub mod tiers;
+pub mod units;
 
-pub use dtype::{CacheDtype, DtypeKind, GroupAxis};
+pub use config::parse_config;
+pub use dtype::{parse_kv_dtypes, CacheDtype, DtypeKind, GroupAxis, KvDtypes};
+pub use error::PlanError;
+pub use layout::{allocated_bytes, used_bytes, LayoutKind, LayoutQuery};
+pub use registry::{find as find_model, ModelInfo};
 pub use shape::{AttentionKind, ModelShape};

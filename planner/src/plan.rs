@@ -1,0 +1,270 @@
+//! One plan: a model's cache sized for a sequence, a batch, a paged layout and, optionally,
+//! a GPU deployment with its capacity and roofline bounds.
+
+use serde::Serialize;
+
+use crate::bounds::{bounds, Bounds, BoundsInput};
+use crate::deploy::{apply_window_rule, capacity, per_gpu_shape, Capacity, Deployment, WindowRule};
+use crate::dtype::KvDtypes;
+use crate::error::PlanError;
+use crate::layout::{allocated_bytes, bytes_per_token, used_bytes, LayoutKind, LayoutQuery};
+use crate::registry::ModelInfo;
+use crate::shape::{AttentionKind, ModelShape};
+
+/// A what-if change of the model's KV heads (`--attention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AttentionOverride {
+    /// One KV head per query head.
+    Mha,
+    /// One KV head for all query heads.
+    Mqa,
+    /// This many KV heads.
+    Gqa(u32),
+}
+
+impl std::str::FromStr for AttentionOverride {
+    type Err = PlanError;
+
+    fn from_str(text: &str) -> Result<Self, PlanError> {
+        let lower = text.trim().to_ascii_lowercase();
+        let bad = || PlanError::InvalidValue {
+            what: "attention".to_string(),
+            value: text.to_string(),
+            fix: "use mha, mqa or gqa:N (N KV heads, e.g. gqa:8)".to_string(),
+        };
+        match lower.as_str() {
+            "mha" => Ok(Self::Mha),
+            "mqa" => Ok(Self::Mqa),
+            other => match other.strip_prefix("gqa:").map(str::parse::<u32>) {
+                Some(Ok(n)) if n > 0 => Ok(Self::Gqa(n)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl AttentionOverride {
+    /// The shape as if its KV heads were different; MLA layers become standard attention.
+    pub fn apply(self, shape: &ModelShape) -> Result<ModelShape, PlanError> {
+        let kv = match self {
+            Self::Mha => shape.q_heads,
+            Self::Mqa => 1,
+            Self::Gqa(n) => n,
+        };
+        if kv > shape.q_heads || !shape.q_heads.is_multiple_of(kv) {
+            return Err(PlanError::InvalidValue {
+                what: "attention".to_string(),
+                value: format!("gqa:{kv}"),
+                fix: format!(
+                    "the KV heads must divide the {} query heads of {}",
+                    shape.q_heads, shape.name
+                ),
+            });
+        }
+        let mut out = shape.clone();
+        out.kv_heads = kv;
+        for kind in &mut out.layer_kinds {
+            if let AttentionKind::Mla { .. } = kind {
+                *kind = AttentionKind::Full;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Everything a plan is asked.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub model: ModelInfo,
+    pub kv: KvDtypes,
+    pub attention: Option<AttentionOverride>,
+    /// Tokens per sequence (context).
+    pub seq: u32,
+    pub batch: u32,
+    pub block_size: u32,
+    /// Leading tokens shared by the whole batch (paged prefix sharing).
+    pub shared_prefix: u32,
+    pub window_rule: WindowRule,
+    pub max_batched_tokens: u32,
+    pub deployment: Option<Deployment>,
+}
+
+/// A titled list of extra figures (how later planners, e.g. memory tiers, add output).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanSection {
+    pub title: String,
+    /// (column name with unit, value) pairs; names become CSV/JSON columns.
+    pub rows: Vec<(String, String)>,
+}
+
+/// The answer to a [`PlanRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub model: String,
+    /// Attention as sized: "mha", "gqa", "mqa", "mla", with a what-if note when overridden.
+    pub attention: String,
+    pub layers: u32,
+    pub q_heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    /// Layers with a sliding window.
+    pub sliding_layers: u32,
+    /// The cache dtypes as one label (e.g. `f16`, `kivi2/r128`).
+    pub cache_dtype: String,
+    pub k_bits_per_element: f64,
+    pub v_bits_per_element: f64,
+    pub bytes_per_token: f64,
+    pub bytes_per_token_per_layer: f64,
+    pub seq: u32,
+    pub batch: u32,
+    /// One sequence at `seq` tokens, contiguous (sliding layers capped by the window rule).
+    pub seq_bytes: u64,
+    /// The batch, contiguous.
+    pub batch_bytes: u64,
+    pub block_size: u32,
+    /// The batch in a paged layout (whole blocks); residual dtypes cannot be paged (None).
+    pub paged_bytes: Option<u64>,
+    /// Paged bytes minus bytes of the stored tokens.
+    pub paged_waste_bytes: Option<u64>,
+    pub shared_prefix: u32,
+    /// The batch paged with its first `shared_prefix` tokens held once.
+    pub shared_prefix_paged_bytes: Option<u64>,
+    pub window_rule: WindowRule,
+    pub gpu: Option<String>,
+    pub gpus: Option<u32>,
+    pub tp: Option<u32>,
+    pub pp: Option<u32>,
+    pub weights_dtype: Option<String>,
+    pub capacity: Option<Capacity>,
+    pub bounds: Option<Bounds>,
+    /// Further sections added by other planners.
+    pub extra: Vec<PlanSection>,
+}
+
+fn attention_label(shape: &ModelShape, overridden: Option<AttentionOverride>) -> String {
+    let base = if shape
+        .layer_kinds
+        .iter()
+        .any(|k| matches!(k, AttentionKind::Mla { .. }))
+    {
+        "mla".to_string()
+    } else if shape.kv_heads == shape.q_heads {
+        "mha".to_string()
+    } else if shape.kv_heads == 1 {
+        "mqa".to_string()
+    } else {
+        format!("gqa:{}", shape.kv_heads)
+    };
+    match overridden {
+        Some(_) => format!("{base} (what-if)"),
+        None => base,
+    }
+}
+
+/// Sizes one request.
+pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
+    let shape = match req.attention {
+        Some(a) => a.apply(&req.model.shape)?,
+        None => req.model.shape.clone(),
+    };
+    let shape = apply_window_rule(&shape, req.window_rule, req.max_batched_tokens);
+    let q = |kind: LayoutKind, batch: u32, shared_prefix: u32| LayoutQuery {
+        shape: &shape,
+        k: req.kv.k,
+        v: req.kv.v,
+        kind,
+        batch,
+        max_len: req.seq,
+        shared_prefix,
+        window: None,
+    };
+    let seq_bytes = allocated_bytes(&q(LayoutKind::Contiguous, 1, 0))?;
+    let batch_bytes = allocated_bytes(&q(LayoutKind::Contiguous, req.batch, 0))?;
+    let paged = LayoutKind::Paged {
+        block_size: req.block_size,
+    };
+    let pageable = req.kv.k.residual == 0 && req.kv.v.residual == 0;
+    let (paged_bytes, paged_waste_bytes, shared_prefix_paged_bytes) = if pageable {
+        let alloc = allocated_bytes(&q(paged, req.batch, 0))?;
+        let used = used_bytes(&q(paged, req.batch, 0))?;
+        let shared = allocated_bytes(&q(paged, req.batch, req.shared_prefix))?;
+        (Some(alloc), Some(alloc - used), Some(shared))
+    } else {
+        (None, None, None)
+    };
+    let per_token = bytes_per_token(&shape, &req.kv.k, &req.kv.v);
+    let mut out = Plan {
+        model: req.model.shape.name.clone(),
+        attention: attention_label(&shape, req.attention),
+        layers: shape.layers,
+        q_heads: shape.q_heads,
+        kv_heads: shape.kv_heads,
+        head_dim: shape.head_dim,
+        sliding_layers: shape
+            .layer_kinds
+            .iter()
+            .filter(|k| matches!(k, AttentionKind::Sliding { .. }))
+            .count() as u32,
+        cache_dtype: req.kv.label(),
+        k_bits_per_element: req.kv.k.bits_per_element(shape.head_dim),
+        v_bits_per_element: req.kv.v.bits_per_element(shape.head_dim),
+        bytes_per_token: per_token,
+        bytes_per_token_per_layer: per_token / shape.layers as f64,
+        seq: req.seq,
+        batch: req.batch,
+        seq_bytes,
+        batch_bytes,
+        block_size: req.block_size,
+        paged_bytes,
+        paged_waste_bytes,
+        shared_prefix: req.shared_prefix,
+        shared_prefix_paged_bytes,
+        window_rule: req.window_rule,
+        gpu: None,
+        gpus: None,
+        tp: None,
+        pp: None,
+        weights_dtype: None,
+        capacity: None,
+        bounds: None,
+        extra: Vec::new(),
+    };
+    if let Some(dep) = &req.deployment {
+        let mut model = req.model.clone();
+        model.shape = shape.clone();
+        let cap = capacity(&model, &req.kv, dep, req.seq, req.batch)?;
+        out.gpu = dep.gpu.as_ref().map(|g| g.key.to_string());
+        out.gpus = Some(dep.gpus);
+        out.tp = Some(dep.tp);
+        out.pp = Some(dep.pp);
+        out.weights_dtype = Some(dep.weights.name.to_string());
+        if let Some(gpu) = &dep.gpu {
+            // KV each GPU reads per step for one sequence: its heads, all layers (all stages).
+            let (tp_shape, _) = per_gpu_shape(&shape, dep.tp, 1)?;
+            let kv_read = used_bytes(&LayoutQuery {
+                shape: &tp_shape,
+                k: req.kv.k,
+                v: req.kv.v,
+                kind: LayoutKind::Contiguous,
+                batch: 1,
+                max_len: req.seq,
+                shared_prefix: 0,
+                window: None,
+            })?;
+            out.bounds = Some(bounds(&BoundsInput {
+                model: &model,
+                gpu,
+                tp: dep.tp,
+                pp: dep.pp,
+                replicas: cap.replicas,
+                weight_bits: dep.weights.bits,
+                fp8: dep.weights.bits <= 8.0 && dep.weights.name == "fp8",
+                kv_bytes_per_seq_per_gpu: kv_read,
+                batch: req.batch,
+                tokens: req.seq,
+            }));
+        }
+        out.capacity = Some(cap);
+    }
+    Ok(out)
+}

@@ -1,0 +1,159 @@
+//! Capacity against vLLM's arithmetic (REFERENCE.md) and the plan's figures against
+//! REFERENCE.md's published numbers.
+
+use kvbench_planner::deploy::{capacity, Deployment, WeightDtype, WindowRule};
+use kvbench_planner::plan::{plan, AttentionOverride, PlanRequest};
+use kvbench_planner::{find_model, gpu, parse_kv_dtypes, PlanError};
+
+const GIB: u64 = 1 << 30;
+
+fn deployment(gpu_name: Option<&str>, gpus: u32, tp: u32) -> Deployment {
+    Deployment {
+        gpu: gpu_name.map(|g| gpu::find(g).unwrap()),
+        gpus,
+        tp,
+        pp: 1,
+        weights: "bf16".parse::<WeightDtype>().unwrap(),
+        mem_util: 0.9,
+        reserve: None,
+        kv_budget: None,
+        block_size: 16,
+        max_batched_tokens: 8192,
+        window_rule: WindowRule::Window,
+    }
+}
+
+fn request(model: &str, seq: u32, batch: u32) -> PlanRequest {
+    PlanRequest {
+        model: find_model(model).unwrap(),
+        kv: parse_kv_dtypes("f16").unwrap(),
+        attention: None,
+        seq,
+        batch,
+        block_size: 16,
+        shared_prefix: 0,
+        window_rule: WindowRule::Window,
+        max_batched_tokens: 8192,
+        deployment: None,
+    }
+}
+
+#[test]
+fn kv_budget_gives_whole_blocks_of_every_layer() {
+    // 58.5 GiB = 62,813,896,704 B; Llama-3-70B at tp 8 keeps 1 KV head per GPU:
+    // a block is 16 x 80 layers x 2 x 1 x 128 x 2 B = 655,360 B -> 95,846 blocks.
+    let model = find_model("llama3-70b").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let mut dep = deployment(None, 8, 8);
+    dep.kv_budget = Some(62_813_896_704);
+    let cap = capacity(&model, &kv, &dep, 8192, 1).unwrap();
+    assert_eq!(cap.block_bytes, 655_360);
+    assert_eq!(cap.blocks, 95_846);
+    assert_eq!(cap.token_capacity, 1_533_536);
+    assert_eq!(cap.kv_heads_per_gpu, 1);
+    // 8192 tokens take 512 blocks per sequence: 187 whole sequences.
+    assert_eq!(cap.max_seqs, 95_846 / 512);
+    // One sequence may use the whole budget, in whole blocks of 16 tokens.
+    assert_eq!(cap.max_context_at_batch, Some(1_533_536));
+}
+
+#[test]
+fn h100_capacity_follows_vllm_arithmetic() {
+    let model = find_model("llama3-70b").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let mut dep = deployment(Some("h100"), 8, 8);
+    dep.reserve = Some(2 * GIB);
+    let cap = capacity(&model, &kv, &dep, 4096, 1).unwrap();
+    // vLLM: total x util - reserve - weights per GPU, then whole blocks.
+    let total = (79.19 * GIB as f64).round();
+    let weights = (70.55e9 * 2.0 / 8.0_f64).round() as u64;
+    let available = (total * 0.9) as u64 - 2 * GIB - weights;
+    assert_eq!(cap.weights_bytes_per_gpu, weights);
+    assert_eq!(cap.kv_budget_bytes_per_gpu, available);
+    assert_eq!(cap.blocks, available / 655_360);
+    assert_eq!(cap.token_capacity, available / 655_360 * 16);
+    // About 52.8 GiB of KV per GPU -> ~1.38 M tokens.
+    assert!((cap.kv_budget_bytes_per_gpu as f64 / GIB as f64 - 52.85).abs() < 0.01);
+}
+
+#[test]
+fn tp_beyond_kv_heads_replicates() {
+    // Llama-3-8B has 8 KV heads: at tp 16... q_heads 32 divisible by 16, KV heads replicated.
+    let model = find_model("llama3-8b").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(None, 16, 16);
+    dep.kv_budget = Some(GIB);
+    let cap = capacity(&model, &kv, &dep, 1024, 1).unwrap();
+    assert!(cap.kv_heads_replicated);
+    assert_eq!(cap.kv_heads_per_gpu, 1);
+    // MLA: the latent is never split.
+    let ds = find_model("deepseek-v3").unwrap();
+    let mut dep = deployment(None, 8, 8);
+    dep.kv_budget = Some(GIB);
+    let cap = capacity(&ds, &kv, &dep, 1024, 1).unwrap();
+    assert_eq!(cap.block_bytes, 16 * 70_272);
+}
+
+#[test]
+fn user_errors_are_clear() {
+    let model = find_model("llama3-70b").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    // 64 query heads: tp 3 does not divide them.
+    let err = capacity(&model, &kv, &deployment(Some("h100"), 3, 3), 1024, 1).unwrap_err();
+    assert!(
+        matches!(err, PlanError::TpNotDivisor { tp: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("tp = 3"), "{err}");
+    // 70B in bf16 (141 GB) cannot fit one 80 GB GPU.
+    let err = capacity(&model, &kv, &deployment(Some("h100"), 1, 1), 1024, 1).unwrap_err();
+    assert!(
+        err.to_string().contains("no room for the KV cache"),
+        "{err}"
+    );
+    // A budget that fits no sequence.
+    let mut dep = deployment(None, 1, 1);
+    dep.kv_budget = Some(1 << 20);
+    let err = capacity(&model, &kv, &dep, 4096, 1).unwrap_err();
+    assert!(err.to_string().contains("fits 0 sequences"), "{err}");
+}
+
+#[test]
+fn reference_bytes_per_token() {
+    for (model, bytes) in [
+        ("opt-13b", 819_200.0),
+        ("llama2-7b", 524_288.0),
+        ("llama3-70b", 327_680.0),
+        ("llama3.1-8b", 131_072.0),
+        ("qwen2.5-7b", 57_344.0),
+        ("deepseek-v3", 70_272.0),
+    ] {
+        let p = plan(&request(model, 1024, 1)).unwrap();
+        assert_eq!(p.bytes_per_token, bytes, "{model}");
+    }
+    // Llama-3-70B at 4096 tokens: 1.25 GiB; as MHA (64 KV heads) 10 GiB; MQA 1/64 of MHA.
+    let mut r = request("llama3-70b", 4096, 1);
+    assert_eq!(plan(&r).unwrap().seq_bytes, 5 * GIB / 4);
+    r.attention = Some(AttentionOverride::Mha);
+    assert_eq!(plan(&r).unwrap().seq_bytes, 10 * GIB);
+    r.attention = Some(AttentionOverride::Mqa);
+    assert_eq!(plan(&r).unwrap().seq_bytes, 10 * GIB / 64);
+    r.attention = Some(AttentionOverride::Gqa(3));
+    assert!(plan(&r).is_err());
+}
+
+#[test]
+fn vllm_window_rule_reserves_more_for_sliding_layers() {
+    // Mistral-7B-v0.1 (window 4096) at 32k tokens: window rule keeps 4096 tokens per layer;
+    // vLLM's rule keeps 4096 - 1 + 8192 = 12287.
+    let mut r = request("mistral-7b-v0.1", 32_768, 1);
+    let per_token = 131_072;
+    assert_eq!(plan(&r).unwrap().seq_bytes, 4096 * per_token);
+    r.window_rule = WindowRule::Vllm;
+    assert_eq!(plan(&r).unwrap().seq_bytes, 12_287 * per_token);
+    // Gemma-2-9B alternates: 21 sliding layers hold 4096, 21 global layers hold 8192.
+    let g = plan(&request("gemma2-9b", 8192, 1)).unwrap();
+    let per_layer = 2 * 8 * 256 * 2;
+    assert_eq!(g.sliding_layers, 21);
+    assert_eq!(g.seq_bytes, 21 * (4096 + 8192) * per_layer);
+}

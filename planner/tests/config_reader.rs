@@ -1,0 +1,187 @@
+//! The config.json reader: family quirks, errors that name the field, and no panics on any input.
+
+use kvbench_planner::config::parse_config;
+use kvbench_planner::AttentionKind;
+use proptest::prelude::*;
+
+#[test]
+fn missing_required_field_is_named() {
+    let err = parse_config(r#"{"num_attention_heads": 32, "hidden_size": 4096}"#, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("num_hidden_layers"), "{err}");
+    let err = parse_config(r#"{"num_hidden_layers": 2, "hidden_size": 4096}"#, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("num_attention_heads"), "{err}");
+}
+
+#[test]
+fn not_json_and_bad_values_are_errors() {
+    assert!(parse_config("not json", "x")
+        .unwrap_err()
+        .to_string()
+        .contains("not valid JSON"));
+    assert!(parse_config("[1, 2]", "x")
+        .unwrap_err()
+        .to_string()
+        .contains("not a JSON object"));
+    let err = parse_config(
+        r#"{"num_hidden_layers": -3, "num_attention_heads": 4, "hidden_size": 64}"#,
+        "x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("num_hidden_layers") && err.contains("-3"),
+        "{err}"
+    );
+    let err = parse_config(
+        r#"{"num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 4, "hidden_size": 384}"#,
+        "x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("num_key_value_heads"), "{err}");
+    let err = parse_config(
+        r#"{"num_hidden_layers": 2, "num_attention_heads": 3, "hidden_size": 100}"#,
+        "x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("head_dim"), "{err}");
+}
+
+#[test]
+fn head_dim_field_wins_over_hidden_over_heads() {
+    // Qwen3-4B: hidden 2560 / 32 heads = 80, but head_dim is 128.
+    let m = parse_config(
+        r#"{"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "hidden_size": 2560, "head_dim": 128, "unknown_field": {"deep": [1, 2]}}"#,
+        "qwen3-4b",
+    )
+    .unwrap();
+    assert_eq!(m.shape.head_dim, 128);
+    assert_eq!(m.shape.kv_heads, 8);
+}
+
+#[test]
+fn sliding_window_rules() {
+    let base = r#""num_hidden_layers": 4, "num_attention_heads": 4, "hidden_size": 256"#;
+    let kinds = |extra: &str| {
+        parse_config(&format!("{{{base}, {extra}}}"), "x")
+            .unwrap()
+            .shape
+            .layer_kinds
+    };
+    let full = AttentionKind::Full;
+    let s = |window| AttentionKind::Sliding { window };
+    // Qwen2: sliding_window present but switched off.
+    assert_eq!(
+        kinds(r#""sliding_window": 4096, "use_sliding_window": false"#),
+        vec![full; 4]
+    );
+    // Qwen2 with sliding on: layers from max_window_layers up slide.
+    assert_eq!(
+        kinds(r#""sliding_window": 512, "use_sliding_window": true, "max_window_layers": 2"#),
+        vec![full, full, s(512), s(512)]
+    );
+    // Mistral-7B-v0.1: every layer slides.
+    assert_eq!(kinds(r#""sliding_window": 4096"#), vec![s(4096); 4]);
+    assert_eq!(kinds(r#""sliding_window": null"#), vec![full; 4]);
+    // Gemma-2: alternating, local first.
+    assert_eq!(
+        kinds(r#""model_type": "gemma2", "sliding_window": 4096"#),
+        vec![s(4096), full, s(4096), full]
+    );
+    // Gemma-3 pattern 2 here: every 2nd layer global.
+    assert_eq!(
+        kinds(r#""sliding_window": 1024, "sliding_window_pattern": 2"#),
+        vec![s(1024), full, s(1024), full]
+    );
+    // Explicit layer_types win.
+    assert_eq!(
+        kinds(
+            r#""sliding_window": 128, "layer_types": ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]"#
+        ),
+        vec![full, s(128), s(128), full]
+    );
+}
+
+#[test]
+fn layer_types_must_match_layer_count() {
+    let err = parse_config(
+        r#"{"num_hidden_layers": 3, "num_attention_heads": 4, "hidden_size": 256,
+            "sliding_window": 8, "layer_types": ["full_attention"]}"#,
+        "x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("layer_types") && err.contains("3 layers"),
+        "{err}"
+    );
+    let err = parse_config(
+        r#"{"num_hidden_layers": 1, "num_attention_heads": 4, "hidden_size": 256,
+            "layer_types": ["sliding_attention"]}"#,
+        "x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("sliding_window"), "{err}");
+}
+
+#[test]
+fn nested_text_config_and_gpt2_names() {
+    let m = parse_config(
+        r#"{"model_type": "llava", "text_config": {"num_hidden_layers": 2,
+            "num_attention_heads": 8, "num_key_value_heads": 2, "hidden_size": 512},
+            "vision_config": {"num_hidden_layers": 24}}"#,
+        "x",
+    )
+    .unwrap();
+    assert_eq!(
+        (m.shape.layers, m.shape.kv_heads, m.shape.head_dim),
+        (2, 2, 64)
+    );
+    let g = parse_config(r#"{"n_layer": 12, "n_head": 12, "n_embd": 768}"#, "gpt2").unwrap();
+    assert_eq!(
+        (g.shape.layers, g.shape.kv_heads, g.shape.head_dim),
+        (12, 12, 64)
+    );
+    let f = parse_config(
+        r#"{"num_hidden_layers": 32, "num_attention_heads": 71, "hidden_size": 4544, "multi_query": true}"#,
+        "falcon",
+    )
+    .unwrap();
+    assert_eq!(f.shape.kv_heads, 1);
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = parse_config(&text, "fuzz");
+    }
+
+    #[test]
+    fn arbitrary_json_objects_never_panic(
+        kv_small in 1i64..16,
+        layers in prop_oneof![any::<i64>(), 1i64..200], heads in any::<i64>(), kv in any::<i64>(),
+        hidden in prop_oneof![any::<i64>(), 1i64..10_000], head_dim in proptest::option::of(any::<i64>()),
+        window in proptest::option::of(any::<i64>()), pattern in proptest::option::of(0i64..8),
+    ) {
+        let mut obj = serde_json::json!({
+            "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": if kv % 2 == 0 { kv } else { kv_small }, "hidden_size": hidden,
+        });
+        if let Some(d) = head_dim { obj["head_dim"] = d.into(); }
+        if let Some(w) = window { obj["sliding_window"] = w.into(); }
+        if let Some(p) = pattern { obj["sliding_window_pattern"] = p.into(); }
+        if let Ok(m) = parse_config(&obj.to_string(), "fuzz") {
+            // Whatever parses must be sizeable without panicking.
+            let f16 = kvbench_planner::CacheDtype::new(kvbench_planner::DtypeKind::F16);
+            let _ = kvbench_planner::layout::bytes_per_token(&m.shape, &f16, &f16);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Invariants of the sizing math, checked on random shapes and sizes.
+
+use kvbench_planner::deploy::per_gpu_shape;
+use kvbench_planner::layout::{
+    allocated_bytes, bytes_per_token, used_bytes, LayoutKind, LayoutQuery,
+};
+use kvbench_planner::{AttentionKind, CacheDtype, DtypeKind, ModelShape};
+use proptest::prelude::*;
+
+fn f16() -> CacheDtype {
+    CacheDtype::new(DtypeKind::F16)
+}
+
+fn shape_strategy() -> impl Strategy<Value = ModelShape> {
+    (
+        1u32..6,
+        1u32..5,
+        0u32..4,
+        prop_oneof![Just(64u32), Just(128), Just(96)],
+        proptest::option::of(1u32..300),
+    )
+        .prop_map(|(layers, kv, group_pow, head_dim, window)| {
+            let q = kv << group_pow;
+            let mut s =
+                ModelShape::uniform("p", layers, q, kv, head_dim, q * head_dim, 4 * q * head_dim);
+            if let Some(w) = window {
+                // Every other layer slides, like Gemma-2.
+                for (i, k) in s.layer_kinds.iter_mut().enumerate() {
+                    if i % 2 == 0 {
+                        *k = AttentionKind::Sliding { window: w };
+                    }
+                }
+            }
+            s
+        })
+}
+
+fn query(
+    shape: &ModelShape,
+    kind: LayoutKind,
+    batch: u32,
+    len: u32,
+    k: CacheDtype,
+) -> LayoutQuery<'_> {
+    LayoutQuery {
+        shape,
+        k,
+        v: k,
+        kind,
+        batch,
+        max_len: len,
+        shared_prefix: 0,
+        window: None,
+    }
+}
+
+proptest! {
+    #[test]
+    fn contiguous_is_linear_in_batch(s in shape_strategy(), b in 1u32..64, len in 1u32..5000) {
+        let one = allocated_bytes(&query(&s, LayoutKind::Contiguous, 1, len, f16())).unwrap();
+        let many = allocated_bytes(&query(&s, LayoutKind::Contiguous, b, len, f16())).unwrap();
+        prop_assert_eq!(many, b as u64 * one);
+    }
+
+    #[test]
+    fn full_attention_is_linear_in_seq(layers in 1u32..80, kv in 1u32..16, len in 1u32..100_000) {
+        let s = ModelShape::uniform("p", layers, kv, kv, 128, kv * 128, 1);
+        let one = allocated_bytes(&query(&s, LayoutKind::Contiguous, 1, 1, f16())).unwrap();
+        let many = allocated_bytes(&query(&s, LayoutKind::Contiguous, 1, len, f16())).unwrap();
+        prop_assert_eq!(many, len as u64 * one);
+        prop_assert_eq!(one as f64, bytes_per_token(&s, &f16(), &f16()));
+    }
+
+    #[test]
+    fn fewer_bits_never_cost_more(s in shape_strategy(), len in 1u32..5000) {
+        let bytes = |name: &str| {
+            let d: CacheDtype = name.parse().unwrap();
+            allocated_bytes(&query(&s, LayoutKind::Contiguous, 1, len, d)).unwrap()
+        };
+        let (i2, i4, i8, h) = (bytes("int2"), bytes("int4"), bytes("int8"), bytes("f16"));
+        prop_assert!(i2 < i4 && i4 < i8 && i8 < h, "{} {} {} {}", i2, i4, i8, h);
+        prop_assert!(bytes("f16") < bytes("f32"));
+    }
+
+    #[test]
+    fn paged_holds_at_least_contiguous_and_used(s in shape_strategy(), b in 1u32..16, len in 1u32..5000, block in prop_oneof![Just(1u32), Just(16), Just(32), Just(256)]) {
+        let c = allocated_bytes(&query(&s, LayoutKind::Contiguous, b, len, f16())).unwrap();
+        let p = query(&s, LayoutKind::Paged { block_size: block }, b, len, f16());
+        let paged = allocated_bytes(&p).unwrap();
+        prop_assert!(paged >= c, "paged {} < contiguous {}", paged, c);
+        prop_assert!(paged >= used_bytes(&p).unwrap());
+        // Waste is under one block per sequence per layer, plus one for a window's ragged start.
+        let block_bytes = 2 * s.kv_heads as u64 * s.head_dim as u64 * 2 * block as u64;
+        prop_assert!(paged - c < 2 * b as u64 * s.layers as u64 * block_bytes);
+        if block == 1 {
+            prop_assert_eq!(paged, c);
+        }
+    }
+
+    #[test]
+    fn prefix_sharing_never_costs_more(s in shape_strategy(), b in 1u32..16, len in 1u32..3000, frac in 0.0f64..=1.0) {
+        let prefix = (len as f64 * frac) as u32;
+        let mut q = query(&s, LayoutKind::Paged { block_size: 16 }, b, len, f16());
+        let alone = allocated_bytes(&q).unwrap();
+        q.shared_prefix = prefix;
+        let shared = allocated_bytes(&q).unwrap();
+        prop_assert!(shared <= alone);
+        if b == 1 {
+            prop_assert_eq!(shared, alone);
+        }
+    }
+
+    #[test]
+    fn tp_conserves_total_bytes_unless_heads_replicate(layers in 1u32..40, kv_pow in 0u32..5, tp_pow in 0u32..5, len in 1u32..5000) {
+        let kv = 1 << kv_pow;
+        let tp = 1 << tp_pow;
+        let s = ModelShape::uniform("p", layers, 64, kv, 128, 8192, 1);
+        let whole = allocated_bytes(&query(&s, LayoutKind::Contiguous, 1, len, f16())).unwrap();
+        let (gpu, replicated) = per_gpu_shape(&s, tp, 1).unwrap();
+        let per_gpu = allocated_bytes(&query(&gpu, LayoutKind::Contiguous, 1, len, f16())).unwrap();
+        if replicated {
+            prop_assert!(tp > kv);
+            prop_assert_eq!(tp as u64 * per_gpu, whole * (tp / kv) as u64);
+        } else {
+            prop_assert_eq!(tp as u64 * per_gpu, whole);
+        }
+    }
+}
