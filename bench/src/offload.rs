@@ -160,6 +160,8 @@ fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
 /// `tier` with a pool big enough that only the explicit store evicts.
 fn request_spec(base: &WorkloadSpec, tier: Tier, prefix: u32, suffix: u32) -> WorkloadSpec {
     let mut spec = base.clone();
+    // The scenario is attention-level: the prefix's K/V written and attended, per layer.
+    spec.kind = kvbench_workloads::WorkloadKind::Attention;
     spec.strategy = Strategy::Offload(tier);
     spec.batch = 1;
     spec.prompt = prefix + suffix;
@@ -218,6 +220,41 @@ fn load(spec: &WorkloadSpec, reps: u32) -> Result<Loaded, WorkloadError> {
         bytes,
         workload: w,
     })
+}
+
+/// The scenario a sweep asks for: its offload workloads with a shared prefix, every tier
+/// they name, on the first such workload's shape and dtypes. `None` when there are none.
+pub fn from_specs(specs: &[WorkloadSpec], repetitions: u32) -> Option<PrefixReuse> {
+    let offload: Vec<&WorkloadSpec> = specs
+        .iter()
+        .filter(|s| matches!(s.strategy, Strategy::Offload(_)) && s.shared_prefix > 0)
+        .collect();
+    let first = offload.first()?;
+    let mut tiers = Vec::new();
+    for s in &offload {
+        if let Strategy::Offload(t) = s.strategy {
+            if !tiers.contains(&t) {
+                tiers.push(t);
+            }
+        }
+    }
+    Some(PrefixReuse {
+        spec: (*first).clone(),
+        tiers,
+        prefix: first.shared_prefix,
+        suffix: 1,
+        repetitions,
+    })
+}
+
+/// Write the rows as CSV (header included).
+pub fn write_csv(rows: &[PrefixReuseRow], path: &std::path::Path) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_path(path)?;
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// Run the scenario for every tier.

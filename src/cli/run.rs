@@ -420,7 +420,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
 
-    let build = |spec: &kvbench_workloads::WorkloadSpec| kvbench_workloads::build(spec);
+    // Offload workloads come from the tiers module; every other strategy from workloads::build.
+    let build = |spec: &kvbench_workloads::WorkloadSpec| match spec.strategy {
+        kvbench_workloads::Strategy::Offload(_) => {
+            kvbench_workloads::tier::OffloadWorkload::new(spec, true)
+                .map(|w| Box::new(w) as Box<dyn kvbench_workloads::Workload>)
+        }
+        _ => kvbench_workloads::build(spec),
+    };
     let available = env::available_memory;
     let runner = Runner {
         timing: TimingOptions {
@@ -448,6 +455,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     for note in &result.notes {
         eprintln!("note: {note}");
+    }
+    if let Some(scenario) = kvbench_bench::offload::from_specs(&sweep.specs, args.repetitions) {
+        let rows = kvbench_bench::offload::run_prefix_reuse(&scenario)?;
+        println!("{}", kvbench_bench::offload::render(&rows));
+        let path = csv_path.with_extension("prefix-reuse.csv");
+        kvbench_bench::offload::write_csv(&rows, &path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
     for r in result.records.iter().filter(|r| r.status != status::OK) {
         eprintln!(
