@@ -67,6 +67,23 @@ fn worked_example_512_mib_and_what_if_attention() {
 }
 
 #[test]
+fn attention_what_ifs_side_by_side() {
+    let r = rows(&[
+        "--model",
+        "llama3-70b",
+        "--attention",
+        "model,mha,gqa:16,mqa",
+    ]);
+    let saving: Vec<f64> = r
+        .iter()
+        .map(|x| x["kv_saving_vs_mha"].as_f64().unwrap())
+        .collect();
+    // REFERENCE.md: 64 -> 8 KV heads saves 87.5%; MQA saves 1 - 1/64.
+    assert_eq!(saving, vec![0.875, 0.0, 0.75, 1.0 - 1.0 / 64.0]);
+    assert_eq!(r[3]["attention"], "mqa (what-if)");
+}
+
+#[test]
 fn sweeps_are_cross_products() {
     let r = rows(&[
         "--model",
@@ -185,6 +202,63 @@ fn config_json_of_each_family_is_read() {
         let r = rows(&["--config", &fixture(key)]);
         assert_eq!(r[0]["kv_bytes_per_token"], per_token, "{key}");
     }
+}
+
+#[test]
+fn config_directory_and_window_rules() {
+    // A model directory holding config.json, named after the directory.
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("Mistral-7B-v0.1");
+    std::fs::create_dir(&model_dir).unwrap();
+    std::fs::copy(fixture("mistral-7b-v0.1"), model_dir.join("config.json")).unwrap();
+    let path = model_dir.to_str().unwrap();
+    let r = rows(&["--config", path, "--seq", "32768"]);
+    assert_eq!(r[0]["model"], "Mistral-7B-v0.1");
+    // Window rule: 4096 tokens per layer; vLLM's: 4096 - 1 + 8192.
+    assert_eq!(r[0]["seq_bytes"], 4096u64 * 131_072);
+    assert_eq!(r[0]["window_rule"], "window");
+    let r = rows(&["--config", path, "--seq", "32768", "--window-rule", "vllm"]);
+    assert_eq!(r[0]["seq_bytes"], 12_287u64 * 131_072);
+    let r = rows(&[
+        "--config",
+        path,
+        "--seq",
+        "32768",
+        "--window-rule",
+        "vllm",
+        "--max-batched-tokens",
+        "2048",
+    ]);
+    assert_eq!(r[0]["seq_bytes"], 6_143u64 * 131_072);
+}
+
+#[test]
+fn shared_prefix_and_block_size_show_in_rows() {
+    // Llama-3-8B, 8 sequences of 1000 tokens, blocks of 16: 63 blocks each (1008 slots).
+    // A 512-token shared prefix is 32 full blocks held once: 32 + 8 x 31 blocks.
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "1000",
+        "--batch",
+        "8",
+        "--shared-prefix",
+        "512",
+    ]);
+    let block = 16 * 131_072u64;
+    assert_eq!(r[0]["paged_bytes"], 8 * 63 * block);
+    assert_eq!(r[0]["paged_waste_bytes"], 8 * 8 * 131_072u64);
+    assert_eq!(r[0]["shared_prefix_paged_bytes"], (32 + 8 * 31) * block);
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "1000",
+        "--block-size",
+        "256",
+    ]);
+    assert_eq!(r[0]["paged_bytes"], 4 * 256 * 131_072u64);
 }
 
 #[test]
