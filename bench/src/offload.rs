@@ -53,10 +53,10 @@ pub struct PrefixReuseRow {
 /// Errors of the scenario.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("{tier} tier: {source}")]
+    #[error("{tier} tier: {error}")]
     Workload {
         tier: &'static str,
-        source: WorkloadError,
+        error: WorkloadError,
     },
     #[error("--shared-prefix {0} is shorter than one block of {1} tokens: use at least {1}")]
     TooShort(u32, u32),
@@ -265,9 +265,9 @@ pub fn run_prefix_reuse(cfg: &PrefixReuse) -> Result<Vec<PrefixReuseRow>, Scenar
     }
     let lens = lengths(cfg.prefix, block);
     let wrap = |tier: Tier| {
-        move |source| ScenarioError::Workload {
+        move |error| ScenarioError::Workload {
             tier: tier_name(tier),
-            source,
+            error,
         }
     };
     let first = cfg.tiers.first().copied().unwrap_or(Tier::Host);
