@@ -420,7 +420,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
 
-    let build = |spec: &kvbench_workloads::WorkloadSpec| kvbench_workloads::build(spec);
+    // Offload workloads come from the tiers module; every other strategy from workloads::build.
+    let build = |spec: &kvbench_workloads::WorkloadSpec| match spec.strategy {
+        kvbench_workloads::Strategy::Offload(_) => {
+            kvbench_workloads::tier::OffloadWorkload::new(spec, true)
+                .map(|w| Box::new(w) as Box<dyn kvbench_workloads::Workload>)
+        }
+        _ => kvbench_workloads::build(spec),
+    };
     let available = env::available_memory;
     let runner = Runner {
         timing: TimingOptions {
@@ -451,6 +458,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     if result.notes.iter().any(|n| n.contains("outliers")) {
         eprintln!("note: {}", kvbench_bench::stats::OUTLIER_ADVICE);
+    }
+    // The prefix-reuse scenario of this shard's offload workloads (tiers module).
+    let my_specs: Vec<_> = match args.shard {
+        Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
+        None => sweep.specs.clone(),
+    };
+    let scenario = kvbench_bench::offload::from_specs(&my_specs, args.repetitions)
+        .filter(|_| !result.interrupted);
+    if let Some(scenario) = scenario {
+        let rows = kvbench_bench::offload::run_prefix_reuse(&scenario)?;
+        println!("{}", kvbench_bench::offload::render(&rows));
+        let path = csv_path.with_extension("prefix-reuse.csv");
+        kvbench_bench::offload::write_csv(&rows, &path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
     for r in result.records.iter().filter(|r| r.status != status::OK) {
         eprintln!(
