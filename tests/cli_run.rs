@@ -365,12 +365,13 @@ fn ctrl_c_stops_cleanly_and_keeps_finished_rows() {
             "--strategy",
             "contiguous",
             "--prompt",
-            "8",
-            "--gen",
             "64",
+            "--gen",
+            "256",
             "-r",
-            "50",
+            "20",
         ])
+        // About a second per workload: the run is far from done when the first row appears.
         .args(["--batch", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16"])
         .arg("--calibration")
         .arg(&cal)
@@ -410,7 +411,7 @@ fn ctrl_c_stops_cleanly_and_keeps_finished_rows() {
     for row in &rows {
         // Every kept row is complete: a finished, verified, timed workload.
         assert_eq!(col(&h, row, "status"), "ok");
-        assert_eq!(col(&h, row, "itl_samples"), (50 * 64).to_string());
+        assert_eq!(col(&h, row, "itl_samples"), (20 * 256).to_string());
     }
 }
 
