@@ -45,6 +45,11 @@ typedef unsigned long long u64;
 
 // ---- scalar conversions -------------------------------------------------------------------
 
+#ifdef KVBENCH_EMULATE
+// The CPU emulator (../emu/cuda_shim.h) converts in software, rounding as the PTX does.
+__device__ __forceinline__ float f16_to_f32(u16 h) { return emu_f16_to_f32(h); }
+__device__ __forceinline__ u16 f32_to_f16(float f) { return emu_f32_to_f16(f); }
+#else
 __device__ __forceinline__ float f16_to_f32(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -56,6 +61,7 @@ __device__ __forceinline__ u16 f32_to_f16(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#endif
 
 __device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
 
