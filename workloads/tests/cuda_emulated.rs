@@ -3,11 +3,16 @@
 //! configurations and block tables as the GPU path, then checked against the host codec twins
 //! (bit for bit) and the f64 reference (to f32 rounding). Skips, saying so, without g++.
 
+use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::cuda::block_table::BlockTables;
+use kvbench_workloads::cuda::check::{self, LayerOutputs};
 use kvbench_workloads::cuda::codec::{synthetic_index, synthetic_value, GpuCodec};
 use kvbench_workloads::cuda::launch;
 use kvbench_workloads::cuda::params::{self, CacheWriteParams, DecodeParams, PrefillParams};
+use kvbench_workloads::cuda::plan::CudaPlan;
 use kvbench_workloads::cuda::reference::{self, ErrorSum, Tensor};
+use kvbench_workloads::cuda::schedule::{Addrs, BufferSizes, LayerAddrs, Op, Schedule};
+use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadKind, WorkloadSpec};
 use std::ffi::{c_void, CString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,7 +47,11 @@ impl Emu {
         cmd.args(["-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Werror"])
             // Hidden symbols, no STB_GNU_UNIQUE: libraries of different configurations loaded
             // together must not share the emulator's state.
-            .args(["-fvisibility=hidden", "-fno-gnu-unique"])
+            .args([
+                "-fvisibility=hidden",
+                "-fno-gnu-unique",
+                "-U_FORTIFY_SOURCE",
+            ])
             .arg("-Wno-unknown-pragmas")
             .arg(format!("-DHEAD_DIM={head_dim}"))
             .arg(format!("-DK_CODEC={}", k.id()))
@@ -87,6 +96,32 @@ impl Emu {
         unsafe {
             let f: Entry<P> = std::mem::transmute(self.sym(kernel));
             f(dim(l.grid), dim(l.block), p);
+        }
+    }
+
+    /// `synthetic_rows` with an explicit launch (as schedule.rs plans it).
+    fn synthetic_rows_raw(
+        &self,
+        l: launch::Launch,
+        out: u64,
+        key: u64,
+        n: i32,
+        base: i32,
+        heads: i32,
+    ) {
+        // SAFETY: emu_synthetic_rows has the SynthEntry signature; `out` is a live host buffer
+        // sized by BufferSizes.
+        unsafe {
+            let f: SynthEntry = std::mem::transmute(self.sym("synthetic_rows"));
+            f(
+                dim(l.grid),
+                dim(l.block),
+                out as *mut f32,
+                key,
+                n,
+                base,
+                heads,
+            );
         }
     }
 
@@ -483,4 +518,169 @@ fn gqa_groups_head_dims_prefixes_and_mixed_codecs_match_the_reference() {
         ..case(GpuCodec::F16, None)
     }
     .run(&emu);
+}
+
+/// One layer's cache planes on the host: K codes, K scales, V codes, V scales.
+type HostCache = (Vec<u8>, Vec<u32>, Vec<u8>, Vec<u32>);
+
+/// Host memory standing in for a workload's device buffers (sizes from BufferSizes).
+struct HostBuffers {
+    table: Vec<i32>,
+    positions: Vec<i32>,
+    caches: Vec<HostCache>,
+    out_decode: Vec<Vec<f32>>,
+    q_decode: Vec<f32>,
+    part_acc: Vec<f32>,
+    part_ml: Vec<f32>,
+    q_prefill: Vec<f32>,
+    out_prefill: [Vec<f32>; 2],
+}
+
+impl HostBuffers {
+    fn new(s: &Schedule, sm_count: u32) -> Self {
+        let n = BufferSizes::new(&s.plan, s.tables.packed().len(), sm_count);
+        let nan = |len| vec![f32::NAN; len];
+        HostBuffers {
+            table: vec![-1; n.table],
+            positions: vec![0; n.positions],
+            caches: (0..s.plan.layers)
+                .map(|_| {
+                    (
+                        vec![0; n.k_codes],
+                        vec![0; n.k_scales],
+                        vec![0; n.v_codes],
+                        vec![0; n.v_scales],
+                    )
+                })
+                .collect(),
+            out_decode: (0..s.plan.layers).map(|_| nan(n.out_decode)).collect(),
+            q_decode: nan(n.q_decode),
+            part_acc: nan(n.part_acc),
+            part_ml: nan(n.part_ml),
+            q_prefill: nan(n.q_prefill),
+            out_prefill: [nan(n.out_prefill), nan(n.out_prefill)],
+        }
+    }
+
+    fn addrs(&self) -> Addrs {
+        Addrs {
+            table: addr(&self.table),
+            positions: addr(&self.positions),
+            q_decode: addr(&self.q_decode),
+            part_acc: addr(&self.part_acc),
+            part_ml: addr(&self.part_ml),
+            q_prefill: addr(&self.q_prefill),
+            out_prefill: [addr(&self.out_prefill[0]), addr(&self.out_prefill[1])],
+            layers: self
+                .caches
+                .iter()
+                .zip(&self.out_decode)
+                .map(|((kc, ks, vc, vs), out)| LayerAddrs {
+                    k_codes: addr(kc),
+                    k_scales: addr(ks),
+                    v_codes: addr(vc),
+                    v_scales: addr(vs),
+                    out_decode: addr(out),
+                })
+                .collect(),
+        }
+    }
+
+    /// Execute a phase's ops as attention.rs does, on the emulator.
+    fn execute(&mut self, emu: &Emu, ops: Vec<Op>) {
+        for op in ops {
+            match op {
+                Op::Positions(v) => self.positions[..v.len()].copy_from_slice(&v),
+                Op::Table(v) => self.table[..v.len()].copy_from_slice(&v),
+                Op::CacheWrite {
+                    value,
+                    launch,
+                    params,
+                } => emu.run(
+                    if value {
+                        "cache_write_v"
+                    } else {
+                        "cache_write_k"
+                    },
+                    launch,
+                    &params,
+                ),
+                Op::Queries {
+                    launch,
+                    out,
+                    key,
+                    n,
+                    base,
+                    heads,
+                } => emu.synthetic_rows_raw(launch, out, key, n, base, heads),
+                Op::Prefill { launch, params } => emu.run("prefill_attention", launch, &params),
+                Op::Decode {
+                    function,
+                    launch,
+                    params,
+                } => emu.run(function, launch, &params),
+                Op::Merge { launch, params } => emu.run("decode_merge", launch, &params),
+            }
+        }
+    }
+}
+
+/// The whole attention workload — every op schedule.rs plans for prefill and each decode
+/// step, over several layers — executed on the emulator and verified by check.rs exactly as
+/// `CudaAttention::verify` does on a GPU.
+#[test]
+fn whole_workloads_verify_for_every_strategy() {
+    let Some(emu) = Emu::build("workload", 64, GpuCodec::Int8, GpuCodec::Fp8E4m3) else {
+        return;
+    };
+    for (strategy, shared_prefix) in [
+        (Strategy::None, 0),
+        (Strategy::Contiguous, 0),
+        (Strategy::Paged, 37),
+    ] {
+        let spec = WorkloadSpec {
+            kind: WorkloadKind::Attention,
+            backend: Backend::Cuda,
+            shape: ModelShape::uniform("emu", 2, 8, 2, 64, 512, 2048),
+            strategy,
+            k_dtype: CacheDtype::new(DtypeKind::Int8),
+            v_dtype: CacheDtype::new(DtypeKind::Fp8E4m3),
+            batch: 2,
+            prompt: 262,
+            gen: 2,
+            block_size: 16,
+            shared_prefix,
+            window: None,
+            mlp: false,
+            seed: 21,
+            offload: OffloadConfig::default(),
+        };
+        // 8 "SMs" give 2 splits at 263 tokens (at most one per 256).
+        let sm_count = 8;
+        let mut s = Schedule::new(CudaPlan::new(&spec).unwrap(), spec.seed);
+        let mut bufs = HostBuffers::new(&s, sm_count);
+        let a = bufs.addrs();
+        let reset = s.reset();
+        bufs.execute(&emu, vec![reset]);
+        let ops = s.prefill(&a).unwrap();
+        bufs.execute(&emu, ops);
+        for _ in 0..spec.gen {
+            let ops = s.decode(&a, sm_count).unwrap();
+            assert!(ops
+                .iter()
+                .any(|op| matches!(op, Op::Decode { params, .. } if params.splits == 2)));
+            bufs.execute(&emu, ops);
+        }
+        let outputs: Vec<LayerOutputs> = check::checked(s.plan.layers)
+            .into_iter()
+            .map(|layer| LayerOutputs {
+                layer,
+                decode: bufs.out_decode[layer as usize].clone(),
+                prefill: bufs.out_prefill[usize::from(layer != 0)].clone(),
+            })
+            .collect();
+        let v = check::verify_outputs(&s.plan, s.seed, s.len, &outputs);
+        assert!(v.passed, "{strategy:?}: {}", v.detail);
+        assert!(v.rel_error > 0.0 && v.cosine > 0.99, "{strategy:?}: {v:?}");
+    }
 }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <math.h>
+#include <setjmp.h>
 #include <string.h>
 #include <ucontext.h>
 
@@ -45,20 +46,27 @@ namespace emu {
 // own state, so emulators of several configurations can run side by side.
 static const size_t STACK_BYTES = 256 * 1024;
 
+// A fiber starts once through setcontext (makecontext's stack); after that every switch is a
+// _setjmp/_longjmp pair, which unlike swapcontext makes no system call (built with
+// _FORTIFY_SOURCE off: its longjmp check rejects jumps between stacks).
 struct Fiber {
     ucontext_t ctx;
+    jmp_buf resume;
     std::unique_ptr<char[]> stack;
+    bool started = false;
     bool done = false;
 };
 
-static ucontext_t scheduler;
+static jmp_buf scheduler;
 static std::vector<Fiber> fibers;
 static int current_thread = -1;
 static const std::function<void()>* body = nullptr;
 static dim3 bid, bdim, gdim;
 
 // Hand control back to the scheduler (which resumes the next fiber).
-static void yield() { swapcontext(&fibers[current_thread].ctx, &scheduler); }
+static void yield() {
+    if (!_setjmp(fibers[current_thread].resume)) _longjmp(scheduler, 1);
+}
 
 struct Barrier {
     int n = 0;
@@ -81,7 +89,8 @@ static std::vector<std::vector<float>> lanes;
 
 static void trampoline() {
     (*body)();
-    fibers[current_thread].done = true; // uc_link returns to the scheduler
+    fibers[current_thread].done = true;
+    _longjmp(scheduler, 1); // never returns into makecontext's frame
 }
 
 // Run `kernel` over the grid, one block at a time, one fiber per CUDA thread.
@@ -108,10 +117,11 @@ void launch(dim3 grid, dim3 block, F kernel) {
                 for (int t = 0; t < n; t++) {
                     Fiber& fb = fibers[t];
                     fb.done = false;
+                    fb.started = false;
                     getcontext(&fb.ctx);
                     fb.ctx.uc_stack.ss_sp = fb.stack.get();
                     fb.ctx.uc_stack.ss_size = STACK_BYTES;
-                    fb.ctx.uc_link = &scheduler;
+                    fb.ctx.uc_link = nullptr;
                     makecontext(&fb.ctx, trampoline, 0);
                 }
                 int remaining = n;
@@ -119,7 +129,13 @@ void launch(dim3 grid, dim3 block, F kernel) {
                     for (int t = 0; t < n; t++) {
                         if (fibers[t].done) continue;
                         current_thread = t;
-                        swapcontext(&scheduler, &fibers[t].ctx);
+                        if (!_setjmp(scheduler)) {
+                            if (!fibers[t].started) {
+                                fibers[t].started = true;
+                                setcontext(&fibers[t].ctx);
+                            }
+                            _longjmp(fibers[t].resume, 1);
+                        }
                         if (fibers[t].done) remaining--;
                     }
                 }
