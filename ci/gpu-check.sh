@@ -59,7 +59,11 @@ say "GPU: $(head -n1 "$out/nvidia-smi.txt")"
 
 # ---- 1. build -----------------------------------------------------------------------------
 say "building release"
-cargo build --release --offline --bin kvbench 2> "$out/build.log" || { tail -n 30 "$out/build.log" >&2; die "release build"; }
+cargo build --release --offline --bin kvbench 2> "$out/build.log" || {
+    tail -n 30 "$out/build.log" >&2
+    grep -q "offline" "$out/build.log" && say "hint: this machine has no network; the crates must be in ~/.cargo already (or vendored: cargo vendor, then carry vendor/ and .cargo/config.toml)"
+    die "release build"
+}
 cargo test --release --offline -p kvbench-workloads --no-run 2>> "$out/build.log" || { tail -n 30 "$out/build.log" >&2; die "test build"; }
 say "built in $((SECONDS - start)) s"
 
