@@ -684,3 +684,66 @@ fn whole_workloads_verify_for_every_strategy() {
         assert!(v.rel_error > 0.0 && v.cosine > 0.99, "{strategy:?}: {v:?}");
     }
 }
+
+/// The cache write's other source: f32 rows from memory ([batch][src_len][kv_heads][head_dim],
+/// row 0 at position `src_base`), as a decoder's K/V projections would hand them over.
+#[test]
+fn cache_write_from_rows_in_memory_matches_the_codec() {
+    for codec in [GpuCodec::Int4, GpuCodec::Bf16] {
+        let Some(emu) = Emu::build("src", 64, codec, codec) else {
+            return;
+        };
+        let (batch, kvh, hd, max_len) = (2u32, 3u32, 64usize, 20u32);
+        let (base, n) = (5u32, 7u32);
+        let tables = BlockTables::contiguous(batch, max_len);
+        let rows = (batch * kvh * max_len) as usize;
+        let mut codes = vec![0u8; rows * codec.row_bytes(hd)];
+        let mut scales = vec![0u32; (rows * codec.scale_words(hd)).max(1)];
+        let src: Vec<f32> = (0..(batch * n * kvh) as u64 * hd as u64)
+            .map(|i| synthetic_value(99, i) * 4.0)
+            .collect();
+        let table = tables.packed();
+        let starts = vec![base as i32; batch as usize];
+        let ends = vec![(base + n) as i32; batch as usize];
+        let p = CacheWriteParams {
+            src: addr(&src),
+            codes: codes.as_mut_ptr() as u64,
+            scales: scales.as_mut_ptr() as u64,
+            block_table: addr(&table),
+            start_pos: addr(&starts),
+            end_pos: addr(&ends),
+            synth_key: 0,
+            table_stride: tables.table_stride() as i32,
+            block_size: tables.block_size() as i32,
+            kv_heads: kvh as i32,
+            src_len: n as i32,
+            src_base: base as i32,
+            shared_prefix: 0,
+        };
+        emu.run(
+            "cache_write_k",
+            launch::cache_write_launch(n, kvh, batch),
+            &p,
+        );
+        let (rb, sw) = (codec.row_bytes(hd), codec.scale_words(hd));
+        for b in 0..batch {
+            for h in 0..kvh {
+                for pos in 0..max_len {
+                    let r = ((b * kvh + h) * max_len + pos) as usize;
+                    let stored = &codes[r * rb..(r + 1) * rb];
+                    if pos < base || pos >= base + n {
+                        assert!(
+                            stored.iter().all(|c| *c == 0),
+                            "row {pos} outside the write"
+                        );
+                        continue;
+                    }
+                    let at = (((b * n + pos - base) * kvh + h) as usize) * hd;
+                    let (want_c, want_s) = codec.encode_row(&src[at..at + hd]);
+                    assert_eq!(stored, &want_c[..], "{codec:?} b{b} h{h} pos{pos}");
+                    assert_eq!(&scales[r * sw..(r + 1) * sw], &want_s[..]);
+                }
+            }
+        }
+    }
+}
