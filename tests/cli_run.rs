@@ -455,3 +455,48 @@ fn a_workload_that_cannot_fit_is_refused_with_its_figure() {
     );
     assert!(detail.contains("lower --prompt"), "{detail}");
 }
+
+#[test]
+fn cuda_rows_without_a_gpu_say_why_and_how_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = calibration(dir.path());
+    let out = dir.path().join("cuda.csv");
+    let output = kvbench()
+        .args(["run", "--backend", "cuda", "--workload", "attention"])
+        .args([
+            "--q-heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--head-dim",
+            "64",
+            "--hidden",
+            "256",
+        ])
+        .args([
+            "--prompt", "16", "--gen", "2", "-r", "1", "--format", "none",
+        ])
+        .arg("--calibration")
+        .arg(&cal)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let h = header(&out);
+    let rows = read_csv(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(col(&h, &rows[0], "backend"), "cuda");
+    match col(&h, &rows[0], "status") {
+        // A machine with an NVIDIA GPU runs it: the row names the GPU.
+        "ok" => assert!(!col(&h, &rows[0], "gpu").is_empty()),
+        // Anywhere else: an error row that says what is missing, and exit status 1.
+        status => {
+            assert_eq!(status, "error");
+            assert_eq!(output.status.code(), Some(1), "{stderr}");
+            let detail = col(&h, &rows[0], "detail");
+            assert!(detail.contains("--backend cpu"), "{detail}");
+        }
+    }
+}

@@ -228,10 +228,15 @@ impl Runner<'_> {
         } else {
             0.0
         };
-        if let Some(limits) = &self.limits {
-            r.calibration = limits.source.clone();
-            r.limit_gbps = limits.calibration.read_limit_gbps(self.timing.threads);
-            r.limit_gflops = limits.calibration.gemm_limit_gflops(self.timing.threads);
+        let limits = self.limits.as_ref().and_then(|l| {
+            l.calibration
+                .limits_for(spec.backend, self.timing.threads)
+                .map(|lim| (l.source.clone(), lim))
+        });
+        if let Some((source, (gbps, gflops))) = limits {
+            r.calibration = source;
+            r.limit_gbps = gbps;
+            r.limit_gflops = gflops;
             r.pct_of_limit = percent(r.achieved_gbps, r.limit_gbps);
             r.prefill_pct_of_limit = percent(r.achieved_gflops, r.limit_gflops);
         }
@@ -252,7 +257,10 @@ impl Runner<'_> {
             cores: e.cores,
             mem_bytes: e.mem_bytes,
             os: e.os.clone(),
-            gpu: String::new(),
+            gpu: match spec.backend {
+                kvbench_workloads::Backend::Cuda => e.gpu.clone(),
+                kvbench_workloads::Backend::Cpu => String::new(),
+            },
             backend: backend_name(spec.backend).into(),
             threads: self.timing.threads,
             workload: kind_name(spec.kind).into(),
@@ -456,6 +464,7 @@ mod tests {
             gemm_gflops_1t: 50.0,
             gemm_gflops: 100.0,
             gemm_n: 0,
+            gpu: None,
         }
     }
 
@@ -539,6 +548,44 @@ mod tests {
         assert_eq!(rec.sweep_index, 11);
         assert_eq!(rec.bits_per_element, 16.0);
         assert!(rec.peak_rss_bytes > 0);
+    }
+
+    #[test]
+    fn cuda_rows_use_the_gpu_limits_or_none() {
+        let mut cuda = spec(Strategy::Contiguous, 8);
+        cuda.backend = Backend::Cuda;
+        let (without, with) = with_runner(true, u64::MAX, None, |r, _| {
+            let without = r.run_one(0, &cuda).unwrap().record;
+            let mut r2 = Runner {
+                timing: r.timing.clone(),
+                env: Environment {
+                    gpu: "Test GPU".into(),
+                    ..r.env.clone()
+                },
+                limits: r.limits.clone(),
+                shard: None,
+                build: r.build,
+                available_memory: r.available_memory,
+                stop: r.stop,
+            };
+            if let Some(l) = r2.limits.as_mut() {
+                l.calibration.gpu = Some(crate::calibrate::GpuLimits {
+                    device: "Test GPU".into(),
+                    copy_gbps: 3000.0,
+                    gemm_f32_gflops: 50_000.0,
+                    gemm_f16_gflops: 500_000.0,
+                });
+            }
+            (without, r2.run_one(0, &cuda).unwrap().record)
+        });
+        // A CPU-only calibration says nothing about a GPU: no limit, no percentage.
+        assert_eq!((without.limit_gbps, without.pct_of_limit), (0.0, 0.0));
+        assert_eq!(without.gpu, "");
+        assert_eq!(with.limit_gbps, 3000.0);
+        assert_eq!(with.limit_gflops, 50_000.0);
+        assert!((with.pct_of_limit - 100.0 * with.achieved_gbps / 3000.0).abs() < 1e-9);
+        assert_eq!(with.gpu, "Test GPU");
+        assert_eq!(with.backend, "cuda");
     }
 
     #[test]
