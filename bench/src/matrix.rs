@@ -564,3 +564,24 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod shard_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_sweep_splits_into_disjoint_complete_slices(len in 0usize..500, n in 1u32..64) {
+            let items: Vec<usize> = (0..len).collect();
+            let mut union = Vec::new();
+            for i in 1..=n {
+                let part = Shard { index: i, count: n }.select(&items);
+                prop_assert!(part.len() == len / n as usize || part.len() == len.div_ceil(n as usize));
+                union.extend(part.into_iter().map(|(p, v)| { assert_eq!(p, v); p }));
+            }
+            // In order, each once: disjoint and complete.
+            prop_assert_eq!(union, items);
+        }
+    }
+}

@@ -163,3 +163,34 @@ mod tests {
         assert_eq!((s.median, s.p99, s.mad, s.outliers), (4.0, 4.0, 0.0, 0));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn order_statistics_are_ordered(xs in proptest::collection::vec(0.0f64..1e6, 1..200)) {
+            let s = Summary::of(&xs);
+            prop_assert!(s.min <= s.p50 && s.p50 <= s.p90 && s.p90 <= s.p99 && s.p99 <= s.max);
+            prop_assert!(s.min <= s.mean && s.mean <= s.max);
+            prop_assert!(s.mad >= 0.0 && s.mad <= s.max - s.min);
+            prop_assert!(s.outliers < s.count || s.count == 0);
+            prop_assert_eq!(s.count, xs.len());
+        }
+
+        #[test]
+        fn shifting_samples_shifts_location_not_spread(
+            xs in proptest::collection::vec(0.0f64..1e3, 1..100),
+            c in -1e3f64..1e3,
+        ) {
+            let a = Summary::of(&xs);
+            let shifted: Vec<f64> = xs.iter().map(|x| x + c).collect();
+            let b = Summary::of(&shifted);
+            prop_assert!((b.median - a.median - c).abs() < 1e-9);
+            prop_assert!((b.mad - a.mad).abs() < 1e-9);
+            prop_assert_eq!(a.outliers, b.outliers);
+        }
+    }
+}
