@@ -174,6 +174,9 @@ impl Matrix {
         for shape in &self.shapes {
             check_shape(shape)?;
         }
+        for pair in &self.dtypes {
+            check_residual(pair)?;
+        }
         Ok(())
     }
 }
@@ -240,6 +243,30 @@ pub fn check_shape(shape: &ModelShape) -> Result<(), MatrixError> {
             shape.layer_kinds.len(),
             shape.layers
         ));
+    }
+    Ok(())
+}
+
+/// Keys grouped per channel (KIVI) flush whole groups of tokens out of the f16 residual, so
+/// the residual must hold at least one group.
+fn check_residual(pair: &KvDtypes) -> Result<(), MatrixError> {
+    let k = &pair.k;
+    if k.kind.is_float() || k.axis != GroupAxis::Channel || k.residual == 0 {
+        return Ok(());
+    }
+    // Channel groups run over tokens, so the group length does not depend on head_dim.
+    let group = k.group_len(0);
+    if k.residual < group {
+        return Err(MatrixError::BadValue {
+            axis: "residual",
+            value: k.residual.to_string(),
+            why: format!(
+                "{} groups keys over {group} tokens, so its f16 residual must hold at least \
+                 {group} tokens (e.g. {}/r{group})",
+                pair.label(),
+                pair.label().split('/').next().unwrap_or("kivi")
+            ),
+        });
     }
     Ok(())
 }
@@ -491,6 +518,21 @@ mod tests {
 
         m.shapes = vec![ModelShape::uniform("oddhd", 1, 4, 4, 15, 64, 128)];
         assert!(m.expand().unwrap_err().to_string().contains("head_dim 15"));
+    }
+
+    #[test]
+    fn kivi_residual_must_hold_a_key_group() {
+        let mut m = matrix();
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int2, 16);
+        m.dtypes = vec![KvDtypes { k, v }];
+        let e = m.expand().unwrap_err().to_string();
+        assert!(
+            e.contains("--residual 16") && e.contains("at least 32"),
+            "{e}"
+        );
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int2, 32);
+        m.dtypes = vec![KvDtypes { k, v }];
+        assert!(m.expand().is_ok());
     }
 
     #[test]

@@ -343,6 +343,14 @@ impl RunOptions {
 
     fn sweep(&self) -> Result<Sweep> {
         if self.is_default_suite() {
+            let parts: Vec<&str> = suite::default_suite(self.seed)
+                .iter()
+                .map(|(question, _)| *question)
+                .collect();
+            eprintln!(
+                "default suite (give any sweep flag to choose your own): {}",
+                parts.join("; ")
+            );
             return Ok(suite::default_sweep(self.seed)?);
         }
         Ok(self.matrix()?.expand()?)
