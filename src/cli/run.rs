@@ -343,14 +343,6 @@ impl RunOptions {
 
     fn sweep(&self) -> Result<Sweep> {
         if self.is_default_suite() {
-            let parts: Vec<&str> = suite::default_suite(self.seed)
-                .iter()
-                .map(|(question, _)| *question)
-                .collect();
-            eprintln!(
-                "default suite (give any sweep flag to choose your own): {}",
-                parts.join("; ")
-            );
             return Ok(suite::default_sweep(self.seed)?);
         }
         Ok(self.matrix()?.expand()?)
@@ -458,6 +450,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         available_memory: &available,
         stop: &STOP,
     };
+    if args.is_default_suite() {
+        let parts: Vec<&str> = suite::default_suite(args.seed)
+            .iter()
+            .map(|(question, _)| *question)
+            .collect();
+        eprintln!(
+            "default suite (give any sweep flag to choose your own): {}",
+            parts.join("; ")
+        );
+    }
     let result = session::run_sweep(
         &runner,
         &sweep.specs,
