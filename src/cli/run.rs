@@ -352,8 +352,18 @@ impl RunOptions {
 /// Calibration from `--calibration`, the host's default file, or a short measurement now.
 fn limits(path: Option<&Path>, threads: usize) -> Result<Limits> {
     if let Some(p) = path {
+        let calibration = Calibration::load(p)?;
+        if calibration.host != env::host_name() {
+            eprintln!(
+                "note: {} was measured on {}, not on this machine ({}); % of limit compares \
+                 with that machine",
+                p.display(),
+                calibration.host,
+                env::host_name()
+            );
+        }
         return Ok(Limits {
-            calibration: Calibration::load(p)?,
+            calibration,
             source: p.display().to_string(),
         });
     }
