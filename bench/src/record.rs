@@ -98,6 +98,9 @@ pub struct Record {
     pub calibration: String,
     /// K and V dtypes as one `--cache-dtype` name: `f16`, `kivi4/r128`, or `k=int8,v=f16`.
     pub cache_dtype: String,
+    /// What TTFT timed: `compute` (the prompt run through the model or attention) or `fill`
+    /// (CPU attention workloads above 8192 prompt tokens only write the prompt's K/V rows).
+    pub prefill: String,
 }
 
 /// Values of the `status` column.

@@ -275,6 +275,7 @@ impl Runner<'_> {
             k_dtype: spec.k_dtype.to_string(),
             v_dtype: spec.v_dtype.to_string(),
             cache_dtype: dtype_pair_label(spec),
+            prefill: prefill_mode(spec).into(),
             bits_per_element: (spec.k_dtype.bits_per_element(head_dim)
                 + spec.v_dtype.bits_per_element(head_dim))
                 / 2.0,
@@ -307,6 +308,18 @@ pub fn dtype_pair_label(spec: &WorkloadSpec) -> String {
         v: spec.v_dtype,
     }
     .label()
+}
+
+/// What the prefill of `spec` does, as `workloads::build` chooses it.
+pub fn prefill_mode(spec: &WorkloadSpec) -> &'static str {
+    let fills = spec.kind == kvbench_workloads::WorkloadKind::Attention
+        && spec.backend == kvbench_workloads::Backend::Cpu
+        && spec.prompt > kvbench_workloads::build::AUTO_FILL_ABOVE;
+    if fills {
+        "fill"
+    } else {
+        "compute"
+    }
 }
 
 struct Timed {
@@ -547,6 +560,7 @@ mod tests {
         assert_eq!(rec.block_size, 16);
         assert_eq!(rec.sweep_index, 11);
         assert_eq!(rec.bits_per_element, 16.0);
+        assert_eq!(rec.prefill, "compute");
         assert!(rec.peak_rss_bytes > 0);
     }
 
@@ -586,6 +600,19 @@ mod tests {
         assert!((with.pct_of_limit - 100.0 * with.achieved_gbps / 3000.0).abs() < 1e-9);
         assert_eq!(with.gpu, "Test GPU");
         assert_eq!(with.backend, "cuda");
+    }
+
+    #[test]
+    fn long_cpu_attention_prompts_are_filled() {
+        let mut s = spec(
+            Strategy::Contiguous,
+            kvbench_workloads::build::AUTO_FILL_ABOVE,
+        );
+        assert_eq!(prefill_mode(&s), "compute");
+        s.prompt += 1;
+        assert_eq!(prefill_mode(&s), "fill");
+        s.kind = WorkloadKind::Decoder;
+        assert_eq!(prefill_mode(&s), "compute");
     }
 
     #[test]
