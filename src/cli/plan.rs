@@ -13,6 +13,7 @@ use kvbench_planner::units::parse_size;
 use kvbench_planner::{find_model, gpu, parse_config, ModelInfo};
 
 mod render;
+mod tiers;
 
 pub use render::render_rows;
 use render::{detail_table, summary_table};
@@ -65,6 +66,9 @@ pub struct PlanArgs {
     /// Deployment flags (GPU capacity and bounds).
     #[command(flatten)]
     pub deploy: Box<DeployArgs>,
+    /// Memory tiers (--tiers) and reload-versus-recompute break-even.
+    #[command(flatten)]
+    pub tiers: Box<tiers::TierArgs>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: Format,
@@ -374,6 +378,17 @@ fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>>
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+    if args.tiers.tiers.is_some() && args.format != Format::Table {
+        bail!("--tiers prints tables: leave out --format (or --tiers)");
+    }
+    let tiers = tiers::render(
+        &args.tiers,
+        &models(&args)?,
+        &dtype_pairs(&args)?,
+        &args.seq,
+        &args.deploy.gpu,
+        &args.deploy.tp,
+    )?;
     let plans = plans(&args)?;
     let text = match args.format {
         Format::Table if plans.len() == 1 => detail_table(&plans[0]),
@@ -381,5 +396,6 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         other => render_rows(&plans.iter().map(plan_row).collect::<Vec<_>>(), other)?,
     };
     print!("{text}");
+    print!("{}", tiers.unwrap_or_default());
     Ok(())
 }

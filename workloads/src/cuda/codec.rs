@@ -477,4 +477,56 @@ mod tests {
         assert_eq!(synthetic_index(0, 1, 0, 0), 1 << 18);
         assert_eq!(synthetic_index(1, 0, 0, 0), 1 << 42);
     }
+
+    #[test]
+    fn gpu_codecs_agree_with_the_cpu_codecs_within_one_step() {
+        // Same layouts and scale rules as the CPU codecs (crate::codec); the CPU multiplies
+        // by a reciprocal and rounds half away from zero, so quantized codes may differ by
+        // one step, never more. Float kinds must agree bit for bit.
+        for kind in [
+            DtypeKind::F32,
+            DtypeKind::F16,
+            DtypeKind::Bf16,
+            DtypeKind::Int8,
+            DtypeKind::Int4,
+            DtypeKind::Fp8E4m3,
+            DtypeKind::Fp8E5m2,
+        ] {
+            let dtype = CacheDtype::new(kind);
+            let cpu = crate::codec::Codec::new(dtype, 128).unwrap();
+            let gpu = GpuCodec::for_dtype(&dtype).unwrap();
+            assert_eq!(cpu.unit_tokens, 1, "{kind:?}");
+            assert_eq!(cpu.unit_bytes, gpu.row_total_bytes(128), "{kind:?}");
+            for row in 0..50u64 {
+                let x: Vec<f32> = (0..128).map(|i| synthetic_value(row, i) * 3.0).collect();
+                let mut unit = vec![0u8; cpu.unit_bytes];
+                cpu.encode_unit(&x, &mut unit);
+                let mut from_cpu = vec![0f32; 128];
+                cpu.decode_row(&unit, 0, &mut from_cpu);
+                let (codes, scales) = gpu.encode_row(&x);
+                let from_gpu = gpu.decode_row(&codes, &scales, 128);
+                let amax = absmax(&x);
+                for (i, (a, b)) in from_gpu.iter().zip(&from_cpu).enumerate() {
+                    let step = match gpu {
+                        GpuCodec::F32 | GpuCodec::F16 | GpuCodec::Bf16 => 0.0,
+                        GpuCodec::Int8 => amax / 127.0 * 1.001,
+                        // (max − min) / 15 of the group, f16-rounded: at most 2·amax / 15.
+                        GpuCodec::Int4 => 2.0 * amax / 15.0 * 1.01,
+                        // One code apart: 2^-3 (e4m3) / 2^-2 (e5m2) relative, or a subnormal step.
+                        GpuCodec::Fp8E4m3 => {
+                            (x[i].abs() * 0.125).max(amax / 448.0 * 2f32.powi(-9)) * 1.01
+                        }
+                        GpuCodec::Fp8E5m2 => {
+                            (x[i].abs() * 0.25).max(amax / 57344.0 * 2f32.powi(-16)) * 1.01
+                        }
+                    };
+                    assert!(
+                        (a - b).abs() <= step,
+                        "{kind:?} row {row} [{i}]: gpu {a} cpu {b} x {}",
+                        x[i]
+                    );
+                }
+            }
+        }
+    }
 }

@@ -10,8 +10,9 @@ pub const PREFILL_ROWS: u32 = 16;
 pub const CACHE_WRITE_ROWS: u32 = 4;
 /// Query heads one decode block serves at most (decode_attention_g1/g2/g4).
 pub const MAX_HEADS_PER_BLOCK: u32 = 4;
-/// A split holds at least this many tokens, so its fixed cost stays small.
-pub const MIN_TOKENS_PER_SPLIT: u32 = 256;
+/// A split holds at least this many tokens, so its fixed cost (partials written, merged)
+/// stays small; 128 still lets a single 4K sequence of 8 KV heads fill 256 blocks.
+pub const MIN_TOKENS_PER_SPLIT: u32 = 128;
 /// Blocks per SM the split-K heuristic aims for (enough loads in flight to fill HBM).
 pub const TARGET_BLOCKS_PER_SM: u32 = 4;
 
@@ -139,8 +140,8 @@ mod tests {
 
     #[test]
     fn split_k_is_bounded_by_the_minimum_split_length() {
-        // 4096 tokens allow at most 16 splits of 256.
-        assert_eq!(decode_split(8, 4096, 132).splits, 16);
+        // 4096 tokens allow at most 32 splits of 128.
+        assert_eq!(decode_split(8, 4096, 132).splits, 32);
         // Short contexts are never split.
         assert_eq!(
             decode_split(8, 100, 132),

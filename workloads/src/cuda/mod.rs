@@ -36,3 +36,5 @@ pub fn build(spec: &WorkloadSpec) -> Result<Box<dyn Workload>, WorkloadError> {
 pub fn device_info() -> Result<DeviceInfo, WorkloadError> {
     Ok(device::Gpu::open()?.info)
 }
+pub mod check;
+pub mod schedule;

@@ -37,10 +37,13 @@ pub struct OffloadWorkload {
     bytes_read_last_step: u64,
 }
 
-/// The working-pool size used when `--pool-blocks` is 0: two layers of one sequence, so
-/// every step pages blocks through the tier.
+/// The working-pool size used when `pool_blocks` is 0: half of every block the run makes
+/// (so decode steps page blocks through the tier), and at least one layer of one sequence
+/// (attention needs a whole layer resident).
 pub fn auto_pool_blocks(spec: &WorkloadSpec) -> usize {
-    2 * (spec.max_len() as usize).div_ceil(spec.block_size.max(1) as usize)
+    let per_layer = (spec.max_len() as usize).div_ceil(spec.block_size.max(1) as usize);
+    let all = per_layer * spec.shape.layers as usize * spec.batch as usize;
+    all.div_ceil(2).max(per_layer)
 }
 
 /// What besides the tokens shapes the bytes of a block: shape, dtypes, block size, seed.
@@ -69,6 +72,11 @@ impl OffloadWorkload {
                 spec.strategy
             )));
         };
+        if spec.kind == crate::spec::WorkloadKind::Decoder {
+            return Err(WorkloadError::Invalid(
+                "the offload strategy runs attention workloads (cache write + attention per layer); add --workload attention".into(),
+            ));
+        }
         let geom = CacheGeometry::new(
             &spec.shape,
             spec.window,
@@ -93,7 +101,8 @@ impl OffloadWorkload {
             0 => auto_pool_blocks(spec),
             n => n as usize,
         };
-        let total_blocks = geom.layers * geom.batch * geom.max_len.div_ceil(geom.block_size);
+        // Every block of the run, plus one per (layer, sequence) for a tail block in transit.
+        let total_blocks = geom.layers * geom.batch * (geom.max_len.div_ceil(geom.block_size) + 1);
         let tier = if offload {
             let store = open(tier, &spec.offload, block_bytes, total_blocks)
                 .map_err(|e| WorkloadError::Backend(e.to_string()))?;
@@ -246,6 +255,25 @@ impl OffloadWorkload {
             .collect()
     }
 
+    /// ‖out − ref‖/‖ref‖ of every sequence's newest-token outputs (all layers) against the
+    /// f64 reference from the unquantized vectors.
+    pub fn last_rel_error(&self) -> f64 {
+        let (mut err, mut norm) = (0f64, 0f64);
+        for seq in 0..self.geom.batch {
+            for layer in 0..self.geom.layers {
+                let pos = self.cache.len(layer, seq) - 1;
+                for (o, r) in self.last[seq][layer]
+                    .iter()
+                    .zip(self.reference(seq, layer, pos))
+                {
+                    err += (*o as f64 - r) * (*o as f64 - r);
+                    norm += r * r;
+                }
+            }
+        }
+        (err / norm).sqrt()
+    }
+
     /// Run prefill and every decode step, collecting outputs and comparing each with the
     /// f64 reference; returns (outputs, Σ‖out−ref‖², Σ‖ref‖², Σ out·ref, Σ‖out‖²).
     fn run_all(&mut self, with_reference: bool) -> Result<(Vec<f32>, [f64; 4]), WorkloadError> {
@@ -309,7 +337,9 @@ impl Workload for OffloadWorkload {
         }
         if stats.blocks_read == 0 && self.counters().fallbacks == 0 {
             problems.push(
-                "no block went through the tier: lower --pool-blocks so blocks are evicted".into(),
+                "no block went through the tier: the working pool holds the whole cache; \
+                 use more layers or a larger batch"
+                    .into(),
             );
         }
         Ok(Verification {

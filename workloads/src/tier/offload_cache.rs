@@ -257,15 +257,16 @@ impl OffloadCache {
         let batch: Vec<(BlockKey, &[u8])> =
             writes.iter().map(|(_, k, b)| (*k, b.as_slice())).collect();
         let tier = self.tier.as_mut().expect("evicting needs a tier");
-        let stored = tier.store(&batch);
-        // A local tier frees the copy of a block that changed since it was loaded; Redis
-        // keeps it under its own (older prefix) key for other runs until its TTL.
+        // A local tier frees the copy of a block that changed since it was loaded (before
+        // storing the new one, so a full tier has room); Redis keeps it under its own (older
+        // prefix) key for other runs until its TTL.
         let forget = if tier.tier() == crate::spec::Tier::Redis {
             Ok(())
         } else {
             tier.forget(&stale)
         };
-        match stored.and(forget) {
+        let stored = forget.and_then(|()| tier.store(&batch));
+        match stored {
             Ok(()) => {
                 for (&id, key) in victims.iter().zip(keys) {
                     self.lru.forget(id);

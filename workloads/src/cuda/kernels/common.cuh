@@ -45,6 +45,11 @@ typedef unsigned long long u64;
 
 // ---- scalar conversions -------------------------------------------------------------------
 
+#ifdef KVBENCH_EMULATE
+// The CPU emulator (../emu/cuda_shim.h) converts in software, rounding as the PTX does.
+__device__ __forceinline__ float f16_to_f32(u16 h) { return emu_f16_to_f32(h); }
+__device__ __forceinline__ u16 f32_to_f16(float f) { return emu_f32_to_f16(f); }
+#else
 __device__ __forceinline__ float f16_to_f32(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -56,6 +61,7 @@ __device__ __forceinline__ u16 f32_to_f16(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#endif
 
 __device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
 
@@ -167,18 +173,30 @@ __device__ __forceinline__ float synthetic_value(u64 key, u64 index) {
 
 template <int C> struct Codec;
 
+// Each codec splits a load in two: fetch() moves CHUNK channels' raw bytes (and scales) into
+// registers, dequant() turns them into f32 where the dot product needs them, so prefetched
+// rows stay compact. load16() is both.
+
 template <> struct Codec<CODEC_F32> {
     static const int ROW_BYTES = HEAD_DIM * 4;
     static const int SCALE_WORDS = 0;
-    __device__ static void load16(const u8* row, const u32* sc, int chunk, float* out) {
+    struct Raw {
+        uint4 w[4];
+    };
+    __device__ static Raw fetch(const u8* row, const u32* sc, int chunk) {
         const uint4* p = (const uint4*)(row + chunk * CHUNK * 4);
+        Raw r;
+#pragma unroll
+        for (int i = 0; i < 4; i++) r.w[i] = p[i];
+        return r;
+    }
+    __device__ static void dequant(const Raw& r, float* out) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            uint4 w = p[i];
-            out[4 * i + 0] = __uint_as_float(w.x);
-            out[4 * i + 1] = __uint_as_float(w.y);
-            out[4 * i + 2] = __uint_as_float(w.z);
-            out[4 * i + 3] = __uint_as_float(w.w);
+            out[4 * i + 0] = __uint_as_float(r.w[i].x);
+            out[4 * i + 1] = __uint_as_float(r.w[i].y);
+            out[4 * i + 2] = __uint_as_float(r.w[i].z);
+            out[4 * i + 3] = __uint_as_float(r.w[i].w);
         }
     }
 };
@@ -186,12 +204,20 @@ template <> struct Codec<CODEC_F32> {
 template <> struct Codec<CODEC_F16> {
     static const int ROW_BYTES = HEAD_DIM * 2;
     static const int SCALE_WORDS = 0;
-    __device__ static void load16(const u8* row, const u32* sc, int chunk, float* out) {
+    struct Raw {
+        uint4 w[2];
+    };
+    __device__ static Raw fetch(const u8* row, const u32* sc, int chunk) {
         const uint4* p = (const uint4*)(row + chunk * CHUNK * 2);
+        Raw r;
+        r.w[0] = p[0];
+        r.w[1] = p[1];
+        return r;
+    }
+    __device__ static void dequant(const Raw& r, float* out) {
 #pragma unroll
         for (int i = 0; i < 2; i++) {
-            uint4 w = p[i];
-            u32 ws[4] = {w.x, w.y, w.z, w.w};
+            u32 ws[4] = {r.w[i].x, r.w[i].y, r.w[i].z, r.w[i].w};
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 out[8 * i + 2 * j] = f16_to_f32((u16)(ws[j] & 0xffffu));
@@ -204,12 +230,20 @@ template <> struct Codec<CODEC_F16> {
 template <> struct Codec<CODEC_BF16> {
     static const int ROW_BYTES = HEAD_DIM * 2;
     static const int SCALE_WORDS = 0;
-    __device__ static void load16(const u8* row, const u32* sc, int chunk, float* out) {
+    struct Raw {
+        uint4 w[2];
+    };
+    __device__ static Raw fetch(const u8* row, const u32* sc, int chunk) {
         const uint4* p = (const uint4*)(row + chunk * CHUNK * 2);
+        Raw r;
+        r.w[0] = p[0];
+        r.w[1] = p[1];
+        return r;
+    }
+    __device__ static void dequant(const Raw& r, float* out) {
 #pragma unroll
         for (int i = 0; i < 2; i++) {
-            uint4 w = p[i];
-            u32 ws[4] = {w.x, w.y, w.z, w.w};
+            u32 ws[4] = {r.w[i].x, r.w[i].y, r.w[i].z, r.w[i].w};
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 out[8 * i + 2 * j] = __uint_as_float(ws[j] << 16);
@@ -219,39 +253,38 @@ template <> struct Codec<CODEC_BF16> {
     }
 };
 
+// One f32 scale per row, 16 one-byte codes per chunk.
+struct Bytes16 {
+    uint4 w;
+    float s;
+};
+
+__device__ __forceinline__ Bytes16 fetch_bytes16(const u8* row, const u32* sc, int chunk) {
+    Bytes16 r;
+    r.w = *(const uint4*)(row + chunk * CHUNK);
+    r.s = __uint_as_float(sc[0]);
+    return r;
+}
+
 template <> struct Codec<CODEC_INT8> {
     static const int ROW_BYTES = HEAD_DIM;
     static const int SCALE_WORDS = 1;
-    __device__ static void load16(const u8* row, const u32* sc, int chunk, float* out) {
-        uint4 w = *(const uint4*)(row + chunk * CHUNK);
-        float s = __uint_as_float(sc[0]);
-        u32 ws[4] = {w.x, w.y, w.z, w.w};
+    typedef Bytes16 Raw;
+    __device__ static Raw fetch(const u8* row, const u32* sc, int chunk) {
+        return fetch_bytes16(row, sc, chunk);
+    }
+    __device__ static void dequant(const Raw& r, float* out) {
+        u32 ws[4] = {r.w.x, r.w.y, r.w.z, r.w.w};
 #pragma unroll
         for (int j = 0; j < 4; j++) {
+            // Flip the sign bits (c + 128 as unsigned bytes), then convert with the magic
+            // number 2^23: exact, and integer ops instead of the slower I2F.
+            u32 biased = ws[j] ^ 0x80808080u;
 #pragma unroll
             for (int k = 0; k < 4; k++) {
-                int c = (int)(signed char)((ws[j] >> (8 * k)) & 0xffu);
-                out[4 * j + k] = (float)c * s;
-            }
-        }
-    }
-};
-
-template <> struct Codec<CODEC_INT4> {
-    static const int ROW_BYTES = HEAD_DIM / 2;
-    static const int SCALE_WORDS = HEAD_DIM / INT4_GROUP;
-    __device__ static void load16(const u8* row, const u32* sc, int chunk, float* out) {
-        uint2 w = *(const uint2*)(row + chunk * (CHUNK / 2));
-        u32 g = sc[(chunk * CHUNK) / INT4_GROUP];
-        float s = f16_to_f32((u16)(g & 0xffffu));
-        float z = f16_to_f32((u16)(g >> 16));
-        u32 ws[2] = {w.x, w.y};
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                float c = (float)((ws[j] >> (4 * k)) & 0xfu);
-                out[8 * j + k] = fmaf(c, s, z);
+                float c = __uint_as_float(0x4b000000u | ((biased >> (8 * k)) & 0xffu)) -
+                          8388736.0f;
+                out[4 * j + k] = c * r.s;
             }
         }
     }
@@ -260,16 +293,16 @@ template <> struct Codec<CODEC_INT4> {
 template <> struct Codec<CODEC_FP8_E4M3> {
     static const int ROW_BYTES = HEAD_DIM;
     static const int SCALE_WORDS = 1;
-    __device__ static void load16(const u8* row, const u32* sc, int chunk, float* out) {
-        uint4 w = *(const uint4*)(row + chunk * CHUNK);
-        float s = __uint_as_float(sc[0]);
-        u32 ws[4] = {w.x, w.y, w.z, w.w};
+    typedef Bytes16 Raw;
+    __device__ static Raw fetch(const u8* row, const u32* sc, int chunk) {
+        return fetch_bytes16(row, sc, chunk);
+    }
+    __device__ static void dequant(const Raw& r, float* out) {
+        u32 ws[4] = {r.w.x, r.w.y, r.w.z, r.w.w};
 #pragma unroll
         for (int j = 0; j < 4; j++) {
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                out[4 * j + k] = fp8_e4m3_to_f32((ws[j] >> (8 * k)) & 0xffu) * s;
-            }
+            for (int k = 0; k < 4; k++) out[4 * j + k] = fp8_e4m3_to_f32(ws[j] >> (8 * k)) * r.s;
         }
     }
 };
@@ -277,19 +310,53 @@ template <> struct Codec<CODEC_FP8_E4M3> {
 template <> struct Codec<CODEC_FP8_E5M2> {
     static const int ROW_BYTES = HEAD_DIM;
     static const int SCALE_WORDS = 1;
-    __device__ static void load16(const u8* row, const u32* sc, int chunk, float* out) {
-        uint4 w = *(const uint4*)(row + chunk * CHUNK);
-        float s = __uint_as_float(sc[0]);
-        u32 ws[4] = {w.x, w.y, w.z, w.w};
+    typedef Bytes16 Raw;
+    __device__ static Raw fetch(const u8* row, const u32* sc, int chunk) {
+        return fetch_bytes16(row, sc, chunk);
+    }
+    __device__ static void dequant(const Raw& r, float* out) {
+        u32 ws[4] = {r.w.x, r.w.y, r.w.z, r.w.w};
 #pragma unroll
         for (int j = 0; j < 4; j++) {
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                out[4 * j + k] = fp8_e5m2_to_f32((ws[j] >> (8 * k)) & 0xffu) * s;
+            for (int k = 0; k < 4; k++) out[4 * j + k] = fp8_e5m2_to_f32(ws[j] >> (8 * k)) * r.s;
+        }
+    }
+};
+
+template <> struct Codec<CODEC_INT4> {
+    static const int ROW_BYTES = HEAD_DIM / 2;
+    static const int SCALE_WORDS = HEAD_DIM / INT4_GROUP;
+    struct Raw {
+        uint2 w;
+        u32 g; // f16 scale (low half) + f16 zero point (high half) of the chunk's group
+    };
+    __device__ static Raw fetch(const u8* row, const u32* sc, int chunk) {
+        Raw r;
+        r.w = *(const uint2*)(row + chunk * (CHUNK / 2));
+        r.g = sc[(chunk * CHUNK) / INT4_GROUP];
+        return r;
+    }
+    __device__ static void dequant(const Raw& r, float* out) {
+        float s = f16_to_f32((u16)(r.g & 0xffffu));
+        float z = f16_to_f32((u16)(r.g >> 16));
+        u32 ws[2] = {r.w.x, r.w.y};
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float c = __uint_as_float(0x4b000000u | ((ws[j] >> (4 * k)) & 0xfu)) - 8388608.0f;
+                out[8 * j + k] = fmaf(c, s, z);
             }
         }
     }
 };
+
+// Fetch and dequantize CHUNK channels of one row.
+template <int C>
+__device__ __forceinline__ void load16(const u8* row, const u32* sc, int chunk, float* out) {
+    Codec<C>::dequant(Codec<C>::fetch(row, sc, chunk), out);
+}
 
 // ---- paged addressing ---------------------------------------------------------------------
 

@@ -35,6 +35,22 @@ static_assert(sizeof(DecodeParams) == 112, "DecodeParams layout");
 #define DECODE_WARPS (DECODE_THREADS / 32)
 #define TPT (HEAD_DIM / CHUNK)
 
+typedef Codec<K_CODEC>::Raw KRaw;
+typedef Codec<V_CODEC>::Raw VRaw;
+
+// Fetch the raw (still quantized) CHUNK channels of token t's K and V rows; nothing past
+// the split's end (those lanes compute on stale registers and are masked).
+__device__ __forceinline__ void fetch_kv(const DecodeParams& p, int b, int kvh, int t, int t1,
+                                         int lt, KRaw& k, VRaw& v) {
+    if (t < t1) {
+        long long r = cache_row(p.block_table, p.table_stride, b, t, p.block_size, p.kv_heads, kvh);
+        k = Codec<K_CODEC>::fetch(p.k_codes + r * Codec<K_CODEC>::ROW_BYTES,
+                                  p.k_scales + r * Codec<K_CODEC>::SCALE_WORDS, lt);
+        v = Codec<V_CODEC>::fetch(p.v_codes + r * Codec<V_CODEC>::ROW_BYTES,
+                                  p.v_scales + r * Codec<V_CODEC>::SCALE_WORDS, lt);
+    }
+}
+
 template <int G>
 __device__ void decode_impl(const DecodeParams& p) {
     const int tg_per_warp = 32 / TPT;
@@ -68,21 +84,24 @@ __device__ void decode_impl(const DecodeParams& p) {
     }
 
     // The loop bound is uniform across a warp so the shuffles below always have every lane.
-    for (int base = t0 + warp * tg_per_warp; base < t1; base += ntg) {
+    // Software pipelined: the next token's raw K/V loads are in flight while this one is
+    // dequantized and computed.
+    KRaw kr, krn;
+    VRaw vr, vrn;
+    // Invalid lanes keep whatever these hold; zero them so no NaN pattern reaches a shuffle.
+    memset(&kr, 0, sizeof(kr));
+    memset(&vr, 0, sizeof(vr));
+    krn = kr;
+    vrn = vr;
+    const int first = t0 + warp * tg_per_warp;
+    fetch_kv(p, b, kvh, first + tg, t1, lt, kr, vr);
+    for (int base = first; base < t1; base += ntg) {
         const int t = base + tg;
         const bool valid = t < t1;
+        fetch_kv(p, b, kvh, t + ntg, t1, lt, krn, vrn);
         float k[CHUNK], v[CHUNK];
-        if (valid) {
-            long long r = cache_row(p.block_table, p.table_stride, b, t, p.block_size,
-                                    p.kv_heads, kvh);
-            Codec<K_CODEC>::load16(p.k_codes + r * Codec<K_CODEC>::ROW_BYTES,
-                                   p.k_scales + r * Codec<K_CODEC>::SCALE_WORDS, lt, k);
-            Codec<V_CODEC>::load16(p.v_codes + r * Codec<V_CODEC>::ROW_BYTES,
-                                   p.v_scales + r * Codec<V_CODEC>::SCALE_WORDS, lt, v);
-        } else {
-#pragma unroll
-            for (int i = 0; i < CHUNK; i++) k[i] = v[i] = 0.0f;
-        }
+        Codec<K_CODEC>::dequant(kr, k);
+        Codec<V_CODEC>::dequant(vr, v);
 #pragma unroll
         for (int h = 0; h < G; h++) {
             float s = 0.0f;
@@ -99,6 +118,8 @@ __device__ void decode_impl(const DecodeParams& p) {
                 m[h] = m_new;
             }
         }
+        kr = krn;
+        vr = vrn;
     }
 
     // Merge the token groups of this warp (lanes lt, lt + TPT, ... hold the same channels).

@@ -91,9 +91,9 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS) prefill_attention(
             if (k0 + j < kv_len) {
                 long long r = cache_row(p.block_table, p.table_stride, b, k0 + j, p.block_size,
                                         p.kv_heads, kvh);
-                Codec<K_CODEC>::load16(p.k_codes + r * Codec<K_CODEC>::ROW_BYTES,
+                load16<K_CODEC>(p.k_codes + r * Codec<K_CODEC>::ROW_BYTES,
                                        p.k_scales + r * Codec<K_CODEC>::SCALE_WORDS, chunk, kx);
-                Codec<V_CODEC>::load16(p.v_codes + r * Codec<V_CODEC>::ROW_BYTES,
+                load16<V_CODEC>(p.v_codes + r * Codec<V_CODEC>::ROW_BYTES,
                                        p.v_scales + r * Codec<V_CODEC>::SCALE_WORDS, chunk, vx);
             } else {
 #pragma unroll
