@@ -1,1 +1,121 @@
-//! The f64 reference: the same model computed without any cache.
+//! The f64 reference: the same computations done without any cache, in double precision,
+//! straight from the definitions (softmax(q·Kᵀ/√d)·V, RMSNorm, RoPE, SiLU-gated MLP).
+
+/// Softmax attention of one query head (`d` values) over `keys`/`values` rows.
+pub fn attend(q: &[f64], keys: &[Vec<f64>], values: &[Vec<f64>]) -> Vec<f64> {
+    let d = q.len();
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores: Vec<f64> = keys
+        .iter()
+        .map(|k| scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>())
+        .collect();
+    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut out = vec![0.0; d];
+    for (wi, v) in w.iter().zip(values) {
+        for (o, x) in out.iter_mut().zip(v) {
+            *o += wi / total * x;
+        }
+    }
+    out
+}
+
+/// RMSNorm with weight `w` (ε = 1e-5).
+pub fn rms_norm(x: &[f64], w: &[f64]) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let inv = 1.0 / (ms + 1e-5).sqrt();
+    x.iter().zip(w).map(|(a, b)| a * inv * b).collect()
+}
+
+/// Rotary position embedding (rotate-half, as Llama/NeoX) of one head vector at `pos`.
+pub fn rope(x: &mut [f64], pos: usize, base: f64) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let theta = pos as f64 * base.powf(-2.0 * i as f64 / x.len() as f64);
+        let (s, c) = theta.sin_cos();
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * c - b * s;
+        x[i + half] = a * s + b * c;
+    }
+}
+
+/// `x (1×k) · w (k×n, row-major)`.
+pub fn vec_mat(x: &[f64], w: &[f32], n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    for (xi, row) in x.iter().zip(w.chunks_exact(n)) {
+        for (o, wv) in out.iter_mut().zip(row) {
+            *o += xi * *wv as f64;
+        }
+    }
+    out
+}
+
+/// SiLU(x) = x · σ(x).
+pub fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+/// ‖a − b‖ / ‖b‖ (0 when both are 0).
+pub fn rel_error(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return if na == nb { 1.0 } else { 0.0 };
+    }
+    dot / (na * nb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attention_of_equal_scores_is_the_mean_of_values() {
+        let keys = vec![vec![1.0, 0.0]; 3];
+        let values = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 9.0]];
+        assert_eq!(attend(&[0.3, 0.7], &keys, &values), vec![3.0, 5.0]);
+    }
+
+    #[test]
+    fn attention_weights_follow_the_softmax_by_hand() {
+        // Scores 0 and ln(3)·√2/√2: weights 1/4 and 3/4.
+        let d = 2.0f64;
+        let keys = vec![vec![0.0, 0.0], vec![3f64.ln() * d.sqrt(), 0.0]];
+        let values = vec![vec![4.0, 0.0], vec![0.0, 8.0]];
+        let out = attend(&[1.0, 0.0], &keys, &values);
+        assert!(
+            (out[0] - 1.0).abs() < 1e-12 && (out[1] - 6.0).abs() < 1e-12,
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_pos_times_theta() {
+        let mut x = vec![1.0, 0.0, 0.0, 0.0];
+        rope(&mut x, 1, 10000.0);
+        // Pair (0, 2) turns by 1 rad, pair (1, 3) by 1/100 rad.
+        assert!((x[0] - 1f64.cos()).abs() < 1e-12 && (x[2] - 1f64.sin()).abs() < 1e-12);
+        let mut y = vec![0.0, 1.0, 0.0, 0.0];
+        rope(&mut y, 1, 10000.0);
+        assert!((y[1] - 0.01f64.cos()).abs() < 1e-12 && (y[3] - 0.01f64.sin()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rms_norm_of_a_constant_is_one() {
+        let n = rms_norm(&[2.0; 8], &[1.0; 8]);
+        assert!(n.iter().all(|v| (v - 1.0).abs() < 1e-5));
+    }
+}

@@ -1,0 +1,263 @@
+//! The paged cache: per layer, each sequence's block table points into one [`BlockPool`].
+//! A block holds `block_size` tokens of every KV head of one layer (K heads, then V heads).
+//! Sliding-window layers free blocks as they slide out; the full blocks of a shared prompt
+//! prefix are held once for the batch; `fork` shares every block and copies on write.
+
+use super::pool::{BlockId, BlockPool};
+use super::{CacheError, CacheGeometry, HeadView, KvCache, Segment};
+use crate::codec::Codec;
+use crate::workload::MemoryUse;
+use std::collections::HashSet;
+
+#[derive(Debug, Clone, Default)]
+struct Table {
+    /// Logical block `i` holds positions `i·B .. (i+1)·B`; `None` once freed (slid out).
+    blocks: Vec<Option<BlockId>>,
+    len: usize,
+}
+
+/// A paged KV cache.
+pub struct PagedCache {
+    geom: CacheGeometry,
+    kc: Codec,
+    vc: Codec,
+    pool: BlockPool,
+    /// Bytes of one head's K (V) rows in a block.
+    k_head_bytes: usize,
+    v_head_bytes: usize,
+    /// `tables[seq][layer]`; sequences beyond the batch come from `fork`.
+    tables: Vec<Vec<Table>>,
+}
+
+impl PagedCache {
+    /// An empty paged cache for `geom.batch` sequences.
+    pub fn new(geom: &CacheGeometry) -> Result<Self, CacheError> {
+        if geom.has_residual() {
+            return Err(CacheError::Unsupported(
+                "paged layouts cannot hold an f16 residual (KIVI); use contiguous or concat, or --residual 0".into(),
+            ));
+        }
+        if geom.block_size == 0 {
+            return Err(CacheError::Unsupported(
+                "--block-size 0 holds no tokens; use 16 (vLLM's default) or another positive size"
+                    .into(),
+            ));
+        }
+        let kc = Codec::new(geom.k_dtype, geom.head_dim as u32)?;
+        let vc = Codec::new(geom.v_dtype, geom.head_dim as u32)?;
+        let b = geom.block_size;
+        let (kb, vb) = (kc.bytes_for(b), vc.bytes_for(b));
+        Ok(PagedCache {
+            geom: geom.clone(),
+            kc,
+            vc,
+            pool: BlockPool::new(geom.kv_heads * (kb + vb)),
+            k_head_bytes: kb,
+            v_head_bytes: vb,
+            tables: vec![vec![Table::default(); geom.layers]; geom.batch],
+        })
+    }
+
+    /// The block pool (for offload tiers: read, evict and restore blocks).
+    pub fn pool(&self) -> &BlockPool {
+        &self.pool
+    }
+
+    /// The block pool, mutably.
+    pub fn pool_mut(&mut self) -> &mut BlockPool {
+        &mut self.pool
+    }
+
+    /// Live blocks of (seq, layer), oldest first, with their logical index.
+    pub fn blocks(&self, seq: usize, layer: usize) -> impl Iterator<Item = (usize, BlockId)> + '_ {
+        self.tables[seq][layer]
+            .blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.map(|b| (i, b)))
+    }
+
+    /// Sequences (the batch plus forks).
+    pub fn sequences(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// A new sequence sharing every block of `seq` (parallel sampling, beam search);
+    /// a write to a shared block copies it first. Returns the new sequence's index.
+    pub fn fork(&mut self, seq: usize) -> Result<usize, CacheError> {
+        let tables = self.tables[seq].clone();
+        for id in tables.iter().flat_map(|t| t.blocks.iter().flatten()) {
+            self.pool.retain(*id)?;
+        }
+        self.tables.push(tables);
+        Ok(self.tables.len() - 1)
+    }
+
+    /// Release every block of `seq` and empty it.
+    pub fn free_sequence(&mut self, seq: usize) -> Result<(), CacheError> {
+        for t in self.tables[seq].iter_mut() {
+            for id in t.blocks.drain(..).flatten() {
+                self.pool.release(id)?;
+            }
+            t.len = 0;
+        }
+        Ok(())
+    }
+
+    /// Full blocks of the shared prefix held once for the batch.
+    fn shared_end(&self) -> usize {
+        self.geom.shared_prefix / self.geom.block_size * self.geom.block_size
+    }
+
+    /// The view of (layer, seq, head), or why it cannot be read (an evicted block).
+    pub fn try_view(
+        &self,
+        layer: usize,
+        seq: usize,
+        head: usize,
+    ) -> Result<HeadView<'_>, CacheError> {
+        let t = &self.tables[seq][layer];
+        let b = self.geom.block_size;
+        let len = t.len;
+        let mut view = HeadView::default();
+        if len == 0 {
+            return Ok(view);
+        }
+        let start = self.geom.windows[layer].map_or(0, |w| len.saturating_sub(w));
+        let kb = self.geom.kv_heads * self.k_head_bytes;
+        for bi in start / b..=(len - 1) / b {
+            let id = t.blocks[bi].expect("blocks in the window are held");
+            let bytes = self.pool.bytes(id)?;
+            let row0 = start.saturating_sub(bi * b);
+            let rows = (len - bi * b).min(b) - row0;
+            let k = &bytes[head * self.k_head_bytes..(head + 1) * self.k_head_bytes];
+            let v = &bytes[kb + head * self.v_head_bytes..kb + (head + 1) * self.v_head_bytes];
+            view.k.push(Segment {
+                codec: &self.kc,
+                bytes: k,
+                row0,
+                rows,
+            });
+            view.v.push(Segment {
+                codec: &self.vc,
+                bytes: v,
+                row0,
+                rows,
+            });
+        }
+        Ok(view)
+    }
+}
+
+impl KvCache for PagedCache {
+    fn append(&mut self, layer: usize, seq: usize, k: &[f32], v: &[f32]) -> Result<(), CacheError> {
+        let b = self.geom.block_size;
+        let hd = self.geom.head_dim;
+        let pos = self.tables[seq][layer].len;
+        if pos >= self.geom.max_len {
+            return Err(CacheError::Full {
+                layer,
+                seq,
+                max_len: self.geom.max_len,
+            });
+        }
+        let bi = pos / b;
+        if self.tables[seq][layer].blocks.len() <= bi {
+            self.tables[seq][layer].blocks.resize(bi + 1, None);
+        }
+        // The shared prefix's full blocks: reference sequence 0's instead of writing a copy
+        // (the workloads give every sequence the same prefix tokens).
+        if seq != 0 && pos < self.shared_end() {
+            let first = &self.tables[0][layer];
+            let owner = first.blocks.get(bi).copied().flatten();
+            let mine = self.tables[seq][layer].blocks[bi];
+            if let Some(id) = owner.filter(|_| first.len > pos) {
+                if mine.is_none() {
+                    self.pool.retain(id)?;
+                    self.tables[seq][layer].blocks[bi] = Some(id);
+                }
+                if self.tables[seq][layer].blocks[bi] == Some(id) {
+                    self.tables[seq][layer].len += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let id = match self.tables[seq][layer].blocks[bi] {
+            None => self.pool.allocate(),
+            // Sequence 0 fills the shared prefix blocks the others already reference.
+            Some(id) if self.pool.refs(id) > 1 && !(seq == 0 && pos < self.shared_end()) => {
+                // Copy on write: this sequence gets its own copy, the others keep the original.
+                let copy = self.pool.copy_of(id)?;
+                self.pool.release(id)?;
+                copy
+            }
+            Some(id) => id,
+        };
+        self.tables[seq][layer].blocks[bi] = Some(id);
+        let row = pos % b;
+        let (kb, vb) = (self.k_head_bytes, self.v_head_bytes);
+        let (ku, vu) = (self.kc.unit_bytes, self.vc.unit_bytes);
+        let heads = self.geom.kv_heads;
+        let bytes = self.pool.bytes_mut(id)?;
+        for h in 0..heads {
+            let ko = h * kb + row * ku;
+            self.kc
+                .encode_unit(&k[h * hd..(h + 1) * hd], &mut bytes[ko..ko + ku]);
+            let vo = heads * kb + h * vb + row * vu;
+            self.vc
+                .encode_unit(&v[h * hd..(h + 1) * hd], &mut bytes[vo..vo + vu]);
+        }
+        let t = &mut self.tables[seq][layer];
+        t.len += 1;
+        if let Some(w) = self.geom.windows[layer] {
+            // Free the blocks entirely before the window [len − w, len).
+            let first_needed = t.len.saturating_sub(w) / b;
+            for slot in t.blocks[..first_needed].iter_mut() {
+                if let Some(id) = slot.take() {
+                    self.pool.release(id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self, layer: usize, seq: usize) -> usize {
+        self.tables[seq][layer].len
+    }
+
+    fn view(&self, layer: usize, seq: usize, head: usize) -> HeadView<'_> {
+        self.try_view(layer, seq, head)
+            .expect("attention reads resident blocks only; restore evicted blocks first")
+    }
+
+    fn memory(&self) -> MemoryUse {
+        let b = self.geom.block_size;
+        let mut tokens = 0u64;
+        for layer in 0..self.geom.layers {
+            let mut seen = HashSet::new();
+            for t in self.tables.iter().map(|s| &s[layer]) {
+                let start = self.geom.windows[layer].map_or(0, |w| t.len.saturating_sub(w));
+                for (bi, id) in t.blocks.iter().enumerate() {
+                    let Some(id) = id else { continue };
+                    if !seen.insert(*id) {
+                        continue;
+                    }
+                    let lo = (bi * b).max(start);
+                    let hi = ((bi + 1) * b).min(t.len);
+                    tokens += hi.saturating_sub(lo) as u64;
+                }
+            }
+        }
+        MemoryUse {
+            kv_bytes_used: tokens * self.geom.token_bytes(),
+            kv_bytes_allocated: (self.pool.resident_blocks() * self.pool.block_bytes()) as u64,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.tables.truncate(self.geom.batch);
+        for seq in 0..self.tables.len() {
+            self.free_sequence(seq).expect("tables hold live blocks");
+        }
+    }
+}

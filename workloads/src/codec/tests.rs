@@ -1,0 +1,171 @@
+use super::*;
+use proptest::prelude::*;
+
+fn all_dtypes() -> Vec<CacheDtype> {
+    use DtypeKind::*;
+    let mut v: Vec<CacheDtype> = [F32, F16, Bf16, Fp8E4m3, Fp8E5m2, Int8, Int4, Nf4, Int2]
+        .into_iter()
+        .map(CacheDtype::new)
+        .collect();
+    v.push(CacheDtype::q8_0());
+    v.push(CacheDtype::q4_0());
+    let (k, vv) = CacheDtype::kivi(Int4, 64);
+    v.push(k);
+    v.push(vv);
+    let (k2, v2) = CacheDtype::kivi(Int2, 32);
+    v.push(k2);
+    v.push(v2);
+    v
+}
+
+#[test]
+fn llama_cpp_block_layouts_have_their_published_sizes() {
+    // q8_0: one f16 scale + 32 int8 = 34 bytes; q4_0: f16 scale + 16 bytes = 18 bytes.
+    assert_eq!(Codec::new(CacheDtype::q8_0(), 32).unwrap().unit_bytes, 34);
+    assert_eq!(Codec::new(CacheDtype::q4_0(), 32).unwrap().unit_bytes, 18);
+    assert_eq!(
+        Codec::new(CacheDtype::q8_0(), 128).unwrap().unit_bytes,
+        4 * 34
+    );
+    // int8 default: 128 codes + one f32 scale.
+    let c = Codec::new(CacheDtype::new(DtypeKind::Int8), 128).unwrap();
+    assert_eq!(c.unit_bytes, 132);
+    // int4 default: 64 bytes of nibbles + 4 groups × (f16 scale + f16 zero).
+    let c = Codec::new(CacheDtype::new(DtypeKind::Int4), 128).unwrap();
+    assert_eq!(c.unit_bytes, 64 + 4 * 4);
+    // nf4: 64 bytes + 2 groups of 64 × f16 absmax.
+    let c = Codec::new(CacheDtype::new(DtypeKind::Nf4), 128).unwrap();
+    assert_eq!(c.unit_bytes, 64 + 2 * 2);
+}
+
+#[test]
+fn storage_sizes_equal_the_planners_prediction() {
+    for dt in all_dtypes() {
+        for hd in [32u32, 64, 128, 256] {
+            if dt.group_len(hd) > hd {
+                continue; // nf4's group of 64 cannot fit a 32-wide head: refused, tested below
+            }
+            let c = Codec::new(dt, hd).unwrap();
+            for units in [1usize, 3, 16] {
+                let tokens = units * c.unit_tokens;
+                assert_eq!(
+                    c.bytes_for(tokens) as u64,
+                    dt.quantized_bytes(tokens as u64, hd),
+                    "{dt:?} head_dim {hd}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn invalid_layouts_are_refused_with_the_bad_value() {
+    let e = Codec::new(CacheDtype::new(DtypeKind::Int4), 48).unwrap_err();
+    assert!(e.to_string().contains("head_dim 48"), "{e}");
+    let (k, _) = CacheDtype::kivi(DtypeKind::Int4, 0);
+    let e = Codec::new(k, 128).unwrap_err();
+    assert!(e.to_string().contains("residual"), "{e}");
+}
+
+/// Largest error a value may carry after a round trip, from the format's arithmetic.
+fn bound(dt: &CacheDtype, group: &[f32], x: f32) -> f32 {
+    let absmax = group.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let lo = group.iter().cloned().fold(f32::INFINITY, f32::min);
+    let hi = group.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    // f16-stored scales and zero points carry a relative rounding of 2^-11.
+    let f16_slack = if dt.scale_bytes == 2 {
+        absmax * 2e-3
+    } else {
+        absmax * 1e-6
+    };
+    match dt.kind {
+        DtypeKind::F32 => 0.0,
+        DtypeKind::F16 => x.abs() * 2f32.powi(-11) + 6e-8,
+        DtypeKind::Bf16 => x.abs() * 2f32.powi(-8),
+        // Half a unit in the last place (3 or 2 mantissa bits), or half the subnormal step.
+        DtypeKind::Fp8E4m3 => {
+            (x.abs() * 2f32.powi(-4)).max(absmax / 448.0 * 2f32.powi(-10)) + f16_slack
+        }
+        DtypeKind::Fp8E5m2 => {
+            (x.abs() * 2f32.powi(-3)).max(absmax / 57344.0 * 2f32.powi(-17)) + f16_slack
+        }
+        DtypeKind::Nf4 => absmax * 0.5 * (1.0 - 0.696_192_8) + f16_slack,
+        DtypeKind::Int8 | DtypeKind::Int4 | DtypeKind::Int2 => {
+            let b = dt.kind.code_bits();
+            let step = if dt.zero_point {
+                (hi - lo) / ((1u32 << b) - 1) as f32
+            } else {
+                absmax / ((1u32 << (b - 1)) - 1) as f32
+            };
+            step * 0.5 + f16_slack * 2.0
+        }
+    }
+}
+
+fn round_trip_within_bound(dt: CacheDtype, hd: u32, data: &[f32]) {
+    let c = Codec::new(dt, hd).unwrap();
+    let hd = hd as usize;
+    let rows = &data[..c.unit_tokens * hd];
+    let mut bytes = vec![0u8; c.unit_bytes];
+    c.encode_unit(rows, &mut bytes);
+    let mut out = vec![0.0f32; hd];
+    for t in 0..c.unit_tokens {
+        c.decode_row(&bytes, t, &mut out);
+        for (ch, &y) in out.iter().enumerate() {
+            let x = rows[t * hd + ch];
+            let group: Vec<f32> = if c.unit_tokens > 1 {
+                (0..c.unit_tokens).map(|tt| rows[tt * hd + ch]).collect()
+            } else {
+                let g = c.group_of(ch);
+                rows[g * c.group..(g + 1) * c.group].to_vec()
+            };
+            let b = bound(&dt, &group, x);
+            assert!(
+                (x - y).abs() <= b * 1.0001,
+                "{:?}: x={x} decoded {y} err {} > bound {b}",
+                dt.kind,
+                (x - y).abs()
+            );
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn every_dtype_round_trips_within_its_bound(
+        data in prop::collection::vec(-8.0f32..8.0, 64 * 64),
+        offset in -4.0f32..4.0,
+    ) {
+        let shifted: Vec<f32> = data.iter().map(|x| x + offset).collect();
+        for dt in all_dtypes() {
+            round_trip_within_bound(dt, 64, &shifted);
+        }
+    }
+}
+
+#[test]
+fn zero_vectors_stay_zero() {
+    for dt in all_dtypes() {
+        let c = Codec::new(dt, 64).unwrap();
+        let rows = vec![0.0f32; c.unit_tokens * 64];
+        let mut bytes = vec![0u8; c.unit_bytes];
+        c.encode_unit(&rows, &mut bytes);
+        let mut out = vec![1.0f32; 64];
+        c.decode_row(&bytes, 0, &mut out);
+        assert!(out.iter().all(|&v| v == 0.0), "{dt:?}: {out:?}");
+    }
+}
+
+#[test]
+fn int8_codes_are_exact_for_multiples_of_the_scale() {
+    // Values k × absmax / 127 for integer k are representable exactly (f32 scale).
+    let c = Codec::new(CacheDtype::new(DtypeKind::Int8), 32).unwrap();
+    let rows: Vec<f32> = (0..32).map(|i| (i as f32 * 8.0 - 127.0) / 127.0).collect();
+    let mut bytes = vec![0u8; c.unit_bytes];
+    c.encode_unit(&rows, &mut bytes);
+    let mut out = vec![0.0f32; 32];
+    c.decode_row(&bytes, 0, &mut out);
+    for (x, y) in rows.iter().zip(&out) {
+        assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+    }
+}

@@ -1,0 +1,213 @@
+//! Decode attention: the query heads of one KV group against every stored row of that head,
+//! in tiles with an online softmax, split across threads flash-decoding style (each part
+//! keeps its own max, sum and output; parts merge exactly).
+
+use super::{exp_inplace, Isa};
+use crate::cache::{HeadView, Segment};
+use rayon::prelude::*;
+
+/// Rows per tile: the score block (heads × TILE) stays in L1.
+const TILE: usize = 32;
+
+/// Online-softmax state of one part of the rows.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    /// Running max of each head's scores.
+    pub max: Vec<f32>,
+    /// Σ exp(score − max) of each head.
+    pub sum: Vec<f32>,
+    /// Σ exp(score − max) · v of each head (`heads × head_dim`).
+    pub acc: Vec<f32>,
+}
+
+impl Partial {
+    fn new(heads: usize, d: usize) -> Self {
+        Partial {
+            max: vec![f32::NEG_INFINITY; heads],
+            sum: vec![0.0; heads],
+            acc: vec![0.0; heads * d],
+        }
+    }
+
+    /// Fold `other` into `self` exactly: rescale both to the larger max.
+    pub fn merge(&mut self, other: &Partial) {
+        let d = self.acc.len() / self.max.len();
+        for h in 0..self.max.len() {
+            let m = self.max[h].max(other.max[h]);
+            if m == f32::NEG_INFINITY {
+                continue;
+            }
+            let (a, b) = ((self.max[h] - m).exp(), (other.max[h] - m).exp());
+            self.sum[h] = self.sum[h] * a + other.sum[h] * b;
+            for (x, y) in self.acc[h * d..(h + 1) * d]
+                .iter_mut()
+                .zip(&other.acc[h * d..(h + 1) * d])
+            {
+                *x = *x * a + y * b;
+            }
+            self.max[h] = m;
+        }
+    }
+
+    /// The attention output (`heads × head_dim`).
+    pub fn finish(&self, out: &mut [f32]) {
+        let d = self.acc.len() / self.max.len();
+        for h in 0..self.max.len() {
+            let inv = if self.sum[h] > 0.0 {
+                1.0 / self.sum[h]
+            } else {
+                0.0
+            };
+            for (o, a) in out[h * d..(h + 1) * d]
+                .iter_mut()
+                .zip(&self.acc[h * d..(h + 1) * d])
+            {
+                *o = a * inv;
+            }
+        }
+    }
+}
+
+/// Where row `r` of a segment list lies: (segment index, row inside it).
+fn locate(segs: &[Segment], mut r: usize) -> (usize, usize) {
+    for (i, s) in segs.iter().enumerate() {
+        if r < s.rows {
+            return (i, s.row0 + r);
+        }
+        r -= s.rows;
+    }
+    (segs.len(), 0)
+}
+
+/// Attend `q` (`heads × d`, already scaled by 1/√d) to rows `begin..end` of `view`.
+pub fn attend_rows(
+    view: &HeadView,
+    q: &[f32],
+    heads: usize,
+    begin: usize,
+    end: usize,
+    isa: Isa,
+) -> Partial {
+    let d = q.len() / heads;
+    let mut part = Partial::new(heads, d);
+    let mut s = vec![0.0f32; heads * TILE];
+    let (mut ki, mut kr) = locate(&view.k, begin);
+    let (mut vi, mut vr) = locate(&view.v, begin);
+    let mut r = begin;
+    while r < end {
+        let (ks, vs) = (&view.k[ki], &view.v[vi]);
+        // A tile never crosses a K or V segment boundary.
+        let n = (end - r)
+            .min(TILE)
+            .min(ks.row0 + ks.rows - kr)
+            .min(vs.row0 + vs.rows - vr);
+        isa.scores(ks, kr, n, q, heads, &mut s, TILE);
+        for h in 0..heads {
+            let sh = &mut s[h * TILE..h * TILE + n];
+            let tile_max = sh.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let m = part.max[h].max(tile_max);
+            let correction = (part.max[h] - m).exp();
+            for x in sh.iter_mut() {
+                *x -= m;
+            }
+            exp_inplace(sh);
+            part.sum[h] = part.sum[h] * correction + sh.iter().sum::<f32>();
+            if correction != 1.0 {
+                part.acc[h * d..(h + 1) * d]
+                    .iter_mut()
+                    .for_each(|a| *a *= correction);
+            }
+            part.max[h] = m;
+        }
+        isa.accumulate(vs, vr, n, &s, heads, TILE, &mut part.acc);
+        r += n;
+        kr += n;
+        vr += n;
+        if kr == ks.row0 + ks.rows {
+            ki += 1;
+            kr = view.k.get(ki).map_or(0, |s| s.row0);
+        }
+        if vr == vs.row0 + vs.rows {
+            vi += 1;
+            vr = view.v.get(vi).map_or(0, |s| s.row0);
+        }
+    }
+    part
+}
+
+/// One decode-attention job: a KV head's view and the query heads of its group.
+pub struct DecodeJob<'a> {
+    pub view: HeadView<'a>,
+    /// `heads × d`, scaled by 1/√d.
+    pub q: &'a [f32],
+    /// `heads × d` output.
+    pub out: &'a mut [f32],
+}
+
+/// Run every job on the current rayon pool, splitting long views into parts so that all
+/// threads have work (flash-decoding), then merging each job's parts exactly.
+pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, isa: Isa) {
+    let threads = rayon::current_num_threads();
+    let total: usize = jobs.iter().map(|j| j.view.rows()).sum();
+    // Aim for ~4 parts per thread overall, none shorter than 256 rows.
+    let target = (total / (4 * threads)).max(256);
+    let parts: Vec<(usize, usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, j)| {
+            let rows = j.view.rows();
+            let n = rows.div_ceil(target).max(1);
+            (0..n).map(move |p| (i, rows * p / n, rows * (p + 1) / n))
+        })
+        .collect();
+    let partials: Vec<Partial> = parts
+        .par_iter()
+        .map(|&(i, b, e)| attend_rows(&jobs[i].view, jobs[i].q, heads, b, e, isa))
+        .collect();
+    let mut it = parts.iter().zip(partials);
+    let mut current: Option<(usize, Partial)> = None;
+    loop {
+        let next = it.next();
+        match (&mut current, next) {
+            (Some((i, acc)), Some(((j, _, _), p))) if *i == *j => acc.merge(&p),
+            (cur, next) => {
+                if let Some((i, acc)) = cur.take() {
+                    acc.finish(jobs[i].out);
+                }
+                match next {
+                    Some(((j, _, _), p)) => current = Some((*j, p)),
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+/// Decode attention of one layer for every sequence: `q` and `out` are
+/// `batch × kv_heads × group × d` (q already scaled by 1/√d). Returns the KV bytes read.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_layer(
+    cache: &dyn crate::cache::KvCache,
+    layer: usize,
+    batch: usize,
+    kv_heads: usize,
+    group: usize,
+    q: &[f32],
+    out: &mut [f32],
+    isa: Isa,
+) -> u64 {
+    let per_job = q.len() / (batch * kv_heads);
+    let mut jobs: Vec<DecodeJob> = out
+        .chunks_mut(per_job)
+        .zip(q.chunks(per_job))
+        .enumerate()
+        .map(|(i, (o, qg))| DecodeJob {
+            view: cache.view(layer, i / kv_heads, i % kv_heads),
+            q: qg,
+            out: o,
+        })
+        .collect();
+    let bytes = jobs.iter().map(|j| j.view.bytes_read()).sum();
+    decode_attention(&mut jobs, group, isa);
+    bytes
+}

@@ -1,0 +1,154 @@
+//! Prefill attention: causal (optionally windowed) attention of a whole prompt, tiled with an
+//! online softmax so no prompt × prompt matrix is ever formed; the tile products go through
+//! `gemm`. Jobs (KV head × query tile) run on the current rayon pool.
+
+use super::exp_inplace;
+use super::matmul::{matmul, Mat, Par};
+use rayon::prelude::*;
+
+const Q_TILE: usize = 64;
+const K_TILE: usize = 256;
+
+/// Shapes of a prefill attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefillShape {
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Sliding window (keys within the last `window` positions, the query's own included).
+    pub window: Option<usize>,
+}
+
+/// Keys position `i` attends to: `lo(i) ..= i`.
+fn first_key(i: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (i + 1).saturating_sub(w))
+}
+
+/// Multiply-adds ×2 of QKᵀ and PV for `t` tokens attending causally from position 0.
+pub fn prefill_flops(s: &PrefillShape, t: usize) -> f64 {
+    let keys: usize = (0..t).map(|i| i + 1 - first_key(i, s.window)).sum();
+    4.0 * (s.q_heads * s.head_dim) as f64 * keys as f64
+}
+
+/// `out[t][h][c]` for queries `q[t][h][c]` (t tokens at positions 0..t, scaled by 1/√d
+/// inside) against keys/values `k`, `v` of the same positions (`t × kv_heads × d`).
+pub fn prefill_attention(
+    s: &PrefillShape,
+    t: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
+    let (hq, hk, d) = (s.q_heads, s.kv_heads, s.head_dim);
+    let g = hq / hk;
+    let scale = 1.0 / (d as f32).sqrt();
+    let jobs: Vec<(usize, usize)> = (0..hk)
+        .flat_map(|h| (0..t.div_ceil(Q_TILE)).map(move |b| (h, b * Q_TILE)))
+        .collect();
+    let results: Vec<Vec<f32>> = jobs
+        .par_iter()
+        .map(|&(h, q0)| {
+            let tq = (t - q0).min(Q_TILE);
+            let rows = tq * g;
+            // Query rows (token, head of the group), gathered and pre-scaled.
+            let mut qb = vec![0.0f32; rows * d];
+            for i in 0..tq {
+                for j in 0..g {
+                    let src = &q[((q0 + i) * hq + h * g + j) * d..][..d];
+                    for (o, x) in qb[(i * g + j) * d..][..d].iter_mut().zip(src) {
+                        *o = x * scale;
+                    }
+                }
+            }
+            let mut o = vec![0.0f32; rows * d];
+            let mut m = vec![f32::NEG_INFINITY; rows];
+            let mut l = vec![0.0f32; rows];
+            let mut sc = vec![0.0f32; rows * K_TILE];
+            let k_lo = first_key(q0, s.window) / K_TILE * K_TILE;
+            let mut k0 = k_lo;
+            while k0 < q0 + tq {
+                let tk = (q0 + tq - k0).min(K_TILE);
+                let kh = &k[(k0 * hk + h) * d..];
+                let vh = &v[(k0 * hk + h) * d..];
+                let kmat = Mat {
+                    data: kh,
+                    rs: 1,
+                    cs: hk * d,
+                };
+                matmul(
+                    rows,
+                    tk,
+                    d,
+                    Mat::rows(&qb, d),
+                    kmat,
+                    &mut sc,
+                    false,
+                    Par::Single,
+                );
+                for r in 0..rows {
+                    let i = q0 + r / g;
+                    let lo = first_key(i, s.window);
+                    let row = &mut sc[r * tk..(r + 1) * tk];
+                    for (jj, x) in row.iter_mut().enumerate() {
+                        let j = k0 + jj;
+                        if j > i || j < lo {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                    let tile_max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let new_m = m[r].max(tile_max);
+                    if new_m == f32::NEG_INFINITY {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let corr = (m[r] - new_m).exp();
+                    row.iter_mut().for_each(|x| *x -= new_m);
+                    exp_inplace(row);
+                    // Masked entries were −inf: exp_inplace floors them at 2^-126; zero them.
+                    for (jj, x) in row.iter_mut().enumerate() {
+                        let j = k0 + jj;
+                        if j > i || j < lo {
+                            *x = 0.0;
+                        }
+                    }
+                    l[r] = l[r] * corr + row.iter().sum::<f32>();
+                    if corr != 1.0 {
+                        o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= corr);
+                    }
+                    m[r] = new_m;
+                }
+                let vmat = Mat {
+                    data: vh,
+                    rs: hk * d,
+                    cs: 1,
+                };
+                matmul(
+                    rows,
+                    d,
+                    tk,
+                    Mat::rows(&sc, tk),
+                    vmat,
+                    &mut o,
+                    true,
+                    Par::Single,
+                );
+                k0 += tk;
+            }
+            for r in 0..rows {
+                let inv = 1.0 / l[r];
+                o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= inv);
+            }
+            o
+        })
+        .collect();
+    for (&(h, q0), o) in jobs.iter().zip(results) {
+        let tq = (t - q0).min(Q_TILE);
+        for i in 0..tq {
+            for j in 0..g {
+                out[((q0 + i) * hq + h * g + j) * d..][..d]
+                    .copy_from_slice(&o[(i * g + j) * d..][..d]);
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+use super::decode::{decode_attention, DecodeJob};
+use super::prefill::{prefill_attention, PrefillShape};
+use super::*;
+use crate::cache::{CacheGeometry, DenseCache, HeadView, KvCache, PagedCache};
+use crate::reference;
+use crate::synth;
+use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
+use proptest::prelude::*;
+
+fn dtypes() -> Vec<(CacheDtype, CacheDtype)> {
+    use DtypeKind::*;
+    let mut v: Vec<(CacheDtype, CacheDtype)> =
+        [F32, F16, Bf16, Fp8E4m3, Fp8E5m2, Int8, Int4, Nf4, Int2]
+            .into_iter()
+            .map(|k| (CacheDtype::new(k), CacheDtype::new(k)))
+            .collect();
+    v.push((CacheDtype::q8_0(), CacheDtype::q4_0()));
+    v.push(CacheDtype::kivi(Int4, 64));
+    v
+}
+
+fn geometry(
+    kv: usize,
+    d: usize,
+    len: usize,
+    k: CacheDtype,
+    v: CacheDtype,
+    block: usize,
+) -> CacheGeometry {
+    let shape = ModelShape::uniform("t", 1, kv as u32, kv as u32, d as u32, 64, 64);
+    CacheGeometry::new(&shape, None, k, v, 1, len as u32, block as u32, 0).unwrap()
+}
+
+fn filled(cache: &mut dyn KvCache, kv: usize, d: usize, len: usize, seed: u64) {
+    for pos in 0..len {
+        let mut k = vec![0.0; kv * d];
+        let mut v = vec![0.0; kv * d];
+        synth::fill(synth::stream(seed, 1, pos as u64, 0, 0), 1.0, &mut k);
+        synth::fill(synth::stream(seed, 2, pos as u64, 0, 0), 1.0, &mut v);
+        // A few outlier channels, as real keys have.
+        k[0] *= 4.0;
+        cache.append(0, 0, &k, &v).unwrap();
+    }
+}
+
+fn query(heads: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut q = vec![0.0; heads * d];
+    synth::fill(synth::stream(seed, 3, 0, 0, 0), 2.0, &mut q);
+    q
+}
+
+fn decoded(segs: &[crate::cache::Segment]) -> Vec<Vec<f64>> {
+    let mut rows = Vec::new();
+    for s in segs {
+        let c = s.codec;
+        for r in s.row0..s.row0 + s.rows {
+            let u = r / c.unit_tokens;
+            let mut out = vec![0.0f32; c.head_dim];
+            c.decode_row(
+                &s.bytes[u * c.unit_bytes..(u + 1) * c.unit_bytes],
+                r % c.unit_tokens,
+                &mut out,
+            );
+            rows.push(out.iter().map(|&x| x as f64).collect());
+        }
+    }
+    rows
+}
+
+/// Decode attention of `heads` query heads over one KV head's view, on one ISA.
+fn run(view: &HeadView, q: &[f32], heads: usize, isa: Isa) -> Vec<f32> {
+    let d = q.len() / heads;
+    let scaled: Vec<f32> = q.iter().map(|x| x / (d as f32).sqrt()).collect();
+    let mut out = vec![0.0; q.len()];
+    let mut jobs = vec![DecodeJob {
+        view: view.clone(),
+        q: &scaled,
+        out: &mut out,
+    }];
+    decode_attention(&mut jobs, heads, isa);
+    out
+}
+
+/// The f64 attention over exactly the rows the cache holds (dequantized).
+fn exact(view: &HeadView, q: &[f32], heads: usize) -> Vec<f64> {
+    let d = q.len() / heads;
+    let (k, v) = (decoded(&view.k), decoded(&view.v));
+    (0..heads)
+        .flat_map(|h| {
+            let qh: Vec<f64> = q[h * d..(h + 1) * d].iter().map(|&x| x as f64).collect();
+            reference::attend(&qh, &k, &v)
+        })
+        .collect()
+}
+
+fn max_rel(a: &[f32], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-30);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+#[test]
+fn every_dtype_and_isa_matches_f64_attention_over_the_stored_rows() {
+    let isa = Isa::detect();
+    for (k, v) in dtypes() {
+        for (heads, len) in [(1usize, 1usize), (4, 37), (8, 700)] {
+            let g = geometry(1, 64, len, k, v, 16);
+            let mut c = DenseCache::new(&g, false).unwrap();
+            filled(&mut c, 1, 64, len, 11);
+            let view = c.view(0, 0, 0);
+            let q = query(heads, 64, 5);
+            let want = exact(&view, &q, heads);
+            for isa in [Isa::Scalar, isa] {
+                let got = run(&view, &q, heads, isa);
+                let err = max_rel(&got, &want);
+                assert!(
+                    err < 2e-5,
+                    "{:?}/{:?} {isa:?} heads {heads} len {len}: {err}",
+                    k.kind,
+                    v.kind
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn block_size_and_thread_split_do_not_change_the_result(
+        len in 1usize..600, block in 1usize..40, heads in prop::sample::select(vec![1usize, 2, 3, 8]),
+        kind in prop::sample::select(vec![DtypeKind::F32, DtypeKind::F16, DtypeKind::Int8, DtypeKind::Int4]),
+    ) {
+        let dt = CacheDtype::new(kind);
+        let g = geometry(2, 32, len, dt, dt, block);
+        let mut dense = DenseCache::new(&g, false).unwrap();
+        let mut paged = PagedCache::new(&g).unwrap();
+        filled(&mut dense, 2, 32, len, 3);
+        filled(&mut paged, 2, 32, len, 3);
+        let q = query(heads, 32, 9);
+        for head in 0..2 {
+            let a = run(&dense.view(0, 0, head), &q, heads, Isa::detect());
+            let b = run(&paged.view(0, 0, head), &q, heads, Isa::detect());
+            let want = exact(&dense.view(0, 0, head), &q, heads);
+            prop_assert!(max_rel(&a, &want) < 2e-5);
+            prop_assert!(max_rel(&b, &want) < 2e-5);
+        }
+    }
+}
+
+#[test]
+fn simd_tiles_equal_the_scalar_twin_on_odd_row_counts_and_head_counts() {
+    if Isa::detect() == Isa::Scalar {
+        return;
+    }
+    for (k, _) in dtypes() {
+        if k.axis != kvbench_planner::GroupAxis::Token {
+            continue;
+        }
+        let g = geometry(1, 128, 13, k, k, 16);
+        let mut c = DenseCache::new(&g, false).unwrap();
+        filled(&mut c, 1, 128, 13, 2);
+        let view = c.view(0, 0, 0);
+        let seg = &view.k[0];
+        for heads in [1usize, 2, 3, 5, 8] {
+            let q = query(heads, 128, 4);
+            let stride = 16;
+            let (mut a, mut b) = (vec![0.0; heads * stride], vec![0.0; heads * stride]);
+            Isa::Scalar.scores(seg, 1, 11, &q, heads, &mut a, stride);
+            Isa::Avx2.scores(seg, 1, 11, &q, heads, &mut b, stride);
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                    "{:?} scores {x} vs {y}",
+                    k.kind
+                );
+            }
+            let p: Vec<f32> = (0..heads * stride).map(|i| (i % 7) as f32 * 0.1).collect();
+            let (mut a, mut b) = (vec![0.5; heads * 128], vec![0.5; heads * 128]);
+            Isa::Scalar.accumulate(seg, 1, 11, &p, heads, stride, &mut a);
+            Isa::Avx2.accumulate(seg, 1, 11, &p, heads, stride, &mut b);
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                    "{:?} accumulate {x} vs {y}",
+                    k.kind
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_exp_is_accurate_over_the_softmax_range() {
+    // Rounding x·log2(e) to f32 costs |x|·2^-24 relative; the polynomial ~1e-7.
+    let inputs: Vec<f32> = (0..8_000).map(|i| -(i as f32) * 0.01).collect();
+    let mut xs = inputs.clone();
+    exp_inplace(&mut xs);
+    for ((x, e), i) in xs.iter().zip(&inputs).zip(&inputs) {
+        let w = (*i as f64).exp();
+        let err = (*x as f64 - w).abs() / w;
+        assert!(
+            err <= 2e-7 * (1.0 + e.abs() as f64),
+            "exp({i}) = {x} vs {w}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    #[test]
+    fn prefill_equals_causal_reference_attention(
+        t in 1usize..150, kv in 1usize..3, group in prop::sample::select(vec![1usize, 4]),
+        window in prop::option::of(1usize..40),
+    ) {
+        let (hq, d) = (kv * group, 16);
+        let mut q = vec![0.0; t * hq * d];
+        let mut k = vec![0.0; t * kv * d];
+        let mut v = vec![0.0; t * kv * d];
+        synth::fill(synth::stream(1, 1, 0, 0, 0), 2.0, &mut q);
+        synth::fill(synth::stream(1, 2, 0, 0, 0), 1.0, &mut k);
+        synth::fill(synth::stream(1, 3, 0, 0, 0), 1.0, &mut v);
+        let shape = PrefillShape { q_heads: hq, kv_heads: kv, head_dim: d, window };
+        let mut out = vec![0.0; t * hq * d];
+        prefill_attention(&shape, t, &q, &k, &v, &mut out);
+        for i in 0..t {
+            let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
+            for h in 0..hq {
+                let kh = h / group;
+                let rows = |x: &[f32]| (lo..=i).map(|j| x[(j * kv + kh) * d..][..d].iter().map(|&a| a as f64).collect()).collect::<Vec<Vec<f64>>>();
+                let qh: Vec<f64> = q[(i * hq + h) * d..][..d].iter().map(|&a| a as f64).collect();
+                let want = reference::attend(&qh, &rows(&k), &rows(&v));
+                let got = &out[(i * hq + h) * d..][..d];
+                prop_assert!(max_rel(got, &want) < 2e-5, "t {} i {} h {}", t, i, h);
+            }
+        }
+    }
+}
