@@ -215,13 +215,14 @@ fn ci_ratio_mode_ignores_machine_speed_but_catches_a_relative_slowdown() {
     let mut slow_paged = sweep(1.8, 0.01);
     for r in slow_paged.iter_mut().filter(|r| r.strategy == "paged") {
         r.tpot_ms *= 1.5;
+        r.itl_p50_ms *= 1.5;
         r.tokens_per_s /= 1.5;
     }
     let c = write(dir.path(), "c.csv", &slow_paged);
     ratios(&a, &c)
         .assert()
         .code(1)
-        .stdout(predicate::str::contains("paged/contiguous tokens_per_s"))
+        .stdout(predicate::str::contains("paged/contiguous itl_p50"))
         .stdout(predicate::str::contains("REGRESSED"));
 }
 
