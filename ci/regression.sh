@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quick regression suite that .ci/run executes after the tests (issue 6).
 #
-# 1. Runs a small `kvbench run` matrix (about 1 minute on 2 idle cores, under 3 when the
+# 1. Runs a small `kvbench run` matrix (well under a minute on 2 idle cores, under 3 when the
 #    machine is shared): decoder and attention workloads × none/contiguous/paged × f16/int8/
 #    int4 × two prompt lengths, on one layer of GPT-2's shape.
 # 2. Compares it with the committed baseline results/baseline/ci-quick.csv:
@@ -28,7 +28,7 @@ MATRIX=(
   --workload decoder,attention
   --strategy none,contiguous,paged
   --cache-dtype f16,int8,int4
-  --prompt 64,256 --gen 16 --batch 1
+  --prompt 32,128 --gen 8 --batch 1
   -r 3 --warmup 1 --threads 2 --seed 0
 )
 
