@@ -203,3 +203,40 @@ fn no_input_and_unreadable_input_are_clear() {
         .code(1)
         .stderr(predicate::str::contains("junk.csv is neither a run CSV"));
 }
+
+#[test]
+fn report_from_the_committed_sample_csvs() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/samples");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&samples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    inputs.sort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    kvbench()
+        .arg("report")
+        .args(&inputs)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("from 2 machine(s)"));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for heading in [
+        "## Tokens/s and TTFT per strategy and dtype",
+        "## Memory per token and waste per layout",
+        "## Quantization error against bytes saved",
+        "## Measured against the machine's limit",
+        "## Measured next to predicted",
+        "## Planned capacity per model, dtype and GPU",
+    ] {
+        assert!(md.contains(heading), "no {heading}");
+    }
+    // Every chart the page links exists.
+    for line in md.lines().filter(|l| l.starts_with("![")) {
+        let file = line.split("](").nth(1).unwrap().trim_end_matches(')');
+        assert!(out.join(file).exists(), "{file} linked but not written");
+    }
+}

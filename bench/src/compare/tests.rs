@@ -152,6 +152,22 @@ fn noisy_runs_within_their_spread_pass() {
 }
 
 #[test]
+fn a_mean_pulled_away_from_its_median_by_outliers_is_noise() {
+    // One descheduled step: TPOT (a mean) 30% up, the median ITL unchanged.
+    let base = sweep(1.0, 0.01);
+    let mut new = base.clone();
+    new[0].tpot_ms *= 1.3;
+    new[0].tokens_per_s /= 1.3;
+    let c = run(&base, &new, &Options::default());
+    assert!(c.passed(), "{}", render::render(&c, false));
+    // The same 30% in the median too is a real slowdown.
+    new[0].itl_p50_ms *= 1.3;
+    let c = run(&base, &new, &Options::default());
+    let got: Vec<String> = regressed(&c).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(got, ["itl_p50_ms", "tpot_ms", "tokens_per_s"]);
+}
+
+#[test]
 fn a_raised_threshold_lets_a_known_slowdown_pass() {
     let mut opts = Options::default();
     for m in [
@@ -290,6 +306,7 @@ fn in_run_ratios_catch_paged_falling_behind_contiguous() {
     let mut new = sweep(2.0, 0.01);
     for r in new.iter_mut().filter(|r| r.strategy == "paged") {
         r.tpot_ms *= 1.4;
+        r.itl_p50_ms *= 1.4;
         r.tokens_per_s /= 1.4;
     }
     let c = run(&base, &new, &opts);
@@ -317,6 +334,7 @@ fn the_median_ratio_catches_a_systematic_slowdown_that_noise_hides_pair_by_pair(
     let mut new = sweep(1.0, 1.0);
     for r in new.iter_mut().filter(|r| r.strategy == "paged") {
         r.tpot_ms *= 1.4;
+        r.itl_p50_ms *= 1.4;
         r.tokens_per_s /= 1.4;
     }
     let c = run(&base, &new, &opts);
@@ -331,8 +349,10 @@ fn the_median_ratio_catches_a_systematic_slowdown_that_noise_hides_pair_by_pair(
     // Noise that moves single pairs both ways leaves the median alone.
     let mut noisy = sweep(1.0, 1.0);
     noisy[4].tpot_ms *= 1.6; // paged f16 128
+    noisy[4].itl_p50_ms *= 1.6;
     noisy[4].tokens_per_s /= 1.6;
     noisy[7].tpot_ms /= 1.6; // paged int8 512
+    noisy[7].itl_p50_ms /= 1.6;
     noisy[7].tokens_per_s *= 1.6;
     assert!(run(&base, &noisy, &opts).passed());
 }
