@@ -25,6 +25,16 @@ pub enum Spread {
         mad: String,
         /// The underlying time column.
         of: String,
+        /// When the time is a mean: its median column (see `MeanOf`).
+        median: Option<String>,
+    },
+    /// A mean of samples whose MAD and median are recorded. One descheduled step moves the
+    /// mean but not the median, so the spread is `MAD + |mean − median|`.
+    MeanOf {
+        /// The samples' MAD column.
+        mad: String,
+        /// The samples' median column.
+        median: String,
     },
     /// No spread recorded: only the threshold applies.
     Unknown,
@@ -62,9 +72,10 @@ pub const FINGERPRINT: &[&str] = &["cpu", "cores", "gpu", "threads"];
 /// The role of a column, from its name.
 pub fn role(column: &str) -> Role {
     let abs = |c: &str| Spread::Absolute(c.to_string());
-    let rel = |mad: &str, of: &str| Spread::RelativeOf {
+    let rel = |mad: &str, of: &str, median: Option<&str>| Spread::RelativeOf {
         mad: mad.to_string(),
         of: of.to_string(),
+        median: median.map(str::to_string),
     };
     let timing = |better, spread| Role::Timing { better, spread };
     match column {
@@ -84,14 +95,21 @@ pub fn role(column: &str) -> Role {
         "rel_error" | "error_bound" => Role::Error(Better::Lower),
         "cosine" => Role::Error(Better::Higher),
         "ttft_ms" => timing(Better::Lower, abs("ttft_mad_ms")),
-        "itl_p50_ms" | "itl_p90_ms" | "itl_p99_ms" | "tpot_ms" => {
-            timing(Better::Lower, abs("itl_mad_ms"))
-        }
-        "tokens_per_s" | "achieved_gbps" | "pct_of_limit" => {
-            timing(Better::Higher, rel("itl_mad_ms", "tpot_ms"))
-        }
+        "itl_p50_ms" | "itl_p90_ms" | "itl_p99_ms" => timing(Better::Lower, abs("itl_mad_ms")),
+        "tpot_ms" => timing(
+            Better::Lower,
+            Spread::MeanOf {
+                mad: "itl_mad_ms".into(),
+                median: "itl_p50_ms".into(),
+            },
+        ),
+        // Rates from the mean decode step (tokens/s = batch / TPOT).
+        "tokens_per_s" | "achieved_gbps" | "pct_of_limit" => timing(
+            Better::Higher,
+            rel("itl_mad_ms", "tpot_ms", Some("itl_p50_ms")),
+        ),
         "achieved_gflops" | "prefill_tokens_per_s" | "prefill_pct_of_limit" => {
-            timing(Better::Higher, rel("ttft_mad_ms", "ttft_ms"))
+            timing(Better::Higher, rel("ttft_mad_ms", "ttft_ms", None))
         }
         "outliers" | "peak_rss_bytes" | "device_bytes" | "weights_bytes" | "limit_gbps"
         | "limit_gflops" | "detail" | "ttft_samples" | "itl_samples" => Role::Info,
@@ -192,9 +210,16 @@ mod tests {
                     ..
                 } => assert!(cols.contains(&m), "{c}: {m}"),
                 Role::Timing {
-                    spread: Spread::RelativeOf { mad, of },
+                    spread: Spread::RelativeOf { mad, of, median },
                     ..
-                } => assert!(cols.contains(&mad) && cols.contains(&of), "{c}"),
+                } => {
+                    assert!(cols.contains(&mad) && cols.contains(&of), "{c}");
+                    assert!(median.is_none_or(|m| cols.contains(&m)), "{c}");
+                }
+                Role::Timing {
+                    spread: Spread::MeanOf { mad, median },
+                    ..
+                } => assert!(cols.contains(&mad) && cols.contains(&median), "{c}"),
                 _ => {}
             }
         }

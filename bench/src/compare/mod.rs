@@ -206,10 +206,22 @@ pub(crate) fn measured(
     let value = table.num(row, metric)?;
     let spread = match spread {
         Spread::Absolute(c) => table.num(row, c).unwrap_or(0.0),
-        Spread::RelativeOf { mad, of } => match (table.num(row, mad), table.num(row, of)) {
-            (Some(m), Some(t)) if t > 0.0 => value.abs() * m / t,
-            _ => 0.0,
-        },
+        Spread::RelativeOf { mad, of, median } => {
+            let skew = |t: f64| {
+                median
+                    .as_ref()
+                    .and_then(|m| table.num(row, m))
+                    .map_or(0.0, |m| (t - m).abs())
+            };
+            match (table.num(row, mad), table.num(row, of)) {
+                (Some(m), Some(t)) if t > 0.0 => value.abs() * (m + skew(t)) / t,
+                _ => 0.0,
+            }
+        }
+        Spread::MeanOf { mad, median } => {
+            let m = table.num(row, mad).unwrap_or(0.0);
+            m + table.num(row, median).map_or(0.0, |p| (value - p).abs())
+        }
         Spread::Unknown => 0.0,
     };
     Some(Measured { value, spread })

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::columns::{role, Role, Spread};
+use super::columns::{role, Better, Role, Spread};
 use super::key::KeyColumns;
 use super::thresholds::{RatioSpec, Thresholds};
 use super::verdict::{self, Measured, Verdict};
@@ -100,6 +100,41 @@ fn ratios_in(
     out
 }
 
+/// The median change over all pairs, judged against the threshold alone: noise moves single
+/// pairs either way, a real regression moves them all, so the median is the stable verdict
+/// on a shared machine where one pair's spread can excuse anything.
+fn median_of(pairs: &[Finding], better: Better, threshold: f64) -> Option<Finding> {
+    let mut changes: Vec<f64> = pairs.iter().filter_map(|f| f.change).collect();
+    if changes.len() < 3 {
+        return None;
+    }
+    changes.sort_by(f64::total_cmp);
+    let n = changes.len();
+    let median = if n % 2 == 1 {
+        changes[n / 2]
+    } else {
+        (changes[n / 2 - 1] + changes[n / 2]) / 2.0
+    };
+    let base = Measured {
+        value: 1.0,
+        spread: 0.0,
+    };
+    let new = Measured {
+        value: 1.0 + median,
+        spread: 0.0,
+    };
+    let (verdict, change) = verdict::timing(base, new, better, threshold, 0.0);
+    Some(Finding {
+        workload: format!("median of {n} pairs"),
+        metric: pairs[0].metric.clone(),
+        base: "1".into(),
+        new: show(1.0 + median),
+        change,
+        rule: format!("{}%", show(threshold * 100.0)),
+        verdict,
+    })
+}
+
 /// Checks one ratio spec: a finding per pair present in both runs, or one "no data" finding
 /// when the baseline has no pair at all (a gate that checks nothing must be visible).
 pub fn check(
@@ -133,6 +168,9 @@ pub fn check(
             rule: rule.clone(),
             verdict: v,
         });
+    }
+    if let Some(f) = median_of(&out, better, threshold) {
+        out.push(f);
     }
     if out.is_empty() {
         out.push(Finding {

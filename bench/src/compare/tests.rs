@@ -152,6 +152,22 @@ fn noisy_runs_within_their_spread_pass() {
 }
 
 #[test]
+fn a_mean_pulled_away_from_its_median_by_outliers_is_noise() {
+    // One descheduled step: TPOT (a mean) 30% up, the median ITL unchanged.
+    let base = sweep(1.0, 0.01);
+    let mut new = base.clone();
+    new[0].tpot_ms *= 1.3;
+    new[0].tokens_per_s /= 1.3;
+    let c = run(&base, &new, &Options::default());
+    assert!(c.passed(), "{}", render::render(&c, false));
+    // The same 30% in the median too is a real slowdown.
+    new[0].itl_p50_ms *= 1.3;
+    let c = run(&base, &new, &Options::default());
+    let got: Vec<String> = regressed(&c).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(got, ["itl_p50_ms", "tpot_ms", "tokens_per_s"]);
+}
+
+#[test]
 fn a_raised_threshold_lets_a_known_slowdown_pass() {
     let mut opts = Options::default();
     for m in [
@@ -269,11 +285,14 @@ fn in_run_ratios_ignore_a_uniformly_slower_machine() {
         .iter()
         .filter(|f| f.metric == "paged/contiguous tokens_per_s")
         .collect();
-    // 2 dtypes × 2 prompts; contiguous/paged TPOT ratio 1/1.1 = 0.9091 in both runs.
-    assert_eq!(ratio.len(), 4);
-    assert!(ratio
+    // 2 dtypes × 2 prompts, then their median; contiguous/paged TPOT ratio 1/1.1 = 0.9091 in
+    // both runs.
+    assert_eq!(ratio.len(), 5);
+    assert!(ratio[..4]
         .iter()
         .all(|f| f.base == "0.9091" && f.new == "0.9091"));
+    assert_eq!(ratio[4].workload, "median of 4 pairs");
+    assert_eq!(ratio[4].verdict, Verdict::Same);
 }
 
 #[test]
@@ -287,17 +306,55 @@ fn in_run_ratios_catch_paged_falling_behind_contiguous() {
     let mut new = sweep(2.0, 0.01);
     for r in new.iter_mut().filter(|r| r.strategy == "paged") {
         r.tpot_ms *= 1.4;
+        r.itl_p50_ms *= 1.4;
         r.tokens_per_s /= 1.4;
     }
     let c = run(&base, &new, &opts);
     let got = regressed(&c);
-    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got.len(), 5, "{got:?}");
     assert!(got
         .iter()
         .all(|(_, m)| m == "paged/contiguous tokens_per_s"));
     assert!(got
         .iter()
         .any(|(w, _)| w == "k_dtype=int8 v_dtype=int8 prompt=512"));
+    assert!(got.iter().any(|(w, _)| w == "median of 4 pairs"));
+}
+
+#[test]
+fn the_median_ratio_catches_a_systematic_slowdown_that_noise_hides_pair_by_pair() {
+    let opts = Options {
+        thresholds: ci_like_ratios(),
+        timing: TimingMode::Ratios,
+        allow_missing: false,
+    };
+    // Each run's steps are so noisy (MAD 1 ms on TPOTs of 0.75–2.5 ms) that no single pair
+    // is beyond its spread, but paged is 40% slower in every pair: the median is −28.6%.
+    let base = sweep(1.0, 1.0);
+    let mut new = sweep(1.0, 1.0);
+    for r in new.iter_mut().filter(|r| r.strategy == "paged") {
+        r.tpot_ms *= 1.4;
+        r.itl_p50_ms *= 1.4;
+        r.tokens_per_s /= 1.4;
+    }
+    let c = run(&base, &new, &opts);
+    let got = regressed(&c);
+    assert_eq!(
+        got,
+        [(
+            "median of 4 pairs".to_string(),
+            "paged/contiguous tokens_per_s".to_string()
+        )]
+    );
+    // Noise that moves single pairs both ways leaves the median alone.
+    let mut noisy = sweep(1.0, 1.0);
+    noisy[4].tpot_ms *= 1.6; // paged f16 128
+    noisy[4].itl_p50_ms *= 1.6;
+    noisy[4].tokens_per_s /= 1.6;
+    noisy[7].tpot_ms /= 1.6; // paged int8 512
+    noisy[7].itl_p50_ms /= 1.6;
+    noisy[7].tokens_per_s *= 1.6;
+    assert!(run(&base, &noisy, &opts).passed());
 }
 
 #[test]

@@ -80,22 +80,31 @@ pub fn tick_label(v: f64) -> String {
         (v / 1e9, "G")
     } else if a >= 1e6 {
         (v / 1e6, "M")
-    } else if a >= 1e4 {
+    } else if a >= 1e4 && v.fract() != 0.0 {
+        // Whole numbers below a million (token counts: 16384, 131072) read best in full.
         (v / 1e3, "k")
     } else {
         (v, "")
+    };
+    let trim = |t: String| {
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
+        }
     };
     let s = if scaled == 0.0 {
         "0".to_string()
     } else if scaled.abs() >= 100.0 {
         format!("{scaled:.0}")
     } else if scaled.abs() >= 1.0 {
-        format!("{scaled:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
+        trim(format!("{scaled:.2}"))
+    } else if scaled.abs() >= 1e-3 {
+        trim(format!("{scaled:.4}"))
     } else {
-        format!("{scaled:.2e}")
+        let e = format!("{scaled:.2e}");
+        let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+        format!("{}e{exp}", trim(mantissa.to_string()))
     };
     format!("{s}{suffix}")
 }
@@ -391,8 +400,13 @@ mod tests {
         assert_eq!(tick_label(0.0), "0");
         assert_eq!(tick_label(512.0), "512");
         assert_eq!(tick_label(2.5), "2.5");
-        assert_eq!(tick_label(32768.0), "32.768k");
+        assert_eq!(tick_label(32768.0), "32768");
+        assert_eq!(tick_label(12345.5), "12.35k");
+        assert_eq!(tick_label(2_000_000.0), "2M");
         assert_eq!(tick_label(1.5e9), "1.5G");
-        assert_eq!(tick_label(0.00123), "1.23e-3");
+        assert_eq!(tick_label(0.01), "0.01");
+        assert_eq!(tick_label(0.00123), "0.0012");
+        assert_eq!(tick_label(0.0001), "1e-4");
+        assert_eq!(tick_label(0.000025), "2.5e-5");
     }
 }

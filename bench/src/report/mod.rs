@@ -13,6 +13,9 @@ pub mod write;
 
 pub use write::{write_report, ReportSummary};
 
+#[cfg(test)]
+mod samples_test;
+
 use std::path::PathBuf;
 
 /// Errors a user can cause when building a report.

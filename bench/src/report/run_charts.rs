@@ -58,14 +58,20 @@ fn series_of(t: &CsvTable, rows: &[usize], x: &str, y: &str) -> Vec<Series> {
 }
 
 /// A metric against prompt length, one chart per machine and workload kind.
-fn per_machine(t: &CsvTable, y: &str, y_label: &str, what: &str, y_log: bool) -> Vec<NamedChart> {
+fn per_machine(
+    t: &CsvTable,
+    y: &str,
+    y_label: &str,
+    (what, file): (&str, &str),
+    y_log: bool,
+) -> Vec<NamedChart> {
     let rows = (0..t.len()).filter(|&r| timed(t, r) && t.num(r, y).is_some_and(|v| v > 0.0));
     group_by(rows, |r| {
         format!("{} · {}", machine(t, r), t.get(r, "workload"))
     })
     .into_iter()
     .map(|(group, rs)| NamedChart {
-        file: format!("{}-vs-context-{}.svg", slug(what), slug(&group)),
+        file: format!("{file}-vs-context-{}.svg", slug(&group)),
         chart: Chart {
             title: format!("{what} against context · {group}"),
             x_label: "context (prompt tokens)".into(),
@@ -81,12 +87,14 @@ fn per_machine(t: &CsvTable, y: &str, y_label: &str, what: &str, y_log: bool) ->
 
 /// Tokens/s against context length per strategy (and dtype), per machine.
 pub fn tokens_per_s(t: &CsvTable) -> Vec<NamedChart> {
-    per_machine(t, "tokens_per_s", "decode tokens/s", "tokens per s", false)
+    let names = ("Decode tokens/s", "tokens-per-s");
+    per_machine(t, "tokens_per_s", "decode tokens/s", names, false)
 }
 
 /// Median inter-token latency against context length, per machine.
 pub fn itl(t: &CsvTable) -> Vec<NamedChart> {
-    per_machine(t, "itl_p50_ms", "ITL p50 (ms)", "ITL", true)
+    let names = ("Inter-token latency (p50)", "itl");
+    per_machine(t, "itl_p50_ms", "ITL p50 (ms)", names, true)
 }
 
 /// KV bytes allocated against context, one line per strategy and dtype (machine-independent,

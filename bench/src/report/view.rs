@@ -1,6 +1,8 @@
 //! Naming things in a merged run table: the machine a row ran on, the key columns that vary,
 //! and short descriptions of workloads for tables and legends.
 
+use std::collections::HashSet;
+
 use super::table::CsvTable;
 use crate::compare::columns::key_columns;
 
@@ -46,14 +48,25 @@ pub fn slug(label: &str) -> String {
     s.trim_matches('-').chars().take(60).collect()
 }
 
-/// The workload-key columns whose value differs among `rows`.
+/// The workload-key columns whose value differs among `rows`; `block_size` only when it
+/// tells rows apart beyond `strategy` (non-paged rows carry 0, so it usually just follows).
 pub fn varying(t: &CsvTable, rows: &[usize]) -> Vec<String> {
-    key_columns(&t.columns)
+    let cols: Vec<String> = key_columns(&t.columns)
         .into_iter()
         .filter(|c| {
             let first = rows.first().map(|&r| t.get(r, c));
             rows.iter().any(|&r| Some(t.get(r, c)) != first)
         })
+        .collect();
+    let distinct = |cs: &[&str]| {
+        rows.iter()
+            .map(|&r| cs.iter().map(|c| t.get(r, c)).collect::<Vec<_>>())
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    let follows_strategy = distinct(&["strategy"]) == distinct(&["strategy", "block_size"]);
+    cols.into_iter()
+        .filter(|c| !(c == "block_size" && follows_strategy))
         .collect()
 }
 
@@ -118,6 +131,19 @@ mod tests {
         assert_eq!(describe(&tab, 0, &v), "paged int8 prompt=512");
         assert_eq!(describe(&tab, 1, &v), "contiguous int4/f16 prompt=128");
         assert_eq!(describe(&tab, 1, &[]), "all");
+    }
+
+    #[test]
+    fn a_column_another_determines_is_left_out() {
+        let tab = t("strategy,block_size,prompt,tokens_per_s\n\
+                     contiguous,0,128,1\npaged,16,128,2\ncontiguous,0,512,1\npaged,16,512,2\n");
+        assert_eq!(varying(&tab, &[0, 1, 2, 3]), ["strategy", "prompt"]);
+        // Two block sizes for paged: block_size now tells rows apart.
+        let tab = t("strategy,block_size,tokens_per_s\ncontiguous,0,1\npaged,16,2\npaged,32,3\n");
+        assert_eq!(varying(&tab, &[0, 1, 2]), ["strategy", "block_size"]);
+        // Other columns are kept even when few rows make them look redundant.
+        let tab = t("strategy,k_dtype,tokens_per_s\ncontiguous,f16,1\npaged,int8,2\n");
+        assert_eq!(varying(&tab, &[0, 1]), ["strategy", "k_dtype"]);
     }
 
     #[test]
