@@ -205,6 +205,45 @@ fn config_json_of_each_family_is_read() {
 }
 
 #[test]
+fn every_fixture_config_sizes_like_its_registry_entry() {
+    let dir = format!("{}/planner/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let mut keys: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    assert!(keys.len() >= 30);
+    // One sweep over all configs and one over all registry names: same rows, same sizes.
+    let mut config_args = Vec::new();
+    for key in &keys {
+        config_args.push("--config".to_string());
+        config_args.push(fixture(key));
+    }
+    config_args.extend(["--seq", "20000"].map(String::from));
+    let from_configs = rows(&config_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let from_registry = rows(&["--model", &keys.join(","), "--seq", "20000"]);
+    assert_eq!(from_configs.len(), keys.len());
+    for ((c, r), key) in from_configs.iter().zip(&from_registry).zip(&keys) {
+        for column in [
+            "kv_bytes_per_token",
+            "seq_bytes",
+            "paged_bytes",
+            "sliding_layers",
+            "attention",
+        ] {
+            assert_eq!(c[column], r[column], "{key}: {column}");
+        }
+    }
+}
+
+#[test]
 fn config_directory_and_window_rules() {
     // A model directory holding config.json, named after the directory.
     let dir = tempfile::tempdir().unwrap();
@@ -342,4 +381,27 @@ fn negative_sizes_are_refused_by_the_parser() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("-5"));
+}
+
+#[test]
+fn end_to_end_against_a_vllm_log() {
+    // vLLM (v0.6) serving meta-llama/Meta-Llama-3-8B on one A100 40GB at 0.9 logged:
+    // total_gpu_memory 39.50 GiB, weights 14.96 GiB, non_torch 0.10 GiB, activation peak
+    // 9.37 GiB, KV 11.12 GiB, "# GPU blocks: 5691". Given that reserve (0.10 + 9.37), the
+    // planner must land on the same blocks up to the logs' two-decimal rounding (±0.015 GiB,
+    // about ±8 blocks of 2 MiB).
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--gpu",
+        "a100-40gb",
+        "--reserve",
+        "9.47GiB",
+        "--seq",
+        "8192",
+    ]);
+    let weights_gib = r[0]["weights_bytes_per_gpu"].as_f64().unwrap() / (1u64 << 30) as f64;
+    assert!((weights_gib - 14.96).abs() < 0.005, "{weights_gib}");
+    let blocks = r[0]["blocks_per_gpu"].as_i64().unwrap();
+    assert!((blocks - 5691).abs() <= 8, "{blocks}");
 }

@@ -375,19 +375,19 @@ impl std::fmt::Display for Shard {
 }
 
 impl Shard {
-    /// Whether the workload at `position` (0-based, in sweep order) belongs to this shard.
-    /// Round-robin, so each shard gets a similar mix of small and large workloads.
-    pub fn owns(&self, position: usize) -> bool {
-        position % self.count as usize == (self.index - 1) as usize
+    /// Positions (0-based, in sweep order) of this shard's workloads in a sweep of `len`:
+    /// a contiguous slice, sizes differing by at most one. Contiguous rather than round-robin
+    /// so rows that are compared with each other (the strategies of one dtype and length sit
+    /// next to each other in the sweep) mostly run on the same machine.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        let (i, n) = (self.index as usize - 1, self.count as usize);
+        (len * i / n)..(len * (i + 1) / n)
     }
 
     /// This shard's workloads, each with its position in the whole sweep.
     pub fn select<T: Clone>(&self, items: &[T]) -> Vec<(usize, T)> {
-        items
-            .iter()
-            .enumerate()
-            .filter(|(p, _)| self.owns(*p))
-            .map(|(p, t)| (p, t.clone()))
+        self.range(items.len())
+            .map(|p| (p, items[p].clone()))
             .collect()
     }
 }
@@ -539,6 +539,8 @@ mod tests {
                 // Balanced: sizes differ by at most one.
                 let len = part.len();
                 assert!(len == specs.len() / n as usize || len == specs.len().div_ceil(n as usize));
+                // Contiguous: consecutive positions.
+                assert!(part.windows(2).all(|w| w[1].0 == w[0].0 + 1));
                 for (p, spec) in part {
                     assert_eq!(spec, specs[p]);
                     seen[p] += 1;

@@ -96,6 +96,8 @@ pub struct Record {
     pub weights_bytes: u64,
     /// Where limit_* came from: a calibration file path, `short` (measured at run start) or empty.
     pub calibration: String,
+    /// K and V dtypes as one `--cache-dtype` name: `f16`, `kivi4/r128`, or `k=int8,v=f16`.
+    pub cache_dtype: String,
 }
 
 /// Values of the `status` column.

@@ -129,12 +129,16 @@ impl Runner<'_> {
         drop(workload);
 
         self.fill_timing(&mut record, &timed, spec);
-        for (what, s) in [("TTFT", &timed.ttft), ("ITL", &timed.itl)] {
-            if let Some(advice) =
-                s.outlier_advice(&format!("{}: {what}", crate::matrix::describe(spec)))
-            {
-                notes.push(advice);
-            }
+        let outliers: Vec<String> = [("TTFT", &timed.ttft), ("ITL", &timed.itl)]
+            .iter()
+            .filter_map(|(what, s)| s.outlier_note(what))
+            .collect();
+        if !outliers.is_empty() {
+            notes.push(format!(
+                "{}: {}",
+                crate::matrix::describe(spec),
+                outliers.join("; ")
+            ));
         }
         if record.kv_bytes_allocated != record.kv_bytes_predicted {
             notes.push(format!(
@@ -224,10 +228,15 @@ impl Runner<'_> {
         } else {
             0.0
         };
-        if let Some(limits) = &self.limits {
-            r.calibration = limits.source.clone();
-            r.limit_gbps = limits.calibration.read_limit_gbps(self.timing.threads);
-            r.limit_gflops = limits.calibration.gemm_limit_gflops(self.timing.threads);
+        let limits = self.limits.as_ref().and_then(|l| {
+            l.calibration
+                .limits_for(spec.backend, self.timing.threads)
+                .map(|lim| (l.source.clone(), lim))
+        });
+        if let Some((source, (gbps, gflops))) = limits {
+            r.calibration = source;
+            r.limit_gbps = gbps;
+            r.limit_gflops = gflops;
             r.pct_of_limit = percent(r.achieved_gbps, r.limit_gbps);
             r.prefill_pct_of_limit = percent(r.achieved_gflops, r.limit_gflops);
         }
@@ -248,7 +257,10 @@ impl Runner<'_> {
             cores: e.cores,
             mem_bytes: e.mem_bytes,
             os: e.os.clone(),
-            gpu: String::new(),
+            gpu: match spec.backend {
+                kvbench_workloads::Backend::Cuda => e.gpu.clone(),
+                kvbench_workloads::Backend::Cpu => String::new(),
+            },
             backend: backend_name(spec.backend).into(),
             threads: self.timing.threads,
             workload: kind_name(spec.kind).into(),
@@ -262,6 +274,7 @@ impl Runner<'_> {
             strategy: strategy_name(spec.strategy),
             k_dtype: spec.k_dtype.to_string(),
             v_dtype: spec.v_dtype.to_string(),
+            cache_dtype: dtype_pair_label(spec),
             bits_per_element: (spec.k_dtype.bits_per_element(head_dim)
                 + spec.v_dtype.bits_per_element(head_dim))
                 / 2.0,
@@ -451,6 +464,7 @@ mod tests {
             gemm_gflops_1t: 50.0,
             gemm_gflops: 100.0,
             gemm_n: 0,
+            gpu: None,
         }
     }
 
@@ -537,6 +551,44 @@ mod tests {
     }
 
     #[test]
+    fn cuda_rows_use_the_gpu_limits_or_none() {
+        let mut cuda = spec(Strategy::Contiguous, 8);
+        cuda.backend = Backend::Cuda;
+        let (without, with) = with_runner(true, u64::MAX, None, |r, _| {
+            let without = r.run_one(0, &cuda).unwrap().record;
+            let mut r2 = Runner {
+                timing: r.timing.clone(),
+                env: Environment {
+                    gpu: "Test GPU".into(),
+                    ..r.env.clone()
+                },
+                limits: r.limits.clone(),
+                shard: None,
+                build: r.build,
+                available_memory: r.available_memory,
+                stop: r.stop,
+            };
+            if let Some(l) = r2.limits.as_mut() {
+                l.calibration.gpu = Some(crate::calibrate::GpuLimits {
+                    device: "Test GPU".into(),
+                    copy_gbps: 3000.0,
+                    gemm_f32_gflops: 50_000.0,
+                    gemm_f16_gflops: 500_000.0,
+                });
+            }
+            (without, r2.run_one(0, &cuda).unwrap().record)
+        });
+        // A CPU-only calibration says nothing about a GPU: no limit, no percentage.
+        assert_eq!((without.limit_gbps, without.pct_of_limit), (0.0, 0.0));
+        assert_eq!(without.gpu, "");
+        assert_eq!(with.limit_gbps, 3000.0);
+        assert_eq!(with.limit_gflops, 50_000.0);
+        assert!((with.pct_of_limit - 100.0 * with.achieved_gbps / 3000.0).abs() < 1e-9);
+        assert_eq!(with.gpu, "Test GPU");
+        assert_eq!(with.backend, "cuda");
+    }
+
+    #[test]
     fn failed_verification_is_recorded_and_not_timed() {
         let out = with_runner(false, u64::MAX, None, |r, calls| {
             let out = r.run_one(0, &spec(Strategy::Contiguous, 8)).unwrap();
@@ -604,9 +656,10 @@ mod tests {
         let result = with_runner(true, u64::MAX, None, |r, _| {
             run_sweep(r, &specs, Some(shard), &mut [], false).unwrap()
         });
+        // 5 workloads in 2 shards: positions 0..2 and 2..5.
         let idx: Vec<u32> = result.records.iter().map(|r| r.sweep_index).collect();
-        assert_eq!(idx, [1, 3]);
+        assert_eq!(idx, [2, 3, 4]);
         let prompts: Vec<u32> = result.records.iter().map(|r| r.prompt).collect();
-        assert_eq!(prompts, [2, 4]);
+        assert_eq!(prompts, [3, 4, 5]);
     }
 }

@@ -198,11 +198,21 @@ pub fn split_heads(shape: &ModelShape, tp: u32) -> Result<(u32, bool), PlanError
         Ok((kv / tp, false))
     } else {
         if !tp.is_multiple_of(kv) {
-            return Err(PlanError::TpNotDivisor {
-                tp,
-                what: "a multiple of the KV heads; tp".to_string(),
-                count: kv,
-                hint: format!("{kv}, {}", 2 * kv),
+            // Each KV head must be copied to the same number of ranks.
+            let fits: Vec<String> = (1..=shape.q_heads)
+                .filter(|t| {
+                    shape.q_heads.is_multiple_of(*t)
+                        && (t.is_multiple_of(kv) || kv.is_multiple_of(*t))
+                })
+                .map(|t| t.to_string())
+                .collect();
+            return Err(PlanError::InvalidValue {
+                what: "tp".to_string(),
+                value: tp.to_string(),
+                fix: format!(
+                    "above the model's {kv} KV heads, tp must be a multiple of {kv} so every head is replicated evenly; valid: {}",
+                    fits.join(", ")
+                ),
             });
         }
         Ok((1, true))

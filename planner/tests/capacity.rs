@@ -237,3 +237,41 @@ fn reserve_estimate_is_near_vllm_logs() {
     assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {note}");
     assert!(note.contains("--reserve"));
 }
+
+#[test]
+fn tp_above_kv_heads_must_replicate_evenly() {
+    // Qwen2.5-7B: 28 query heads, 4 KV heads. tp 14 divides 28 but not evenly over 4 heads.
+    let model = find_model("qwen2.5-7b").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(None, 14, 14);
+    dep.kv_budget = Some(GIB);
+    let err = capacity(&model, &kv, &dep, 1024, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tp = 14") && err.contains("valid: 1, 2, 4, 28"),
+        "{err}"
+    );
+    let mut dep = deployment(None, 28, 28);
+    dep.kv_budget = Some(GIB);
+    let cap = capacity(&model, &kv, &dep, 1024, 1).unwrap();
+    assert!(cap.kv_heads_replicated);
+}
+
+#[test]
+fn blocks_match_a_vllm_log_on_an_a100_40gb() {
+    // A vLLM (v0.6) log for meta-llama/Meta-Llama-3-8B on one A100 40GB: "the rest of the
+    // memory reserved for KV Cache is 11.12GiB" and "# GPU blocks: 5691". 11.12 is rounded,
+    // so the budget lay in [11.115, 11.125) GiB; the blocks that range holds must include 5691.
+    let model = find_model("llama3-8b").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let blocks = |gib: f64| {
+        let mut dep = deployment(None, 1, 1);
+        dep.kv_budget = Some((gib * GIB as f64) as u64);
+        capacity(&model, &kv, &dep, 8192, 1).unwrap().blocks
+    };
+    assert!(blocks(11.115) <= 5691 && 5691 <= blocks(11.125));
+    // Its total_gpu_memory (39.50 GiB) is the registry's.
+    let a100 = gpu::find("a100-40gb").unwrap();
+    assert_eq!(a100.usable_bytes, (39.50 * GIB as f64).round() as u64);
+}

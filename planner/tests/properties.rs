@@ -165,3 +165,24 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn user_text_parsers_never_panic(text in ".{0,40}") {
+        let _ = text.parse::<CacheDtype>();
+        let _ = kvbench_planner::parse_kv_dtypes(&text);
+        let _ = kvbench_planner::dtype::parse_side(&text, true);
+        let _ = kvbench_planner::units::parse_size(&text);
+        let _ = text.parse::<kvbench_planner::deploy::WeightDtype>();
+        let _ = text.parse::<kvbench_planner::plan::AttentionOverride>();
+        let _ = kvbench_planner::find_model(&text);
+        let _ = kvbench_planner::gpu::find(&text);
+    }
+
+    #[test]
+    fn dtype_suffix_numbers_never_panic(n in any::<u64>(), kind in prop_oneof![Just("int4"), Just("kivi2"), Just("f16")]) {
+        let _ = kvbench_planner::parse_kv_dtypes(&format!("{kind}/g{n}"));
+        let _ = kvbench_planner::parse_kv_dtypes(&format!("{kind}/r{n}"));
+        let _ = kvbench_planner::units::parse_size(&format!("{n}TiB"));
+    }
+}

@@ -354,6 +354,9 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
 /// that does not suit one model, a model too big for one GPU) are skipped with a note on
 /// stderr, and only a sweep where nothing can be planned fails.
 fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>> {
+    if results.is_empty() {
+        bail!("nothing to plan: give at least one --model or --config, --seq and --batch");
+    }
     if results.len() == 1 {
         return results.into_iter().next().into_iter().collect();
     }

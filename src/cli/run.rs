@@ -14,7 +14,7 @@ use kvbench_bench::runner::{Limits, Runner, TimingOptions};
 use kvbench_bench::{session, suite};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::ModelShape;
-use kvbench_workloads::OffloadConfig;
+use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadSpec};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -421,13 +421,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     .context("cannot install the Ctrl-C handler")?;
 
     // Offload workloads come from the tiers module; every other strategy from workloads::build.
-    let build = |spec: &kvbench_workloads::WorkloadSpec| match spec.strategy {
-        kvbench_workloads::Strategy::Offload(_) => {
-            kvbench_workloads::tier::OffloadWorkload::new(spec, true)
-                .map(|w| Box::new(w) as Box<dyn kvbench_workloads::Workload>)
-        }
+    // CUDA workloads come from the CUDA backend, offload workloads from the tiers module,
+    // every other one from workloads::build.
+    let build = |spec: &WorkloadSpec| match (spec.backend, spec.strategy) {
+        (Backend::Cuda, _) => kvbench_workloads::cuda::build(spec),
+        (_, Strategy::Offload(_)) => kvbench_workloads::tier::OffloadWorkload::new(spec, true)
+            .map(|w| Box::new(w) as Box<dyn kvbench_workloads::Workload>),
         _ => kvbench_workloads::build(spec),
     };
+    let mut environment = Environment::capture();
+    if sweep.specs.iter().any(|s| s.backend == Backend::Cuda) {
+        // Name the GPU in CUDA rows; when there is none, each row says why in `detail`.
+        if let Ok(info) = kvbench_workloads::cuda::device_info() {
+            environment.gpu = info.label();
+        }
+    }
     let available = env::available_memory;
     let runner = Runner {
         timing: TimingOptions {
@@ -435,7 +443,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             repetitions: args.repetitions.max(1),
             threads: threads as u32,
         },
-        env: Environment::capture(),
+        env: environment,
         limits: Some(limits),
         shard: args.shard,
         build: &build,
@@ -456,7 +464,17 @@ pub fn run(args: RunArgs) -> Result<()> {
     for note in &result.notes {
         eprintln!("note: {note}");
     }
-    if let Some(scenario) = kvbench_bench::offload::from_specs(&sweep.specs, args.repetitions) {
+    if result.notes.iter().any(|n| n.contains("outliers")) {
+        eprintln!("note: {}", kvbench_bench::stats::OUTLIER_ADVICE);
+    }
+    // The prefix-reuse scenario of this shard's offload workloads (tiers module).
+    let my_specs: Vec<_> = match args.shard {
+        Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
+        None => sweep.specs.clone(),
+    };
+    let scenario = kvbench_bench::offload::from_specs(&my_specs, args.repetitions)
+        .filter(|_| !result.interrupted);
+    if let Some(scenario) = scenario {
         let rows = kvbench_bench::offload::run_prefix_reuse(&scenario)?;
         println!("{}", kvbench_bench::offload::render(&rows));
         let path = csv_path.with_extension("prefix-reuse.csv");
