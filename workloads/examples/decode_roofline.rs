@@ -122,6 +122,14 @@ fn main() {
         prefill(gemm);
         return;
     }
+    if mode == "incache" {
+        incache();
+        return;
+    }
+    if mode == "kernel" {
+        kernel();
+        return;
+    }
     println!("| kv heads | S | dtype | strategy | layers | step ms | MB read | GB/s | read GB/s now | floor ms | × floor | tokens/s |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     use DtypeKind::*;
@@ -211,5 +219,124 @@ fn prefill(gemm: f64) {
             rate / 1e9,
             100.0 * rate / gemm
         );
+    }
+}
+
+/// Decode attention alone over a prepared f32/f16 cache, alternating with the bandwidth
+/// probe so both see the same machine load.
+fn kernel() {
+    use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache};
+    use kvbench_workloads::cpu::decode::{decode_attention, DecodeJob};
+    let (s, d, hq) = (4096usize, 128usize, 32usize);
+    for (kv, kind) in [
+        (32usize, DtypeKind::F16),
+        (32, DtypeKind::F32),
+        (32, DtypeKind::Bf16),
+        (8, DtypeKind::F32),
+        (8, DtypeKind::F16),
+        (1, DtypeKind::F16),
+        (32, DtypeKind::Int8),
+        (32, DtypeKind::Int4),
+    ] {
+        let dt = CacheDtype::new(kind);
+        let layers = ((512usize << 20)
+            / (2 * kv * s * d * dt.quantized_bytes(1, 128) as usize / 128))
+            .clamp(1, 64);
+        let shape =
+            ModelShape::uniform("k", layers as u32, hq as u32, kv as u32, d as u32, 4096, 0);
+        let g = CacheGeometry::new(&shape, None, dt, dt, 1, s as u32, 16, 0).expect("geometry");
+        let mut cache = DenseCache::new(&g, false).expect("cache");
+        let mut k = vec![0.0f32; kv * d];
+        for l in 0..layers {
+            for p in 0..s {
+                kvbench_workloads::synth::fill(
+                    kvbench_workloads::synth::stream(1, 1, l as u64, p as u64, 0),
+                    1.0,
+                    &mut k,
+                );
+                cache.append(l, 0, &k, &k).expect("room");
+            }
+        }
+        let bytes: u64 = (0..layers)
+            .flat_map(|l| (0..kv).map(move |h| (l, h)))
+            .map(|(l, h)| cache.view(l, 0, h).bytes_read())
+            .sum();
+        let q = vec![0.01f32; hq * d];
+        let mut out = vec![0.0f32; hq * d];
+        let gl = hq / kv * d;
+        let mut best = f64::MAX;
+        let mut bw = 0.0f64;
+        for _ in 0..5 {
+            bw = bw.max(read_bandwidth());
+            let t = Instant::now();
+            for l in 0..layers {
+                let mut jobs: Vec<DecodeJob> = out
+                    .chunks_mut(gl)
+                    .zip(q.chunks(gl))
+                    .enumerate()
+                    .map(|(h, (o, qg))| DecodeJob {
+                        view: cache.view(l, 0, h),
+                        q: qg,
+                        out: o,
+                    })
+                    .collect();
+                decode_attention(&mut jobs, hq / kv, Isa::detect());
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "kernel kv {kv} {}: {layers} layers, {:.0} MB in {:.2} ms = {:.1} GB/s; probe {:.1} GB/s; ratio {:.2}",
+            kind.name(),
+            bytes as f64 / 1e6,
+            best * 1e3,
+            bytes as f64 / best / 1e9,
+            bw / 1e9,
+            (bytes as f64 / bw) / best
+        );
+    }
+}
+
+/// The same kernel over a small cache that stays in L2: compute cost per element.
+fn incache() {
+    use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache};
+    use kvbench_workloads::cpu::decode::attend_rows;
+    let (s, d) = (256usize, 128usize);
+    for kind in [
+        DtypeKind::F32,
+        DtypeKind::F16,
+        DtypeKind::Bf16,
+        DtypeKind::Int8,
+        DtypeKind::Int4,
+    ] {
+        for g in [1usize, 4, 32] {
+            let dt = CacheDtype::new(kind);
+            let shape = ModelShape::uniform("k", 1, g as u32, 1, d as u32, 4096, 0);
+            let geo =
+                CacheGeometry::new(&shape, None, dt, dt, 1, s as u32, 16, 0).expect("geometry");
+            let mut cache = DenseCache::new(&geo, false).expect("cache");
+            let mut k = vec![0.0f32; d];
+            for p in 0..s {
+                kvbench_workloads::synth::fill(
+                    kvbench_workloads::synth::stream(1, 1, 0, p as u64, 0),
+                    1.0,
+                    &mut k,
+                );
+                cache.append(0, 0, &k, &k).expect("room");
+            }
+            let q = vec![0.01f32; g * d];
+            let view = cache.view(0, 0, 0);
+            let reps = 2000;
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(attend_rows(&view, &q, g, 0, s, Isa::detect()));
+            }
+            let ns = t.elapsed().as_secs_f64() * 1e9 / (reps * s) as f64;
+            println!(
+                "in-cache {} G={g}: {:.2} ns per row ({:.1} GFLOP/s one thread)",
+                kind.name(),
+                ns,
+                4.0 * (g * d) as f64 / ns
+            );
+        }
     }
 }
