@@ -86,6 +86,10 @@ fn plan_tiers_errors_are_one_line_with_a_fix() {
 }
 
 fn offload_run(dir: &Path, tiers: &str, extra: &[&str]) -> Command {
+    offload_run_in(dir, &dir.join("tier"), tiers, extra)
+}
+
+fn offload_run_in(dir: &Path, tier_dir: &Path, tiers: &str, extra: &[&str]) -> Command {
     let mut cmd = kvbench();
     cmd.args([
         "run",
@@ -119,7 +123,7 @@ fn offload_run(dir: &Path, tiers: &str, extra: &[&str]) -> Command {
         "0",
     ])
     .arg("--tier-dir")
-    .arg(dir.join("tier"))
+    .arg(tier_dir)
     .arg("--calibration")
     .arg(calibration(dir))
     .arg("-o")
@@ -177,13 +181,41 @@ fn run_offload_through_host_disk_and_redis() {
     }
     let mut r = csv::Reader::from_path(dir.path().join("out.csv")).unwrap();
     let h = r.headers().unwrap().clone();
-    let status = h.iter().position(|c| c == "status").unwrap();
+    let at = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let mut tiers_seen = Vec::new();
     for row in r.records().map(Result::unwrap) {
-        assert_eq!(&row[status], "ok", "{row:?}");
+        assert_eq!(&row[at("status")], "ok", "{row:?}");
+        // Blocks really went through the tier, every one verified, no fault.
+        assert!(
+            row[at("tier_blocks_loaded")].parse::<u64>().unwrap() > 0,
+            "{row:?}"
+        );
+        assert_eq!(&row[at("tier_hash_failures")], "0");
+        assert_eq!(&row[at("tier_fallbacks")], "0");
+        tiers_seen.push(row[at("tier")].to_string());
     }
+    assert_eq!(tiers_seen.join(","), tiers);
     // The disk tier's file is gone after the run.
     let left = std::fs::read_dir(dir.path().join("tier")).unwrap().count();
     assert_eq!(left, 0);
+}
+
+#[test]
+fn run_offload_to_an_unusable_tier_dir_is_an_error_row_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let bad = file.join("tier");
+    let out = offload_run_in(dir.path(), &bad, "disk", &[])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("tier directory `{}` is not usable", bad.display())),
+        "{err}"
+    );
 }
 
 #[test]

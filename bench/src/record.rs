@@ -101,6 +101,22 @@ pub struct Record {
     /// What TTFT timed: `compute` (the prompt run through the model or attention) or `fill`
     /// (CPU attention workloads above 8192 prompt tokens only write the prompt's K/V rows).
     pub prefill: String,
+    // --- offload tiers (empty / 0 unless the strategy is offload); counted over the whole run
+    /// `host`, `disk` or `redis`.
+    pub tier: String,
+    /// Blocks evicted to the tier and written.
+    pub tier_blocks_stored: u64,
+    /// Blocks loaded back from the tier, each verified bit-exact by hash.
+    pub tier_blocks_loaded: u64,
+    /// Bytes loaded / seconds in the tier's reads.
+    pub tier_load_gbps: f64,
+    /// Loaded blocks whose hash did not match (each one made the run fall back).
+    pub tier_hash_failures: u64,
+    /// Tier faults (write failure, server gone, corrupted or missing block) after which the
+    /// run recomputed instead of loading.
+    pub tier_fallbacks: u64,
+    /// Blocks recomputed because the tier could not give them back.
+    pub tier_recomputed_blocks: u64,
 }
 
 /// Values of the `status` column.

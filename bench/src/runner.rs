@@ -126,6 +126,23 @@ impl Runner<'_> {
         record.kv_bytes_read_last_step = workload.kv_bytes_read_last_step();
         record.prefill_flops = workload.prefill_flops();
         record.peak_rss_bytes = env::peak_rss_bytes();
+        if let Some(t) = workload.tier_report() {
+            record.tier = t.tier.to_string();
+            record.tier_blocks_stored = t.blocks_stored;
+            record.tier_blocks_loaded = t.blocks_loaded;
+            record.tier_load_gbps = t.load_gbps;
+            record.tier_hash_failures = t.hash_failures;
+            record.tier_fallbacks = t.fallbacks;
+            record.tier_recomputed_blocks = t.recomputed_blocks;
+            if let Some(e) = t.first_error {
+                notes.push(format!(
+                    "{}: the {} tier failed and the run recomputed {} blocks instead: {e}",
+                    crate::matrix::describe(spec),
+                    t.tier,
+                    t.recomputed_blocks
+                ));
+            }
+        }
         drop(workload);
 
         self.fill_timing(&mut record, &timed, spec);
@@ -140,7 +157,9 @@ impl Runner<'_> {
                 outliers.join("; ")
             ));
         }
-        if record.kv_bytes_allocated != record.kv_bytes_predicted {
+        // An offload run's pool holds only part of the cache by design (the rest is in the tier).
+        let offloads = matches!(spec.strategy, kvbench_workloads::Strategy::Offload(_));
+        if record.kv_bytes_allocated != record.kv_bytes_predicted && !offloads {
             notes.push(format!(
                 "{}: layout allocated {} bytes but the planner predicted {}",
                 crate::matrix::describe(spec),

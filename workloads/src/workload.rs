@@ -62,4 +62,8 @@ pub trait Workload {
     fn device_label(&self) -> Option<String> {
         None
     }
+    /// What the offload tier did, for workloads that offload (`None` for the others).
+    fn tier_report(&self) -> Option<crate::tier::TierReport> {
+        None
+    }
 }

@@ -27,6 +27,26 @@ pub use verified::{TierStats, VerifiedTier};
 use crate::spec::{OffloadConfig, Tier};
 use std::path::PathBuf;
 
+/// What a run's offload tier did, for the CSV.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TierReport {
+    /// `host`, `disk` or `redis`.
+    pub tier: &'static str,
+    pub blocks_stored: u64,
+    /// Blocks loaded back, every one verified bit-exact.
+    pub blocks_loaded: u64,
+    pub bytes_loaded: u64,
+    /// Bytes loaded / seconds in the store's reads, GB/s.
+    pub load_gbps: f64,
+    pub hash_failures: u64,
+    /// Tier faults that switched the run to recomputing.
+    pub fallbacks: u64,
+    /// Blocks recomputed because the tier could not give them back.
+    pub recomputed_blocks: u64,
+    /// The first tier error, if any.
+    pub first_error: Option<String>,
+}
+
 /// One block on its way into a tier.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockOut<'a> {

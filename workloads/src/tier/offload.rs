@@ -383,6 +383,25 @@ impl Workload for OffloadWorkload {
         self.bytes_read_last_step
     }
 
+    fn tier_report(&self) -> Option<super::TierReport> {
+        let Strategy::Offload(tier) = self.spec.strategy else {
+            return None;
+        };
+        let stats = self.tier_stats();
+        let c = self.counters();
+        Some(super::TierReport {
+            tier: super::tier_name(tier),
+            blocks_stored: stats.blocks_written,
+            blocks_loaded: stats.blocks_read,
+            bytes_loaded: stats.bytes_read,
+            load_gbps: stats.load_gbps(),
+            hash_failures: stats.hash_failures,
+            fallbacks: c.fallbacks,
+            recomputed_blocks: c.recomputed_blocks,
+            first_error: c.first_error.clone(),
+        })
+    }
+
     fn prefill_flops(&self) -> f64 {
         // QKᵀ and PV: 4·d FLOPs per (query head, visible key); token i sees min(i, window).
         let n = self.spec.prompt as f64;
