@@ -2,6 +2,7 @@
 //! a config.json handed over as text.
 
 pub mod bounds;
+pub mod columns;
 pub mod config;
 pub mod deploy;
 pub mod dtype;
@@ -12,6 +13,7 @@ pub mod plan;
 pub mod registry;
 pub mod shape;
 pub mod tiers;
+pub mod units;
 
 pub use config::parse_config;
 pub use dtype::{parse_kv_dtypes, CacheDtype, DtypeKind, GroupAxis, KvDtypes};

@@ -53,10 +53,10 @@ impl AttentionOverride {
         };
         if kv > shape.q_heads || !shape.q_heads.is_multiple_of(kv) {
             return Err(PlanError::InvalidValue {
-                what: "attention gqa KV heads".to_string(),
-                value: kv.to_string(),
+                what: "attention".to_string(),
+                value: format!("gqa:{kv}"),
                 fix: format!(
-                    "it must divide the {} query heads of {}",
+                    "the KV heads must divide the {} query heads of {}",
                     shape.q_heads, shape.name
                 ),
             });

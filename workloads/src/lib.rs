@@ -1,6 +1,8 @@
 //! kvbench-workloads: what kvbench runs — cache layouts, quantization codecs, attention
 //! kernels (CPU and CUDA), the synthetic decoder and the f64 reference.
 
+pub mod accuracy;
+pub mod attention;
 pub mod build;
 pub mod cache;
 pub mod codec;
@@ -13,7 +15,7 @@ pub mod synth;
 pub mod tier;
 pub mod workload;
 
-pub use build::build;
+pub use build::{build, build_with, BuildOptions};
 pub use spec::{Backend, OffloadConfig, Strategy, Tier, WorkloadKind, WorkloadSpec};
 pub use workload::{MemoryUse, Verification, Workload};
 

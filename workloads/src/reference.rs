@@ -5,7 +5,10 @@
 pub fn attend(q: &[f64], keys: &[Vec<f64>], values: &[Vec<f64>]) -> Vec<f64> {
     let d = q.len();
     let scale = 1.0 / (d as f64).sqrt();
-    let scores: Vec<f64> = keys.iter().map(|k| scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()).collect();
+    let scores: Vec<f64> = keys
+        .iter()
+        .map(|k| scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>())
+        .collect();
     let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
     let total: f64 = w.iter().sum();
@@ -93,7 +96,10 @@ mod tests {
         let keys = vec![vec![0.0, 0.0], vec![3f64.ln() * d.sqrt(), 0.0]];
         let values = vec![vec![4.0, 0.0], vec![0.0, 8.0]];
         let out = attend(&[1.0, 0.0], &keys, &values);
-        assert!((out[0] - 1.0).abs() < 1e-12 && (out[1] - 6.0).abs() < 1e-12, "{out:?}");
+        assert!(
+            (out[0] - 1.0).abs() < 1e-12 && (out[1] - 6.0).abs() < 1e-12,
+            "{out:?}"
+        );
     }
 
     #[test]

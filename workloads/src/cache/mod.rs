@@ -196,3 +196,30 @@ pub(crate) fn residual_codec(head_dim: usize) -> Codec {
 
 #[cfg(test)]
 mod tests;
+
+/// The cache a workload's strategy keeps (`None` for `Strategy::None`, which recomputes).
+pub fn for_spec(spec: &crate::WorkloadSpec) -> Result<Option<Box<dyn KvCache>>, CacheError> {
+    use crate::Strategy;
+    let g = CacheGeometry::new(
+        &spec.shape,
+        spec.window,
+        spec.k_dtype,
+        spec.v_dtype,
+        spec.batch,
+        spec.max_len(),
+        spec.block_size,
+        spec.shared_prefix,
+    )?;
+    Ok(match spec.strategy {
+        Strategy::None => None,
+        Strategy::Concat => Some(Box::new(DenseCache::new(&g, true)?)),
+        Strategy::Contiguous => Some(Box::new(DenseCache::new(&g, false)?)),
+        Strategy::Paged => Some(Box::new(PagedCache::new(&g)?)),
+        Strategy::Offload(_) => {
+            return Err(CacheError::Unsupported(
+                "the offload strategy is built by the tiers module, not by the plain cache layouts"
+                    .into(),
+            ))
+        }
+    })
+}

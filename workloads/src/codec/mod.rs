@@ -117,7 +117,7 @@ impl Codec {
                 group as usize
             }
             _ => {
-                if !dtype.kind.is_float() && head_dim % group != 0 {
+                if !dtype.kind.is_float() && !head_dim.is_multiple_of(group) {
                     return Err(CodecError::GroupDoesNotDivide {
                         dtype: name,
                         group,
@@ -129,7 +129,7 @@ impl Codec {
         };
         let hd = head_dim as usize;
         let row_code_bits = hd * dtype.kind.code_bits() as usize;
-        if row_code_bits % 8 != 0 {
+        if !row_code_bits.is_multiple_of(8) {
             return Err(CodecError::GroupDoesNotDivide {
                 dtype: name,
                 group: 8 / dtype.kind.code_bits(),
@@ -264,52 +264,72 @@ impl Codec {
                     o.copy_from_slice(&bf16::from_f32(*x).to_le_bytes());
                 }
             }
-            _ => {
+            _ if self.unit_tokens == 1 => {
+                // Token groups: contiguous channels of the one row.
                 let pb = self.param_bytes();
                 let po = self.params_offset();
-                let members = self.group_members();
-                for g in 0..self.groups_per_unit() {
-                    let idx: Vec<(usize, usize)> = members(g).collect();
-                    let vals = idx.iter().map(|&(t, c)| rows[t * hd + c]);
+                let mut codes = vec![0u32; self.group];
+                for (g, vals) in rows.chunks_exact(self.group).enumerate() {
                     let params = &mut out[po + g * pb..po + (g + 1) * pb];
-                    let codes = self.quantize_group(vals, params);
-                    for (&(t, c), code) in idx.iter().zip(codes) {
-                        self.put_code(out, t, c, code);
+                    self.quantize_group(vals.iter().copied(), params, &mut codes);
+                    self.put_codes(out, g * self.group, &codes);
+                }
+            }
+            _ => {
+                // Channel groups (KIVI keys): one channel over the unit's tokens.
+                let pb = self.param_bytes();
+                let po = self.params_offset();
+                let mut codes = vec![0u32; self.unit_tokens];
+                for ch in 0..hd {
+                    let vals = (0..self.unit_tokens).map(|t| rows[t * hd + ch]);
+                    let params = &mut out[po + ch * pb..po + (ch + 1) * pb];
+                    self.quantize_group(vals, params, &mut codes);
+                    for (t, &code) in codes.iter().enumerate() {
+                        self.put_code(out, t, ch, code);
                     }
                 }
             }
         }
     }
 
-    /// The (row, channel) pairs of group `g`.
-    fn group_members(&self) -> impl Fn(usize) -> Box<dyn Iterator<Item = (usize, usize)>> {
-        let (ut, group) = (self.unit_tokens, self.group);
-        move |g| {
-            if ut > 1 {
-                Box::new((0..ut).map(move |t| (t, g)))
-            } else {
-                Box::new((g * group..(g + 1) * group).map(|c| (0, c)))
+    /// Write consecutive codes starting at element `first` of row 0.
+    fn put_codes(&self, unit: &mut [u8], first: usize, codes: &[u32]) {
+        match self.bits() {
+            8 => unit[first..first + codes.len()]
+                .iter_mut()
+                .zip(codes)
+                .for_each(|(b, &c)| *b = c as u8),
+            4 if first.is_multiple_of(2) && codes.len().is_multiple_of(2) => unit
+                [first / 2..(first + codes.len()) / 2]
+                .iter_mut()
+                .zip(codes.chunks_exact(2))
+                .for_each(|(b, c)| *b = (c[0] | (c[1] << 4)) as u8),
+            _ => {
+                for (i, &c) in codes.iter().enumerate() {
+                    self.put_code(unit, 0, first + i, c);
+                }
             }
         }
     }
 
-    /// Choose and write one group's parameters; return its codes.
+    /// Choose and write one group's parameters; its codes go to `codes`.
     fn quantize_group(
         &self,
         vals: impl Iterator<Item = f32> + Clone,
         params: &mut [u8],
-    ) -> Vec<u32> {
+        codes: &mut [u32],
+    ) {
         let absmax = vals.clone().fold(0.0f32, |m, x| m.max(x.abs()));
         match self.quant {
             Quant::Fp8(fmt) => {
                 let scale = self.write_scalar(absmax / fmt.max(), params);
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                vals.map(|x| fmt.encode(x * inv) as u32).collect()
+                fill_codes(codes, vals.map(|x| fmt.encode(x * inv) as u32))
             }
             Quant::Nf4 => {
                 let scale = self.write_scalar(absmax, params);
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                vals.map(|x| nearest_level(x * inv) as u32).collect()
+                fill_codes(codes, vals.map(|x| nearest_level(x * inv) as u32))
             }
             Quant::Int {
                 bits,
@@ -322,8 +342,10 @@ impl Codec {
                 let scale = self.write_scalar((hi - lo) / levels, &mut params[..pb]);
                 let zero = self.write_scalar(lo, &mut params[pb..]);
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                vals.map(|x| ((x - zero) * inv).round().clamp(0.0, levels) as u32)
-                    .collect()
+                fill_codes(
+                    codes,
+                    vals.map(|x| round_even((x - zero) * inv).clamp(0.0, levels) as u32),
+                )
             }
             Quant::Int {
                 bits,
@@ -333,8 +355,10 @@ impl Codec {
                 let off = (1u32 << (bits - 1)) as f32;
                 let scale = self.write_scalar(absmax / qmax, params);
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                vals.map(|x| ((x * inv).round().clamp(-qmax, qmax) + off) as u32)
-                    .collect()
+                fill_codes(
+                    codes,
+                    vals.map(|x| (round_even(x * inv).clamp(-qmax, qmax) + off) as u32),
+                )
             }
             Quant::F32 | Quant::F16 | Quant::Bf16 => unreachable!("float kinds have no groups"),
         }
@@ -376,6 +400,21 @@ impl Codec {
         for (c, o) in out.iter_mut().enumerate().take(self.head_dim) {
             *o = self.value(unit, t, c);
         }
+    }
+}
+
+/// Round half to even without a libm call: adding and removing 1.5·2^23 leaves the
+/// nearest integer for |x| < 2^22 (codes are at most 255 in magnitude).
+#[inline]
+fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-4_194_304.0, 4_194_304.0);
+    (x + MAGIC) - MAGIC
+}
+
+fn fill_codes(codes: &mut [u32], it: impl Iterator<Item = u32>) {
+    for (c, v) in codes.iter_mut().zip(it) {
+        *c = v;
     }
 }
 

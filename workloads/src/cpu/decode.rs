@@ -39,7 +39,10 @@ impl Partial {
             }
             let (a, b) = ((self.max[h] - m).exp(), (other.max[h] - m).exp());
             self.sum[h] = self.sum[h] * a + other.sum[h] * b;
-            for (x, y) in self.acc[h * d..(h + 1) * d].iter_mut().zip(&other.acc[h * d..(h + 1) * d]) {
+            for (x, y) in self.acc[h * d..(h + 1) * d]
+                .iter_mut()
+                .zip(&other.acc[h * d..(h + 1) * d])
+            {
                 *x = *x * a + y * b;
             }
             self.max[h] = m;
@@ -50,8 +53,15 @@ impl Partial {
     pub fn finish(&self, out: &mut [f32]) {
         let d = self.acc.len() / self.max.len();
         for h in 0..self.max.len() {
-            let inv = if self.sum[h] > 0.0 { 1.0 / self.sum[h] } else { 0.0 };
-            for (o, a) in out[h * d..(h + 1) * d].iter_mut().zip(&self.acc[h * d..(h + 1) * d]) {
+            let inv = if self.sum[h] > 0.0 {
+                1.0 / self.sum[h]
+            } else {
+                0.0
+            };
+            for (o, a) in out[h * d..(h + 1) * d]
+                .iter_mut()
+                .zip(&self.acc[h * d..(h + 1) * d])
+            {
                 *o = a * inv;
             }
         }
@@ -70,7 +80,14 @@ fn locate(segs: &[Segment], mut r: usize) -> (usize, usize) {
 }
 
 /// Attend `q` (`heads × d`, already scaled by 1/√d) to rows `begin..end` of `view`.
-pub fn attend_rows(view: &HeadView, q: &[f32], heads: usize, begin: usize, end: usize, isa: Isa) -> Partial {
+pub fn attend_rows(
+    view: &HeadView,
+    q: &[f32],
+    heads: usize,
+    begin: usize,
+    end: usize,
+    isa: Isa,
+) -> Partial {
     let d = q.len() / heads;
     let mut part = Partial::new(heads, d);
     let mut s = vec![0.0f32; heads * TILE];
@@ -96,7 +113,9 @@ pub fn attend_rows(view: &HeadView, q: &[f32], heads: usize, begin: usize, end: 
             exp_inplace(sh);
             part.sum[h] = part.sum[h] * correction + sh.iter().sum::<f32>();
             if correction != 1.0 {
-                part.acc[h * d..(h + 1) * d].iter_mut().for_each(|a| *a *= correction);
+                part.acc[h * d..(h + 1) * d]
+                    .iter_mut()
+                    .for_each(|a| *a *= correction);
             }
             part.max[h] = m;
         }
@@ -162,4 +181,33 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, isa: Isa) {
             }
         }
     }
+}
+
+/// Decode attention of one layer for every sequence: `q` and `out` are
+/// `batch × kv_heads × group × d` (q already scaled by 1/√d). Returns the KV bytes read.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_layer(
+    cache: &dyn crate::cache::KvCache,
+    layer: usize,
+    batch: usize,
+    kv_heads: usize,
+    group: usize,
+    q: &[f32],
+    out: &mut [f32],
+    isa: Isa,
+) -> u64 {
+    let per_job = q.len() / (batch * kv_heads);
+    let mut jobs: Vec<DecodeJob> = out
+        .chunks_mut(per_job)
+        .zip(q.chunks(per_job))
+        .enumerate()
+        .map(|(i, (o, qg))| DecodeJob {
+            view: cache.view(layer, i / kv_heads, i % kv_heads),
+            q: qg,
+            out: o,
+        })
+        .collect();
+    let bytes = jobs.iter().map(|j| j.view.bytes_read()).sum();
+    decode_attention(&mut jobs, group, isa);
+    bytes
 }

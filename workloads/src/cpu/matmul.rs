@@ -33,12 +33,20 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A row-major matrix with `cols` columns.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: cols, cs: 1 }
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: 1, cs: cols }
+        Mat {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
 
     fn fits(&self, rows: usize, cols: usize) -> bool {
@@ -47,8 +55,21 @@ impl<'a> Mat<'a> {
 }
 
 /// `c (m×n, row-major) = [c +] a (m×k) · b (k×n)`.
-pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumulate: bool, par: Par) {
-    assert!(a.fits(m, k) && b.fits(k, n) && c.len() >= m * n, "matmul shapes");
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [f32],
+    accumulate: bool,
+    par: Par,
+) {
+    assert!(
+        a.fits(m, k) && b.fits(k, n) && c.len() >= m * n,
+        "matmul shapes"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -94,7 +115,16 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 - 1.0).collect();
         let mut c = vec![1.0f32; m * n];
-        matmul(m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c, true, Par::Single);
+        matmul(
+            m,
+            n,
+            k,
+            Mat::rows(&a, k),
+            Mat::rows(&b, n),
+            &mut c,
+            true,
+            Par::Single,
+        );
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum::<f32>();
@@ -104,7 +134,16 @@ mod tests {
         // a · bᵀ through a transposed view.
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         let mut c2 = vec![0.0f32; m * n];
-        matmul(m, n, k, Mat::rows(&a, k), Mat::transposed(&bt, k), &mut c2, false, Par::Pool);
+        matmul(
+            m,
+            n,
+            k,
+            Mat::rows(&a, k),
+            Mat::transposed(&bt, k),
+            &mut c2,
+            false,
+            Par::Pool,
+        );
         for (x, y) in c.iter().zip(&c2) {
             assert!((x - 1.0 - y).abs() < 1e-5);
         }

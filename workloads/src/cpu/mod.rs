@@ -44,7 +44,17 @@ impl Isa {
 
     /// Scores of `n` rows of `seg` against `heads` query heads (see [`scalar::scores`]).
     #[inline]
-    pub fn scores(self, seg: &Segment, row0: usize, n: usize, q: &[f32], heads: usize, out: &mut [f32], stride: usize) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn scores(
+        self,
+        seg: &Segment,
+        row0: usize,
+        n: usize,
+        q: &[f32],
+        heads: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
         #[cfg(target_arch = "x86_64")]
         if self == Isa::Avx2 && avx2::supports(seg.codec) {
             // SAFETY: `Isa::Avx2` is only produced by `detect` on CPUs with these features.
@@ -55,7 +65,17 @@ impl Isa {
 
     /// Weighted sum of `n` rows of `seg` into `acc` (see [`scalar::accumulate`]).
     #[inline]
-    pub fn accumulate(self, seg: &Segment, row0: usize, n: usize, p: &[f32], heads: usize, stride: usize, acc: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn accumulate(
+        self,
+        seg: &Segment,
+        row0: usize,
+        n: usize,
+        p: &[f32],
+        heads: usize,
+        stride: usize,
+        acc: &mut [f32],
+    ) {
         #[cfg(target_arch = "x86_64")]
         if self == Isa::Avx2 && avx2::supports(seg.codec) {
             // SAFETY: as above.
@@ -73,9 +93,10 @@ pub fn exp_inplace(xs: &mut [f32]) {
         let n = y.round();
         let f = y - n;
         let p = 1.0
-            + f * (0.693_147_2
+            + f * (std::f32::consts::LN_2
                 + f * (0.240_226_5
-                    + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
+                    + f * (0.055_504_11
+                        + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
         let bits = ((n as i32 + 127) as u32) << 23;
         *x = p * f32::from_bits(bits);
     }

@@ -32,11 +32,20 @@ pub fn prefill_flops(s: &PrefillShape, t: usize) -> f64 {
 
 /// `out[t][h][c]` for queries `q[t][h][c]` (t tokens at positions 0..t, scaled by 1/√d
 /// inside) against keys/values `k`, `v` of the same positions (`t × kv_heads × d`).
-pub fn prefill_attention(s: &PrefillShape, t: usize, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+pub fn prefill_attention(
+    s: &PrefillShape,
+    t: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
     let (hq, hk, d) = (s.q_heads, s.kv_heads, s.head_dim);
     let g = hq / hk;
     let scale = 1.0 / (d as f32).sqrt();
-    let jobs: Vec<(usize, usize)> = (0..hk).flat_map(|h| (0..t.div_ceil(Q_TILE)).map(move |b| (h, b * Q_TILE))).collect();
+    let jobs: Vec<(usize, usize)> = (0..hk)
+        .flat_map(|h| (0..t.div_ceil(Q_TILE)).map(move |b| (h, b * Q_TILE)))
+        .collect();
     let results: Vec<Vec<f32>> = jobs
         .par_iter()
         .map(|&(h, q0)| {
@@ -62,8 +71,21 @@ pub fn prefill_attention(s: &PrefillShape, t: usize, q: &[f32], k: &[f32], v: &[
                 let tk = (q0 + tq - k0).min(K_TILE);
                 let kh = &k[(k0 * hk + h) * d..];
                 let vh = &v[(k0 * hk + h) * d..];
-                let kmat = Mat { data: kh, rs: 1, cs: hk * d };
-                matmul(rows, tk, d, Mat::rows(&qb, d), kmat, &mut sc, false, Par::Single);
+                let kmat = Mat {
+                    data: kh,
+                    rs: 1,
+                    cs: hk * d,
+                };
+                matmul(
+                    rows,
+                    tk,
+                    d,
+                    Mat::rows(&qb, d),
+                    kmat,
+                    &mut sc,
+                    false,
+                    Par::Single,
+                );
                 for r in 0..rows {
                     let i = q0 + r / g;
                     let lo = first_key(i, s.window);
@@ -96,8 +118,21 @@ pub fn prefill_attention(s: &PrefillShape, t: usize, q: &[f32], k: &[f32], v: &[
                     }
                     m[r] = new_m;
                 }
-                let vmat = Mat { data: vh, rs: hk * d, cs: 1 };
-                matmul(rows, d, tk, Mat::rows(&sc, tk), vmat, &mut o, true, Par::Single);
+                let vmat = Mat {
+                    data: vh,
+                    rs: hk * d,
+                    cs: 1,
+                };
+                matmul(
+                    rows,
+                    d,
+                    tk,
+                    Mat::rows(&sc, tk),
+                    vmat,
+                    &mut o,
+                    true,
+                    Par::Single,
+                );
                 k0 += tk;
             }
             for r in 0..rows {
@@ -111,7 +146,8 @@ pub fn prefill_attention(s: &PrefillShape, t: usize, q: &[f32], k: &[f32], v: &[
         let tq = (t - q0).min(Q_TILE);
         for i in 0..tq {
             for j in 0..g {
-                out[((q0 + i) * hq + h * g + j) * d..][..d].copy_from_slice(&o[(i * g + j) * d..][..d]);
+                out[((q0 + i) * hq + h * g + j) * d..][..d]
+                    .copy_from_slice(&o[(i * g + j) * d..][..d]);
             }
         }
     }

@@ -9,16 +9,24 @@ use proptest::prelude::*;
 
 fn dtypes() -> Vec<(CacheDtype, CacheDtype)> {
     use DtypeKind::*;
-    let mut v: Vec<(CacheDtype, CacheDtype)> = [F32, F16, Bf16, Fp8E4m3, Fp8E5m2, Int8, Int4, Nf4, Int2]
-        .into_iter()
-        .map(|k| (CacheDtype::new(k), CacheDtype::new(k)))
-        .collect();
+    let mut v: Vec<(CacheDtype, CacheDtype)> =
+        [F32, F16, Bf16, Fp8E4m3, Fp8E5m2, Int8, Int4, Nf4, Int2]
+            .into_iter()
+            .map(|k| (CacheDtype::new(k), CacheDtype::new(k)))
+            .collect();
     v.push((CacheDtype::q8_0(), CacheDtype::q4_0()));
     v.push(CacheDtype::kivi(Int4, 64));
     v
 }
 
-fn geometry(kv: usize, d: usize, len: usize, k: CacheDtype, v: CacheDtype, block: usize) -> CacheGeometry {
+fn geometry(
+    kv: usize,
+    d: usize,
+    len: usize,
+    k: CacheDtype,
+    v: CacheDtype,
+    block: usize,
+) -> CacheGeometry {
     let shape = ModelShape::uniform("t", 1, kv as u32, kv as u32, d as u32, 64, 64);
     CacheGeometry::new(&shape, None, k, v, 1, len as u32, block as u32, 0).unwrap()
 }
@@ -48,7 +56,11 @@ fn decoded(segs: &[crate::cache::Segment]) -> Vec<Vec<f64>> {
         for r in s.row0..s.row0 + s.rows {
             let u = r / c.unit_tokens;
             let mut out = vec![0.0f32; c.head_dim];
-            c.decode_row(&s.bytes[u * c.unit_bytes..(u + 1) * c.unit_bytes], r % c.unit_tokens, &mut out);
+            c.decode_row(
+                &s.bytes[u * c.unit_bytes..(u + 1) * c.unit_bytes],
+                r % c.unit_tokens,
+                &mut out,
+            );
             rows.push(out.iter().map(|&x| x as f64).collect());
         }
     }
@@ -60,7 +72,11 @@ fn run(view: &HeadView, q: &[f32], heads: usize, isa: Isa) -> Vec<f32> {
     let d = q.len() / heads;
     let scaled: Vec<f32> = q.iter().map(|x| x / (d as f32).sqrt()).collect();
     let mut out = vec![0.0; q.len()];
-    let mut jobs = vec![DecodeJob { view: view.clone(), q: &scaled, out: &mut out }];
+    let mut jobs = vec![DecodeJob {
+        view: view.clone(),
+        q: &scaled,
+        out: &mut out,
+    }];
     decode_attention(&mut jobs, heads, isa);
     out
 }
@@ -79,7 +95,11 @@ fn exact(view: &HeadView, q: &[f32], heads: usize) -> Vec<f64> {
 
 fn max_rel(a: &[f32], b: &[f64]) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-30);
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max) / scale
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
 
 #[test]
@@ -96,7 +116,12 @@ fn every_dtype_and_isa_matches_f64_attention_over_the_stored_rows() {
             for isa in [Isa::Scalar, isa] {
                 let got = run(&view, &q, heads, isa);
                 let err = max_rel(&got, &want);
-                assert!(err < 2e-5, "{:?}/{:?} {isa:?} heads {heads} len {len}: {err}", k.kind, v.kind);
+                assert!(
+                    err < 2e-5,
+                    "{:?}/{:?} {isa:?} heads {heads} len {len}: {err}",
+                    k.kind,
+                    v.kind
+                );
             }
         }
     }
@@ -147,14 +172,22 @@ fn simd_tiles_equal_the_scalar_twin_on_odd_row_counts_and_head_counts() {
             Isa::Scalar.scores(seg, 1, 11, &q, heads, &mut a, stride);
             Isa::Avx2.scores(seg, 1, 11, &q, heads, &mut b, stride);
             for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{:?} scores {x} vs {y}", k.kind);
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                    "{:?} scores {x} vs {y}",
+                    k.kind
+                );
             }
             let p: Vec<f32> = (0..heads * stride).map(|i| (i % 7) as f32 * 0.1).collect();
             let (mut a, mut b) = (vec![0.5; heads * 128], vec![0.5; heads * 128]);
             Isa::Scalar.accumulate(seg, 1, 11, &p, heads, stride, &mut a);
             Isa::Avx2.accumulate(seg, 1, 11, &p, heads, stride, &mut b);
             for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{:?} accumulate {x} vs {y}", k.kind);
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                    "{:?} accumulate {x} vs {y}",
+                    k.kind
+                );
             }
         }
     }
@@ -169,7 +202,10 @@ fn fast_exp_is_accurate_over_the_softmax_range() {
     for ((x, e), i) in xs.iter().zip(&inputs).zip(&inputs) {
         let w = (*i as f64).exp();
         let err = (*x as f64 - w).abs() / w;
-        assert!(err <= 2e-7 * (1.0 + e.abs() as f64), "exp({i}) = {x} vs {w}");
+        assert!(
+            err <= 2e-7 * (1.0 + e.abs() as f64),
+            "exp({i}) = {x} vs {w}"
+        );
     }
 }
 

@@ -1,0 +1,126 @@
+//! A plan as one flat row of named columns (units in the names): the plan CSV/JSON contract,
+//! documented in results/plan-csv.md.
+
+use serde_json::{json, Value};
+
+use crate::plan::Plan;
+
+/// The fixed columns of a plan row, in order (extra sections append their own).
+pub const PLAN_COLUMNS: &[&str] = &[
+    "model",
+    "attention",
+    "layers",
+    "q_heads",
+    "kv_heads",
+    "head_dim",
+    "sliding_layers",
+    "cache_dtype",
+    "k_bits_per_element",
+    "v_bits_per_element",
+    "kv_bytes_per_token",
+    "kv_bytes_per_token_per_layer",
+    "seq_tokens",
+    "batch",
+    "seq_bytes",
+    "batch_bytes",
+    "block_size_tokens",
+    "paged_bytes",
+    "paged_waste_bytes",
+    "shared_prefix_tokens",
+    "shared_prefix_paged_bytes",
+    "window_rule",
+    "gpu",
+    "gpus",
+    "tp",
+    "pp",
+    "weights_dtype",
+    "weights_bytes_per_gpu",
+    "usable_bytes_per_gpu",
+    "reserve_bytes_per_gpu",
+    "kv_budget_bytes_per_gpu",
+    "kv_heads_per_gpu",
+    "kv_heads_replicated",
+    "block_bytes",
+    "blocks_per_gpu",
+    "token_capacity",
+    "max_seqs",
+    "concurrency",
+    "max_context_tokens_at_batch",
+    "decode_step_ms_min",
+    "decode_tokens_per_s_max",
+    "ttft_ms_min",
+];
+
+fn opt<T: Into<Value>>(v: Option<T>) -> Value {
+    v.map_or(Value::Null, Into::into)
+}
+
+/// The row of one plan; absent figures (no deployment, unpaged dtype) are null.
+pub fn plan_row(p: &Plan) -> Vec<(String, Value)> {
+    let c = p.capacity.as_ref();
+    let b = p.bounds.as_ref();
+    let values: Vec<Value> = vec![
+        json!(p.model),
+        json!(p.attention),
+        json!(p.layers),
+        json!(p.q_heads),
+        json!(p.kv_heads),
+        json!(p.head_dim),
+        json!(p.sliding_layers),
+        json!(p.cache_dtype),
+        json!(p.k_bits_per_element),
+        json!(p.v_bits_per_element),
+        json!(p.bytes_per_token),
+        json!(p.bytes_per_token_per_layer),
+        json!(p.seq),
+        json!(p.batch),
+        json!(p.seq_bytes),
+        json!(p.batch_bytes),
+        json!(p.block_size),
+        opt(p.paged_bytes),
+        opt(p.paged_waste_bytes),
+        json!(p.shared_prefix),
+        opt(p.shared_prefix_paged_bytes),
+        json!(p.window_rule.name()),
+        opt(p.gpu.clone()),
+        opt(p.gpus),
+        opt(p.tp),
+        opt(p.pp),
+        opt(p.weights_dtype.clone()),
+        opt(c.map(|c| c.weights_bytes_per_gpu)),
+        opt(c.map(|c| c.usable_bytes_per_gpu)),
+        opt(c.map(|c| c.reserve_bytes_per_gpu)),
+        opt(c.map(|c| c.kv_budget_bytes_per_gpu)),
+        opt(c.map(|c| c.kv_heads_per_gpu)),
+        opt(c.map(|c| c.kv_heads_replicated)),
+        opt(c.map(|c| c.block_bytes)),
+        opt(c.map(|c| c.blocks)),
+        opt(c.map(|c| c.token_capacity)),
+        opt(c.map(|c| c.max_seqs)),
+        opt(c.map(|c| c.concurrency)),
+        opt(c.and_then(|c| c.max_context_at_batch)),
+        opt(b.map(|b| b.decode_step_ms_min)),
+        opt(b.map(|b| b.decode_tokens_per_s_max)),
+        opt(b.map(|b| b.ttft_ms_min)),
+    ];
+    let mut row: Vec<(String, Value)> = PLAN_COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .zip(values)
+        .collect();
+    for section in &p.extra {
+        for (name, value) in &section.rows {
+            row.push((name.clone(), json!(value)));
+        }
+    }
+    row
+}
+
+/// A cell as CSV/markdown text: null is empty, numbers and strings as written.
+pub fn cell_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,271 @@
+//! `kvbench plan` driven as a user would: figures from REFERENCE.md, formats, sweeps, errors.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn kvbench() -> Command {
+    Command::cargo_bin("kvbench").unwrap()
+}
+
+/// Runs `kvbench plan <args> --format json` and returns its rows.
+fn rows(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = kvbench()
+        .arg("plan")
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn fixture(key: &str) -> String {
+    format!(
+        "{}/planner/tests/fixtures/{key}.json",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn default_table_answers_llama3_70b() {
+    kvbench()
+        .args(["plan", "--model", "llama3-70b"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("320 KiB"))
+        .stdout(predicate::str::contains("1.25 GiB (1,342,177,280 B)"));
+}
+
+#[test]
+fn reference_bytes_per_token_through_the_cli() {
+    let r = rows(&[
+        "--model",
+        "opt-13b,llama2-7b,llama3-70b,llama3.1-8b,qwen2.5-7b,deepseek-v3",
+    ]);
+    let got: Vec<f64> = r
+        .iter()
+        .map(|row| row["kv_bytes_per_token"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![819_200.0, 524_288.0, 327_680.0, 131_072.0, 57_344.0, 70_272.0]
+    );
+}
+
+#[test]
+fn worked_example_512_mib_and_what_if_attention() {
+    let r = rows(&["--model", "llama2-7b", "--seq", "1024"]);
+    assert_eq!(r[0]["seq_bytes"], 536_870_912u64);
+    // Llama-3-70B at 4096 tokens as MHA would need 10 GiB; GQA-8 saves 87.5%.
+    let r = rows(&["--model", "llama3-70b", "--attention", "mha"]);
+    assert_eq!(r[0]["seq_bytes"], 10u64 << 30);
+    assert_eq!(r[0]["kv_heads"], 64);
+}
+
+#[test]
+fn sweeps_are_cross_products() {
+    let r = rows(&[
+        "--model",
+        "llama3-8b,qwen3-8b",
+        "--seq",
+        "1024,2048",
+        "--batch",
+        "1,4",
+        "--cache-dtype",
+        "f16,int8",
+    ]);
+    assert_eq!(r.len(), 16);
+    // Linear in batch: batch 4 holds four times batch 1.
+    let find = |model: &str, seq: u64, batch: u64, dtype: &str| {
+        r.iter()
+            .find(|x| {
+                x["model"] == model
+                    && x["seq_tokens"] == seq
+                    && x["batch"] == batch
+                    && x["cache_dtype"] == dtype
+            })
+            .unwrap()["batch_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        find("Qwen3-8B", 2048, 4, "f16"),
+        4 * find("Qwen3-8B", 2048, 1, "f16")
+    );
+    // Llama-3-8B, 1024 tokens, f16: 128 KiB x 1024 = 128 MiB.
+    assert_eq!(find("Llama-3-8B", 1024, 1, "f16"), 128 << 20);
+}
+
+#[test]
+fn k_and_v_dtypes_can_differ_and_bits_are_shown() {
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--k-dtype",
+        "q8_0",
+        "--v-dtype",
+        "q4_0",
+    ]);
+    assert_eq!(r[0]["k_bits_per_element"], 8.5);
+    assert_eq!(r[0]["v_bits_per_element"], 4.5);
+    // (8.5 + 4.5) / 32 of f16's 131,072 B/token.
+    assert_eq!(r[0]["kv_bytes_per_token"], 131_072.0 * 13.0 / 32.0);
+    let r = rows(&["--model", "llama3-8b", "--cache-dtype", "kivi2/r64"]);
+    assert_eq!(r[0]["cache_dtype"], "kivi2/r64");
+    assert!(r[0]["paged_bytes"].is_null());
+}
+
+#[test]
+fn kv_budget_capacity_matches_vllm_blocks() {
+    let r = rows(&[
+        "--model",
+        "llama3-70b",
+        "--kv-budget",
+        "58.5GiB",
+        "--tp",
+        "8",
+        "--seq",
+        "8192",
+    ]);
+    assert_eq!(r[0]["token_capacity"], 1_533_536);
+    assert_eq!(r[0]["kv_heads_per_gpu"], 1);
+    assert_eq!(r[0]["max_seqs"], 187);
+}
+
+#[test]
+fn gpu_capacity_states_its_reserve_and_bounds() {
+    kvbench()
+        .args([
+            "plan",
+            "--model",
+            "llama3-70b",
+            "--gpu",
+            "h100",
+            "--gpus",
+            "8",
+            "--tp",
+            "8",
+            "--reserve",
+            "2GiB",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("given (--reserve)"))
+        .stdout(predicate::str::contains("token capacity"))
+        .stdout(predicate::str::contains("decode bound"));
+    let r = rows(&[
+        "--model",
+        "llama3-70b",
+        "--gpu",
+        "h100",
+        "--tp",
+        "8",
+        "--reserve",
+        "2GiB",
+    ]);
+    // 79.19 GiB x 0.9 - 2 GiB - 70.55e9 x 2 B / 8, in whole 655,360 B blocks of 16 tokens.
+    let available = (79.19f64 * (1u64 << 30) as f64).round() * 0.9;
+    let available = available as u64 - (2u64 << 30) - 17_637_500_000;
+    assert_eq!(r[0]["token_capacity"], available / 655_360 * 16);
+}
+
+#[test]
+fn config_json_of_each_family_is_read() {
+    for (key, per_token) in [
+        ("llama3-70b", 327_680.0),
+        ("deepseek-v3", 70_272.0),
+        ("gemma3-27b", 2.0 * 16.0 * 128.0 * 2.0 * 62.0),
+        ("qwen2.5-7b", 57_344.0),
+        ("falcon-7b", 32.0 * 2.0 * 64.0 * 2.0),
+    ] {
+        let r = rows(&["--config", &fixture(key)]);
+        assert_eq!(r[0]["kv_bytes_per_token"], per_token, "{key}");
+    }
+}
+
+#[test]
+fn csv_and_markdown_share_the_columns() {
+    let out = kvbench()
+        .args(["plan", "--model", "llama3-8b", "--format", "csv"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    assert!(header.iter().any(|h| h == "kv_bytes_per_token"));
+    assert!(header.iter().any(|h| h == "token_capacity"));
+    assert_eq!(reader.records().count(), 1);
+    kvbench()
+        .args(["plan", "--model", "llama3-8b", "--format", "md"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("| kv_bytes_per_token |"));
+}
+
+/// Each bad input: one line on stderr naming the value, non-zero exit, no panic.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = kvbench().arg("plan").args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    fails_with(&["--model", "llama3-7b"], "did you mean llama3-70b");
+    fails_with(&["--seq", "0"], "sequence length = 0");
+    fails_with(&["--batch", "0"], "batch = 0");
+    fails_with(
+        &["--model", "llama3-70b", "--gpu", "h100", "--tp", "3"],
+        "tp = 3 does not divide",
+    );
+    fails_with(&["--cache-dtype", "int3"], "unknown cache dtype 'int3'");
+    fails_with(&["--gpu", "h300"], "unknown GPU 'h300'");
+    fails_with(&["--kv-budget", "lots"], "cannot read size 'lots'");
+    fails_with(
+        &["--model", "llama3-70b", "--kv-budget", "1MiB"],
+        "fits 0 sequences",
+    );
+    fails_with(
+        &["--model", "llama3-70b", "--gpu", "l4"],
+        "no room for the KV cache",
+    );
+    fails_with(&["--attention", "gqa:3"], "gqa:3");
+    fails_with(
+        &["--config", "/nonexistent/config.json"],
+        "cannot read --config",
+    );
+}
+
+#[test]
+fn bad_config_files_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_json = dir.path().join("not.json");
+    std::fs::write(&not_json, "{ this is not json").unwrap();
+    fails_with(&["--config", not_json.to_str().unwrap()], "not valid JSON");
+    let missing = dir.path().join("missing.json");
+    std::fs::write(
+        &missing,
+        r#"{"num_attention_heads": 8, "hidden_size": 512}"#,
+    )
+    .unwrap();
+    fails_with(
+        &["--config", missing.to_str().unwrap()],
+        "num_hidden_layers",
+    );
+}
+
+#[test]
+fn negative_sizes_are_refused_by_the_parser() {
+    kvbench()
+        .args(["plan", "--seq", "-5"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("-5"));
+}

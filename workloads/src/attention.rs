@@ -1,0 +1,371 @@
+//! The attention-only workload: per layer, cache write + attention, with synthetic Q/K/V, so
+//! a kernel can be compared with other engines' attention at the same shapes.
+//!
+//! Prefill is either real causal attention over the prompt ([`PrefillMode::Attention`]: TTFT
+//! is the attention time plus the cache writes) or a fill of the cache with the prompt's K/V
+//! rows ([`PrefillMode::Fill`]: TTFT is only the cache-write time), which lets long contexts
+//! (32K tokens) be reached without minutes of O(S²) prefill.
+
+use crate::accuracy::pair_bound;
+use crate::cache::{self, KvCache};
+use crate::cpu::decode::decode_layer;
+use crate::cpu::prefill::{prefill_attention, prefill_flops, PrefillShape};
+use crate::cpu::Isa;
+use crate::reference;
+use crate::synth;
+use crate::workload::{MemoryUse, Verification, Workload};
+use crate::{WorkloadError, WorkloadSpec};
+use rayon::prelude::*;
+
+const TAG_Q: u64 = 0x51;
+const TAG_K: u64 = 0x4b;
+const TAG_V: u64 = 0x56;
+/// Queries are drawn wider than keys so softmax is far from uniform (a peaked attention
+/// pattern, as in trained models, where cache errors show).
+const Q_SCALE: f32 = 3.0;
+
+/// What the prefill of an attention workload does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefillMode {
+    /// Causal attention over the prompt, then its K/V written to the cache.
+    Attention,
+    /// Only write the prompt's K/V rows to the cache (no attention).
+    Fill,
+}
+
+/// Attention over a cache, every layer with its own cache.
+pub struct AttentionWorkload {
+    spec: WorkloadSpec,
+    mode: PrefillMode,
+    isa: Isa,
+    cache: Option<Box<dyn KvCache>>,
+    /// Tokens processed per sequence.
+    pos: usize,
+    /// Last attention outputs: `[layer][batch × q_heads × d]`.
+    last: Vec<Vec<f32>>,
+    /// Position the last outputs belong to.
+    last_pos: Option<usize>,
+    bytes_read: u64,
+}
+
+impl AttentionWorkload {
+    /// Build with an empty cache.
+    pub fn new(spec: &WorkloadSpec, mode: PrefillMode) -> Result<Self, WorkloadError> {
+        let cache = cache::for_spec(spec).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+        Ok(AttentionWorkload {
+            spec: spec.clone(),
+            mode,
+            isa: Isa::detect(),
+            cache,
+            pos: 0,
+            last: vec![Vec::new(); spec.shape.layers as usize],
+            last_pos: None,
+            bytes_read: 0,
+        })
+    }
+
+    /// Use this instruction set instead of the detected one (tests, comparisons).
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa;
+        self
+    }
+
+    fn dims(&self) -> (usize, usize, usize, usize) {
+        let s = &self.spec.shape;
+        (
+            s.q_heads as usize,
+            s.kv_heads as usize,
+            s.head_dim as usize,
+            self.spec.batch as usize,
+        )
+    }
+
+    fn window(&self, layer: usize) -> Option<usize> {
+        cache::CacheGeometry::new(
+            &self.spec.shape,
+            self.spec.window,
+            self.spec.k_dtype,
+            self.spec.v_dtype,
+            1,
+            1,
+            1,
+            0,
+        )
+        .map(|g| g.windows[layer])
+        .unwrap_or(None)
+    }
+
+    /// The sequence whose inputs `seq` uses at `pos` (the shared prefix is sequence 0's).
+    fn source(&self, seq: usize, pos: usize) -> u64 {
+        if pos < self.spec.shared_prefix as usize {
+            0
+        } else {
+            seq as u64
+        }
+    }
+
+    /// Rows of `tag` for positions `p0..p1` of (layer, seq): `(p1 − p0) × heads × d`.
+    fn rows(
+        &self,
+        tag: u64,
+        layer: usize,
+        seq: usize,
+        p0: usize,
+        p1: usize,
+        heads: usize,
+    ) -> Vec<f32> {
+        let d = self.spec.shape.head_dim as usize;
+        let scale = if tag == TAG_Q { Q_SCALE } else { 1.0 };
+        let mut out = vec![0.0f32; (p1 - p0) * heads * d];
+        out.par_chunks_mut(heads * d)
+            .enumerate()
+            .for_each(|(i, row)| {
+                let p = p0 + i;
+                let s = synth::stream(
+                    self.spec.seed,
+                    tag,
+                    layer as u64,
+                    self.source(seq, p),
+                    p as u64,
+                );
+                synth::fill(s, scale, row);
+            });
+        out
+    }
+
+    /// Causal attention of positions `0..t` of (layer, seq); returns the last position's output.
+    fn full_attention(&self, layer: usize, seq: usize, t: usize) -> Vec<f32> {
+        let (hq, hk, d, _) = self.dims();
+        let q = self.rows(TAG_Q, layer, seq, 0, t, hq);
+        let k = self.rows(TAG_K, layer, seq, 0, t, hk);
+        let v = self.rows(TAG_V, layer, seq, 0, t, hk);
+        let shape = PrefillShape {
+            q_heads: hq,
+            kv_heads: hk,
+            head_dim: d,
+            window: self.window(layer),
+        };
+        let mut out = vec![0.0f32; t * hq * d];
+        prefill_attention(&shape, t, &q, &k, &v, &mut out);
+        out[(t - 1) * hq * d..].to_vec()
+    }
+
+    fn fill(&mut self, p0: usize, p1: usize) -> Result<(), WorkloadError> {
+        let (_, hk, d, b) = self.dims();
+        for layer in 0..self.spec.shape.layers as usize {
+            for seq in 0..b {
+                let k = self.rows(TAG_K, layer, seq, p0, p1, hk);
+                let v = self.rows(TAG_V, layer, seq, p0, p1, hk);
+                let cache = self.cache.as_mut().expect("fill needs a cache");
+                for (kr, vr) in k.chunks(hk * d).zip(v.chunks(hk * d)) {
+                    cache
+                        .append(layer, seq, kr, vr)
+                        .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the prompt, with `prompt_len` tokens, in this workload's mode.
+    fn run_prefill(&mut self, prompt_len: usize, mode: PrefillMode) -> Result<(), WorkloadError> {
+        let (_, _, _, b) = self.dims();
+        if self.cache.is_some() {
+            self.fill(0, prompt_len)?;
+        }
+        if mode == PrefillMode::Attention || self.cache.is_none() {
+            let layers = self.spec.shape.layers as usize;
+            for layer in 0..layers {
+                let outs: Vec<Vec<f32>> = (0..b)
+                    .map(|seq| self.full_attention(layer, seq, prompt_len))
+                    .collect();
+                self.last[layer] = outs.concat();
+            }
+            self.last_pos = Some(prompt_len - 1);
+        }
+        self.pos = prompt_len;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<(), WorkloadError> {
+        let (hq, hk, d, b) = self.dims();
+        let pos = self.pos;
+        if pos >= self.spec.max_len() as usize {
+            return Err(WorkloadError::Invalid(format!(
+                "decode step {} past prompt + gen = {}; call reset() first",
+                pos + 1,
+                self.spec.max_len()
+            )));
+        }
+        let layers = self.spec.shape.layers as usize;
+        let mut bytes = 0;
+        if self.cache.is_none() {
+            // No cache: recompute K/V of every token so far and attend again (use_cache=False).
+            for layer in 0..layers {
+                let outs: Vec<Vec<f32>> = (0..b)
+                    .map(|seq| self.full_attention(layer, seq, pos + 1))
+                    .collect();
+                self.last[layer] = outs.concat();
+                bytes += (b * (pos + 1) * hk * d * 2 * 4) as u64;
+            }
+        } else {
+            self.fill(pos, pos + 1)?;
+            let inv = 1.0 / (d as f32).sqrt();
+            for layer in 0..layers {
+                let mut q = Vec::with_capacity(b * hq * d);
+                for seq in 0..b {
+                    q.extend(
+                        self.rows(TAG_Q, layer, seq, pos, pos + 1, hq)
+                            .iter()
+                            .map(|x| x * inv),
+                    );
+                }
+                let mut out = vec![0.0f32; b * hq * d];
+                let cache = self.cache.as_deref().expect("checked above");
+                bytes += decode_layer(cache, layer, b, hk, hq / hk, &q, &mut out, self.isa);
+                self.last[layer] = out;
+            }
+        }
+        self.bytes_read = bytes;
+        self.last_pos = Some(pos);
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// f64 attention output of (layer, seq) at `pos`, from the definition.
+    fn reference(&self, layer: usize, seq: usize, pos: usize) -> Vec<f64> {
+        let (hq, hk, d, _) = self.dims();
+        let lo = self
+            .window(layer)
+            .map_or(0, |w| (pos + 1).saturating_sub(w));
+        let to64 = |x: Vec<f32>| -> Vec<Vec<f64>> {
+            x.chunks(d)
+                .map(|r| r.iter().map(|&v| v as f64).collect())
+                .collect()
+        };
+        let q = to64(self.rows(TAG_Q, layer, seq, pos, pos + 1, hq));
+        let k = to64(self.rows(TAG_K, layer, seq, lo, pos + 1, hk));
+        let v = to64(self.rows(TAG_V, layer, seq, lo, pos + 1, hk));
+        (0..hq)
+            .flat_map(|h| {
+                let kh = h / (hq / hk);
+                let keys: Vec<Vec<f64>> = k.iter().skip(kh).step_by(hk).cloned().collect();
+                let vals: Vec<Vec<f64>> = v.iter().skip(kh).step_by(hk).cloned().collect();
+                reference::attend(&q[h], &keys, &vals)
+            })
+            .collect()
+    }
+}
+
+impl Workload for AttentionWorkload {
+    fn spec(&self) -> &WorkloadSpec {
+        &self.spec
+    }
+
+    fn verify(&mut self) -> Result<Verification, WorkloadError> {
+        self.reset()?;
+        let prompt = self.spec.prompt as usize;
+        let mut steps = self.spec.gen as usize;
+        if self.mode == PrefillMode::Fill && self.cache.is_some() {
+            // A fill computes nothing to check: fill all but the last prompt token and
+            // produce that token with a decode step.
+            self.run_prefill(prompt - 1, PrefillMode::Fill)?;
+            steps += 1;
+        } else {
+            self.run_prefill(prompt, self.mode)?;
+        }
+        for _ in 0..steps {
+            self.step()?;
+        }
+        let pos = self.last_pos.expect("at least one output");
+        let (hq, _, d, b) = self.dims();
+        let mut got = Vec::new();
+        let mut want = Vec::new();
+        for layer in 0..self.spec.shape.layers as usize {
+            for seq in 0..b {
+                got.extend(
+                    self.last[layer][seq * hq * d..(seq + 1) * hq * d]
+                        .iter()
+                        .map(|&x| x as f64),
+                );
+                want.extend(self.reference(layer, seq, pos));
+            }
+        }
+        self.reset()?;
+        let rel_error = reference::rel_error(&got, &want);
+        let cosine = reference::cosine(&got, &want);
+        let bound = pair_bound(&self.spec.k_dtype, &self.spec.v_dtype);
+        Ok(verdict(rel_error, cosine, bound))
+    }
+
+    fn reset(&mut self) -> Result<(), WorkloadError> {
+        if let Some(c) = self.cache.as_mut() {
+            c.reset();
+        }
+        self.pos = 0;
+        self.last_pos = None;
+        self.bytes_read = 0;
+        Ok(())
+    }
+
+    fn prefill(&mut self) -> Result<(), WorkloadError> {
+        if self.pos != 0 {
+            return Err(WorkloadError::Invalid(
+                "prefill after decoding; call reset() first".into(),
+            ));
+        }
+        self.run_prefill(self.spec.prompt as usize, self.mode)
+    }
+
+    fn decode_step(&mut self) -> Result<(), WorkloadError> {
+        self.step()
+    }
+
+    fn memory(&self) -> MemoryUse {
+        self.cache
+            .as_ref()
+            .map_or(MemoryUse::default(), |c| c.memory())
+    }
+
+    fn kv_bytes_read_last_step(&self) -> u64 {
+        self.bytes_read
+    }
+
+    fn prefill_flops(&self) -> f64 {
+        if self.mode == PrefillMode::Fill && self.cache.is_some() {
+            return 0.0;
+        }
+        let (hq, hk, d, b) = self.dims();
+        (0..self.spec.shape.layers as usize)
+            .map(|l| {
+                let s = PrefillShape {
+                    q_heads: hq,
+                    kv_heads: hk,
+                    head_dim: d,
+                    window: self.window(l),
+                };
+                b as f64 * prefill_flops(&s, self.spec.prompt as usize)
+            })
+            .sum()
+    }
+}
+
+/// A verification result against `bound` (and the cosine floor that goes with it).
+pub(crate) fn verdict(rel_error: f64, cosine: f64, bound: f64) -> Verification {
+    let floor = crate::accuracy::cosine_floor(bound);
+    let passed = rel_error <= bound && cosine >= floor && rel_error.is_finite();
+    let detail = if passed {
+        String::new()
+    } else {
+        format!(
+            "rel_error {rel_error:.3e} (bound {bound:.1e}), cosine {cosine:.6} (floor {floor:.6})"
+        )
+    };
+    Verification {
+        passed,
+        rel_error,
+        cosine,
+        bound,
+        detail,
+    }
+}
