@@ -70,6 +70,13 @@ pub fn varying(t: &CsvTable, rows: &[usize]) -> Vec<String> {
         .collect()
 }
 
+/// Rows in the order of the whole sweep (`sweep_index`), so shards merged in any order read
+/// as one run; rows without an index keep their order, after those with one.
+pub fn sweep_order(t: &CsvTable, mut rows: Vec<usize>) -> Vec<usize> {
+    rows.sort_by_key(|&r| t.num(r, "sweep_index").map_or(u64::MAX, |v| v as u64));
+    rows
+}
+
 /// The cache dtype of a row: `int8`, or `int4/f16` when K and V differ.
 pub fn dtype(t: &CsvTable, r: usize) -> String {
     let (k, v) = (t.get(r, "k_dtype"), t.get(r, "v_dtype"));
@@ -144,6 +151,15 @@ mod tests {
         // Other columns are kept even when few rows make them look redundant.
         let tab = t("strategy,k_dtype,tokens_per_s\ncontiguous,f16,1\npaged,int8,2\n");
         assert_eq!(varying(&tab, &[0, 1]), ["strategy", "k_dtype"]);
+    }
+
+    #[test]
+    fn shards_read_in_sweep_order() {
+        let tab = t("sweep_index,tokens_per_s\n2,1\n0,2\n\n");
+        let tab2 = t("sweep_index,tokens_per_s\n1,3\n,4\n");
+        let mut all = tab.clone();
+        all.append(tab2);
+        assert_eq!(sweep_order(&all, vec![0, 1, 2, 3]), [1, 2, 0, 3]);
     }
 
     #[test]
