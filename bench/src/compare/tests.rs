@@ -413,3 +413,23 @@ fn a_plan_csv_is_not_a_run() {
         .to_string();
     assert!(msg.contains("plan.csv is not a run CSV"), "{msg}");
 }
+
+#[test]
+fn a_single_pair_is_held_to_its_own_wider_threshold() {
+    let mut th = ci_like_ratios();
+    // One quiet pair 60% worse: beyond a 15% threshold, within a 100% pair threshold.
+    let base = sweep(1.0, 0.01);
+    let mut new = base.clone();
+    new[4].tpot_ms *= 1.6;
+    new[4].itl_p50_ms *= 1.6;
+    new[4].tokens_per_s /= 1.6;
+    let opts = |th: Thresholds| Options {
+        thresholds: th,
+        timing: TimingMode::Ratios,
+        allow_missing: false,
+    };
+    assert!(!run(&base, &new, &opts(th.clone())).passed());
+    th.ratio[0].pair_threshold = Some(1.0);
+    let c = run(&base, &new, &opts(th));
+    assert!(c.passed(), "{}", render::render(&c, true));
+}
