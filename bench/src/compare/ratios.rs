@@ -175,6 +175,9 @@ pub fn check(
         });
     }
     if let Some(f) = median_of(&out, better, threshold) {
+        if !spec.check_pairs {
+            out.clear();
+        }
         out.push(f);
     }
     if out.is_empty() {

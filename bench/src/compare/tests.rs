@@ -430,6 +430,18 @@ fn a_single_pair_is_held_to_its_own_wider_threshold() {
     };
     assert!(!run(&base, &new, &opts(th.clone())).passed());
     th.ratio[0].pair_threshold = Some(1.0);
+    let c = run(&base, &new, &opts(th.clone()));
+    assert!(c.passed(), "{}", render::render(&c, true));
+    // With pairs off, only the median (unchanged: one pair of four moved) is reported.
+    th.ratio[0].pair_threshold = None;
+    th.ratio[0].check_pairs = false;
     let c = run(&base, &new, &opts(th));
     assert!(c.passed(), "{}", render::render(&c, true));
+    let ratio: Vec<&Finding> = c
+        .findings
+        .iter()
+        .filter(|f| f.metric.contains('/'))
+        .collect();
+    assert_eq!(ratio.len(), 1);
+    assert_eq!(ratio[0].workload, "median of 4 pairs");
 }

@@ -65,6 +65,14 @@ pub struct RatioSpec {
     /// Relative change allowed for a single pair (also beyond its spread); defaults to
     /// `threshold`. Single pairs swing far more than the median on a shared machine.
     pub pair_threshold: Option<f64>,
+    /// Judge single pairs at all (default true). Off, only the median over all pairs gates:
+    /// on a shared machine single pairs swing too far to mean anything.
+    #[serde(default = "yes")]
+    pub check_pairs: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Thresholds {
