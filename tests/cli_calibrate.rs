@@ -72,5 +72,5 @@ fn errors_name_the_bad_value() {
         .args(["calibrate", "--backend", "tpu"])
         .assert()
         .failure()
-        .stderr(predicate::str::contains("--backend tpu"));
+        .stderr(predicate::str::contains("--backend \"tpu\""));
 }

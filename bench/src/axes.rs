@@ -105,6 +105,43 @@ pub fn registry_shape(name: &str, layers: Option<u32>) -> Result<ModelShape, Axi
     Ok(shape)
 }
 
+/// The shape in a Hugging Face `config.json`, named after the file's folder (or stem).
+pub fn config_shape(path: &std::path::Path, layers: Option<u32>) -> Result<ModelShape, AxisError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        AxisError::Model(format!(
+            "cannot read --config {}: {e}; give the path of a Hugging Face config.json",
+            path.display()
+        ))
+    })?;
+    let name = config_name(path);
+    let info = kvbench_planner::config::parse_config(&text, &name)
+        .map_err(|e| AxisError::Model(format!("--config {}: {e}", path.display())))?;
+    let mut shape = info.shape;
+    shape.name = name;
+    if let Some(n) = layers {
+        cut_layers(&mut shape, n)?;
+    }
+    Ok(shape)
+}
+
+/// `models/Qwen2.5-7B/config.json` → `Qwen2.5-7B`; `qwen.json` → `qwen`.
+fn config_name(path: &std::path::Path) -> String {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("config");
+    if stem == "config" {
+        if let Some(dir) = path
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|d| d.to_str())
+        {
+            return dir.to_string();
+        }
+    }
+    stem.to_string()
+}
+
 /// Keep the first `n` layers (and their attention kinds).
 pub fn cut_layers(shape: &mut ModelShape, n: u32) -> Result<(), AxisError> {
     if n > shape.layers {
@@ -183,5 +220,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no-such-model-xyz"), "{e}");
+    }
+
+    #[test]
+    fn config_json_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("Qwen2.5-7B");
+        std::fs::create_dir(&folder).unwrap();
+        let path = folder.join("config.json");
+        // Qwen2.5-7B's published config.json (the fields that shape the cache).
+        std::fs::write(
+            &path,
+            r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":3584,"intermediate_size":18944,
+            "num_attention_heads":28,"num_hidden_layers":28,"num_key_value_heads":4,
+            "max_position_embeddings":32768,"sliding_window":131072,"use_sliding_window":false,
+            "vocab_size":152064,"model_type":"qwen2"}"#,
+        )
+        .unwrap();
+        let shape = config_shape(&path, Some(3)).unwrap();
+        assert_eq!(shape.name, "Qwen2.5-7B");
+        assert_eq!(
+            (shape.layers, shape.q_heads, shape.kv_heads, shape.head_dim),
+            (3, 28, 4, 128)
+        );
+        let e = config_shape(&dir.path().join("missing.json"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.json"), "{e}");
     }
 }

@@ -69,6 +69,22 @@ pub struct Calibration {
     pub gemm_gflops: f64,
     /// Square GEMM size used.
     pub gemm_n: u32,
+    /// The GPU's limits, when calibrated with `--backend cuda`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuLimits>,
+}
+
+/// Measured limits of GPU 0 (`kvbench calibrate --backend cuda`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuLimits {
+    /// The GPU as the `gpu` CSV column names it.
+    pub device: String,
+    /// Device-to-device copy, bytes read + written per second (GB/s).
+    pub copy_gbps: f64,
+    /// cuBLAS SGEMM rate (GFLOP/s).
+    pub gemm_f32_gflops: f64,
+    /// cuBLAS f16 GEMM rate with f32 accumulation (GFLOP/s).
+    pub gemm_f16_gflops: f64,
 }
 
 /// How long and how large to measure.
@@ -141,6 +157,24 @@ impl Calibration {
             self.read_gbps_1t
         } else {
             self.read_gbps
+        }
+    }
+
+    /// (bandwidth GB/s, GEMM GFLOP/s) a workload on `backend` with `threads` CPU threads is
+    /// measured against; `None` when this calibration does not cover that backend.
+    pub fn limits_for(
+        &self,
+        backend: kvbench_workloads::Backend,
+        threads: u32,
+    ) -> Option<(f64, f64)> {
+        match backend {
+            kvbench_workloads::Backend::Cpu => Some((
+                self.read_limit_gbps(threads),
+                self.gemm_limit_gflops(threads),
+            )),
+            kvbench_workloads::Backend::Cuda => {
+                self.gpu.as_ref().map(|g| (g.copy_gbps, g.gemm_f32_gflops))
+            }
         }
     }
 
@@ -227,6 +261,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
         gemm_gflops_1t,
         gemm_gflops,
         gemm_n: n as u32,
+        gpu: None,
     })
 }
 

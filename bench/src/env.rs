@@ -20,6 +20,8 @@ pub struct Environment {
     pub kvbench_version: String,
     /// Commit of the source tree kvbench was built from, `-dirty` if it had changes.
     pub git_commit: String,
+    /// The GPU CUDA rows ran on (set by the caller when a sweep has any); empty otherwise.
+    pub gpu: String,
 }
 
 impl Environment {
@@ -48,6 +50,7 @@ impl Environment {
             os,
             kvbench_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: git_commit(),
+            gpu: String::new(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod env;
 pub mod export;
 pub mod matrix;
 pub mod memory;
+pub mod offload;
 pub mod record;
 pub mod report;
 pub mod runner;

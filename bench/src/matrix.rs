@@ -174,6 +174,9 @@ impl Matrix {
         for shape in &self.shapes {
             check_shape(shape)?;
         }
+        for pair in &self.dtypes {
+            check_residual(pair)?;
+        }
         Ok(())
     }
 }
@@ -240,6 +243,30 @@ pub fn check_shape(shape: &ModelShape) -> Result<(), MatrixError> {
             shape.layer_kinds.len(),
             shape.layers
         ));
+    }
+    Ok(())
+}
+
+/// Keys grouped per channel (KIVI) flush whole groups of tokens out of the f16 residual, so
+/// the residual must hold at least one group.
+fn check_residual(pair: &KvDtypes) -> Result<(), MatrixError> {
+    let k = &pair.k;
+    if k.kind.is_float() || k.axis != GroupAxis::Channel || k.residual == 0 {
+        return Ok(());
+    }
+    // Channel groups run over tokens, so the group length does not depend on head_dim.
+    let group = k.group_len(0);
+    if k.residual < group {
+        return Err(MatrixError::BadValue {
+            axis: "residual",
+            value: k.residual.to_string(),
+            why: format!(
+                "{} groups keys over {group} tokens, so its f16 residual must hold at least \
+                 {group} tokens (e.g. {}/r{group})",
+                pair.label(),
+                pair.label().split('/').next().unwrap_or("kivi")
+            ),
+        });
     }
     Ok(())
 }
@@ -375,19 +402,19 @@ impl std::fmt::Display for Shard {
 }
 
 impl Shard {
-    /// Whether the workload at `position` (0-based, in sweep order) belongs to this shard.
-    /// Round-robin, so each shard gets a similar mix of small and large workloads.
-    pub fn owns(&self, position: usize) -> bool {
-        position % self.count as usize == (self.index - 1) as usize
+    /// Positions (0-based, in sweep order) of this shard's workloads in a sweep of `len`:
+    /// a contiguous slice, sizes differing by at most one. Contiguous rather than round-robin
+    /// so rows that are compared with each other (the strategies of one dtype and length sit
+    /// next to each other in the sweep) mostly run on the same machine.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        let (i, n) = (self.index as usize - 1, self.count as usize);
+        (len * i / n)..(len * (i + 1) / n)
     }
 
     /// This shard's workloads, each with its position in the whole sweep.
     pub fn select<T: Clone>(&self, items: &[T]) -> Vec<(usize, T)> {
-        items
-            .iter()
-            .enumerate()
-            .filter(|(p, _)| self.owns(*p))
-            .map(|(p, t)| (p, t.clone()))
+        self.range(items.len())
+            .map(|p| (p, items[p].clone()))
             .collect()
     }
 }
@@ -494,6 +521,21 @@ mod tests {
     }
 
     #[test]
+    fn kivi_residual_must_hold_a_key_group() {
+        let mut m = matrix();
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int2, 16);
+        m.dtypes = vec![KvDtypes { k, v }];
+        let e = m.expand().unwrap_err().to_string();
+        assert!(
+            e.contains("--residual 16") && e.contains("at least 32"),
+            "{e}"
+        );
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int2, 32);
+        m.dtypes = vec![KvDtypes { k, v }];
+        assert!(m.expand().is_ok());
+    }
+
+    #[test]
     fn kivi_is_not_paged_but_runs_contiguous() {
         let mut m = matrix();
         let (k, v) = CacheDtype::kivi(DtypeKind::Int4, 32);
@@ -539,6 +581,8 @@ mod tests {
                 // Balanced: sizes differ by at most one.
                 let len = part.len();
                 assert!(len == specs.len() / n as usize || len == specs.len().div_ceil(n as usize));
+                // Contiguous: consecutive positions.
+                assert!(part.windows(2).all(|w| w[1].0 == w[0].0 + 1));
                 for (p, spec) in part {
                     assert_eq!(spec, specs[p]);
                     seen[p] += 1;
@@ -560,5 +604,26 @@ mod tests {
             strategy_name(Strategy::Offload(kvbench_workloads::Tier::Disk)),
             "offload-disk"
         );
+    }
+}
+
+#[cfg(test)]
+mod shard_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_sweep_splits_into_disjoint_complete_slices(len in 0usize..500, n in 1u32..64) {
+            let items: Vec<usize> = (0..len).collect();
+            let mut union = Vec::new();
+            for i in 1..=n {
+                let part = Shard { index: i, count: n }.select(&items);
+                prop_assert!(part.len() == len / n as usize || part.len() == len.div_ceil(n as usize));
+                union.extend(part.into_iter().map(|(p, v)| { assert_eq!(p, v); p }));
+            }
+            // In order, each once: disjoint and complete.
+            prop_assert_eq!(union, items);
+        }
     }
 }

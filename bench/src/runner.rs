@@ -126,17 +126,40 @@ impl Runner<'_> {
         record.kv_bytes_read_last_step = workload.kv_bytes_read_last_step();
         record.prefill_flops = workload.prefill_flops();
         record.peak_rss_bytes = env::peak_rss_bytes();
+        if let Some(t) = workload.tier_report() {
+            record.tier = t.tier.to_string();
+            record.tier_blocks_stored = t.blocks_stored;
+            record.tier_blocks_loaded = t.blocks_loaded;
+            record.tier_load_gbps = t.load_gbps;
+            record.tier_hash_failures = t.hash_failures;
+            record.tier_fallbacks = t.fallbacks;
+            record.tier_recomputed_blocks = t.recomputed_blocks;
+            if let Some(e) = t.first_error {
+                notes.push(format!(
+                    "{}: the {} tier failed and the run recomputed {} blocks instead: {e}",
+                    crate::matrix::describe(spec),
+                    t.tier,
+                    t.recomputed_blocks
+                ));
+            }
+        }
         drop(workload);
 
         self.fill_timing(&mut record, &timed, spec);
-        for (what, s) in [("TTFT", &timed.ttft), ("ITL", &timed.itl)] {
-            if let Some(advice) =
-                s.outlier_advice(&format!("{}: {what}", crate::matrix::describe(spec)))
-            {
-                notes.push(advice);
-            }
+        let outliers: Vec<String> = [("TTFT", &timed.ttft), ("ITL", &timed.itl)]
+            .iter()
+            .filter_map(|(what, s)| s.outlier_note(what))
+            .collect();
+        if !outliers.is_empty() {
+            notes.push(format!(
+                "{}: {}",
+                crate::matrix::describe(spec),
+                outliers.join("; ")
+            ));
         }
-        if record.kv_bytes_allocated != record.kv_bytes_predicted {
+        // An offload run's pool holds only part of the cache by design (the rest is in the tier).
+        let offloads = matches!(spec.strategy, kvbench_workloads::Strategy::Offload(_));
+        if record.kv_bytes_allocated != record.kv_bytes_predicted && !offloads {
             notes.push(format!(
                 "{}: layout allocated {} bytes but the planner predicted {}",
                 crate::matrix::describe(spec),
@@ -224,10 +247,15 @@ impl Runner<'_> {
         } else {
             0.0
         };
-        if let Some(limits) = &self.limits {
-            r.calibration = limits.source.clone();
-            r.limit_gbps = limits.calibration.read_limit_gbps(self.timing.threads);
-            r.limit_gflops = limits.calibration.gemm_limit_gflops(self.timing.threads);
+        let limits = self.limits.as_ref().and_then(|l| {
+            l.calibration
+                .limits_for(spec.backend, self.timing.threads)
+                .map(|lim| (l.source.clone(), lim))
+        });
+        if let Some((source, (gbps, gflops))) = limits {
+            r.calibration = source;
+            r.limit_gbps = gbps;
+            r.limit_gflops = gflops;
             r.pct_of_limit = percent(r.achieved_gbps, r.limit_gbps);
             r.prefill_pct_of_limit = percent(r.achieved_gflops, r.limit_gflops);
         }
@@ -248,7 +276,10 @@ impl Runner<'_> {
             cores: e.cores,
             mem_bytes: e.mem_bytes,
             os: e.os.clone(),
-            gpu: String::new(),
+            gpu: match spec.backend {
+                kvbench_workloads::Backend::Cuda => e.gpu.clone(),
+                kvbench_workloads::Backend::Cpu => String::new(),
+            },
             backend: backend_name(spec.backend).into(),
             threads: self.timing.threads,
             workload: kind_name(spec.kind).into(),
@@ -262,6 +293,8 @@ impl Runner<'_> {
             strategy: strategy_name(spec.strategy),
             k_dtype: spec.k_dtype.to_string(),
             v_dtype: spec.v_dtype.to_string(),
+            cache_dtype: dtype_pair_label(spec),
+            prefill: prefill_mode(spec).into(),
             bits_per_element: (spec.k_dtype.bits_per_element(head_dim)
                 + spec.v_dtype.bits_per_element(head_dim))
                 / 2.0,
@@ -294,6 +327,18 @@ pub fn dtype_pair_label(spec: &WorkloadSpec) -> String {
         v: spec.v_dtype,
     }
     .label()
+}
+
+/// What the prefill of `spec` does, as `workloads::build` chooses it.
+pub fn prefill_mode(spec: &WorkloadSpec) -> &'static str {
+    let fills = spec.kind == kvbench_workloads::WorkloadKind::Attention
+        && spec.backend == kvbench_workloads::Backend::Cpu
+        && spec.prompt > kvbench_workloads::build::AUTO_FILL_ABOVE;
+    if fills {
+        "fill"
+    } else {
+        "compute"
+    }
 }
 
 struct Timed {
@@ -451,6 +496,7 @@ mod tests {
             gemm_gflops_1t: 50.0,
             gemm_gflops: 100.0,
             gemm_n: 0,
+            gpu: None,
         }
     }
 
@@ -533,7 +579,59 @@ mod tests {
         assert_eq!(rec.block_size, 16);
         assert_eq!(rec.sweep_index, 11);
         assert_eq!(rec.bits_per_element, 16.0);
+        assert_eq!(rec.prefill, "compute");
         assert!(rec.peak_rss_bytes > 0);
+    }
+
+    #[test]
+    fn cuda_rows_use_the_gpu_limits_or_none() {
+        let mut cuda = spec(Strategy::Contiguous, 8);
+        cuda.backend = Backend::Cuda;
+        let (without, with) = with_runner(true, u64::MAX, None, |r, _| {
+            let without = r.run_one(0, &cuda).unwrap().record;
+            let mut r2 = Runner {
+                timing: r.timing.clone(),
+                env: Environment {
+                    gpu: "Test GPU".into(),
+                    ..r.env.clone()
+                },
+                limits: r.limits.clone(),
+                shard: None,
+                build: r.build,
+                available_memory: r.available_memory,
+                stop: r.stop,
+            };
+            if let Some(l) = r2.limits.as_mut() {
+                l.calibration.gpu = Some(crate::calibrate::GpuLimits {
+                    device: "Test GPU".into(),
+                    copy_gbps: 3000.0,
+                    gemm_f32_gflops: 50_000.0,
+                    gemm_f16_gflops: 500_000.0,
+                });
+            }
+            (without, r2.run_one(0, &cuda).unwrap().record)
+        });
+        // A CPU-only calibration says nothing about a GPU: no limit, no percentage.
+        assert_eq!((without.limit_gbps, without.pct_of_limit), (0.0, 0.0));
+        assert_eq!(without.gpu, "");
+        assert_eq!(with.limit_gbps, 3000.0);
+        assert_eq!(with.limit_gflops, 50_000.0);
+        assert!((with.pct_of_limit - 100.0 * with.achieved_gbps / 3000.0).abs() < 1e-9);
+        assert_eq!(with.gpu, "Test GPU");
+        assert_eq!(with.backend, "cuda");
+    }
+
+    #[test]
+    fn long_cpu_attention_prompts_are_filled() {
+        let mut s = spec(
+            Strategy::Contiguous,
+            kvbench_workloads::build::AUTO_FILL_ABOVE,
+        );
+        assert_eq!(prefill_mode(&s), "compute");
+        s.prompt += 1;
+        assert_eq!(prefill_mode(&s), "fill");
+        s.kind = WorkloadKind::Decoder;
+        assert_eq!(prefill_mode(&s), "compute");
     }
 
     #[test]
@@ -604,9 +702,10 @@ mod tests {
         let result = with_runner(true, u64::MAX, None, |r, _| {
             run_sweep(r, &specs, Some(shard), &mut [], false).unwrap()
         });
+        // 5 workloads in 2 shards: positions 0..2 and 2..5.
         let idx: Vec<u32> = result.records.iter().map(|r| r.sweep_index).collect();
-        assert_eq!(idx, [1, 3]);
+        assert_eq!(idx, [2, 3, 4]);
         let prompts: Vec<u32> = result.records.iter().map(|r| r.prompt).collect();
-        assert_eq!(prompts, [2, 4]);
+        assert_eq!(prompts, [3, 4, 5]);
     }
 }

@@ -54,19 +54,22 @@ impl Summary {
         }
     }
 
-    /// Advice when outliers were found, in the spirit of hyperfine's warning; `None` if clean.
-    pub fn outlier_advice(&self, what: &str) -> Option<String> {
+    /// A one-line note when outliers were found (`None` if clean); print [`OUTLIER_ADVICE`]
+    /// once after such notes.
+    pub fn outlier_note(&self, what: &str) -> Option<String> {
         if self.outliers == 0 {
             return None;
         }
         Some(format!(
-            "{what}: {} of {} samples are statistical outliers (modified Z > {OUTLIER_Z}); \
-             other programs or frequency scaling may have disturbed the run — \
-             rerun on a quiet machine, or with more --warmup runs and -r repetitions",
+            "{what}: {} of {} samples are statistical outliers (modified Z > {OUTLIER_Z})",
             self.outliers, self.count
         ))
     }
 }
+
+/// What to do about outliers, in the spirit of hyperfine's warning.
+pub const OUTLIER_ADVICE: &str = "outliers mean other programs or frequency scaling disturbed \
+the timing; rerun on a quiet machine, or with more --warmup runs and -r repetitions";
 
 /// The `p`-th percentile (0–100) of ascending `sorted` data, linear interpolation.
 pub fn percentile_sorted(sorted: &[f64], p: f64) -> f64 {
@@ -133,14 +136,14 @@ mod tests {
         assert_eq!(s.mad, 1.0);
         // z(9) = 0.6745·7/1 = 4.72 > 3.5 → outlier; z(6) = 2.70 → not.
         assert_eq!(s.outliers, 1);
-        assert!(s.outlier_advice("ITL").unwrap().contains("1 of 7"));
+        assert!(s.outlier_note("ITL").unwrap().contains("1 of 7"));
     }
 
     #[test]
     fn one_slow_sample_among_steady_ones_is_flagged() {
         let mut xs = vec![10.0, 10.2, 9.9, 10.1, 10.0, 9.8, 10.1, 10.0];
         assert_eq!(Summary::of(&xs).outliers, 0);
-        assert!(Summary::of(&xs).outlier_advice("ITL").is_none());
+        assert!(Summary::of(&xs).outlier_note("ITL").is_none());
         xs.push(25.0);
         assert_eq!(Summary::of(&xs).outliers, 1);
     }
@@ -158,5 +161,36 @@ mod tests {
         assert_eq!(Summary::of(&[]), Summary::default());
         let s = Summary::of(&[4.0]);
         assert_eq!((s.median, s.p99, s.mad, s.outliers), (4.0, 4.0, 0.0, 0));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn order_statistics_are_ordered(xs in proptest::collection::vec(0.0f64..1e6, 1..200)) {
+            let s = Summary::of(&xs);
+            prop_assert!(s.min <= s.p50 && s.p50 <= s.p90 && s.p90 <= s.p99 && s.p99 <= s.max);
+            prop_assert!(s.min <= s.mean && s.mean <= s.max);
+            prop_assert!(s.mad >= 0.0 && s.mad <= s.max - s.min);
+            prop_assert!(s.outliers < s.count || s.count == 0);
+            prop_assert_eq!(s.count, xs.len());
+        }
+
+        #[test]
+        fn shifting_samples_shifts_location_not_spread(
+            xs in proptest::collection::vec(0.0f64..1e3, 1..100),
+            c in -1e3f64..1e3,
+        ) {
+            let a = Summary::of(&xs);
+            let shifted: Vec<f64> = xs.iter().map(|x| x + c).collect();
+            let b = Summary::of(&shifted);
+            prop_assert!((b.median - a.median - c).abs() < 1e-9);
+            prop_assert!((b.mad - a.mad).abs() < 1e-9);
+            prop_assert_eq!(a.outliers, b.outliers);
+        }
     }
 }

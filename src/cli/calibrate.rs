@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use kvbench_bench::calibrate::{self, CalibrateOptions};
+use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration, GpuLimits};
 use std::path::PathBuf;
 
 /// Measure read bandwidth (one thread and all), copy bandwidth and the f32 GEMM rate, with
@@ -28,25 +28,24 @@ pub struct CalibrateArgs {
     /// A quick, less precise measurement (what `run` does when no file exists).
     #[arg(long)]
     pub short: bool,
-    /// Which machine part to measure: cpu.
+    /// What to measure: cpu, or cuda (GPU 0's copy bandwidth and cuBLAS GEMM rates, plus a
+    /// short CPU calibration so the file serves both kinds of row).
     #[arg(long, default_value = "cpu", value_name = "NAME")]
     pub backend: String,
 }
 
 pub fn run(args: CalibrateArgs) -> Result<()> {
-    if !args.backend.eq_ignore_ascii_case("cpu") {
-        bail!(
-            "--backend {}: only the cpu is calibrated by this build; GPU limits come from the \
-             CUDA backend (use --backend cpu)",
-            args.backend
-        );
-    }
+    let cuda = match args.backend.to_ascii_lowercase().as_str() {
+        "cpu" => false,
+        "cuda" | "gpu" => true,
+        other => bail!("--backend {other:?} is not known; valid: cpu, cuda"),
+    };
     let threads = match args.threads {
         Some(0) => bail!("--threads 0: give at least 1 (or leave it out to use every core)"),
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let mut opts = if args.short {
+    let mut opts = if args.short || cuda {
         CalibrateOptions::short(threads)
     } else {
         CalibrateOptions {
@@ -63,7 +62,22 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     if let Some(mib) = args.buffer_mib {
         opts.buffer_bytes = mib << 20;
     }
-    let cal = calibrate::calibrate(&opts)?;
+    // GPU first: when there is none, say so before spending time on the CPU.
+    let gpu = if cuda {
+        let l = kvbench_workloads::cuda::calibrate()?;
+        Some(GpuLimits {
+            device: l.device.label(),
+            copy_gbps: l.copy_gbps,
+            gemm_f32_gflops: l.gemm_f32_gflops,
+            gemm_f16_gflops: l.gemm_f16_gflops,
+        })
+    } else {
+        None
+    };
+    let cal = Calibration {
+        gpu,
+        ..calibrate::calibrate(&opts)?
+    };
     let path = args.output.unwrap_or_else(calibrate::default_path);
     cal.save(&path)?;
     println!("{} — {} ({} threads)", cal.host, cal.cpu, cal.threads);
@@ -81,6 +95,12 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         cal.gemm_gflops_1t, cal.gemm_n
     );
     println!("  f32 GEMM, all    {:8.1} GFLOP/s", cal.gemm_gflops);
+    if let Some(g) = &cal.gpu {
+        println!("{}", g.device);
+        println!("  copy (r+w)       {:8.1} GB/s", g.copy_gbps);
+        println!("  f32 GEMM         {:8.1} GFLOP/s", g.gemm_f32_gflops);
+        println!("  f16 GEMM         {:8.1} GFLOP/s", g.gemm_f16_gflops);
+    }
     eprintln!("wrote {}", path.display());
     Ok(())
 }

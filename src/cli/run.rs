@@ -14,7 +14,7 @@ use kvbench_bench::runner::{Limits, Runner, TimingOptions};
 use kvbench_bench::{session, suite};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::ModelShape;
-use kvbench_workloads::OffloadConfig;
+use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadSpec};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +61,14 @@ pub struct RunOptions {
     /// Registry models (forgiving names, see `kvbench models`), e.g. llama3-8b.
     #[arg(long, value_delimiter = ',', value_name = "NAMES", conflicts_with_all = ["q_heads", "kv_heads", "head_dim", "hidden"])]
     pub model: Option<Vec<String>>,
+    /// Hugging Face config.json files to take shapes from (with or instead of --model).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PATHS",
+        conflicts_with = "q_heads"
+    )]
+    pub config: Option<Vec<PathBuf>>,
     /// Keep only the first N layers of each model (real widths, fewer layers)
     /// [default: all of a registry model's layers; 1 for an explicit shape].
     #[arg(long, value_name = "N")]
@@ -193,6 +201,7 @@ impl RunOptions {
     /// No axis of the sweep was given: run the default suite.
     fn is_default_suite(&self) -> bool {
         self.model.is_none()
+            && self.config.is_none()
             && self.q_heads.is_none()
             && self.workload.is_none()
             && self.strategy.is_none()
@@ -236,19 +245,21 @@ impl RunOptions {
             }
             return Ok(shapes);
         }
-        match &self.model {
-            Some(names) => names
-                .iter()
-                .map(|n| axes::registry_shape(n, self.layers).map_err(Into::into))
-                .collect(),
-            None => {
-                let mut s = suite::mini_shape(2);
-                if let Some(n) = self.layers {
-                    axes::cut_layers(&mut s, n)?;
-                }
-                Ok(vec![s])
-            }
+        let mut shapes = Vec::new();
+        for name in self.model.iter().flatten() {
+            shapes.push(axes::registry_shape(name, self.layers)?);
         }
+        for path in self.config.iter().flatten() {
+            shapes.push(axes::config_shape(path, self.layers)?);
+        }
+        if shapes.is_empty() {
+            let mut s = suite::mini_shape(2);
+            if let Some(n) = self.layers {
+                axes::cut_layers(&mut s, n)?;
+            }
+            shapes.push(s);
+        }
+        Ok(shapes)
     }
 
     fn dtypes(&self) -> Result<Vec<KvDtypes>> {
@@ -341,8 +352,18 @@ impl RunOptions {
 /// Calibration from `--calibration`, the host's default file, or a short measurement now.
 fn limits(path: Option<&Path>, threads: usize) -> Result<Limits> {
     if let Some(p) = path {
+        let calibration = Calibration::load(p)?;
+        if calibration.host != env::host_name() {
+            eprintln!(
+                "note: {} was measured on {}, not on this machine ({}); % of limit compares \
+                 with that machine",
+                p.display(),
+                calibration.host,
+                env::host_name()
+            );
+        }
         return Ok(Limits {
-            calibration: Calibration::load(p)?,
+            calibration,
             source: p.display().to_string(),
         });
     }
@@ -409,7 +430,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
 
-    let build = |spec: &kvbench_workloads::WorkloadSpec| kvbench_workloads::build(spec);
+    // Offload workloads come from the tiers module; every other strategy from workloads::build.
+    // CUDA workloads come from the CUDA backend, offload workloads from the tiers module,
+    // every other one from workloads::build.
+    let build = |spec: &WorkloadSpec| match (spec.backend, spec.strategy) {
+        (Backend::Cuda, _) => kvbench_workloads::cuda::build(spec),
+        (_, Strategy::Offload(_)) => kvbench_workloads::tier::OffloadWorkload::new(spec, true)
+            .map(|w| Box::new(w) as Box<dyn kvbench_workloads::Workload>),
+        _ => kvbench_workloads::build(spec),
+    };
+    let mut environment = Environment::capture();
+    if sweep.specs.iter().any(|s| s.backend == Backend::Cuda) {
+        // Name the GPU in CUDA rows; when there is none, each row says why in `detail`.
+        if let Ok(info) = kvbench_workloads::cuda::device_info() {
+            environment.gpu = info.label();
+        }
+    }
     let available = env::available_memory;
     let runner = Runner {
         timing: TimingOptions {
@@ -417,13 +453,23 @@ pub fn run(args: RunArgs) -> Result<()> {
             repetitions: args.repetitions.max(1),
             threads: threads as u32,
         },
-        env: Environment::capture(),
+        env: environment,
         limits: Some(limits),
         shard: args.shard,
         build: &build,
         available_memory: &available,
         stop: &STOP,
     };
+    if args.is_default_suite() {
+        let parts: Vec<&str> = suite::default_suite(args.seed)
+            .iter()
+            .map(|(question, _)| *question)
+            .collect();
+        eprintln!(
+            "default suite (give any sweep flag to choose your own): {}",
+            parts.join("; ")
+        );
+    }
     let result = session::run_sweep(
         &runner,
         &sweep.specs,
@@ -437,6 +483,24 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     for note in &result.notes {
         eprintln!("note: {note}");
+    }
+    if result.notes.iter().any(|n| n.contains("outliers")) {
+        eprintln!("note: {}", kvbench_bench::stats::OUTLIER_ADVICE);
+    }
+    // The prefix-reuse scenario of this shard's offload workloads (tiers module).
+    let my_specs: Vec<_> = match args.shard {
+        Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
+        None => sweep.specs.clone(),
+    };
+    let scenario = kvbench_bench::offload::from_specs(&my_specs, args.repetitions)
+        .filter(|_| !result.interrupted);
+    if let Some(scenario) = scenario {
+        let rows = kvbench_bench::offload::run_prefix_reuse(&scenario)?;
+        println!("{}", kvbench_bench::offload::render(&rows));
+        let path = csv_path.with_extension("prefix-reuse.csv");
+        kvbench_bench::offload::write_csv(&rows, &path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
     for r in result.records.iter().filter(|r| r.status != status::OK) {
         eprintln!(

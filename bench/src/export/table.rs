@@ -49,10 +49,12 @@ pub fn render(records: &[Record], style: Style) -> String {
 fn row(r: &Record) -> Vec<String> {
     let ok = r.status == status::OK;
     let timed = |v: f64, f: fn(f64) -> String| if ok { f(v) } else { "-".into() };
-    let dtype = if r.k_dtype == r.v_dtype {
+    let dtype = if !r.cache_dtype.is_empty() {
+        r.cache_dtype.clone()
+    } else if r.k_dtype == r.v_dtype {
         r.k_dtype.clone()
     } else {
-        format!("{}/{}", r.k_dtype, r.v_dtype)
+        format!("k={},v={}", r.k_dtype, r.v_dtype)
     };
     let strategy = if r.block_size > 0 {
         format!("{} b{}", r.strategy, r.block_size)
@@ -87,7 +89,7 @@ fn row(r: &Record) -> Vec<String> {
             "-".into()
         },
         if ok && r.limit_gbps > 0.0 {
-            format!("{:.0}%", r.pct_of_limit)
+            format!("{:.1}%", r.pct_of_limit)
         } else {
             "-".into()
         },
@@ -148,7 +150,7 @@ mod tests {
         let t = render(&[r], Style::Terminal);
         let line = t.lines().nth(3).unwrap();
         assert!(
-            line.contains("refused") && line.contains("int4/int8"),
+            line.contains("refused") && line.contains("k=int4,v=int8"),
             "{t}"
         );
         assert!(!line.contains("5.000"), "{t}");

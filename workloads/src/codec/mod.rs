@@ -299,7 +299,8 @@ impl Codec {
                 .iter_mut()
                 .zip(codes)
                 .for_each(|(b, &c)| *b = c as u8),
-            4 if first % 2 == 0 && codes.len() % 2 == 0 => unit[first / 2..(first + codes.len()) / 2]
+            4 if first.is_multiple_of(2) && codes.len().is_multiple_of(2) => unit
+                [first / 2..(first + codes.len()) / 2]
                 .iter_mut()
                 .zip(codes.chunks_exact(2))
                 .for_each(|(b, c)| *b = (c[0] | (c[1] << 4)) as u8),
@@ -343,7 +344,7 @@ impl Codec {
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 fill_codes(
                     codes,
-                    vals.map(|x| ((x - zero) * inv).round().clamp(0.0, levels) as u32),
+                    vals.map(|x| round_even((x - zero) * inv).clamp(0.0, levels) as u32),
                 )
             }
             Quant::Int {
@@ -356,7 +357,7 @@ impl Codec {
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 fill_codes(
                     codes,
-                    vals.map(|x| ((x * inv).round().clamp(-qmax, qmax) + off) as u32),
+                    vals.map(|x| (round_even(x * inv).clamp(-qmax, qmax) + off) as u32),
                 )
             }
             Quant::F32 | Quant::F16 | Quant::Bf16 => unreachable!("float kinds have no groups"),
@@ -400,6 +401,15 @@ impl Codec {
             *o = self.value(unit, t, c);
         }
     }
+}
+
+/// Round half to even without a libm call: adding and removing 1.5·2^23 leaves the
+/// nearest integer for |x| < 2^22 (codes are at most 255 in magnitude).
+#[inline]
+fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-4_194_304.0, 4_194_304.0);
+    (x + MAGIC) - MAGIC
 }
 
 fn fill_codes(codes: &mut [u32], it: impl Iterator<Item = u32>) {

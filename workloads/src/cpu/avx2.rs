@@ -18,130 +18,223 @@ pub fn supports(c: &Codec) -> bool {
         Quant::Int { bits, .. } => bits == 8 || bits == 4 || bits == 2,
         Quant::Fp8(_) | Quant::Nf4 => true,
     };
-    fused && c.unit_tokens == 1 && c.head_dim.is_multiple_of(8) && c.group.is_multiple_of(8)
+    fused
+        && c.unit_tokens == 1
+        && c.head_dim.is_multiple_of(8)
+        && c.group.is_multiple_of(8)
+        && (c.group / 8).is_power_of_two()
+        && c.head_dim / c.group <= MAX_GROUPS
 }
 
-/// One row of a segment, ready to hand out 8 dequantized lanes at a time.
-#[derive(Clone, Copy)]
-struct Row {
-    ptr: *const u8,
-    /// Group parameter records (scale [, zero]) after the codes.
-    params: *const u8,
-    quant: Quant,
-    chunks_per_group: usize,
-    scale_bytes: usize,
-    asymmetric: bool,
-}
+/// Most scale groups per row the quantized loaders precompute.
+const MAX_GROUPS: usize = 16;
 
-impl Row {
-    #[inline(always)]
-    unsafe fn new(seg: &Segment, r: usize) -> Row {
-        let c = seg.codec;
-        let ptr = seg.bytes.as_ptr().add(r * c.unit_bytes);
-        let asymmetric = matches!(
-            c.quant,
-            Quant::Int {
-                asymmetric: true,
-                ..
-            }
-        );
-        Row {
-            ptr,
-            params: ptr.add(c.row_code_bytes),
-            quant: c.quant,
-            chunks_per_group: c.group / 8,
-            scale_bytes: c.dtype.scale_bytes as usize,
-            asymmetric,
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn scalar(&self, at: *const u8) -> f32 {
-        if self.scale_bytes == 2 {
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-                (at as *const u16).read_unaligned() as i32,
-            )))
-        } else {
-            (at as *const f32).read_unaligned()
-        }
-    }
-
-    /// (scale, bias) broadcast for group `g`: a code decodes to `code × scale + bias`.
-    #[inline(always)]
-    unsafe fn params(&self, g: usize, bits: u32) -> (__m256, __m256) {
-        let rec = if self.asymmetric {
-            2 * self.scale_bytes
-        } else {
-            self.scale_bytes
-        };
-        let at = self.params.add(g * rec);
-        let s = self.scalar(at);
-        let b = if self.asymmetric {
-            self.scalar(at.add(self.scale_bytes))
-        } else {
-            -((1u32 << (bits - 1)) as f32) * s
-        };
-        (_mm256_set1_ps(s), _mm256_set1_ps(b))
-    }
-
+/// A storage format seen by the kernels: how to open a row and hand out 8 lanes as f32.
+/// One implementation per format, so the kernels are compiled once per format with no
+/// per-lane dispatch.
+trait Format {
+    type Row: Copy;
+    /// Open row `r` of `seg` (reads its group parameters once).
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row;
     /// Lanes `8j .. 8j + 8` of the row, as f32.
-    #[inline(always)]
-    unsafe fn load(&self, j: usize) -> __m256 {
-        let g = j / self.chunks_per_group;
-        match self.quant {
-            Quant::F32 => _mm256_loadu_ps((self.ptr as *const f32).add(8 * j)),
-            Quant::F16 => _mm256_cvtph_ps(_mm_loadu_si128(self.ptr.add(16 * j) as *const __m128i)),
-            Quant::Bf16 => {
-                let h = _mm_loadu_si128(self.ptr.add(16 * j) as *const __m128i);
-                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-            }
-            Quant::Int { bits: 8, .. } => {
-                let b = _mm_loadl_epi64(self.ptr.add(8 * j) as *const __m128i);
-                let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
-                let (s, b) = self.params(g, 8);
-                _mm256_fmadd_ps(v, s, b)
-            }
-            Quant::Int { bits: 4, .. } => {
-                let v = _mm256_cvtepi32_ps(self.nibbles(j));
-                let (s, b) = self.params(g, 4);
-                _mm256_fmadd_ps(v, s, b)
-            }
-            Quant::Int { .. } => {
-                let w = (self.ptr.add(2 * j) as *const u16).read_unaligned() as i32;
-                let sh = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-                let codes = _mm256_and_si256(
-                    _mm256_srlv_epi32(_mm256_set1_epi32(w), sh),
-                    _mm256_set1_epi32(3),
-                );
-                let v = _mm256_cvtepi32_ps(codes);
-                let (s, b) = self.params(g, 2);
-                _mm256_fmadd_ps(v, s, b)
-            }
-            Quant::Nf4 => {
-                let v = _mm256_i32gather_ps::<4>(NF4_LEVELS.as_ptr(), self.nibbles(j));
-                _mm256_mul_ps(v, self.params(g, 8).0)
-            }
-            Quant::Fp8(fmt) => {
-                let table = match fmt {
-                    Fp8::E4m3 => Fp8::E4m3.table(),
-                    Fp8::E5m2 => Fp8::E5m2.table(),
-                };
-                let b = _mm_loadl_epi64(self.ptr.add(8 * j) as *const __m128i);
-                let v = _mm256_i32gather_ps::<4>(table.as_ptr(), _mm256_cvtepu8_epi32(b));
-                _mm256_mul_ps(v, self.params(g, 8).0)
-            }
-        }
-    }
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256;
+}
 
-    /// The 8 four-bit codes of lanes `8j .. 8j + 8` (low nibble first).
+struct F32;
+struct F16;
+struct Bf16;
+/// Integer codes of `BITS` bits, `code × scale + bias` per group.
+struct Int<const BITS: u32>;
+/// NF4 levels × absmax per group.
+struct Nf4;
+/// fp8 codes through a 256-entry table × scale per group.
+struct Fp8Fmt<const E5M2: bool>;
+
+#[inline(always)]
+unsafe fn row_ptr(seg: &Segment, r: usize) -> *const u8 {
+    seg.bytes.as_ptr().add(r * seg.codec.unit_bytes)
+}
+
+impl Format for F32 {
+    type Row = *const f32;
     #[inline(always)]
-    unsafe fn nibbles(&self, j: usize) -> __m256i {
-        let w = (self.ptr.add(4 * j) as *const u32).read_unaligned() as i32;
-        let sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-        _mm256_and_si256(
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        row_ptr(seg, r) as *const f32
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
+        _mm256_loadu_ps(row.add(8 * j))
+    }
+}
+
+impl Format for F16 {
+    type Row = *const u8;
+    #[inline(always)]
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        row_ptr(seg, r)
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * j) as *const __m128i))
+    }
+}
+
+impl Format for Bf16 {
+    type Row = *const u8;
+    #[inline(always)]
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        row_ptr(seg, r)
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
+        let h = _mm_loadu_si128(row.add(16 * j) as *const __m128i);
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+    }
+}
+
+/// A quantized row: its codes and every group's (scale, bias), read once.
+#[derive(Clone, Copy)]
+struct QuantRow {
+    codes: *const u8,
+    /// log2 of the 8-lane chunks per group.
+    shift: u32,
+    scale: [f32; MAX_GROUPS],
+    bias: [f32; MAX_GROUPS],
+}
+
+#[inline(always)]
+unsafe fn read_scalar(at: *const u8, width: usize) -> f32 {
+    if width == 2 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            (at as *const u16).read_unaligned() as i32,
+        )))
+    } else {
+        (at as *const f32).read_unaligned()
+    }
+}
+
+#[inline(always)]
+unsafe fn quant_row(seg: &Segment, r: usize, bits: u32) -> QuantRow {
+    let c = seg.codec;
+    let codes = row_ptr(seg, r);
+    let width = c.dtype.scale_bytes as usize;
+    let asym = c.dtype.zero_point;
+    let rec = if asym { 2 * width } else { width };
+    let mut row = QuantRow {
+        codes,
+        shift: (c.group / 8).trailing_zeros(),
+        scale: [0.0; MAX_GROUPS],
+        bias: [0.0; MAX_GROUPS],
+    };
+    let params = codes.add(c.row_code_bytes);
+    for g in 0..c.head_dim / c.group {
+        let at = params.add(g * rec);
+        let s = read_scalar(at, width);
+        row.scale[g] = s;
+        row.bias[g] = if asym {
+            read_scalar(at.add(width), width)
+        } else if matches!(c.quant, Quant::Int { .. }) {
+            -((1u32 << (bits - 1)) as f32) * s
+        } else {
+            0.0
+        };
+    }
+    row
+}
+
+#[inline(always)]
+unsafe fn dequant(row: &QuantRow, j: usize, codes: __m256i) -> __m256 {
+    let g = j >> row.shift;
+    _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(codes),
+        _mm256_set1_ps(row.scale[g]),
+        _mm256_set1_ps(row.bias[g]),
+    )
+}
+
+/// The 8 four-bit codes of lanes `8j .. 8j + 8` (low nibble first).
+#[inline(always)]
+unsafe fn nibbles(codes: *const u8, j: usize) -> __m256i {
+    let w = (codes.add(4 * j) as *const u32).read_unaligned() as i32;
+    let sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(w), sh),
+        _mm256_set1_epi32(15),
+    )
+}
+
+impl Format for Int<8> {
+    type Row = QuantRow;
+    #[inline(always)]
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        quant_row(seg, r, 8)
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
+        let b = _mm_loadl_epi64(row.codes.add(8 * j) as *const __m128i);
+        dequant(row, j, _mm256_cvtepu8_epi32(b))
+    }
+}
+
+impl Format for Int<4> {
+    type Row = QuantRow;
+    #[inline(always)]
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        quant_row(seg, r, 4)
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
+        dequant(row, j, nibbles(row.codes, j))
+    }
+}
+
+impl Format for Int<2> {
+    type Row = QuantRow;
+    #[inline(always)]
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        quant_row(seg, r, 2)
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
+        let w = (row.codes.add(2 * j) as *const u16).read_unaligned() as i32;
+        let sh = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+        let codes = _mm256_and_si256(
             _mm256_srlv_epi32(_mm256_set1_epi32(w), sh),
-            _mm256_set1_epi32(15),
-        )
+            _mm256_set1_epi32(3),
+        );
+        dequant(row, j, codes)
+    }
+}
+
+impl Format for Nf4 {
+    type Row = QuantRow;
+    #[inline(always)]
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        quant_row(seg, r, 4)
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
+        let v = _mm256_i32gather_ps::<4>(NF4_LEVELS.as_ptr(), nibbles(row.codes, j));
+        _mm256_mul_ps(v, _mm256_set1_ps(row.scale[j >> row.shift]))
+    }
+}
+
+impl<const E5M2: bool> Format for Fp8Fmt<E5M2> {
+    type Row = (QuantRow, *const f32);
+    #[inline(always)]
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        let table = if E5M2 {
+            Fp8::E5m2.table()
+        } else {
+            Fp8::E4m3.table()
+        };
+        (quant_row(seg, r, 8), table.as_ptr())
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
+        let b = _mm_loadl_epi64(row.0.codes.add(8 * j) as *const __m128i);
+        let v = _mm256_i32gather_ps::<4>(row.1, _mm256_cvtepu8_epi32(b));
+        _mm256_mul_ps(v, _mm256_set1_ps(row.0.scale[j >> row.0.shift]))
     }
 }
 
@@ -155,7 +248,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 
 /// Scores of `R` rows against `HB` heads: `R × HB` independent FMA chains.
 #[inline(always)]
-unsafe fn scores_block<const R: usize, const HB: usize>(
+unsafe fn scores_block<F: Format, const R: usize, const HB: usize>(
     seg: &Segment,
     r0: usize,
     q: *const f32,
@@ -163,10 +256,19 @@ unsafe fn scores_block<const R: usize, const HB: usize>(
     out: *mut f32,
     stride: usize,
 ) {
-    let rows: [Row; R] = std::array::from_fn(|i| Row::new(seg, r0 + i));
+    // Plain loops, not `array::from_fn`: its closures would not inherit the target
+    // features, and every load would become a call.
+    let first = F::row(seg, r0);
+    let mut rows = [first; R];
+    for (i, row) in rows.iter_mut().enumerate().skip(1) {
+        *row = F::row(seg, r0 + i);
+    }
     let mut acc = [[_mm256_setzero_ps(); R]; HB];
     for j in 0..d / 8 {
-        let kv: [__m256; R] = std::array::from_fn(|i| rows[i].load(j));
+        let mut kv = [_mm256_setzero_ps(); R];
+        for (k, row) in kv.iter_mut().zip(&rows) {
+            *k = F::load(row, j);
+        }
         for (h, acc_h) in acc.iter_mut().enumerate() {
             let qv = _mm256_loadu_ps(q.add(h * d + 8 * j));
             for i in 0..R {
@@ -185,8 +287,30 @@ unsafe fn scores_block<const R: usize, const HB: usize>(
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C, and [`supports`] must hold for `seg.codec`.
-#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn scores(
+    seg: &Segment,
+    row0: usize,
+    n: usize,
+    q: &[f32],
+    heads: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    match seg.codec.quant {
+        Quant::F32 => scores_fmt::<F32>(seg, row0, n, q, heads, out, stride),
+        Quant::F16 => scores_fmt::<F16>(seg, row0, n, q, heads, out, stride),
+        Quant::Bf16 => scores_fmt::<Bf16>(seg, row0, n, q, heads, out, stride),
+        Quant::Int { bits: 8, .. } => scores_fmt::<Int<8>>(seg, row0, n, q, heads, out, stride),
+        Quant::Int { bits: 4, .. } => scores_fmt::<Int<4>>(seg, row0, n, q, heads, out, stride),
+        Quant::Int { .. } => scores_fmt::<Int<2>>(seg, row0, n, q, heads, out, stride),
+        Quant::Nf4 => scores_fmt::<Nf4>(seg, row0, n, q, heads, out, stride),
+        Quant::Fp8(Fp8::E4m3) => scores_fmt::<Fp8Fmt<false>>(seg, row0, n, q, heads, out, stride),
+        Quant::Fp8(Fp8::E5m2) => scores_fmt::<Fp8Fmt<true>>(seg, row0, n, q, heads, out, stride),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scores_fmt<F: Format>(
     seg: &Segment,
     row0: usize,
     n: usize,
@@ -206,10 +330,10 @@ pub unsafe fn scores(
             let left = n - i;
             let (qh, oh) = (qp.add(h * d), op.add(h * stride + i));
             match (hb, left >= 4) {
-                (2, true) => scores_block::<4, 2>(seg, row0 + i, qh, d, oh, stride),
-                (1, true) => scores_block::<4, 1>(seg, row0 + i, qh, d, oh, stride),
-                (2, false) => scores_block::<1, 2>(seg, row0 + i, qh, d, oh, stride),
-                _ => scores_block::<1, 1>(seg, row0 + i, qh, d, oh, stride),
+                (2, true) => scores_block::<F, 4, 2>(seg, row0 + i, qh, d, oh, stride),
+                (1, true) => scores_block::<F, 4, 1>(seg, row0 + i, qh, d, oh, stride),
+                (2, false) => scores_block::<F, 1, 2>(seg, row0 + i, qh, d, oh, stride),
+                _ => scores_block::<F, 1, 1>(seg, row0 + i, qh, d, oh, stride),
             }
             i += if left >= 4 { 4 } else { 1 };
         }
@@ -220,7 +344,7 @@ pub unsafe fn scores(
 /// `HB` heads × `J` chunks of accumulators over all `n` rows.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn accumulate_block<const HB: usize, const J: usize>(
+unsafe fn accumulate_block<F: Format, const HB: usize, const J: usize>(
     seg: &Segment,
     row0: usize,
     n: usize,
@@ -237,8 +361,11 @@ unsafe fn accumulate_block<const HB: usize, const J: usize>(
         }
     }
     for i in 0..n {
-        let row = Row::new(seg, row0 + i);
-        let vv: [__m256; J] = std::array::from_fn(|jj| row.load(j0 + jj));
+        let row = F::row(seg, row0 + i);
+        let mut vv = [_mm256_setzero_ps(); J];
+        for (jj, v) in vv.iter_mut().enumerate() {
+            *v = F::load(&row, j0 + jj);
+        }
         for (h, ah) in a.iter_mut().enumerate() {
             let w = _mm256_set1_ps(*p.add(h * stride + i));
             for jj in 0..J {
@@ -257,8 +384,34 @@ unsafe fn accumulate_block<const HB: usize, const J: usize>(
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C, and [`supports`] must hold for `seg.codec`.
-#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn accumulate(
+    seg: &Segment,
+    row0: usize,
+    n: usize,
+    p: &[f32],
+    heads: usize,
+    stride: usize,
+    acc: &mut [f32],
+) {
+    match seg.codec.quant {
+        Quant::F32 => accumulate_fmt::<F32>(seg, row0, n, p, heads, stride, acc),
+        Quant::F16 => accumulate_fmt::<F16>(seg, row0, n, p, heads, stride, acc),
+        Quant::Bf16 => accumulate_fmt::<Bf16>(seg, row0, n, p, heads, stride, acc),
+        Quant::Int { bits: 8, .. } => accumulate_fmt::<Int<8>>(seg, row0, n, p, heads, stride, acc),
+        Quant::Int { bits: 4, .. } => accumulate_fmt::<Int<4>>(seg, row0, n, p, heads, stride, acc),
+        Quant::Int { .. } => accumulate_fmt::<Int<2>>(seg, row0, n, p, heads, stride, acc),
+        Quant::Nf4 => accumulate_fmt::<Nf4>(seg, row0, n, p, heads, stride, acc),
+        Quant::Fp8(Fp8::E4m3) => {
+            accumulate_fmt::<Fp8Fmt<false>>(seg, row0, n, p, heads, stride, acc)
+        }
+        Quant::Fp8(Fp8::E5m2) => {
+            accumulate_fmt::<Fp8Fmt<true>>(seg, row0, n, p, heads, stride, acc)
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn accumulate_fmt<F: Format>(
     seg: &Segment,
     row0: usize,
     n: usize,
@@ -280,31 +433,31 @@ pub unsafe fn accumulate(
             let left = chunks - j;
             match hb {
                 4 if left >= 2 => {
-                    accumulate_block::<4, 2>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 4, 2>(seg, row0, n, ph, stride, ah, d, j);
                     j += 2
                 }
                 2 | 3 if left >= 4 => {
-                    accumulate_block::<2, 4>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 2, 4>(seg, row0, n, ph, stride, ah, d, j);
                     j += 4
                 }
                 1 if left >= 8 => {
-                    accumulate_block::<1, 8>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 1, 8>(seg, row0, n, ph, stride, ah, d, j);
                     j += 8
                 }
                 1 if left >= 4 => {
-                    accumulate_block::<1, 4>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 1, 4>(seg, row0, n, ph, stride, ah, d, j);
                     j += 4
                 }
                 4 => {
-                    accumulate_block::<4, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 4, 1>(seg, row0, n, ph, stride, ah, d, j);
                     j += 1
                 }
                 2 | 3 => {
-                    accumulate_block::<2, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 2, 1>(seg, row0, n, ph, stride, ah, d, j);
                     j += 1
                 }
                 _ => {
-                    accumulate_block::<1, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 1, 1>(seg, row0, n, ph, stride, ah, d, j);
                     j += 1
                 }
             }

@@ -1,0 +1,342 @@
+//! Decode attention against this machine's roofline (issue 4's targets).
+//!
+//! Measures read bandwidth and f32 GEMM rate, then times decode steps of the attention
+//! workload (32 query heads, head_dim 128, batch 1, every layer's cache distinct and in main
+//! memory) and prints a markdown table: step time, achieved GB/s, the roofline floor
+//! max(bytes / bandwidth, flops / GEMM rate) and the ratio to it.
+//!
+//! `cargo run --release -p kvbench-workloads --example decode_roofline [-- quick|full|prefill]`
+
+use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
+use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
+use kvbench_workloads::cpu::matmul::{matmul, Mat, Par};
+use kvbench_workloads::cpu::Isa;
+use kvbench_workloads::{Backend, OffloadConfig, Strategy, Workload, WorkloadKind, WorkloadSpec};
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Best-of-5 all-thread read bandwidth over 512 MiB (bytes/s).
+fn read_bandwidth() -> f64 {
+    let n = 1usize << 27;
+    let data: Vec<f32> = (0..n).into_par_iter().map(|i| (i % 7) as f32).collect();
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s: f32 = data
+            .par_chunks(1 << 16)
+            .map(|c| {
+                let mut acc = [0.0f32; 16];
+                for ch in c.chunks_exact(16) {
+                    for (a, x) in acc.iter_mut().zip(ch) {
+                        *a += x;
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(s);
+        best = best.max((n * 4) as f64 / t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Best-of-3 f32 GEMM rate at 2048³ (flop/s).
+fn gemm_rate() -> f64 {
+    let n = 2048;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        matmul(
+            n,
+            n,
+            n,
+            Mat::rows(&a, n),
+            Mat::rows(&b, n),
+            &mut c,
+            false,
+            Par::Pool,
+        );
+        best = best.max(2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn spec(
+    kv: u32,
+    s: u32,
+    layers: u32,
+    dt: CacheDtype,
+    strategy: Strategy,
+    steps: u32,
+) -> WorkloadSpec {
+    WorkloadSpec {
+        kind: WorkloadKind::Attention,
+        backend: Backend::Cpu,
+        shape: ModelShape::uniform("roofline", layers, 32, kv, 128, 4096, 14336),
+        strategy,
+        k_dtype: dt,
+        v_dtype: dt,
+        batch: 1,
+        prompt: s,
+        gen: steps,
+        block_size: 16,
+        shared_prefix: 0,
+        window: None,
+        mlp: false,
+        seed: 1,
+        offload: OffloadConfig::default(),
+    }
+}
+
+/// Median decode step (s) and KV bytes it read.
+fn time_decode(sp: &WorkloadSpec) -> (f64, u64) {
+    let mut w = AttentionWorkload::new(sp, PrefillMode::Fill).expect("valid spec");
+    w.prefill().expect("fill");
+    let mut times = Vec::new();
+    for _ in 0..sp.gen {
+        let t = Instant::now();
+        w.decode_step().expect("step");
+        times.push(t.elapsed().as_secs_f64());
+    }
+    // The first step warms page tables and caches: drop it.
+    times.remove(0);
+    times.sort_by(|a, b| a.total_cmp(b));
+    (times[times.len() / 2], w.kv_bytes_read_last_step())
+}
+
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "quick".into());
+    let bw = read_bandwidth();
+    let gemm = gemm_rate();
+    println!(
+        "threads {}, isa {}, read bandwidth {:.1} GB/s, f32 GEMM {:.1} GFLOP/s\n",
+        rayon::current_num_threads(),
+        Isa::detect().name(),
+        bw / 1e9,
+        gemm / 1e9
+    );
+    if mode == "prefill" {
+        prefill(gemm);
+        return;
+    }
+    if mode == "incache" {
+        incache();
+        return;
+    }
+    if mode == "kernel" {
+        kernel();
+        return;
+    }
+    println!("| kv heads | S | dtype | strategy | layers | step ms | MB read | GB/s | read GB/s now | floor ms | × floor | tokens/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    use DtypeKind::*;
+    // `one KV S DTYPE`: a single row (for profiling).
+    let args: Vec<String> = std::env::args().collect();
+    let one = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let (lens, kvs, dtypes): (Vec<u32>, Vec<u32>, Vec<DtypeKind>) = match mode.as_str() {
+        "full" => (
+            vec![4096, 32768],
+            vec![32, 8, 1],
+            vec![F32, F16, Bf16, Int8, Int4],
+        ),
+        "one" => (
+            vec![one(3).parse().expect("S")],
+            vec![one(2).parse().expect("kv heads")],
+            vec![match one(4).as_str() {
+                "f32" => F32,
+                "bf16" => Bf16,
+                "int8" => Int8,
+                "int4" => Int4,
+                _ => F16,
+            }],
+        ),
+        _ => (vec![4096], vec![32, 8, 1], vec![F32, F16, Bf16, Int8, Int4]),
+    };
+    for &s in &lens {
+        for &kv in &kvs {
+            for &kind in &dtypes {
+                let dt = CacheDtype::new(kind);
+                for strategy in [Strategy::Contiguous, Strategy::Paged] {
+                    if strategy == Strategy::Paged && !matches!(kind, F16) {
+                        continue;
+                    }
+                    // Enough layers that the step streams ≥ 512 MB: nothing served from cache.
+                    let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, 128);
+                    let layers = (512u64 << 20).div_ceil(layer_bytes).clamp(1, 64) as u32;
+                    let sp = spec(kv, s, layers, dt, strategy, 8);
+                    let (t, bytes) = time_decode(&sp);
+                    // The machine is shared: measure the ceiling again right after each row.
+                    let bw = read_bandwidth();
+                    let flops = 4.0 * 32.0 * s as f64 * 128.0 * layers as f64;
+                    let floor = (bytes as f64 / bw).max(flops / gemm);
+                    println!(
+                        "| {kv} | {s} | {} | {:?} | {layers} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} |",
+                        kind.name(),
+                        strategy,
+                        t * 1e3,
+                        bytes as f64 / 1e6,
+                        bytes as f64 / t / 1e9,
+                        bw / 1e9,
+                        floor * 1e3,
+                        t / floor,
+                        // tokens/s of a model with these layers (batch 1).
+                        1.0 / t
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Prefill attention at 2048 tokens: achieved GFLOP/s against the GEMM rate.
+fn prefill(gemm: f64) {
+    println!("| kv heads | prompt | prefill ms | GFLOP/s | % of GEMM |");
+    println!("|---|---|---|---|---|");
+    for kv in [32u32, 8] {
+        let sp = spec(
+            kv,
+            2048,
+            1,
+            CacheDtype::new(DtypeKind::F16),
+            Strategy::Contiguous,
+            0,
+        );
+        let mut w = AttentionWorkload::new(&sp, PrefillMode::Attention).expect("valid spec");
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            w.reset().expect("reset");
+            let t = Instant::now();
+            w.prefill().expect("prefill");
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let rate = w.prefill_flops() / best;
+        println!(
+            "| {kv} | 2048 | {:.1} | {:.1} | {:.0}% |",
+            best * 1e3,
+            rate / 1e9,
+            100.0 * rate / gemm
+        );
+    }
+}
+
+/// Decode attention alone over a prepared f32/f16 cache, alternating with the bandwidth
+/// probe so both see the same machine load.
+fn kernel() {
+    use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache};
+    use kvbench_workloads::cpu::decode::{decode_attention, DecodeJob};
+    let (s, d, hq) = (4096usize, 128usize, 32usize);
+    for (kv, kind) in [
+        (32usize, DtypeKind::F16),
+        (32, DtypeKind::F32),
+        (32, DtypeKind::Bf16),
+        (8, DtypeKind::F32),
+        (8, DtypeKind::F16),
+        (1, DtypeKind::F16),
+        (32, DtypeKind::Int8),
+        (32, DtypeKind::Int4),
+    ] {
+        let dt = CacheDtype::new(kind);
+        let layers = ((512usize << 20)
+            / (2 * kv * s * d * dt.quantized_bytes(1, 128) as usize / 128))
+            .clamp(1, 64);
+        let shape =
+            ModelShape::uniform("k", layers as u32, hq as u32, kv as u32, d as u32, 4096, 0);
+        let g = CacheGeometry::new(&shape, None, dt, dt, 1, s as u32, 16, 0).expect("geometry");
+        let mut cache = DenseCache::new(&g, false).expect("cache");
+        let mut k = vec![0.0f32; kv * d];
+        for l in 0..layers {
+            for p in 0..s {
+                kvbench_workloads::synth::fill(
+                    kvbench_workloads::synth::stream(1, 1, l as u64, p as u64, 0),
+                    1.0,
+                    &mut k,
+                );
+                cache.append(l, 0, &k, &k).expect("room");
+            }
+        }
+        let bytes: u64 = (0..layers)
+            .flat_map(|l| (0..kv).map(move |h| (l, h)))
+            .map(|(l, h)| cache.view(l, 0, h).bytes_read())
+            .sum();
+        let q = vec![0.01f32; hq * d];
+        let mut out = vec![0.0f32; hq * d];
+        let gl = hq / kv * d;
+        let mut best = f64::MAX;
+        let mut bw = 0.0f64;
+        for _ in 0..5 {
+            bw = bw.max(read_bandwidth());
+            let t = Instant::now();
+            for l in 0..layers {
+                let mut jobs: Vec<DecodeJob> = out
+                    .chunks_mut(gl)
+                    .zip(q.chunks(gl))
+                    .enumerate()
+                    .map(|(h, (o, qg))| DecodeJob {
+                        view: cache.view(l, 0, h),
+                        q: qg,
+                        out: o,
+                    })
+                    .collect();
+                decode_attention(&mut jobs, hq / kv, Isa::detect());
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "kernel kv {kv} {}: {layers} layers, {:.0} MB in {:.2} ms = {:.1} GB/s; probe {:.1} GB/s; ratio {:.2}",
+            kind.name(),
+            bytes as f64 / 1e6,
+            best * 1e3,
+            bytes as f64 / best / 1e9,
+            bw / 1e9,
+            (bytes as f64 / bw) / best
+        );
+    }
+}
+
+/// The same kernel over a small cache that stays in L2: compute cost per element.
+fn incache() {
+    use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache};
+    use kvbench_workloads::cpu::decode::attend_rows;
+    let (s, d) = (256usize, 128usize);
+    for kind in [
+        DtypeKind::F32,
+        DtypeKind::F16,
+        DtypeKind::Bf16,
+        DtypeKind::Int8,
+        DtypeKind::Int4,
+    ] {
+        for g in [1usize, 4, 32] {
+            let dt = CacheDtype::new(kind);
+            let shape = ModelShape::uniform("k", 1, g as u32, 1, d as u32, 4096, 0);
+            let geo =
+                CacheGeometry::new(&shape, None, dt, dt, 1, s as u32, 16, 0).expect("geometry");
+            let mut cache = DenseCache::new(&geo, false).expect("cache");
+            let mut k = vec![0.0f32; d];
+            for p in 0..s {
+                kvbench_workloads::synth::fill(
+                    kvbench_workloads::synth::stream(1, 1, 0, p as u64, 0),
+                    1.0,
+                    &mut k,
+                );
+                cache.append(0, 0, &k, &k).expect("room");
+            }
+            let q = vec![0.01f32; g * d];
+            let view = cache.view(0, 0, 0);
+            let reps = 2000;
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(attend_rows(&view, &q, g, 0, s, Isa::detect()));
+            }
+            let ns = t.elapsed().as_secs_f64() * 1e9 / (reps * s) as f64;
+            println!(
+                "in-cache {} G={g}: {:.2} ns per row ({:.1} GFLOP/s one thread)",
+                kind.name(),
+                ns,
+                4.0 * (g * d) as f64 / ns
+            );
+        }
+    }
+}
