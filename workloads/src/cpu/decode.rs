@@ -7,7 +7,7 @@ use crate::cache::{HeadView, Segment};
 use rayon::prelude::*;
 
 /// Rows per tile: the score block (heads × TILE) stays in L1.
-const TILE: usize = 32;
+const TILE: usize = 64;
 
 /// Online-softmax state of one part of the rows.
 #[derive(Debug, Clone)]
