@@ -153,7 +153,7 @@ pub fn quantization(t: &CsvTable) -> Section {
     let keys = key_columns(&t.columns);
     let not_dtype: Vec<&String> = keys
         .iter()
-        .filter(|c| *c != "k_dtype" && *c != "v_dtype")
+        .filter(|c| !matches!(c.as_str(), "k_dtype" | "v_dtype" | "cache_dtype"))
         .collect();
     let other_key = |r: usize| not_dtype.iter().map(|c| t.get(r, c)).collect::<Vec<_>>();
     // The f16 twin of each workload: same key but the dtype.
