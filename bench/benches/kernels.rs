@@ -44,21 +44,37 @@ fn decode(c: &mut Criterion) {
                     continue;
                 }
                 let dt = CacheDtype::new(kind);
-                let shape = ModelShape::uniform("bench", layers as u32, Q_HEADS as u32, kv as u32, D as u32, 4096, 0);
-                let g = CacheGeometry::new(&shape, None, dt, dt, 1, S as u32, 16, 0).expect("geometry");
+                let shape = ModelShape::uniform(
+                    "bench",
+                    layers as u32,
+                    Q_HEADS as u32,
+                    kv as u32,
+                    D as u32,
+                    4096,
+                    0,
+                );
+                let g =
+                    CacheGeometry::new(&shape, None, dt, dt, 1, S as u32, 16, 0).expect("geometry");
                 let mut cache: Box<dyn KvCache> = if paged {
                     Box::new(PagedCache::new(&g).expect("paged"))
                 } else {
                     Box::new(DenseCache::new(&g, false).expect("contiguous"))
                 };
                 filled(cache.as_mut(), layers, kv);
-                let bytes: u64 = (0..layers).flat_map(|l| (0..kv).map(move |h| (l, h))).map(|(l, h)| cache.view(l, 0, h).bytes_read()).sum();
+                let bytes: u64 = (0..layers)
+                    .flat_map(|l| (0..kv).map(move |h| (l, h)))
+                    .map(|(l, h)| cache.view(l, 0, h).bytes_read())
+                    .sum();
                 let mut q = vec![0.0f32; Q_HEADS * D];
                 synth::fill(synth::stream(1, 3, 0, 0, 0), 0.3, &mut q);
                 let mut out = vec![0.0f32; Q_HEADS * D];
                 let group_len = Q_HEADS / kv * D;
                 group.throughput(Throughput::Bytes(bytes));
-                let name = format!("{}/kv{kv}/{}", kind.name(), if paged { "paged16" } else { "contiguous" });
+                let name = format!(
+                    "{}/kv{kv}/{}",
+                    kind.name(),
+                    if paged { "paged16" } else { "contiguous" }
+                );
                 group.bench_function(BenchmarkId::from_parameter(name), |b| {
                     b.iter(|| {
                         for l in 0..layers {
@@ -66,7 +82,11 @@ fn decode(c: &mut Criterion) {
                                 .chunks_mut(group_len)
                                 .zip(q.chunks(group_len))
                                 .enumerate()
-                                .map(|(h, (o, qg))| DecodeJob { view: cache.view(l, 0, h), q: qg, out: o })
+                                .map(|(h, (o, qg))| DecodeJob {
+                                    view: cache.view(l, 0, h),
+                                    q: qg,
+                                    out: o,
+                                })
                                 .collect();
                             decode_attention(&mut jobs, Q_HEADS / kv, Isa::detect());
                         }
@@ -85,7 +105,12 @@ fn prefill(c: &mut Criterion) {
     group.sample_size(10);
     let t = 2048;
     for kv in [32usize, 8] {
-        let shape = PrefillShape { q_heads: Q_HEADS, kv_heads: kv, head_dim: D, window: None };
+        let shape = PrefillShape {
+            q_heads: Q_HEADS,
+            kv_heads: kv,
+            head_dim: D,
+            window: None,
+        };
         let mut q = vec![0.0f32; t * Q_HEADS * D];
         let mut k = vec![0.0f32; t * kv * D];
         let mut v = vec![0.0f32; t * kv * D];
@@ -93,8 +118,13 @@ fn prefill(c: &mut Criterion) {
         synth::fill(synth::stream(2, 2, 0, 0, 0), 1.0, &mut k);
         synth::fill(synth::stream(2, 3, 0, 0, 0), 1.0, &mut v);
         let mut out = vec![0.0f32; t * Q_HEADS * D];
-        group.throughput(Throughput::Bytes(((2 * q.len() + k.len() + v.len()) * 4) as u64));
-        eprintln!("prefill kv{kv}: {:.1} GFLOP per call", prefill_flops(&shape, t) / 1e9);
+        group.throughput(Throughput::Bytes(
+            ((2 * q.len() + k.len() + v.len()) * 4) as u64,
+        ));
+        eprintln!(
+            "prefill kv{kv}: {:.1} GFLOP per call",
+            prefill_flops(&shape, t) / 1e9
+        );
         group.bench_function(BenchmarkId::from_parameter(format!("t2048/kv{kv}")), |b| {
             b.iter(|| prefill_attention(&shape, t, &q, &k, &v, &mut out))
         });

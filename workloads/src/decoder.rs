@@ -398,67 +398,69 @@ impl DecoderWorkload {
         let mut last_attn = Vec::new();
         for (l, w) in self.layers.iter().enumerate() {
             let (an, mn) = (f64s(&w.attn_norm), f64s(&w.mlp_norm));
-            let normed: Vec<Vec<f64>> = xs.iter().map(|x| reference::rms_norm(x, &an)).collect();
-            let proj = |m: &[f32], cols: usize, p: usize| reference::vec_mat(&normed[p], m, cols);
-            let heads = |mut v: Vec<f64>, p: usize, rot: bool| -> Vec<Vec<f64>> {
-                v.chunks_mut(d)
-                    .map(|h| {
-                        if rot {
-                            reference::rope(h, p, ROPE_BASE as f64);
-                        }
-                        h.to_vec()
+            let normed: Vec<f64> = xs
+                .iter()
+                .flat_map(|x| reference::rms_norm(x, &an))
+                .collect();
+            let heads = |m: Vec<f64>, width: usize, rot: bool| -> Vec<Vec<Vec<f64>>> {
+                m.chunks(width * d)
+                    .enumerate()
+                    .map(|(p, row)| {
+                        row.chunks(d)
+                            .map(|h| {
+                                let mut h = h.to_vec();
+                                if rot {
+                                    reference::rope(&mut h, p, ROPE_BASE as f64);
+                                }
+                                h
+                            })
+                            .collect()
                     })
                     .collect()
             };
-            let qs: Vec<Vec<Vec<f64>>> = (0..t)
-                .into_par_iter()
-                .map(|p| heads(proj(&w.wq, hq * d, p), p, true))
-                .collect();
-            let ks: Vec<Vec<Vec<f64>>> = (0..t)
-                .into_par_iter()
-                .map(|p| heads(proj(&w.wk, hk * d, p), p, true))
-                .collect();
-            let vs: Vec<Vec<Vec<f64>>> = (0..t)
-                .into_par_iter()
-                .map(|p| heads(proj(&w.wv, hk * d, p), p, false))
-                .collect();
+            let qs = heads(reference::mat_mul(&normed, t, &w.wq, hq * d), hq, true);
+            let ks = heads(reference::mat_mul(&normed, t, &w.wk, hk * d), hk, true);
+            let vs = heads(reference::mat_mul(&normed, t, &w.wv, hk * d), hk, false);
             let window = self.windows[l];
-            let new_xs: Vec<(Vec<f64>, Vec<f64>)> = (0..t)
+            let atts: Vec<Vec<f64>> = (0..t)
                 .into_par_iter()
                 .map(|p| {
                     let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
-                    let att: Vec<f64> = (0..hq)
+                    (0..hq)
                         .flat_map(|h| {
                             let kh = h / (hq / hk);
                             let keys: Vec<Vec<f64>> = (lo..=p).map(|j| ks[j][kh].clone()).collect();
                             let vals: Vec<Vec<f64>> = (lo..=p).map(|j| vs[j][kh].clone()).collect();
                             reference::attend(&qs[p][h], &keys, &vals)
                         })
-                        .collect();
-                    let mut x = xs[p].clone();
-                    for (xi, o) in x.iter_mut().zip(reference::vec_mat(&att, &w.wo, hidden)) {
-                        *xi += o;
-                    }
-                    if self.spec.mlp {
-                        let m = reference::rms_norm(&x, &mn);
-                        let g = reference::vec_mat(&m, &w.w_gate, inter);
-                        let u = reference::vec_mat(&m, &w.w_up, inter);
-                        let h: Vec<f64> = g
-                            .iter()
-                            .zip(&u)
-                            .map(|(g, u)| reference::silu(*g) * u)
-                            .collect();
-                        for (xi, o) in x.iter_mut().zip(reference::vec_mat(&h, &w.w_down, hidden)) {
-                            *xi += o;
-                        }
-                    }
-                    (x, att)
+                        .collect()
                 })
                 .collect();
-            if l + 1 == self.layers.len() {
-                last_attn = new_xs[t - 1].1.clone();
+            let flat: Vec<f64> = atts.concat();
+            let o = reference::mat_mul(&flat, t, &w.wo, hidden);
+            for (x, o) in xs.iter_mut().zip(o.chunks(hidden)) {
+                x.iter_mut().zip(o).for_each(|(a, b)| *a += b);
             }
-            xs = new_xs.into_iter().map(|(x, _)| x).collect();
+            if self.spec.mlp {
+                let m: Vec<f64> = xs
+                    .iter()
+                    .flat_map(|x| reference::rms_norm(x, &mn))
+                    .collect();
+                let g = reference::mat_mul(&m, t, &w.w_gate, inter);
+                let u = reference::mat_mul(&m, t, &w.w_up, inter);
+                let h: Vec<f64> = g
+                    .iter()
+                    .zip(&u)
+                    .map(|(g, u)| reference::silu(*g) * u)
+                    .collect();
+                let down = reference::mat_mul(&h, t, &w.w_down, hidden);
+                for (x, o) in xs.iter_mut().zip(down.chunks(hidden)) {
+                    x.iter_mut().zip(o).for_each(|(a, b)| *a += b);
+                }
+            }
+            if l + 1 == self.layers.len() {
+                last_attn = atts[t - 1].clone();
+            }
         }
         let hidden_out = reference::rms_norm(&xs[t - 1], &f64s(&self.final_norm));
         (last_attn, hidden_out)

@@ -51,6 +51,47 @@ pub fn vec_mat(x: &[f64], w: &[f32], n: usize) -> Vec<f64> {
     out
 }
 
+/// `x (t×k, row-major) · w (k×n, row-major)` in f64 (the weights widened exactly), through
+/// `gemm`'s f64 kernels: the same sums as [`vec_mat`], blocked and multithreaded.
+pub fn mat_mul(x: &[f64], t: usize, w: &[f32], n: usize) -> Vec<f64> {
+    let k = w.len() / n;
+    assert_eq!(x.len(), t * k, "mat_mul shapes");
+    let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+    let mut out = vec![0.0f64; t * n];
+    if t == 0 || n == 0 || k == 0 {
+        return out;
+    }
+    let par = match rayon::current_num_threads() {
+        1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    };
+    // SAFETY: all three buffers have exactly the sizes the strides describe.
+    unsafe {
+        gemm::gemm(
+            t,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w64.as_ptr(),
+            1,
+            n as isize,
+            0.0f64,
+            1.0f64,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+    out
+}
+
 /// SiLU(x) = x · σ(x).
 pub fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
@@ -111,6 +152,18 @@ mod tests {
         let mut y = vec![0.0, 1.0, 0.0, 0.0];
         rope(&mut y, 1, 10000.0);
         assert!((y[1] - 0.01f64.cos()).abs() < 1e-12 && (y[3] - 0.01f64.sin()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mat_mul_equals_row_by_row_vec_mat() {
+        let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let x: Vec<f64> = (0..8).map(|i| i as f64 - 3.5).collect();
+        let m = mat_mul(&x, 2, &w, 3);
+        let mut want = vec_mat(&x[..4], &w, 3);
+        want.extend(vec_mat(&x[4..], &w, 3));
+        for (a, b) in m.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -3,12 +3,32 @@
 //!
 //! The full disk is real to the process: RLIMIT_FSIZE caps the size of any file it writes
 //! (with SIGXFSZ ignored the write returns EFBIG, as a full disk returns ENOSPC). The limit is
-//! process-wide, so this file holds exactly one test.
+//! process-wide (it would also stop the harness writing to a redirected stdout), so the test
+//! re-runs itself in a child process whose output goes to pipes, and this file holds exactly
+//! one test.
 
 use kvbench_workloads::tier::{BlockKey, DiskIo, DiskStore, TierError, VerifiedTier};
 
+const CHILD: &str = "KVBENCH_DISK_FULL_CHILD";
+
 #[test]
 fn write_failure_mid_run_is_an_error_and_earlier_blocks_survive() {
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "write_failure_mid_run_is_an_error_and_earlier_blocks_survive",
+            ])
+            .args(["--test-threads", "1", "--nocapture"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let store = DiskStore::create(dir.path(), 4000, DiskIo::Direct).unwrap();
     let path = store.path().to_path_buf();

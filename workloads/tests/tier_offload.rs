@@ -180,3 +180,50 @@ fn decode_steps_write_back_only_the_changed_tail_blocks() {
         assert!(after.blocks_read - before.blocks_read >= 2 * 33);
     }
 }
+
+#[test]
+fn a_corrupted_block_on_disk_is_caught_counted_and_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = OffloadConfig {
+        tier_dir: Some(dir.path().to_path_buf()),
+        ..host(0)
+    };
+    let s = spec(Tier::Disk, DtypeKind::F16, cfg);
+    let mut w = OffloadWorkload::new(&s, true).unwrap();
+    w.prefill().unwrap();
+    assert!(w.tier_stats().blocks_written > 0);
+    // Flip one bit in every 4 KiB page of the block file: whichever block comes back first
+    // is corrupted.
+    let file = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    for i in (100..bytes.len()).step_by(4096) {
+        bytes[i] ^= 0x04;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    for _ in 0..s.gen {
+        w.decode_step().unwrap();
+    }
+    let report = w.tier_report().unwrap();
+    assert_eq!(report.hash_failures, 1, "the first bad block stops loading");
+    assert_eq!(report.fallbacks, 1);
+    assert!(report.recomputed_blocks > 0);
+    assert!(report
+        .first_error
+        .unwrap()
+        .contains("failed its hash check"));
+    let mut resident = OffloadWorkload::new(&s, false).unwrap();
+    resident.prefill().unwrap();
+    for _ in 0..s.gen {
+        resident.decode_step().unwrap();
+    }
+    assert_eq!(
+        w.last_outputs(),
+        resident.last_outputs(),
+        "never a wrong result"
+    );
+}

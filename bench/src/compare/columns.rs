@@ -91,7 +91,9 @@ pub fn role(column: &str) -> Role {
         | "verified"
         | "status"
         | "kv_bytes_read_last_step"
-        | "prefill_flops" => Role::Exact,
+        | "prefill_flops"
+        // A block that came back from a tier with another hash is a correctness failure.
+        | "tier_hash_failures" => Role::Exact,
         "rel_error" | "error_bound" => Role::Error(Better::Lower),
         "cosine" => Role::Error(Better::Higher),
         "ttft_ms" => timing(Better::Lower, abs("ttft_mad_ms")),
@@ -113,6 +115,11 @@ pub fn role(column: &str) -> Role {
         }
         "outliers" | "peak_rss_bytes" | "device_bytes" | "weights_bytes" | "limit_gbps"
         | "limit_gflops" | "detail" | "ttft_samples" | "itl_samples" => Role::Info,
+        // Offload traffic depends on eviction timing and on faults the run recovered from.
+        "tier_blocks_stored"
+        | "tier_blocks_loaded"
+        | "tier_fallbacks"
+        | "tier_recomputed_blocks" => Role::Info,
         c => by_suffix(c),
     }
 }
@@ -196,6 +203,9 @@ mod tests {
                 "mlp",
                 "residual",
                 "seed",
+                "cache_dtype",
+                "prefill",
+                "tier",
             ]
         );
     }

@@ -150,7 +150,12 @@ pub fn check(
     let threshold = spec
         .threshold
         .unwrap_or_else(|| th.timing_threshold_for(&spec.metric));
-    let rule = format!("{}% & {}×MAD", show(threshold * 100.0), show(th.spread_k));
+    let pair_threshold = spec.pair_threshold.unwrap_or(threshold);
+    let rule = format!(
+        "{}% & {}×MAD",
+        show(pair_threshold * 100.0),
+        show(th.spread_k)
+    );
     let in_base = ratios_in(base, keys, spec, &spread);
     let in_new = ratios_in(new, keys, spec, &spread);
     let mut pairs: Vec<(&Vec<String>, &RunRatio)> = in_base.iter().collect();
@@ -158,7 +163,7 @@ pub fn check(
     let mut out = Vec::new();
     for (key, b) in pairs {
         let Some(n) = in_new.get(key) else { continue };
-        let (v, change) = verdict::timing(b.value, n.value, better, threshold, th.spread_k);
+        let (v, change) = verdict::timing(b.value, n.value, better, pair_threshold, th.spread_k);
         out.push(Finding {
             workload: b.label.clone(),
             metric: spec.name.clone(),
@@ -170,6 +175,9 @@ pub fn check(
         });
     }
     if let Some(f) = median_of(&out, better, threshold) {
+        if !spec.check_pairs {
+            out.clear();
+        }
         out.push(f);
     }
     if out.is_empty() {

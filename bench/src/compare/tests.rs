@@ -95,9 +95,9 @@ fn identical_runs_pass_with_every_metric_the_same() {
     assert!(c.passed(), "{}", render::render(&c, false));
     assert_eq!(c.matched, 8);
     assert!(c.findings.iter().all(|f| f.verdict == Verdict::Same));
-    // 8 rows × (8 exact + 3 error + 6 timing) metrics; achieved_gbps, achieved_gflops,
-    // pct_of_limit and the prefill rates are 0 in both (not measured) and so not compared.
-    assert_eq!(c.findings.len(), 8 * (8 + 3 + 6));
+    // 8 rows × (9 exact + 3 error + 6 timing) metrics; achieved_gbps, achieved_gflops,
+    // pct_of_limit, the prefill and tier rates are 0 in both (not measured): not compared.
+    assert_eq!(c.findings.len(), 8 * (9 + 3 + 6));
     assert!(render::render(&c, false).starts_with("no changes beyond thresholds"));
 }
 
@@ -245,14 +245,14 @@ fn extra_columns_in_the_new_run_are_tolerated() {
     let base = table(&sweep(1.0, 0.01));
     let mut new = base.clone();
     new.columns.push("peak_device_gbps".into());
-    new.columns.push("tier".into());
+    new.columns.push("numa_node".into());
     for r in &mut new.rows {
         r.push("1.0".into());
-        r.push("host".into());
+        r.push("0".into());
     }
     let c = compare(&base, &new, &Options::default()).unwrap();
     assert!(c.passed());
-    assert!(c.notes.iter().any(|n| n.contains("`tier`")));
+    assert!(c.notes.iter().any(|n| n.contains("`numa_node`")));
     assert!(c.notes.iter().any(|n| n.contains("`peak_device_gbps`")));
 }
 
@@ -412,4 +412,36 @@ fn a_plan_csv_is_not_a_run() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("plan.csv is not a run CSV"), "{msg}");
+}
+
+#[test]
+fn a_single_pair_is_held_to_its_own_wider_threshold() {
+    let mut th = ci_like_ratios();
+    // One quiet pair 60% worse: beyond a 15% threshold, within a 100% pair threshold.
+    let base = sweep(1.0, 0.01);
+    let mut new = base.clone();
+    new[4].tpot_ms *= 1.6;
+    new[4].itl_p50_ms *= 1.6;
+    new[4].tokens_per_s /= 1.6;
+    let opts = |th: Thresholds| Options {
+        thresholds: th,
+        timing: TimingMode::Ratios,
+        allow_missing: false,
+    };
+    assert!(!run(&base, &new, &opts(th.clone())).passed());
+    th.ratio[0].pair_threshold = Some(1.0);
+    let c = run(&base, &new, &opts(th.clone()));
+    assert!(c.passed(), "{}", render::render(&c, true));
+    // With pairs off, only the median (unchanged: one pair of four moved) is reported.
+    th.ratio[0].pair_threshold = None;
+    th.ratio[0].check_pairs = false;
+    let c = run(&base, &new, &opts(th));
+    assert!(c.passed(), "{}", render::render(&c, true));
+    let ratio: Vec<&Finding> = c
+        .findings
+        .iter()
+        .filter(|f| f.metric.contains('/'))
+        .collect();
+    assert_eq!(ratio.len(), 1);
+    assert_eq!(ratio[0].workload, "median of 4 pairs");
 }

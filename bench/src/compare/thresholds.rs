@@ -59,8 +59,20 @@ pub struct RatioSpec {
     /// `block_size`, the `v_dtype` that follows `k_dtype`).
     #[serde(default)]
     pub ignore: Vec<String>,
-    /// Relative change allowed; defaults to the metric's timing threshold.
+    /// Relative change allowed for the median over all pairs; defaults to the metric's
+    /// timing threshold.
     pub threshold: Option<f64>,
+    /// Relative change allowed for a single pair (also beyond its spread); defaults to
+    /// `threshold`. Single pairs swing far more than the median on a shared machine.
+    pub pair_threshold: Option<f64>,
+    /// Judge single pairs at all (default true). Off, only the median over all pairs gates:
+    /// on a shared machine single pairs swing too far to mean anything.
+    #[serde(default = "yes")]
+    pub check_pairs: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Thresholds {
@@ -207,6 +219,9 @@ impl Thresholds {
             }
             if let Some(t) = r.threshold {
                 check(&format!("ratio `{}` threshold", r.name), t)?;
+            }
+            if let Some(t) = r.pair_threshold {
+                check(&format!("ratio `{}` pair_threshold", r.name), t)?;
             }
         }
         Ok(())

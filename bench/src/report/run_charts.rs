@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::chart::{Chart, Series, Style};
 use super::table::CsvTable;
-use super::view::{describe, dtype, machine, slug, varying};
+use super::view::{describe, dtype, machine, slug, sweep_order, varying};
 
 /// A chart and the file name it is written to.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,16 +45,18 @@ fn series_of(t: &CsvTable, rows: &[usize], x: &str, y: &str) -> Vec<Series> {
         .into_iter()
         .filter(|c| c != x && c != "workload")
         .collect();
-    group_by(rows.iter().copied(), |r| describe(t, r, &cols))
-        .into_iter()
-        .map(|(name, rs)| Series {
-            name,
-            points: rs
-                .iter()
-                .filter_map(|&r| Some((t.num(r, x)?, t.num(r, y)?)))
-                .collect(),
-        })
-        .collect()
+    group_by(sweep_order(t, rows.to_vec()).into_iter(), |r| {
+        describe(t, r, &cols)
+    })
+    .into_iter()
+    .map(|(name, rs)| Series {
+        name,
+        points: rs
+            .iter()
+            .filter_map(|&r| Some((t.num(r, x)?, t.num(r, y)?)))
+            .collect(),
+    })
+    .collect()
 }
 
 /// A metric against prompt length, one chart per machine and workload kind.
@@ -88,7 +90,8 @@ fn per_machine(
 /// Tokens/s against context length per strategy (and dtype), per machine.
 pub fn tokens_per_s(t: &CsvTable) -> Vec<NamedChart> {
     let names = ("Decode tokens/s", "tokens-per-s");
-    per_machine(t, "tokens_per_s", "decode tokens/s", names, false)
+    // Log scale: recomputing (none) is orders of magnitude slower than caching.
+    per_machine(t, "tokens_per_s", "decode tokens/s", names, true)
 }
 
 /// Median inter-token latency against context length, per machine.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::markdown::{bytes, num, pct, MdTable};
 use super::table::CsvTable;
-use super::view::{describe, dtype, machine, varying};
+use super::view::{describe, dtype, machine, sweep_order, varying};
 use crate::compare::columns::key_columns;
 
 /// One section of report.md.
@@ -30,10 +30,11 @@ fn ok_rows(t: &CsvTable) -> Vec<usize> {
         .collect()
 }
 
-/// Rows in machine order (stable: file order within a machine).
-fn by_machine(t: &CsvTable, mut rows: Vec<usize>) -> Vec<usize> {
-    let order: Vec<String> = t.distinct("host");
-    rows.sort_by_key(|&r| order.iter().position(|h| h == t.get(r, "host")));
+/// Rows grouped by machine (first-seen order), in sweep order within a machine.
+fn by_machine(t: &CsvTable, rows: Vec<usize>) -> Vec<usize> {
+    let order: Vec<String> = t.distinct_by(|r| machine(t, r));
+    let mut rows = sweep_order(t, rows);
+    rows.sort_by_key(|&r| order.iter().position(|m| *m == machine(t, r)));
     rows
 }
 
@@ -93,7 +94,7 @@ pub fn throughput(t: &CsvTable) -> Section {
 
 /// Memory per token and waste per layout (machine-independent: one row per workload).
 pub fn memory(t: &CsvTable) -> Section {
-    let rows = one_per_key(t, &(0..t.len()).collect::<Vec<_>>());
+    let rows = one_per_key(t, &sweep_order(t, (0..t.len()).collect()));
     let cols = varying(t, &rows);
     let mut table = MdTable::new(&[
         "workload",
@@ -152,7 +153,7 @@ pub fn quantization(t: &CsvTable) -> Section {
     let keys = key_columns(&t.columns);
     let not_dtype: Vec<&String> = keys
         .iter()
-        .filter(|c| *c != "k_dtype" && *c != "v_dtype")
+        .filter(|c| !matches!(c.as_str(), "k_dtype" | "v_dtype" | "cache_dtype"))
         .collect();
     let other_key = |r: usize| not_dtype.iter().map(|c| t.get(r, c)).collect::<Vec<_>>();
     // The f16 twin of each workload: same key but the dtype.

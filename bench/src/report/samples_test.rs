@@ -84,4 +84,11 @@ fn report_from_the_committed_samples_has_valid_charts_with_the_expected_series()
     // Every sample row was verified, and every layout allocated what the planner predicted.
     assert!(!md.contains("## Rows that were not timed"), "{md}");
     assert!(!md.contains("| no ("), "planner and layout disagree:\n{md}");
+    // Every quantized dtype found its f16 twin: the saving is a figure, not a dash.
+    for line in md
+        .lines()
+        .filter(|l| l.starts_with("| int8 |") || l.starts_with("| int4 |"))
+    {
+        assert!(line.contains('%'), "no saving against f16 in {line}");
+    }
 }

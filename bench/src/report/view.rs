@@ -70,9 +70,20 @@ pub fn varying(t: &CsvTable, rows: &[usize]) -> Vec<String> {
         .collect()
 }
 
+/// Rows in the order of the whole sweep (`sweep_index`), so shards merged in any order read
+/// as one run; rows without an index keep their order, after those with one.
+pub fn sweep_order(t: &CsvTable, mut rows: Vec<usize>) -> Vec<usize> {
+    rows.sort_by_key(|&r| t.num(r, "sweep_index").map_or(u64::MAX, |v| v as u64));
+    rows
+}
+
 /// The cache dtype of a row: `int8`, or `int4/f16` when K and V differ.
 pub fn dtype(t: &CsvTable, r: usize) -> String {
     let (k, v) = (t.get(r, "k_dtype"), t.get(r, "v_dtype"));
+    let named = t.get(r, "cache_dtype");
+    if k.is_empty() && !named.is_empty() {
+        return named.to_string();
+    }
     if k == v || v.is_empty() {
         k.to_string()
     } else {
@@ -83,12 +94,14 @@ pub fn dtype(t: &CsvTable, r: usize) -> String {
 /// A row described by `columns`: names and dtypes as values, numbers as `name=value`.
 pub fn describe(t: &CsvTable, r: usize, columns: &[String]) -> String {
     let mut parts = Vec::new();
-    let has_dtype = columns.iter().any(|c| c == "k_dtype" || c == "v_dtype");
+    // K, V and their combined name (`cache_dtype`) say one thing: show it once.
+    let is_dtype = |c: &str| matches!(c, "k_dtype" | "v_dtype" | "cache_dtype");
+    let has_dtype = columns.iter().any(|c| is_dtype(c));
     if has_dtype {
         parts.push(dtype(t, r));
     }
     for c in columns {
-        if c == "k_dtype" || c == "v_dtype" {
+        if is_dtype(c) {
             continue;
         }
         let v = t.get(r, c);
@@ -124,10 +137,13 @@ mod tests {
 
     #[test]
     fn describes_workloads_briefly() {
-        let tab = t("strategy,k_dtype,v_dtype,prompt,tokens_per_s\n\
-                     paged,int8,int8,512,1\ncontiguous,int4,f16,128,2\n");
+        let tab = t("strategy,k_dtype,v_dtype,prompt,cache_dtype,tokens_per_s\n\
+                     paged,int8,int8,512,int8,1\ncontiguous,int4,f16,128,\"k=int4,v=f16\",2\n");
         let v = varying(&tab, &[0, 1]);
-        assert_eq!(v, ["strategy", "k_dtype", "v_dtype", "prompt"]);
+        assert_eq!(
+            v,
+            ["strategy", "k_dtype", "v_dtype", "prompt", "cache_dtype"]
+        );
         assert_eq!(describe(&tab, 0, &v), "paged int8 prompt=512");
         assert_eq!(describe(&tab, 1, &v), "contiguous int4/f16 prompt=128");
         assert_eq!(describe(&tab, 1, &[]), "all");
@@ -144,6 +160,15 @@ mod tests {
         // Other columns are kept even when few rows make them look redundant.
         let tab = t("strategy,k_dtype,tokens_per_s\ncontiguous,f16,1\npaged,int8,2\n");
         assert_eq!(varying(&tab, &[0, 1]), ["strategy", "k_dtype"]);
+    }
+
+    #[test]
+    fn shards_read_in_sweep_order() {
+        let tab = t("sweep_index,tokens_per_s\n2,1\n0,2\n\n");
+        let tab2 = t("sweep_index,tokens_per_s\n1,3\n,4\n");
+        let mut all = tab.clone();
+        all.append(tab2);
+        assert_eq!(sweep_order(&all, vec![0, 1, 2, 3]), [1, 2, 0, 3]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::cache::{HeadView, Segment};
 use rayon::prelude::*;
 
 /// Rows per tile: the score block (heads × TILE) stays in L1.
-const TILE: usize = 32;
+const TILE: usize = 64;
 
 /// Online-softmax state of one part of the rows.
 #[derive(Debug, Clone)]
@@ -68,6 +68,26 @@ impl Partial {
     }
 }
 
+/// Prefetch up to `n` rows from row `r` of segment `i` on (within that segment).
+#[inline]
+fn prefetch_rows(segs: &[Segment], i: usize, r: usize, n: usize) {
+    let Some(seg) = segs.get(i) else { return };
+    let c = seg.codec;
+    let row_bytes = c.unit_bytes / c.unit_tokens;
+    let lo = (r * row_bytes).min(seg.bytes.len());
+    let hi = ((r + n) * row_bytes).min(seg.bytes.len());
+    #[cfg(target_arch = "x86_64")]
+    for off in (lo..hi).step_by(64) {
+        // SAFETY: a prefetch of an address inside the slice reads nothing and cannot fault.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(seg.bytes.as_ptr().add(off) as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (lo, hi);
+}
+
 /// Where row `r` of a segment list lies: (segment index, row inside it).
 fn locate(segs: &[Segment], mut r: usize) -> (usize, usize) {
     for (i, s) in segs.iter().enumerate() {
@@ -93,15 +113,40 @@ pub fn attend_rows(
     let mut s = vec![0.0f32; heads * TILE];
     let (mut ki, mut kr) = locate(&view.k, begin);
     let (mut vi, mut vr) = locate(&view.v, begin);
+    // A tile gathers up to TILE rows from consecutive segments (paged blocks are short),
+    // so the softmax bookkeeping is paid per TILE rows whatever the block size.
+    let mut pieces: Vec<(usize, usize, usize, usize, usize, usize)> = Vec::with_capacity(TILE);
     let mut r = begin;
     while r < end {
-        let (ks, vs) = (&view.k[ki], &view.v[vi]);
-        // A tile never crosses a K or V segment boundary.
-        let n = (end - r)
-            .min(TILE)
-            .min(ks.row0 + ks.rows - kr)
-            .min(vs.row0 + vs.rows - vr);
-        isa.scores(ks, kr, n, q, heads, &mut s, TILE);
+        pieces.clear();
+        let mut filled = 0;
+        while filled < TILE && r < end {
+            let (ks, vs) = (&view.k[ki], &view.v[vi]);
+            let n = (end - r)
+                .min(TILE - filled)
+                .min(ks.row0 + ks.rows - kr)
+                .min(vs.row0 + vs.rows - vr);
+            pieces.push((ki, kr, vi, vr, n, filled));
+            filled += n;
+            r += n;
+            kr += n;
+            vr += n;
+            if kr == ks.row0 + ks.rows {
+                ki += 1;
+                kr = view.k.get(ki).map_or(0, |s| s.row0);
+            }
+            if vr == vs.row0 + vs.rows {
+                vi += 1;
+                vr = view.v.get(vi).map_or(0, |s| s.row0);
+            }
+        }
+        // Ask for the next tile's rows now, so their memory latency overlaps this tile's work.
+        prefetch_rows(&view.k, ki, kr, TILE);
+        prefetch_rows(&view.v, vi, vr, TILE);
+        for &(pk, pkr, _, _, n, off) in &pieces {
+            isa.scores(&view.k[pk], pkr, n, q, heads, &mut s[off..], TILE);
+        }
+        let n = filled;
         for h in 0..heads {
             let sh = &mut s[h * TILE..h * TILE + n];
             let tile_max = sh.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -119,17 +164,8 @@ pub fn attend_rows(
             }
             part.max[h] = m;
         }
-        isa.accumulate(vs, vr, n, &s, heads, TILE, &mut part.acc);
-        r += n;
-        kr += n;
-        vr += n;
-        if kr == ks.row0 + ks.rows {
-            ki += 1;
-            kr = view.k.get(ki).map_or(0, |s| s.row0);
-        }
-        if vr == vs.row0 + vs.rows {
-            vi += 1;
-            vr = view.v.get(vi).map_or(0, |s| s.row0);
+        for &(_, _, pv, pvr, n, off) in &pieces {
+            isa.accumulate(&view.v[pv], pvr, n, &s[off..], heads, TILE, &mut part.acc);
         }
     }
     part
