@@ -125,6 +125,8 @@ impl Emu {
         }
     }
 
+    // Mirrors the kernel's parameter list one to one.
+    #[allow(clippy::too_many_arguments)]
     fn synthetic_rows(
         &self,
         out: &mut [f32],
