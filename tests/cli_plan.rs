@@ -67,6 +67,23 @@ fn worked_example_512_mib_and_what_if_attention() {
 }
 
 #[test]
+fn attention_what_ifs_side_by_side() {
+    let r = rows(&[
+        "--model",
+        "llama3-70b",
+        "--attention",
+        "model,mha,gqa:16,mqa",
+    ]);
+    let saving: Vec<f64> = r
+        .iter()
+        .map(|x| x["kv_saving_vs_mha"].as_f64().unwrap())
+        .collect();
+    // REFERENCE.md: 64 -> 8 KV heads saves 87.5%; MQA saves 1 - 1/64.
+    assert_eq!(saving, vec![0.875, 0.0, 0.75, 1.0 - 1.0 / 64.0]);
+    assert_eq!(r[3]["attention"], "mqa (what-if)");
+}
+
+#[test]
 fn sweeps_are_cross_products() {
     let r = rows(&[
         "--model",
@@ -188,6 +205,102 @@ fn config_json_of_each_family_is_read() {
 }
 
 #[test]
+fn every_fixture_config_sizes_like_its_registry_entry() {
+    let dir = format!("{}/planner/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let mut keys: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    assert!(keys.len() >= 30);
+    // One sweep over all configs and one over all registry names: same rows, same sizes.
+    let mut config_args = Vec::new();
+    for key in &keys {
+        config_args.push("--config".to_string());
+        config_args.push(fixture(key));
+    }
+    config_args.extend(["--seq", "20000"].map(String::from));
+    let from_configs = rows(&config_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let from_registry = rows(&["--model", &keys.join(","), "--seq", "20000"]);
+    assert_eq!(from_configs.len(), keys.len());
+    for ((c, r), key) in from_configs.iter().zip(&from_registry).zip(&keys) {
+        for column in [
+            "kv_bytes_per_token",
+            "seq_bytes",
+            "paged_bytes",
+            "sliding_layers",
+            "attention",
+        ] {
+            assert_eq!(c[column], r[column], "{key}: {column}");
+        }
+    }
+}
+
+#[test]
+fn config_directory_and_window_rules() {
+    // A model directory holding config.json, named after the directory.
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("Mistral-7B-v0.1");
+    std::fs::create_dir(&model_dir).unwrap();
+    std::fs::copy(fixture("mistral-7b-v0.1"), model_dir.join("config.json")).unwrap();
+    let path = model_dir.to_str().unwrap();
+    let r = rows(&["--config", path, "--seq", "32768"]);
+    assert_eq!(r[0]["model"], "Mistral-7B-v0.1");
+    // Window rule: 4096 tokens per layer; vLLM's: 4096 - 1 + 8192.
+    assert_eq!(r[0]["seq_bytes"], 4096u64 * 131_072);
+    assert_eq!(r[0]["window_rule"], "window");
+    let r = rows(&["--config", path, "--seq", "32768", "--window-rule", "vllm"]);
+    assert_eq!(r[0]["seq_bytes"], 12_287u64 * 131_072);
+    let r = rows(&[
+        "--config",
+        path,
+        "--seq",
+        "32768",
+        "--window-rule",
+        "vllm",
+        "--max-batched-tokens",
+        "2048",
+    ]);
+    assert_eq!(r[0]["seq_bytes"], 6_143u64 * 131_072);
+}
+
+#[test]
+fn shared_prefix_and_block_size_show_in_rows() {
+    // Llama-3-8B, 8 sequences of 1000 tokens, blocks of 16: 63 blocks each (1008 slots).
+    // A 512-token shared prefix is 32 full blocks held once: 32 + 8 x 31 blocks.
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "1000",
+        "--batch",
+        "8",
+        "--shared-prefix",
+        "512",
+    ]);
+    let block = 16 * 131_072u64;
+    assert_eq!(r[0]["paged_bytes"], 8 * 63 * block);
+    assert_eq!(r[0]["paged_waste_bytes"], 8 * 8 * 131_072u64);
+    assert_eq!(r[0]["shared_prefix_paged_bytes"], (32 + 8 * 31) * block);
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "1000",
+        "--block-size",
+        "256",
+    ]);
+    assert_eq!(r[0]["paged_bytes"], 4 * 256 * 131_072u64);
+}
+
+#[test]
 fn csv_and_markdown_share_the_columns() {
     let out = kvbench()
         .args(["plan", "--model", "llama3-8b", "--format", "csv"])
@@ -268,4 +381,27 @@ fn negative_sizes_are_refused_by_the_parser() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("-5"));
+}
+
+#[test]
+fn end_to_end_against_a_vllm_log() {
+    // vLLM (v0.6) serving meta-llama/Meta-Llama-3-8B on one A100 40GB at 0.9 logged:
+    // total_gpu_memory 39.50 GiB, weights 14.96 GiB, non_torch 0.10 GiB, activation peak
+    // 9.37 GiB, KV 11.12 GiB, "# GPU blocks: 5691". Given that reserve (0.10 + 9.37), the
+    // planner must land on the same blocks up to the logs' two-decimal rounding (±0.015 GiB,
+    // about ±8 blocks of 2 MiB).
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--gpu",
+        "a100-40gb",
+        "--reserve",
+        "9.47GiB",
+        "--seq",
+        "8192",
+    ]);
+    let weights_gib = r[0]["weights_bytes_per_gpu"].as_f64().unwrap() / (1u64 << 30) as f64;
+    assert!((weights_gib - 14.96).abs() < 0.005, "{weights_gib}");
+    let blocks = r[0]["blocks_per_gpu"].as_i64().unwrap();
+    assert!((blocks - 5691).abs() <= 8, "{blocks}");
 }

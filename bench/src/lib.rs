@@ -1,14 +1,19 @@
 //! kvbench-bench: the runner — sweep matrix, timing, statistics, calibration, environment,
 //! records and exporters, report merging and plots, baseline comparison.
 
+pub mod axes;
 pub mod calibrate;
 pub mod compare;
 pub mod env;
 pub mod export;
 pub mod matrix;
+pub mod memory;
+pub mod offload;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod session;
 pub mod stats;
+pub mod suite;
 
 pub use record::{Record, SCHEMA_VERSION};

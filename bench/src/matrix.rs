@@ -1,1 +1,629 @@
-//! The sweep matrix: comma lists on every axis, cross product, shards.
+//! The sweep matrix: a list of values on every axis, expanded to their cross product (as
+//! llama-bench does), validated once here so the runner only sees runnable workloads.
+
+use kvbench_planner::dtype::KvDtypes;
+use kvbench_planner::{GroupAxis, ModelShape};
+use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadKind, WorkloadSpec};
+
+/// A value on one axis that can never run, or an axis left empty.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MatrixError {
+    #[error("--{axis} has no values; give at least one (a comma list, e.g. --{axis} 1,8)")]
+    EmptyAxis { axis: &'static str },
+    #[error("--{axis} {value} is not allowed: {why}")]
+    BadValue {
+        axis: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("shape {name}: {why}")]
+    ImpossibleShape { name: String, why: String },
+    #[error("no workload left to run: every combination was invalid ({first})")]
+    NothingToRun { first: String },
+}
+
+/// Every axis of a sweep. Each `Vec` is one comma list of the CLI; the sweep is their product.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    /// Shapes to run, already reduced to the layers asked for.
+    pub shapes: Vec<ModelShape>,
+    pub kinds: Vec<WorkloadKind>,
+    pub backends: Vec<Backend>,
+    pub strategies: Vec<Strategy>,
+    /// Key and value dtypes, set together.
+    pub dtypes: Vec<KvDtypes>,
+    pub prompts: Vec<u32>,
+    pub gens: Vec<u32>,
+    pub batches: Vec<u32>,
+    /// Tokens per block; only paged and offload strategies vary over it.
+    pub block_sizes: Vec<u32>,
+    pub shared_prefix: u32,
+    pub window: Option<u32>,
+    pub mlp: bool,
+    pub seed: u64,
+    pub offload: OffloadConfig,
+}
+
+/// A combination that was dropped, and why (for a note to the user).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub workload: String,
+    pub why: String,
+}
+
+/// The expanded sweep: runnable specs in a fixed order, and the combinations left out.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub specs: Vec<WorkloadSpec>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Matrix {
+    /// Validate every axis, then expand the cross product in a fixed, documented order
+    /// (shape, workload, backend, batch, prompt, gen, dtype, strategy, block size), so that
+    /// rows comparing strategies for one dtype and length sit next to each other.
+    pub fn expand(&self) -> Result<Sweep, MatrixError> {
+        self.validate()?;
+        let mut specs = Vec::new();
+        let mut skipped = Vec::new();
+        for shape in &self.shapes {
+            for &kind in &self.kinds {
+                for &backend in &self.backends {
+                    for &batch in &self.batches {
+                        for &prompt in &self.prompts {
+                            for &gen in &self.gens {
+                                for &KvDtypes {
+                                    k: k_dtype,
+                                    v: v_dtype,
+                                } in &self.dtypes
+                                {
+                                    for &strategy in &self.strategies {
+                                        for &block_size in self.blocks_for(strategy) {
+                                            let spec = WorkloadSpec {
+                                                kind,
+                                                backend,
+                                                shape: shape.clone(),
+                                                strategy,
+                                                k_dtype,
+                                                v_dtype,
+                                                batch,
+                                                prompt,
+                                                gen,
+                                                block_size,
+                                                shared_prefix: self.shared_prefix,
+                                                window: self.window,
+                                                mlp: self.mlp,
+                                                seed: self.seed,
+                                                offload: self.offload.clone(),
+                                            };
+                                            match combination_conflict(&spec) {
+                                                None => specs.push(spec),
+                                                Some(why) => skipped.push(Skipped {
+                                                    workload: describe(&spec),
+                                                    why,
+                                                }),
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if specs.is_empty() {
+            let first = skipped
+                .first()
+                .map(|s| format!("{}: {}", s.workload, s.why))
+                .unwrap_or_default();
+            return Err(MatrixError::NothingToRun { first });
+        }
+        Ok(Sweep { specs, skipped })
+    }
+
+    /// Block sizes matter only to paged layouts; other strategies run once (with the first).
+    fn blocks_for(&self, strategy: Strategy) -> &[u32] {
+        if is_paged(strategy) {
+            &self.block_sizes
+        } else {
+            &self.block_sizes[..1]
+        }
+    }
+
+    fn validate(&self) -> Result<(), MatrixError> {
+        non_empty("model", self.shapes.len())?;
+        non_empty("workload", self.kinds.len())?;
+        non_empty("backend", self.backends.len())?;
+        non_empty("strategy", self.strategies.len())?;
+        non_empty("cache-dtype", self.dtypes.len())?;
+        non_empty("prompt", self.prompts.len())?;
+        non_empty("gen", self.gens.len())?;
+        non_empty("batch", self.batches.len())?;
+        non_empty("block-size", self.block_sizes.len())?;
+        positive("prompt", &self.prompts, "a prompt needs at least one token")?;
+        positive(
+            "gen",
+            &self.gens,
+            "at least one decode step is needed to time ITL",
+        )?;
+        positive(
+            "batch",
+            &self.batches,
+            "a batch holds at least one sequence",
+        )?;
+        positive(
+            "block-size",
+            &self.block_sizes,
+            "a block holds at least one token",
+        )?;
+        if let Some(w) = self.window {
+            positive("window", &[w], "a window holds at least one token")?;
+        }
+        let shortest = *self.prompts.iter().min().expect("checked non-empty");
+        if self.shared_prefix > shortest {
+            return Err(MatrixError::BadValue {
+                axis: "shared-prefix",
+                value: self.shared_prefix.to_string(),
+                why: format!(
+                    "it is longer than the shortest prompt ({shortest}); \
+                     the shared prefix is part of the prompt"
+                ),
+            });
+        }
+        for shape in &self.shapes {
+            check_shape(shape)?;
+        }
+        for pair in &self.dtypes {
+            check_residual(pair)?;
+        }
+        Ok(())
+    }
+}
+
+/// Paged layouts (and offload, which pages its working pool) vary over block size.
+pub fn is_paged(strategy: Strategy) -> bool {
+    matches!(strategy, Strategy::Paged | Strategy::Offload(_))
+}
+
+fn non_empty(axis: &'static str, len: usize) -> Result<(), MatrixError> {
+    if len == 0 {
+        Err(MatrixError::EmptyAxis { axis })
+    } else {
+        Ok(())
+    }
+}
+
+fn positive(axis: &'static str, values: &[u32], why: &str) -> Result<(), MatrixError> {
+    match values.iter().find(|&&v| v == 0) {
+        Some(_) => Err(MatrixError::BadValue {
+            axis,
+            value: "0".into(),
+            why: why.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A shape that no workload can run: zero sizes or query heads not divisible into KV groups.
+pub fn check_shape(shape: &ModelShape) -> Result<(), MatrixError> {
+    let bad = |why: String| {
+        Err(MatrixError::ImpossibleShape {
+            name: shape.name.clone(),
+            why,
+        })
+    };
+    for (what, v) in [
+        ("layers", shape.layers),
+        ("q_heads", shape.q_heads),
+        ("kv_heads", shape.kv_heads),
+        ("head_dim", shape.head_dim),
+        ("hidden", shape.hidden),
+    ] {
+        if v == 0 {
+            return bad(format!("{what} is 0; every size must be at least 1"));
+        }
+    }
+    if !shape.q_heads.is_multiple_of(shape.kv_heads) {
+        return bad(format!(
+            "q_heads {} is not a multiple of kv_heads {}; each KV head serves a whole group \
+             of query heads (use kv_heads = q_heads for MHA, a divisor for GQA, 1 for MQA)",
+            shape.q_heads, shape.kv_heads
+        ));
+    }
+    if !shape.head_dim.is_multiple_of(2) {
+        return bad(format!(
+            "head_dim {} is odd; RoPE rotates channel pairs, so head_dim must be even",
+            shape.head_dim
+        ));
+    }
+    if shape.layer_kinds.len() != shape.layers as usize {
+        return bad(format!(
+            "{} layer kinds for {} layers",
+            shape.layer_kinds.len(),
+            shape.layers
+        ));
+    }
+    Ok(())
+}
+
+/// Keys grouped per channel (KIVI) flush whole groups of tokens out of the f16 residual, so
+/// the residual must hold at least one group.
+fn check_residual(pair: &KvDtypes) -> Result<(), MatrixError> {
+    let k = &pair.k;
+    if k.kind.is_float() || k.axis != GroupAxis::Channel || k.residual == 0 {
+        return Ok(());
+    }
+    // Channel groups run over tokens, so the group length does not depend on head_dim.
+    let group = k.group_len(0);
+    if k.residual < group {
+        return Err(MatrixError::BadValue {
+            axis: "residual",
+            value: k.residual.to_string(),
+            why: format!(
+                "{} groups keys over {group} tokens, so its f16 residual must hold at least \
+                 {group} tokens (e.g. {}/r{group})",
+                pair.label(),
+                pair.label().split('/').next().unwrap_or("kivi")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A combination of valid values that cannot run together (storage contract rules).
+fn combination_conflict(spec: &WorkloadSpec) -> Option<String> {
+    if !is_paged(spec.strategy) {
+        return None;
+    }
+    for d in [&spec.k_dtype, &spec.v_dtype] {
+        if d.residual > 0 && !d.kind.is_float() {
+            return Some(
+                "dtypes with an f16 residual (KIVI) are not paged; use contiguous or concat".into(),
+            );
+        }
+        if d.axis == GroupAxis::Channel && !d.kind.is_float() {
+            let g = d.group_len(spec.shape.head_dim);
+            if !spec.block_size.is_multiple_of(g) {
+                return Some(format!(
+                    "keys grouped over {g} tokens need a block size that is a multiple of {g} \
+                     (block size {})",
+                    spec.block_size
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// One line naming a workload, for progress, notes and errors.
+pub fn describe(spec: &WorkloadSpec) -> String {
+    let dtype = KvDtypes {
+        k: spec.k_dtype,
+        v: spec.v_dtype,
+    }
+    .label();
+    let block = if is_paged(spec.strategy) {
+        format!(" block {}", spec.block_size)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {} {} {}{} {} b{} p{}+g{}",
+        spec.shape.name,
+        kind_name(spec.kind),
+        backend_name(spec.backend),
+        strategy_name(spec.strategy),
+        block,
+        dtype,
+        spec.batch,
+        spec.prompt,
+        spec.gen
+    )
+}
+
+/// CLI/CSV name of a strategy (`offload-disk` for an offload tier).
+pub fn strategy_name(s: Strategy) -> String {
+    match s {
+        Strategy::None => "none".into(),
+        Strategy::Concat => "concat".into(),
+        Strategy::Contiguous => "contiguous".into(),
+        Strategy::Paged => "paged".into(),
+        Strategy::Offload(t) => format!("offload-{}", tier_name(t)),
+    }
+}
+
+/// CLI/CSV name of an offload tier.
+pub fn tier_name(t: kvbench_workloads::Tier) -> &'static str {
+    match t {
+        kvbench_workloads::Tier::Host => "host",
+        kvbench_workloads::Tier::Disk => "disk",
+        kvbench_workloads::Tier::Redis => "redis",
+    }
+}
+
+/// CLI/CSV name of a workload kind.
+pub fn kind_name(k: WorkloadKind) -> &'static str {
+    match k {
+        WorkloadKind::Decoder => "decoder",
+        WorkloadKind::Attention => "attention",
+    }
+}
+
+/// CLI/CSV name of a backend.
+pub fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Cpu => "cpu",
+        Backend::Cuda => "cuda",
+    }
+}
+
+/// The `i`-th of `n` disjoint slices of a sweep (`--shard i/n`, counted from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based slice number.
+    pub index: u32,
+    pub count: u32,
+}
+
+/// A `--shard` value that is not `i/n` with 1 ≤ i ≤ n.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("--shard {value:?}: {why} (write i/n with 1 <= i <= n, e.g. --shard 2/4 for the second of four)")]
+pub struct ShardError {
+    pub value: String,
+    pub why: String,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why: &str| ShardError {
+            value: s.to_string(),
+            why: why.to_string(),
+        };
+        let (i, n) = s.split_once('/').ok_or_else(|| err("no '/'"))?;
+        let index: u32 = i.trim().parse().map_err(|_| err("i is not a number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| err("n is not a number"))?;
+        if count == 0 {
+            return Err(err("n must be at least 1"));
+        }
+        if index == 0 || index > count {
+            return Err(err("i is out of range; shards count from 1"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// Positions (0-based, in sweep order) of this shard's workloads in a sweep of `len`:
+    /// a contiguous slice, sizes differing by at most one. Contiguous rather than round-robin
+    /// so rows that are compared with each other (the strategies of one dtype and length sit
+    /// next to each other in the sweep) mostly run on the same machine.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        let (i, n) = (self.index as usize - 1, self.count as usize);
+        (len * i / n)..(len * (i + 1) / n)
+    }
+
+    /// This shard's workloads, each with its position in the whole sweep.
+    pub fn select<T: Clone>(&self, items: &[T]) -> Vec<(usize, T)> {
+        self.range(items.len())
+            .map(|p| (p, items[p].clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvbench_planner::{CacheDtype, DtypeKind};
+
+    fn matrix() -> Matrix {
+        Matrix {
+            shapes: vec![ModelShape::uniform("tiny", 2, 4, 2, 16, 64, 128)],
+            kinds: vec![WorkloadKind::Decoder],
+            backends: vec![Backend::Cpu],
+            strategies: vec![Strategy::None, Strategy::Contiguous, Strategy::Paged],
+            dtypes: vec![
+                KvDtypes::same(CacheDtype::new(DtypeKind::F16)),
+                KvDtypes::same(CacheDtype::new(DtypeKind::Int8)),
+            ],
+            prompts: vec![8, 32],
+            gens: vec![4],
+            batches: vec![1, 2],
+            block_sizes: vec![16],
+            shared_prefix: 0,
+            window: None,
+            mlp: true,
+            seed: 1,
+            offload: OffloadConfig::default(),
+        }
+    }
+
+    #[test]
+    fn cross_product_size_and_order() {
+        let sweep = matrix().expand().unwrap();
+        // 2 batches × 2 prompts × 2 dtypes × 3 strategies.
+        assert_eq!(sweep.specs.len(), 24);
+        assert!(sweep.skipped.is_empty());
+        // Strategies vary fastest, then dtype, then prompt.
+        let s: Vec<_> = sweep.specs[..4].iter().map(|s| s.strategy).collect();
+        assert_eq!(
+            s,
+            [
+                Strategy::None,
+                Strategy::Contiguous,
+                Strategy::Paged,
+                Strategy::None
+            ]
+        );
+        assert_eq!(sweep.specs[3].k_dtype.kind, DtypeKind::Int8);
+        assert_eq!(sweep.specs[6].prompt, 32);
+        assert_eq!(sweep.specs[12].batch, 2);
+    }
+
+    #[test]
+    fn block_sizes_multiply_only_paged() {
+        let mut m = matrix();
+        m.block_sizes = vec![16, 32, 1];
+        let sweep = m.expand().unwrap();
+        // per (batch, prompt, dtype): none + contiguous + 3 paged = 5
+        assert_eq!(sweep.specs.len(), 2 * 2 * 2 * 5);
+        let paged: Vec<u32> = sweep.specs[..5]
+            .iter()
+            .filter(|s| s.strategy == Strategy::Paged)
+            .map(|s| s.block_size)
+            .collect();
+        assert_eq!(paged, [16, 32, 1]);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut m = matrix();
+        m.batches = vec![1, 0];
+        let e = m.expand().unwrap_err().to_string();
+        assert!(e.contains("--batch 0"), "{e}");
+
+        let mut m = matrix();
+        m.gens.clear();
+        assert_eq!(
+            m.expand().unwrap_err(),
+            MatrixError::EmptyAxis { axis: "gen" }
+        );
+
+        let mut m = matrix();
+        m.shared_prefix = 9;
+        let e = m.expand().unwrap_err().to_string();
+        assert!(e.contains("shortest prompt (8)"), "{e}");
+    }
+
+    #[test]
+    fn impossible_shapes_are_refused() {
+        let mut m = matrix();
+        m.shapes = vec![ModelShape::uniform("odd", 2, 6, 4, 16, 64, 128)];
+        let e = m.expand().unwrap_err().to_string();
+        assert!(
+            e.contains("q_heads 6 is not a multiple of kv_heads 4"),
+            "{e}"
+        );
+
+        m.shapes = vec![ModelShape::uniform("zero", 0, 4, 4, 16, 64, 128)];
+        assert!(m.expand().unwrap_err().to_string().contains("layers is 0"));
+
+        m.shapes = vec![ModelShape::uniform("oddhd", 1, 4, 4, 15, 64, 128)];
+        assert!(m.expand().unwrap_err().to_string().contains("head_dim 15"));
+    }
+
+    #[test]
+    fn kivi_residual_must_hold_a_key_group() {
+        let mut m = matrix();
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int2, 16);
+        m.dtypes = vec![KvDtypes { k, v }];
+        let e = m.expand().unwrap_err().to_string();
+        assert!(
+            e.contains("--residual 16") && e.contains("at least 32"),
+            "{e}"
+        );
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int2, 32);
+        m.dtypes = vec![KvDtypes { k, v }];
+        assert!(m.expand().is_ok());
+    }
+
+    #[test]
+    fn kivi_is_not_paged_but_runs_contiguous() {
+        let mut m = matrix();
+        let (k, v) = CacheDtype::kivi(DtypeKind::Int4, 32);
+        m.dtypes = vec![KvDtypes { k, v }];
+        let sweep = m.expand().unwrap();
+        assert_eq!(sweep.specs.len(), 2 * 2 * 2); // none + contiguous
+        assert_eq!(sweep.skipped.len(), 4);
+        assert!(sweep.skipped[0].why.contains("not paged"));
+
+        m.strategies = vec![Strategy::Paged];
+        assert!(matches!(
+            m.expand().unwrap_err(),
+            MatrixError::NothingToRun { .. }
+        ));
+    }
+
+    #[test]
+    fn shard_parsing() {
+        assert_eq!(
+            "2/4".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 4 }
+        );
+        for bad in ["0/4", "5/4", "1/0", "a/2", "3", "1/-2"] {
+            let e = bad.parse::<Shard>().unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert_eq!(Shard { index: 3, count: 7 }.to_string(), "3/7");
+    }
+
+    #[test]
+    fn shards_partition_the_sweep() {
+        let specs = matrix().expand().unwrap().specs;
+        for n in 1..=30u32 {
+            let mut seen = vec![0u32; specs.len()];
+            for i in 1..=n {
+                let shard = Shard { index: i, count: n };
+                let part = shard.select(&specs);
+                // Deterministic: the same call gives the same slice.
+                assert_eq!(
+                    part.iter().map(|p| p.0).collect::<Vec<_>>(),
+                    shard.select(&specs).iter().map(|p| p.0).collect::<Vec<_>>()
+                );
+                // Balanced: sizes differ by at most one.
+                let len = part.len();
+                assert!(len == specs.len() / n as usize || len == specs.len().div_ceil(n as usize));
+                // Contiguous: consecutive positions.
+                assert!(part.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+                for (p, spec) in part {
+                    assert_eq!(spec, specs[p]);
+                    seen[p] += 1;
+                }
+            }
+            // Disjoint and complete: every workload in exactly one shard.
+            assert!(seen.iter().all(|&c| c == 1), "n = {n}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        let spec = &matrix().expand().unwrap().specs[2];
+        assert_eq!(
+            describe(spec),
+            "tiny decoder cpu paged block 16 f16 b1 p8+g4"
+        );
+        assert_eq!(
+            strategy_name(Strategy::Offload(kvbench_workloads::Tier::Disk)),
+            "offload-disk"
+        );
+    }
+}
+
+#[cfg(test)]
+mod shard_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_sweep_splits_into_disjoint_complete_slices(len in 0usize..500, n in 1u32..64) {
+            let items: Vec<usize> = (0..len).collect();
+            let mut union = Vec::new();
+            for i in 1..=n {
+                let part = Shard { index: i, count: n }.select(&items);
+                prop_assert!(part.len() == len / n as usize || part.len() == len.div_ceil(n as usize));
+                union.extend(part.into_iter().map(|(p, v)| { assert_eq!(p, v); p }));
+            }
+            // In order, each once: disjoint and complete.
+            prop_assert_eq!(union, items);
+        }
+    }
+}

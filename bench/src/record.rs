@@ -70,4 +70,107 @@ pub struct Record {
     pub achieved_gflops: f64,
     pub limit_gflops: f64,
     pub pct_of_limit: f64,
+    // --- added in schema 1 (appended; see results/README.md)
+    /// Why a row is not `ok` (verification detail, refusal figure, error); empty when ok.
+    pub detail: String,
+    /// `i/n` when the run was one shard of a sweep; empty for a whole sweep.
+    pub shard: String,
+    /// Position of this workload in the whole (unsharded) sweep, from 0.
+    pub sweep_index: u32,
+    pub intermediate: u32,
+    pub mlp: bool,
+    /// Most recent tokens kept in f16 (KIVI residual); 0 = none.
+    pub residual: u32,
+    pub seed: u64,
+    pub warmup: u32,
+    pub ttft_samples: u32,
+    pub itl_samples: u32,
+    /// Prompt tokens of the whole batch per second of prefill.
+    pub prefill_tokens_per_s: f64,
+    /// KV bytes the last decode step read (the longest context).
+    pub kv_bytes_read_last_step: u64,
+    pub prefill_flops: f64,
+    /// achieved_gflops / limit_gflops × 100 (prefill); `pct_of_limit` is the decode figure.
+    pub prefill_pct_of_limit: f64,
+    /// Model weights the workload holds (f32), as estimated before running.
+    pub weights_bytes: u64,
+    /// Where limit_* came from: a calibration file path, `short` (measured at run start) or empty.
+    pub calibration: String,
+    /// K and V dtypes as one `--cache-dtype` name: `f16`, `kivi4/r128`, or `k=int8,v=f16`.
+    pub cache_dtype: String,
+    /// What TTFT timed: `compute` (the prompt run through the model or attention) or `fill`
+    /// (CPU attention workloads above 8192 prompt tokens only write the prompt's K/V rows).
+    pub prefill: String,
+    // --- offload tiers (empty / 0 unless the strategy is offload); counted over the whole run
+    /// `host`, `disk` or `redis`.
+    pub tier: String,
+    /// Blocks evicted to the tier and written.
+    pub tier_blocks_stored: u64,
+    /// Blocks loaded back from the tier, each verified bit-exact by hash.
+    pub tier_blocks_loaded: u64,
+    /// Bytes loaded / seconds in the tier's reads.
+    pub tier_load_gbps: f64,
+    /// Loaded blocks whose hash did not match (each one made the run fall back).
+    pub tier_hash_failures: u64,
+    /// Tier faults (write failure, server gone, corrupted or missing block) after which the
+    /// run recomputed instead of loading.
+    pub tier_fallbacks: u64,
+    /// Blocks recomputed because the tier could not give them back.
+    pub tier_recomputed_blocks: u64,
+}
+
+/// Values of the `status` column.
+pub mod status {
+    /// Verified, then timed.
+    pub const OK: &str = "ok";
+    /// Verification against the f64 reference failed; not timed.
+    pub const FAILED: &str = "failed";
+    /// Would not fit in available memory; not built.
+    pub const REFUSED: &str = "refused";
+    /// Building or running returned an error.
+    pub const ERROR: &str = "error";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CSV column names, in order, from serializing a record.
+    fn columns() -> Vec<String> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(Record::default()).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        text.lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn every_column_is_documented_in_results_readme() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/README.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let missing: Vec<String> = columns()
+            .into_iter()
+            .filter(|c| !doc.contains(&format!("`{c}`")))
+            .collect();
+        assert!(missing.is_empty(), "undocumented columns: {missing:?}");
+    }
+
+    #[test]
+    fn the_contract_starts_with_the_identity_columns() {
+        // Readers match by name, but the first columns are what a person sees first.
+        assert_eq!(
+            columns()[..4],
+            [
+                "schema_version",
+                "kvbench_version",
+                "git_commit",
+                "timestamp"
+            ]
+        );
+        assert_eq!(SCHEMA_VERSION, 1);
+    }
 }

@@ -13,7 +13,8 @@ use crate::shape::AttentionKind;
 /// Upper bound on decode speed and lower bound on prefill time for one deployment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bounds {
-    /// Bytes one decode step must read on each GPU (its weights share and its KV).
+    /// Bytes one decode step must read on the GPUs a token passes through: the weights
+    /// share of each stage and, with the batch pipelined over pp stages, batch x KV / pp.
     pub step_bytes_per_gpu: u64,
     /// Lower bound on one decode step, ms.
     pub decode_step_ms_min: f64,
@@ -70,8 +71,12 @@ pub fn prefill_flops(model: &ModelInfo, tokens: u32) -> f64 {
 pub fn bounds(input: &BoundsInput) -> Bounds {
     let tp = input.tp.max(1) as f64;
     let weights_per_gpu = input.model.active_params * input.weight_bits / 8.0 / tp;
-    // Pipeline stages run one after another for a token, so a step reads every stage's share.
-    let step_bytes = weights_per_gpu + input.batch as f64 * input.kv_bytes_per_seq_per_gpu as f64;
+    // A token passes every pipeline stage in turn, so its step reads every stage's weights;
+    // with the batch split into pp micro-batches (perfect pipelining, the most optimistic
+    // case) each stage reads only its micro-batch's KV of its own layers: batch x KV / pp.
+    let pp = input.pp.max(1) as f64;
+    let step_bytes =
+        weights_per_gpu + input.batch as f64 * input.kv_bytes_per_seq_per_gpu as f64 / pp;
     let bandwidth = input.gpu.bandwidth_gbps * 1e9;
     let step_s = step_bytes / bandwidth;
     let (rate_tflops, rate) = match (input.fp8, input.gpu.fp8_tflops) {
@@ -119,6 +124,30 @@ mod tests {
             b.decode_step_ms_min
         );
         assert!((b.decode_tokens_per_s_max - 208.6).abs() < 0.1);
+    }
+
+    #[test]
+    fn pipelining_splits_the_kv_read_not_the_weights() {
+        // Llama-3-70B over tp 4 x pp 2, batch 8, 1 GB of KV per sequence per GPU (all layers):
+        // a step reads 70.55e9 x 2 / 4 B of weights and 8 x 1e9 / 2 B of KV.
+        let model = registry::find("llama3-70b").unwrap();
+        let gpu = gpu::find("h100").unwrap();
+        let b = bounds(&BoundsInput {
+            model: &model,
+            gpu: &gpu,
+            tp: 4,
+            pp: 2,
+            replicas: 1,
+            weight_bits: 16.0,
+            fp8: false,
+            kv_bytes_per_seq_per_gpu: 1_000_000_000,
+            batch: 8,
+            tokens: 1,
+        });
+        assert_eq!(b.step_bytes_per_gpu, 35_275_000_000 + 4_000_000_000);
+        let step_ms = 39_275_000_000.0 / 3350e9 * 1e3;
+        assert!((b.decode_step_ms_min - step_ms).abs() < 1e-9);
+        assert!((b.decode_tokens_per_s_max - 8.0 / (step_ms / 1e3)).abs() < 1e-6);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub const PLAN_COLUMNS: &[&str] = &[
     "v_bits_per_element",
     "kv_bytes_per_token",
     "kv_bytes_per_token_per_layer",
+    "kv_saving_vs_mha",
     "seq_tokens",
     "batch",
     "seq_bytes",
@@ -41,6 +42,7 @@ pub const PLAN_COLUMNS: &[&str] = &[
     "kv_heads_per_gpu",
     "kv_heads_replicated",
     "block_bytes",
+    "kv_cache_groups",
     "blocks_per_gpu",
     "token_capacity",
     "max_seqs",
@@ -72,6 +74,7 @@ pub fn plan_row(p: &Plan) -> Vec<(String, Value)> {
         json!(p.v_bits_per_element),
         json!(p.bytes_per_token),
         json!(p.bytes_per_token_per_layer),
+        json!(p.saving_vs_mha),
         json!(p.seq),
         json!(p.batch),
         json!(p.seq_bytes),
@@ -94,6 +97,7 @@ pub fn plan_row(p: &Plan) -> Vec<(String, Value)> {
         opt(c.map(|c| c.kv_heads_per_gpu)),
         opt(c.map(|c| c.kv_heads_replicated)),
         opt(c.map(|c| c.block_bytes)),
+        opt(c.map(|c| c.kv_cache_groups)),
         opt(c.map(|c| c.blocks)),
         opt(c.map(|c| c.token_capacity)),
         opt(c.map(|c| c.max_seqs)),
@@ -122,5 +126,50 @@ pub fn cell_text(v: &Value) -> String {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::{Deployment, WindowRule};
+    use crate::plan::{plan, PlanRequest};
+    use crate::{find_model, parse_kv_dtypes};
+
+    #[test]
+    fn every_column_has_a_value() {
+        let req = PlanRequest {
+            model: find_model("llama3-8b").unwrap(),
+            kv: parse_kv_dtypes("f16").unwrap(),
+            attention: None,
+            seq: 1024,
+            batch: 2,
+            block_size: 16,
+            shared_prefix: 0,
+            window_rule: WindowRule::Window,
+            max_batched_tokens: 8192,
+            deployment: Some(Deployment {
+                gpu: Some(crate::gpu::find("h100").unwrap()),
+                gpus: 1,
+                tp: 1,
+                pp: 1,
+                weights: "bf16".parse().unwrap(),
+                mem_util: 0.9,
+                reserve: None,
+                kv_budget: None,
+                block_size: 16,
+                max_batched_tokens: 8192,
+                window_rule: WindowRule::Window,
+            }),
+        };
+        let row = plan_row(&plan(&req).unwrap());
+        assert_eq!(row.len(), PLAN_COLUMNS.len());
+        // With a GPU every figure is present (max context is bounded for full attention).
+        for (name, value) in &row {
+            assert!(!value.is_null(), "{name} is null");
+        }
+        let get = |n: &str| row.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("kv_saving_vs_mha"), json!(0.75));
+        assert_eq!(get("batch_bytes"), json!(2u64 * 1024 * 131_072));
     }
 }

@@ -1,8 +1,8 @@
 //! Deployment capacity: weights per GPU, KV budget, token and sequence capacity.
 //!
 //! Follows vLLM's v1 arithmetic: available = total x gpu_memory_utilization - reserve - weights
-//! per GPU; a block holds `block_size` tokens of every layer on the GPU; blocks = available //
-//! block bytes; token capacity = blocks x block_size.
+//! per GPU, cut into whole pool blocks (see [`crate::pool`]: `block_size` tokens of every layer
+//! of a KV cache group); token capacity = blocks // groups x block_size.
 
 use serde::Serialize;
 
@@ -10,6 +10,7 @@ use crate::dtype::KvDtypes;
 use crate::error::PlanError;
 use crate::gpu::GpuSpec;
 use crate::layout::{allocated_bytes, LayoutKind, LayoutQuery};
+use crate::pool::{blocks_per_request, pool};
 use crate::registry::ModelInfo;
 use crate::shape::{AttentionKind, ModelShape};
 
@@ -54,7 +55,8 @@ const WEIGHT_DTYPES: &[(&str, f64)] = &[
     ("int4", 4.25),
     // OCP MX: 4-bit codes with one 8-bit scale per 32 weights.
     ("mxfp4", 4.25),
-    // QLoRA NF4: 4-bit codes with an f16 absmax per 64 weights... stored double-quantized.
+    // QLoRA NF4 with double quantization: 4-bit codes, an 8-bit absmax per 64 weights and an
+    // f32 scale per 256 absmaxes: 4 + 8/64 + 32/16384 = 4.127 bits.
     ("nf4", 4.127),
 ];
 
@@ -130,16 +132,22 @@ pub struct Capacity {
     pub reserve_note: String,
     /// Bytes left for the KV cache on each GPU.
     pub kv_budget_bytes_per_gpu: u64,
-    /// Bytes of one block (block_size tokens of every layer on the GPU).
+    /// Bytes of one pool block: block_size tokens of every layer of a KV cache group
+    /// (of every layer on the GPU when the model has one attention kind).
     pub block_bytes: u64,
+    /// vLLM's KV cache groups on a GPU (1 unless the model mixes attention kinds).
+    pub kv_cache_groups: u64,
+    /// Layers per group (padding included).
+    pub layers_per_group: u64,
+    /// Pool blocks per GPU.
     pub blocks: u64,
-    /// blocks x block_size: comparable with vLLM's "GPU KV cache size: N tokens".
+    /// blocks // groups x block_size: vLLM's "GPU KV cache size: N tokens".
     pub token_capacity: u64,
     /// Bytes one sequence of the asked context holds on a GPU (whole blocks, windows applied).
     pub seq_bytes_per_gpu: u64,
     /// Whole sequences of the asked context that fit at once (per replica).
     pub max_seqs: u64,
-    /// vLLM's "maximum concurrency": token_capacity / context.
+    /// vLLM's "maximum concurrency": blocks / blocks one request of the context takes.
     pub concurrency: f64,
     /// Longest context at the asked batch (None: unbounded, every layer is a sliding window).
     pub max_context_at_batch: Option<u64>,
@@ -190,11 +198,21 @@ pub fn split_heads(shape: &ModelShape, tp: u32) -> Result<(u32, bool), PlanError
         Ok((kv / tp, false))
     } else {
         if !tp.is_multiple_of(kv) {
-            return Err(PlanError::TpNotDivisor {
-                tp,
-                what: "a multiple of the KV heads; tp".to_string(),
-                count: kv,
-                hint: format!("{kv}, {}", 2 * kv),
+            // Each KV head must be copied to the same number of ranks.
+            let fits: Vec<String> = (1..=shape.q_heads)
+                .filter(|t| {
+                    shape.q_heads.is_multiple_of(*t)
+                        && (t.is_multiple_of(kv) || kv.is_multiple_of(*t))
+                })
+                .map(|t| t.to_string())
+                .collect();
+            return Err(PlanError::InvalidValue {
+                what: "tp".to_string(),
+                value: tp.to_string(),
+                fix: format!(
+                    "above the model's {kv} KV heads, tp must be a multiple of {kv} so every head is replicated evenly; valid: {}",
+                    fits.join(", ")
+                ),
             });
         }
         Ok((1, true))
@@ -239,14 +257,17 @@ pub fn apply_window_rule(
     out
 }
 
-/// vLLM-style reserve per GPU: peak activations of a profiling pass of
-/// `max_batched_tokens` tokens (residual, norm, attention output and the MLP's gate/up output
-/// in 16-bit, plus f32 logits for 256 sequences) and non-torch memory (~0.25 GiB at tp 1,
-/// ~2 GiB with NCCL buffers at tp >= 2).
+/// vLLM-style reserve per GPU: the activation peak of its profiling pass of
+/// `max_batched_tokens` tokens — residual and normed hidden state plus the MLP's gate/up
+/// output and its activated half, 16-bit — plus the sampler's f32 logits, probabilities and
+/// a sorted copy for 256 sequences; and non-torch memory (~0.25 GiB at tp 1, ~2 GiB with
+/// NCCL buffers at tp >= 2). For Llama-3.1-8B at 8192 tokens this gives 1.15 GiB of
+/// activations where vLLM logs report 1.19-1.24 GiB.
 pub fn estimate_reserve(model: &ModelInfo, tp: u32, max_batched_tokens: u32) -> (u64, String) {
     let s = &model.shape;
-    let per_token = 4 * s.hidden as u64 + 2 * (s.intermediate / tp.max(1)) as u64;
-    let activations = max_batched_tokens as u64 * per_token * 2 + 256 * model.vocab as u64 * 4;
+    let per_token = 2 * s.hidden as u64 + 3 * (s.intermediate / tp.max(1)) as u64;
+    let sampler = 3 * 256 * model.vocab as u64 * 4;
+    let activations = max_batched_tokens as u64 * per_token * 2 + sampler;
     let runtime = if tp > 1 { 2 * GIB } else { GIB / 4 };
     let note = format!(
         "estimated: activations {:.2} GiB + runtime {:.2} GiB (set --reserve to override)",
@@ -290,6 +311,8 @@ pub fn capacity(
     if dep.gpus == 0 {
         return Err(bad("gpus", "0".into(), "give at least 1"));
     }
+    // Heads and layers first: their errors say more than a GPU count that does not add up.
+    let (gpu_shape, replicated) = per_gpu_shape(&model.shape, dep.tp, dep.pp)?;
     let per_replica = dep.tp.saturating_mul(dep.pp);
     if per_replica == 0 || !dep.gpus.is_multiple_of(per_replica) {
         return Err(bad(
@@ -308,7 +331,6 @@ pub fn capacity(
     if context == 0 || batch == 0 {
         return Err(bad("context or batch", "0".into(), "give at least 1"));
     }
-    let (gpu_shape, replicated) = per_gpu_shape(&model.shape, dep.tp, dep.pp)?;
     let gpu_shape = apply_window_rule(&gpu_shape, dep.window_rule, dep.max_batched_tokens);
     let weights = (model.params * dep.weights.bits / 8.0 / per_replica as f64).round() as u64;
 
@@ -344,18 +366,12 @@ pub fn capacity(
         }
     };
 
-    // A block holds block_size tokens of every layer on the GPU (windows do not shrink it).
-    let mut full = gpu_shape.clone();
-    for k in &mut full.layer_kinds {
-        if let AttentionKind::Sliding { .. } = k {
-            *k = AttentionKind::Full;
-        }
-    }
-    let block_bytes = seq_bytes(&full, kv, dep.block_size, dep.block_size as u64)?;
-    let blocks = budget / block_bytes;
-    let token_capacity = blocks * dep.block_size as u64;
-    let per_seq = seq_bytes(&gpu_shape, kv, dep.block_size, context as u64)?;
-    let max_seqs = budget / per_seq;
+    // Paged storage must suit the dtypes (a KIVI residual cannot be paged): ask the layout.
+    seq_bytes(&gpu_shape, kv, dep.block_size, context as u64)?;
+    let pool = pool(&gpu_shape, kv, dep.block_size, budget)?;
+    let per_request = blocks_per_request(&gpu_shape, dep.block_size, context as u64);
+    let per_seq = per_request * pool.block_bytes;
+    let max_seqs = pool.blocks / per_request;
     if max_seqs == 0 {
         return Err(PlanError::NoCapacity(format!(
             "the KV budget of {} per GPU fits 0 sequences of {context} tokens (one needs {}); shorten --seq, add GPUs (--tp), or pick a smaller cache dtype",
@@ -363,7 +379,7 @@ pub fn capacity(
             human(per_seq)
         )));
     }
-    let max_context_at_batch = max_context(&gpu_shape, kv, dep.block_size, batch, budget)?;
+    let max_context_at_batch = max_context(&gpu_shape, dep.block_size, batch, pool.blocks);
     Ok(Capacity {
         replicas: dep.gpus / per_replica,
         layers_per_gpu: gpu_shape.layers,
@@ -374,39 +390,35 @@ pub fn capacity(
         reserve_bytes_per_gpu: reserve,
         reserve_note: note,
         kv_budget_bytes_per_gpu: budget,
-        block_bytes,
-        blocks,
-        token_capacity,
+        block_bytes: pool.block_bytes,
+        kv_cache_groups: pool.groups,
+        layers_per_group: pool.group_size,
+        blocks: pool.blocks,
+        token_capacity: pool.token_capacity,
         seq_bytes_per_gpu: per_seq,
         max_seqs,
-        concurrency: token_capacity as f64 / context as f64,
+        concurrency: pool.blocks as f64 / per_request as f64,
         max_context_at_batch,
     })
 }
 
-/// Longest context whose `batch` sequences fit in `budget` (binary search over whole tokens).
-fn max_context(
-    shape: &ModelShape,
-    kv: &KvDtypes,
-    block: u32,
-    batch: u32,
-    budget: u64,
-) -> Result<Option<u64>, PlanError> {
-    let fits = |len: u64| -> Result<bool, PlanError> {
-        Ok(seq_bytes(shape, kv, block, len)?.saturating_mul(batch as u64) <= budget)
-    };
+/// Longest context whose `batch` sequences fit in `blocks` pool blocks (binary search over
+/// whole tokens); None when any length fits (every layer slides).
+fn max_context(shape: &ModelShape, block: u32, batch: u32, blocks: u64) -> Option<u64> {
+    let fits =
+        |len: u64| blocks_per_request(shape, block, len).saturating_mul(batch as u64) <= blocks;
     const LIMIT: u64 = u32::MAX as u64;
-    if fits(LIMIT)? {
-        return Ok(None);
+    if fits(LIMIT) {
+        return None;
     }
     let (mut lo, mut hi) = (0u64, LIMIT);
     while lo + 1 < hi {
         let mid = lo + (hi - lo) / 2;
-        if fits(mid)? {
+        if fits(mid) {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    Ok(Some(lo))
+    Some(lo)
 }

@@ -239,7 +239,7 @@ fn valid_names() -> String {
     let mut all: Vec<&str> = DTYPE_NAMES.to_vec();
     all.extend_from_slice(KIVI_NAMES);
     format!(
-        "{} (add /gN to set the group size, e.g. int4/g64; kivi takes /rN for its f16 residual, e.g. kivi2/r64)",
+        "{} (add /gN to set the group size, e.g. int4/g64, or /tensor for one scale per tensor, e.g. fp8-e4m3/tensor; kivi takes /rN for its f16 residual, e.g. kivi2/r64)",
         all.join(", ")
     )
 }
@@ -292,6 +292,31 @@ impl CacheDtype {
         })
     }
 
+    /// Returns this dtype with one scale for a whole tensor (vLLM's fp8 KV cache): its
+    /// storage is the codes alone, `code_bits` per element.
+    pub fn per_tensor(self) -> Result<Self, PlanError> {
+        if self.kind.is_float() {
+            return Err(PlanError::BadDtype {
+                name: format!("{}/tensor", self.kind.name()),
+                reason: format!(
+                    "{} stores no scales; drop the /tensor suffix",
+                    self.kind.name()
+                ),
+            });
+        }
+        Ok(CacheDtype {
+            group_size: None,
+            scale_bytes: 0,
+            zero_point: false,
+            ..self
+        })
+    }
+
+    /// Whether the scale is one per tensor (no per-group storage).
+    pub fn is_per_tensor(&self) -> bool {
+        !self.kind.is_float() && self.scale_bytes == 0
+    }
+
     /// Whether this is llama.cpp's `q8_0` or `q4_0` block layout.
     fn llama_cpp_name(&self) -> Option<&'static str> {
         if *self == CacheDtype::q8_0() {
@@ -331,10 +356,20 @@ impl std::str::FromStr for CacheDtype {
                     },
                     other => other,
                 })?;
+            } else if part == "tensor" {
+                dtype = dtype.per_tensor().map_err(|e| match e {
+                    PlanError::BadDtype { reason, .. } => PlanError::BadDtype {
+                        name: text.to_string(),
+                        reason,
+                    },
+                    other => other,
+                })?;
             } else {
                 return Err(PlanError::BadDtype {
                     name: text.to_string(),
-                    reason: format!("unknown suffix '/{part}'; only /gN (group size) applies here"),
+                    reason: format!(
+                        "unknown suffix '/{part}'; /gN sets the group size, /tensor one scale per tensor"
+                    ),
                 });
             }
         }
@@ -362,6 +397,9 @@ impl std::fmt::Display for CacheDtype {
             return write!(f, "/r{}", self.residual);
         }
         f.write_str(self.kind.name())?;
+        if self.is_per_tensor() {
+            return f.write_str("/tensor");
+        }
         let default = CacheDtype::new(self.kind);
         if self.group_size != default.group_size {
             if let Some(g) = self.group_size {
@@ -549,6 +587,24 @@ mod tests {
         let g: CacheDtype = "int8/g32".parse().unwrap();
         assert_eq!(g.to_string(), "int8/g32");
         assert_eq!(g.quantized_bytes(1, 128), 128 + 4 * 4);
+    }
+
+    #[test]
+    fn per_tensor_scales_cost_nothing_per_element() {
+        // vLLM's fp8 KV cache: one scale per tensor, so exactly 8 bits per element.
+        let d: CacheDtype = "fp8-e4m3/tensor".parse().unwrap();
+        assert_eq!(d.bits_per_element(128), 8.0);
+        assert_eq!(d.quantized_bytes(16, 128), 16 * 128);
+        assert_eq!(d.to_string(), "fp8-e4m3/tensor");
+        assert_eq!(
+            "int8/tensor"
+                .parse::<CacheDtype>()
+                .unwrap()
+                .bits_per_element(64),
+            8.0
+        );
+        let err = "bf16/tensor".parse::<CacheDtype>().unwrap_err().to_string();
+        assert!(err.contains("no scales"), "{err}");
     }
 
     #[test]

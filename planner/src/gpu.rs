@@ -38,8 +38,11 @@ fn gib(x: f64) -> u64 {
 
 /// Every GPU in the registry.
 pub fn all() -> Vec<GpuSpec> {
-    const VLLM_LOG: &str = "total_gpu_memory that vLLM logs for this card";
+    const VLLM_LOG: &str =
+        "total_gpu_memory vLLM logs on 80 GB cards (79.11-79.33 GiB seen, by driver and ECC)";
     const SMI_EST: &str = "estimate: nvidia-smi total less ~0.5 GiB the driver keeps";
+    const CARD_24GB: &str =
+        "total_gpu_memory vLLM logs on 24 GB data-center cards (22.06-22.07 GiB)";
     vec![
         GpuSpec {
             key: "h100-sxm",
@@ -94,8 +97,8 @@ pub fn all() -> Vec<GpuSpec> {
             name: "NVIDIA A100 SXM4 40GB",
             aliases: &["a100-40", "a100-sxm-40gb"],
             memory_gb: 40.0,
-            usable_bytes: gib(39.39),
-            usable_source: VLLM_LOG,
+            usable_bytes: gib(39.50),
+            usable_source: "total_gpu_memory vLLM logs on A100 40GB (39.49-39.50 GiB)",
             bandwidth_gbps: 1555.0,
             fp16_tflops: 312.0,
             fp8_tflops: None,
@@ -106,8 +109,8 @@ pub fn all() -> Vec<GpuSpec> {
             name: "NVIDIA L4 24GB",
             aliases: &[],
             memory_gb: 24.0,
-            usable_bytes: gib(22.03),
-            usable_source: VLLM_LOG,
+            usable_bytes: gib(22.06),
+            usable_source: CARD_24GB,
             bandwidth_gbps: 300.0,
             fp16_tflops: 121.0,
             fp8_tflops: Some(242.5),
@@ -130,8 +133,8 @@ pub fn all() -> Vec<GpuSpec> {
             name: "NVIDIA A10G 24GB (AWS G5)",
             aliases: &["a10"],
             memory_gb: 24.0,
-            usable_bytes: gib(22.0),
-            usable_source: SMI_EST,
+            usable_bytes: gib(22.06),
+            usable_source: CARD_24GB,
             bandwidth_gbps: 600.0,
             fp16_tflops: 70.0,
             fp8_tflops: None,
@@ -142,8 +145,8 @@ pub fn all() -> Vec<GpuSpec> {
             name: "NVIDIA GeForce RTX 4090 24GB",
             aliases: &["4090", "rtx-4090"],
             memory_gb: 24.0,
-            usable_bytes: gib(23.65),
-            usable_source: SMI_EST,
+            usable_bytes: gib(23.55),
+            usable_source: "total_gpu_memory a vLLM log shows on an RTX 4090 (23.55 GiB)",
             bandwidth_gbps: 1008.0,
             fp16_tflops: 165.2,
             fp8_tflops: Some(330.3),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod gpu;
 pub mod layout;
 pub mod plan;
+pub mod pool;
 pub mod registry;
 pub mod shape;
 pub mod tiers;

@@ -157,3 +157,121 @@ fn vllm_window_rule_reserves_more_for_sliding_layers() {
     assert_eq!(g.sliding_layers, 21);
     assert_eq!(g.seq_bytes, 21 * (4096 + 8192) * per_layer);
 }
+
+#[test]
+fn vllm_window_rule_in_capacity_counts_blocks_of_the_reservation() {
+    // Mistral-7B-v0.1, 32,768 tokens, blocks of 16 (2 MiB for all 32 layers at tp 1).
+    // Window rule: positions [28672, 32768) = 256 blocks. vLLM rule (4096 - 1 + 8192 = 12287
+    // tokens): blocks floor(20481 / 16) = 1280 ..= 2047 = 768 blocks.
+    let model = find_model("mistral-7b-v0.1").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(None, 1, 1);
+    dep.kv_budget = Some(40 * GIB);
+    let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
+    assert_eq!(cap.block_bytes, 2 << 20);
+    assert_eq!(cap.seq_bytes_per_gpu, 256 * (2 << 20));
+    assert_eq!(cap.max_seqs, 80);
+    // Every layer slides: any context fits one sequence.
+    assert_eq!(cap.max_context_at_batch, None);
+    dep.window_rule = WindowRule::Vllm;
+    let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
+    assert_eq!(cap.seq_bytes_per_gpu, 768 * (2 << 20));
+    // Through plan(), the rule is applied once, not twice.
+    let mut r = request("mistral-7b-v0.1", 32_768, 1);
+    r.window_rule = WindowRule::Vllm;
+    r.deployment = Some(dep);
+    let p = plan(&r).unwrap();
+    assert_eq!(p.capacity.unwrap().seq_bytes_per_gpu, 768 * (2 << 20));
+}
+
+#[test]
+fn pipeline_parallel_splits_layers_and_weights() {
+    // Llama-3.1-405B: 126 layers over pp 2 = 63 per stage; tp 8 leaves 1 KV head per GPU.
+    let model = find_model("llama3.1-405b").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(Some("h200"), 16, 8);
+    dep.pp = 2;
+    dep.weights = "fp8".parse().unwrap();
+    let cap = capacity(&model, &kv, &dep, 8192, 1).unwrap();
+    assert_eq!(cap.layers_per_gpu, 63);
+    assert_eq!(cap.kv_heads_per_gpu, 1);
+    assert_eq!(
+        cap.weights_bytes_per_gpu,
+        (405.85e9_f64 / 16.0).round() as u64
+    );
+    assert_eq!(cap.block_bytes, 16 * 63 * 2 * 128 * 2);
+    assert_eq!(cap.replicas, 1);
+    dep.pp = 200;
+    let err = capacity(&model, &kv, &dep, 8192, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pp = 200"), "{err}");
+}
+
+#[test]
+fn hybrid_models_use_vllm_kv_cache_groups() {
+    // Gemma-3-27B on one GPU with 20 GiB of KV: 52 sliding + 10 full layers form 7 groups of
+    // 10 layers; a pool block is 10 pages of 131,072 B; tokens = blocks // 7 x 16.
+    let model = find_model("gemma3-27b").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let mut dep = deployment(None, 1, 1);
+    dep.kv_budget = Some(20 * GIB);
+    let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
+    let blocks = 20 * GIB / 1_310_720;
+    assert_eq!((cap.kv_cache_groups, cap.layers_per_group), (7, 10));
+    assert_eq!(cap.blocks, blocks);
+    assert_eq!(cap.token_capacity, blocks / 7 * 16);
+    // One 32k request: 2048 blocks for the full group, 64 for each of the 6 sliding groups.
+    assert_eq!(cap.max_seqs, blocks / (2048 + 6 * 64));
+    assert!((cap.concurrency - blocks as f64 / 2432.0).abs() < 1e-9);
+}
+
+#[test]
+fn reserve_estimate_is_near_vllm_logs() {
+    // vLLM's memory profiling of Llama-3.1-8B on an 80 GB card with
+    // max_num_batched_tokens=8192 logs "PyTorch activation peak memory takes 1.19GiB" to
+    // "1.24GiB" and "non_torch_memory takes 0.12GiB" to "0.35GiB".
+    let model = find_model("llama3.1-8b").unwrap();
+    let (reserve, note) = kvbench_planner::deploy::estimate_reserve(&model, 1, 8192);
+    let gib = reserve as f64 / GIB as f64;
+    assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {note}");
+    assert!(note.contains("--reserve"));
+}
+
+#[test]
+fn tp_above_kv_heads_must_replicate_evenly() {
+    // Qwen2.5-7B: 28 query heads, 4 KV heads. tp 14 divides 28 but not evenly over 4 heads.
+    let model = find_model("qwen2.5-7b").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(None, 14, 14);
+    dep.kv_budget = Some(GIB);
+    let err = capacity(&model, &kv, &dep, 1024, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tp = 14") && err.contains("valid: 1, 2, 4, 28"),
+        "{err}"
+    );
+    let mut dep = deployment(None, 28, 28);
+    dep.kv_budget = Some(GIB);
+    let cap = capacity(&model, &kv, &dep, 1024, 1).unwrap();
+    assert!(cap.kv_heads_replicated);
+}
+
+#[test]
+fn blocks_match_a_vllm_log_on_an_a100_40gb() {
+    // A vLLM (v0.6) log for meta-llama/Meta-Llama-3-8B on one A100 40GB: "the rest of the
+    // memory reserved for KV Cache is 11.12GiB" and "# GPU blocks: 5691". 11.12 is rounded,
+    // so the budget lay in [11.115, 11.125) GiB; the blocks that range holds must include 5691.
+    let model = find_model("llama3-8b").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let blocks = |gib: f64| {
+        let mut dep = deployment(None, 1, 1);
+        dep.kv_budget = Some((gib * GIB as f64) as u64);
+        capacity(&model, &kv, &dep, 8192, 1).unwrap().blocks
+    };
+    assert!(blocks(11.115) <= 5691 && 5691 <= blocks(11.125));
+    // Its total_gpu_memory (39.50 GiB) is the registry's.
+    let a100 = gpu::find("a100-40gb").unwrap();
+    assert_eq!(a100.usable_bytes, (39.50 * GIB as f64).round() as u64);
+}

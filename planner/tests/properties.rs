@@ -126,3 +126,63 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn pool_blocks_agree_with_the_storage_contract(s in shape_strategy(), len in 1u32..20_000, block in prop_oneof![Just(1u32), Just(16), Just(32)], budget_mib in 1u64..4096) {
+        use kvbench_planner::pool::{blocks_per_request, pool};
+        let kv = kvbench_planner::KvDtypes::same(f16());
+        let budget = budget_mib << 20;
+        let p = pool(&s, &kv, block, budget).unwrap();
+        let needed = blocks_per_request(&s, block, len as u64);
+        if p.groups == 1 {
+            // One group: a request holds exactly the paged layout's bytes.
+            let paged = allocated_bytes(&query(&s, LayoutKind::Paged { block_size: block }, 1, len, f16())).unwrap();
+            prop_assert_eq!(needed * p.block_bytes, paged);
+            prop_assert_eq!(p.token_capacity, budget / p.block_bytes * block as u64);
+        } else {
+            // Hybrid: padding layers only ever add.
+            let paged = allocated_bytes(&query(&s, LayoutKind::Paged { block_size: block }, 1, len, f16())).unwrap();
+            prop_assert!(needed * p.block_bytes >= paged);
+            prop_assert_eq!(p.token_capacity, budget / p.block_bytes / p.groups * block as u64);
+        }
+        prop_assert!(p.blocks * p.block_bytes <= budget);
+        prop_assert!((p.blocks + 1) * p.block_bytes > budget);
+    }
+
+    #[test]
+    fn dtype_names_round_trip(kind in prop_oneof![Just("int8"), Just("int4"), Just("int2"), Just("nf4"), Just("fp8-e4m3"), Just("fp8-e5m2")], group in proptest::option::of(1u32..512), tensor in any::<bool>()) {
+        let name = match (tensor, group) {
+            (true, _) => format!("{kind}/tensor"),
+            (false, Some(g)) => format!("{kind}/g{g}"),
+            (false, None) => kind.to_string(),
+        };
+        let d: CacheDtype = name.parse().unwrap();
+        let again: CacheDtype = d.to_string().parse().unwrap();
+        prop_assert_eq!(d, again);
+        if let (false, Some(g)) = (tensor, group) {
+            prop_assert_eq!(d.group_size, Some(g));
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn user_text_parsers_never_panic(text in ".{0,40}") {
+        let _ = text.parse::<CacheDtype>();
+        let _ = kvbench_planner::parse_kv_dtypes(&text);
+        let _ = kvbench_planner::dtype::parse_side(&text, true);
+        let _ = kvbench_planner::units::parse_size(&text);
+        let _ = text.parse::<kvbench_planner::deploy::WeightDtype>();
+        let _ = text.parse::<kvbench_planner::plan::AttentionOverride>();
+        let _ = kvbench_planner::find_model(&text);
+        let _ = kvbench_planner::gpu::find(&text);
+    }
+
+    #[test]
+    fn dtype_suffix_numbers_never_panic(n in any::<u64>(), kind in prop_oneof![Just("int4"), Just("kivi2"), Just("f16")]) {
+        let _ = kvbench_planner::parse_kv_dtypes(&format!("{kind}/g{n}"));
+        let _ = kvbench_planner::parse_kv_dtypes(&format!("{kind}/r{n}"));
+        let _ = kvbench_planner::units::parse_size(&format!("{n}TiB"));
+    }
+}

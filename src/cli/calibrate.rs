@@ -1,10 +1,106 @@
-//! `kvbench calibrate` (not implemented yet).
+//! `kvbench calibrate`: measure this machine's limits and store them for `kvbench run`.
 
+use anyhow::{bail, Result};
 use clap::Args;
+use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration, GpuLimits};
+use std::path::PathBuf;
 
+/// Measure read bandwidth (one thread and all), copy bandwidth and the f32 GEMM rate, with
+/// arrays far larger than the last-level cache, and store them with the CPU model and flags.
+/// `kvbench run` reads the file to report achieved GB/s and GFLOP/s as a share of these limits.
 #[derive(Debug, Args)]
-pub struct CalibrateArgs {}
+pub struct CalibrateArgs {
+    /// Where to store the calibration [default: results/calibration-<host>.json].
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Threads for the all-thread figures [default: all cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// MiB per streamed array [default: 16 × last-level cache, at least 256].
+    #[arg(long, value_name = "MIB")]
+    pub buffer_mib: Option<u64>,
+    /// Timed passes per figure; the best is kept.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub passes: u32,
+    /// Size n of the n×n×n f32 GEMM.
+    #[arg(long, default_value_t = 1536, value_name = "N")]
+    pub gemm_n: u32,
+    /// A quick, less precise measurement (what `run` does when no file exists).
+    #[arg(long)]
+    pub short: bool,
+    /// What to measure: cpu, or cuda (GPU 0's copy bandwidth and cuBLAS GEMM rates, plus a
+    /// short CPU calibration so the file serves both kinds of row).
+    #[arg(long, default_value = "cpu", value_name = "NAME")]
+    pub backend: String,
+}
 
-pub fn run(_args: CalibrateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`kvbench calibrate` is not implemented yet")
+pub fn run(args: CalibrateArgs) -> Result<()> {
+    let cuda = match args.backend.to_ascii_lowercase().as_str() {
+        "cpu" => false,
+        "cuda" | "gpu" => true,
+        other => bail!("--backend {other:?} is not known; valid: cpu, cuda"),
+    };
+    let threads = match args.threads {
+        Some(0) => bail!("--threads 0: give at least 1 (or leave it out to use every core)"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut opts = if args.short || cuda {
+        CalibrateOptions::short(threads)
+    } else {
+        CalibrateOptions {
+            passes: args.passes,
+            gemm_n: args.gemm_n,
+            ..CalibrateOptions::full(threads)
+        }
+    };
+    if args.buffer_mib == Some(0) {
+        bail!(
+            "--buffer-mib 0: give at least 1 (MiB), or leave it out for 16 × the last-level cache"
+        );
+    }
+    if let Some(mib) = args.buffer_mib {
+        opts.buffer_bytes = mib << 20;
+    }
+    // GPU first: when there is none, say so before spending time on the CPU.
+    let gpu = if cuda {
+        let l = kvbench_workloads::cuda::calibrate()?;
+        Some(GpuLimits {
+            device: l.device.label(),
+            copy_gbps: l.copy_gbps,
+            gemm_f32_gflops: l.gemm_f32_gflops,
+            gemm_f16_gflops: l.gemm_f16_gflops,
+        })
+    } else {
+        None
+    };
+    let cal = Calibration {
+        gpu,
+        ..calibrate::calibrate(&opts)?
+    };
+    let path = args.output.unwrap_or_else(calibrate::default_path);
+    cal.save(&path)?;
+    println!("{} — {} ({} threads)", cal.host, cal.cpu, cal.threads);
+    println!("  flags            {}", cal.cpu_flags.join(" "));
+    println!(
+        "  arrays           {} MiB (last-level cache {} MiB)",
+        cal.buffer_bytes >> 20,
+        cal.llc_bytes >> 20
+    );
+    println!("  read, 1 thread   {:8.1} GB/s", cal.read_gbps_1t);
+    println!("  read, {} threads {:8.1} GB/s", cal.threads, cal.read_gbps);
+    println!("  copy (r+w)       {:8.1} GB/s", cal.copy_gbps);
+    println!(
+        "  f32 GEMM, 1 thr  {:8.1} GFLOP/s (n = {})",
+        cal.gemm_gflops_1t, cal.gemm_n
+    );
+    println!("  f32 GEMM, all    {:8.1} GFLOP/s", cal.gemm_gflops);
+    if let Some(g) = &cal.gpu {
+        println!("{}", g.device);
+        println!("  copy (r+w)       {:8.1} GB/s", g.copy_gbps);
+        println!("  f32 GEMM         {:8.1} GFLOP/s", g.gemm_f32_gflops);
+        println!("  f16 GEMM         {:8.1} GFLOP/s", g.gemm_f16_gflops);
+    }
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }

@@ -5,15 +5,18 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use kvbench_planner::columns::{cell_text, plan_row};
+use kvbench_planner::columns::plan_row;
 use kvbench_planner::deploy::{Deployment, WeightDtype, WindowRule};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::plan::{plan, AttentionOverride, Plan, PlanRequest};
-use kvbench_planner::units::{format_bytes, format_count, parse_size};
+use kvbench_planner::units::parse_size;
 use kvbench_planner::{find_model, gpu, parse_config, ModelInfo};
-use serde_json::Value;
-use tabled::builder::Builder;
-use tabled::settings::Style;
+
+mod render;
+mod tiers;
+
+pub use render::render_rows;
+use render::{detail_table, summary_table};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,7 +50,8 @@ pub struct PlanArgs {
     /// `kvbench models` lists them. Default: llama3-70b when no --config is given.
     #[arg(long, value_delimiter = ',')]
     pub model: Vec<String>,
-    /// A Hugging Face config.json to size instead of (or besides) registry models.
+    /// A Hugging Face config.json (or a model directory holding one) to size instead of, or
+    /// besides, registry models; repeat the flag for several.
     #[arg(long, value_name = "PATH")]
     pub config: Vec<std::path::PathBuf>,
     /// Tokens per sequence (context length) (list).
@@ -62,8 +66,11 @@ pub struct PlanArgs {
     /// Deployment flags (GPU capacity and bounds).
     #[command(flatten)]
     pub deploy: Box<DeployArgs>,
+    /// Memory tiers (--tiers) and reload-versus-recompute break-even.
+    #[command(flatten)]
+    pub tiers: Box<tiers::TierArgs>,
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: Format,
 }
 
@@ -73,7 +80,8 @@ pub struct PlanArgs {
 pub struct CacheArgs {
     /// Cache dtype for keys and values together (list): f32, f16, bf16, fp8-e4m3, fp8-e5m2,
     /// int8, int4, nf4, int2, q8_0, q4_0, kivi2, kivi4; `/gN` sets the group size
-    /// (int4/g64), `/rN` the KIVI f16 residual (kivi2/r64).
+    /// (int4/g64), `/tensor` one scale per tensor (fp8-e4m3/tensor, as vLLM's fp8 cache),
+    /// `/rN` the KIVI f16 residual (kivi2/r64).
     #[arg(long, value_delimiter = ',', default_value = "f16")]
     pub cache_dtype: Vec<String>,
     /// Key dtype (list), overriding --cache-dtype for keys.
@@ -82,9 +90,10 @@ pub struct CacheArgs {
     /// Value dtype (list), overriding --cache-dtype for values.
     #[arg(long, value_delimiter = ',')]
     pub v_dtype: Vec<String>,
-    /// What-if attention: mha, mqa or gqa:N — size the model as if it had these KV heads.
-    #[arg(long)]
-    pub attention: Option<String>,
+    /// What-if attention (list): mha, mqa or gqa:N sizes the model as if it had these KV
+    /// heads; `model` keeps its own. E.g. --attention model,mha,mqa shows the savings side by side.
+    #[arg(long, value_delimiter = ',')]
+    pub attention: Vec<String>,
     /// Tokens per block of the paged layout (vLLM's default is 16).
     #[arg(long, default_value_t = 16)]
     pub block_size: u32,
@@ -138,15 +147,27 @@ fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
     for name in &args.model {
         out.push(find_model(name)?);
     }
-    for path in &args.config {
+    for given in &args.config {
+        // A model directory (as downloaded from the Hub) holds its config.json.
+        let path = if given.is_dir() {
+            given.join("config.json")
+        } else {
+            given.clone()
+        };
+        let path = &path;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --config {}", path.display()))?;
-        let name = path
+        // models/Qwen3-8B/config.json is "Qwen3-8B"; gemma3-27b.json is "gemma3-27b".
+        let stem = path.file_stem().map(|n| n.to_string_lossy().to_string());
+        let dir = path
             .parent()
             .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().to_string())
-            .filter(|n| !n.is_empty() && n != ".")
-            .unwrap_or_else(|| path.display().to_string());
+            .map(|n| n.to_string_lossy().to_string());
+        let name = match (stem, dir) {
+            (Some(s), Some(d)) if s == "config" && !d.is_empty() => d,
+            (Some(s), _) if !s.is_empty() => s,
+            _ => path.display().to_string(),
+        };
         out.push(
             parse_config(&text, &name)
                 .with_context(|| format!("in --config {}", path.display()))?,
@@ -271,49 +292,56 @@ fn window_rule(arg: WindowRuleArg) -> WindowRule {
 
 /// Every plan of the cross product, in a stable order.
 pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
-    let attention: Option<AttentionOverride> = args
-        .cache
-        .attention
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .context("in --attention")?;
+    let attentions: Vec<Option<AttentionOverride>> = if args.cache.attention.is_empty() {
+        vec![None]
+    } else {
+        args.cache
+            .attention
+            .iter()
+            .map(|a| match a.trim() {
+                "model" | "as-is" => Ok(None),
+                other => other.parse().map(Some).context("in --attention"),
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
     let models = models(args)?;
     let pairs = dtype_pairs(args)?;
     let deps = deployments(args)?;
     let mut results = Vec::new();
     for model in &models {
-        for &seq in &args.seq {
-            for &batch in &args.batch {
-                for kv in &pairs {
-                    for dep in &deps {
-                        let req = PlanRequest {
-                            model: model.clone(),
-                            kv: *kv,
-                            attention,
-                            seq,
-                            batch,
-                            block_size: args.cache.block_size,
-                            shared_prefix: args.cache.shared_prefix,
-                            window_rule: window_rule(args.cache.window_rule),
-                            max_batched_tokens: args.cache.max_batched_tokens,
-                            deployment: dep.clone(),
-                        };
-                        let what = format!(
-                            "{} at --seq {seq} --batch {batch} with {}{}",
-                            model.shape.name,
-                            kv.label(),
-                            dep.as_ref()
-                                .map(|d| format!(
-                                    " on {} x{} (tp {}, pp {})",
-                                    d.gpu.as_ref().map_or("a KV budget", |g| g.key),
-                                    d.gpus,
-                                    d.tp,
-                                    d.pp
-                                ))
-                                .unwrap_or_default()
-                        );
-                        results.push(plan(&req).with_context(|| what));
+        for &attention in &attentions {
+            for &seq in &args.seq {
+                for &batch in &args.batch {
+                    for kv in &pairs {
+                        for dep in &deps {
+                            let req = PlanRequest {
+                                model: model.clone(),
+                                kv: *kv,
+                                attention,
+                                seq,
+                                batch,
+                                block_size: args.cache.block_size,
+                                shared_prefix: args.cache.shared_prefix,
+                                window_rule: window_rule(args.cache.window_rule),
+                                max_batched_tokens: args.cache.max_batched_tokens,
+                                deployment: dep.clone(),
+                            };
+                            let what = format!(
+                                "{} at --seq {seq} --batch {batch} with {}{}",
+                                model.shape.name,
+                                kv.label(),
+                                dep.as_ref()
+                                    .map(|d| format!(
+                                        " on {} x{} (tp {}, pp {})",
+                                        d.gpu.as_ref().map_or("a KV budget", |g| g.key),
+                                        d.gpus,
+                                        d.tp,
+                                        d.pp
+                                    ))
+                                    .unwrap_or_default()
+                            );
+                            results.push(plan(&req).with_context(|| what));
+                        }
                     }
                 }
             }
@@ -326,6 +354,9 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
 /// that does not suit one model, a model too big for one GPU) are skipped with a note on
 /// stderr, and only a sweep where nothing can be planned fails.
 fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>> {
+    if results.is_empty() {
+        bail!("nothing to plan: give at least one --model or --config, --seq and --batch");
+    }
     if results.len() == 1 {
         return results.into_iter().next().into_iter().collect();
     }
@@ -347,6 +378,17 @@ fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>>
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+    if args.tiers.tiers.is_some() && args.format != Format::Table {
+        bail!("--tiers prints tables: leave out --format (or --tiers)");
+    }
+    let tiers = tiers::render(
+        &args.tiers,
+        &models(&args)?,
+        &dtype_pairs(&args)?,
+        &args.seq,
+        &args.deploy.gpu,
+        &args.deploy.tp,
+    )?;
     let plans = plans(&args)?;
     let text = match args.format {
         Format::Table if plans.len() == 1 => detail_table(&plans[0]),
@@ -354,271 +396,6 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         other => render_rows(&plans.iter().map(plan_row).collect::<Vec<_>>(), other)?,
     };
     print!("{text}");
+    print!("{}", tiers.unwrap_or_default());
     Ok(())
-}
-
-/// Rows of named values as csv, json or markdown (the machine formats).
-pub fn render_rows(rows: &[Vec<(String, Value)>], format: Format) -> anyhow::Result<String> {
-    let header: Vec<String> = rows
-        .first()
-        .map(|r| r.iter().map(|(k, _)| k.clone()).collect())
-        .unwrap_or_default();
-    match format {
-        Format::Csv | Format::Table => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(&header)?;
-            for row in rows {
-                w.write_record(row.iter().map(|(_, v)| cell_text(v)))?;
-            }
-            Ok(String::from_utf8(w.into_inner()?)?)
-        }
-        Format::Json => {
-            let array: Vec<serde_json::Map<String, Value>> =
-                rows.iter().map(|r| r.iter().cloned().collect()).collect();
-            Ok(serde_json::to_string_pretty(&array)? + "\n")
-        }
-        Format::Md => {
-            let mut b = Builder::default();
-            b.push_record(header);
-            for row in rows {
-                b.push_record(row.iter().map(|(_, v)| cell_text(v)));
-            }
-            Ok(b.build().with(Style::markdown()).to_string() + "\n")
-        }
-    }
-}
-
-fn bytes(b: u64) -> String {
-    format!("{} ({} B)", format_bytes(b as f64), format_count(b))
-}
-
-/// One plan, figure by figure, with human units and what each figure assumes.
-fn detail_table(p: &Plan) -> String {
-    let mut rows: Vec<[String; 2]> = Vec::new();
-    let mut add = |k: &str, v: String| rows.push([k.to_string(), v]);
-    add(
-        "model",
-        format!(
-            "{} — {} layers, {} query heads, {} KV heads, head_dim {}, {}{}",
-            p.model,
-            p.layers,
-            p.q_heads,
-            p.kv_heads,
-            p.head_dim,
-            p.attention,
-            if p.sliding_layers > 0 {
-                format!(", {} sliding-window layers", p.sliding_layers)
-            } else {
-                String::new()
-            }
-        ),
-    );
-    add(
-        "cache dtype",
-        format!(
-            "{} (K {:.3} bits/element, V {:.3})",
-            p.cache_dtype, p.k_bits_per_element, p.v_bits_per_element
-        ),
-    );
-    add(
-        "KV per token",
-        format!(
-            "{} ({} per layer)",
-            format_bytes(p.bytes_per_token),
-            format_bytes(p.bytes_per_token_per_layer)
-        ),
-    );
-    let window_note = if p.sliding_layers > 0 {
-        format!(", sliding layers capped by rule '{}'", p.window_rule.name())
-    } else {
-        String::new()
-    };
-    add(
-        &format!("one sequence, {} tokens", format_count(p.seq as u64)),
-        format!("{}{window_note}", bytes(p.seq_bytes)),
-    );
-    add(&format!("batch of {}", p.batch), bytes(p.batch_bytes));
-    match (p.paged_bytes, p.paged_waste_bytes) {
-        (Some(paged), Some(waste)) => add(
-            &format!("paged, blocks of {}", p.block_size),
-            format!(
-                "{} (round-up waste {})",
-                bytes(paged),
-                format_bytes(waste as f64)
-            ),
-        ),
-        _ => add("paged", "n/a: an f16 residual cannot be paged".to_string()),
-    }
-    if p.shared_prefix > 0 {
-        if let (Some(shared), Some(paged)) = (p.shared_prefix_paged_bytes, p.paged_bytes) {
-            add(
-                &format!("paged, {} prefix tokens shared", p.shared_prefix),
-                format!(
-                    "{} (saves {})",
-                    bytes(shared),
-                    format_bytes((paged - shared) as f64)
-                ),
-            );
-        }
-    }
-    if let Some(c) = &p.capacity {
-        add(
-            "deployment",
-            format!(
-                "{} x{} (tp {}, pp {}, {} replica(s)), weights {}",
-                p.gpu.as_deref().unwrap_or("KV budget"),
-                p.gpus.unwrap_or(0),
-                p.tp.unwrap_or(0),
-                p.pp.unwrap_or(0),
-                c.replicas,
-                p.weights_dtype.as_deref().unwrap_or("")
-            ),
-        );
-        if c.usable_bytes_per_gpu > 0 {
-            add("weights per GPU", bytes(c.weights_bytes_per_gpu));
-            add(
-                "usable per GPU (total x mem-util)",
-                bytes(c.usable_bytes_per_gpu),
-            );
-            add(
-                "reserve per GPU",
-                format!(
-                    "{} — {}",
-                    format_bytes(c.reserve_bytes_per_gpu as f64),
-                    c.reserve_note
-                ),
-            );
-        }
-        add("KV memory per GPU", bytes(c.kv_budget_bytes_per_gpu));
-        add(
-            "KV heads per GPU",
-            format!(
-                "{}{} over {} layers",
-                c.kv_heads_per_gpu,
-                if c.kv_heads_replicated {
-                    " (replicated: tp > KV heads)"
-                } else {
-                    ""
-                },
-                c.layers_per_gpu
-            ),
-        );
-        add(
-            "token capacity",
-            format!(
-                "{} tokens ({} blocks of {})",
-                format_count(c.token_capacity),
-                format_count(c.blocks),
-                format_bytes(c.block_bytes as f64)
-            ),
-        );
-        add(
-            &format!("max sequences of {} tokens", format_count(p.seq as u64)),
-            format!(
-                "{} per replica (vLLM concurrency {:.2}x)",
-                format_count(c.max_seqs),
-                c.concurrency
-            ),
-        );
-        add(
-            &format!("max context at batch {}", p.batch),
-            c.max_context_at_batch
-                .map_or("unbounded (every layer slides)".to_string(), |t| {
-                    format!("{} tokens", format_count(t))
-                }),
-        );
-    }
-    if let Some(b) = &p.bounds {
-        add(
-            "decode bound (bandwidth)",
-            format!(
-                "<= {:.0} tokens/s (step >= {:.2} ms reading {} per GPU)",
-                b.decode_tokens_per_s_max,
-                b.decode_step_ms_min,
-                format_bytes(b.step_bytes_per_gpu as f64)
-            ),
-        );
-        add(
-            "prefill bound (compute)",
-            format!(
-                "TTFT >= {:.1} ms for {} tokens at the {} dense rate",
-                b.ttft_ms_min,
-                format_count(p.seq as u64),
-                b.rate
-            ),
-        );
-    }
-    for section in &p.extra {
-        for (k, v) in &section.rows {
-            add(&format!("{}: {k}", section.title), v.clone());
-        }
-    }
-    let mut b = Builder::default();
-    b.push_record(["figure", "value"]);
-    for r in rows {
-        b.push_record(r);
-    }
-    b.build().with(Style::sharp()).to_string() + "\n"
-}
-
-/// Many plans, one line each, the key figures in human units.
-fn summary_table(plans: &[Plan]) -> String {
-    let deploy = plans.iter().any(|p| p.capacity.is_some());
-    let mut header = vec![
-        "model",
-        "attention",
-        "dtype",
-        "seq",
-        "batch",
-        "KV/token",
-        "sequence",
-        "batch KV",
-        "paged",
-    ];
-    if deploy {
-        header.extend([
-            "gpu",
-            "tp",
-            "KV/GPU",
-            "tokens",
-            "max seqs",
-            "max ctx",
-            "decode tok/s ≤",
-        ]);
-    }
-    let mut b = Builder::default();
-    b.push_record(header);
-    for p in plans {
-        let mut row = vec![
-            p.model.clone(),
-            p.attention.clone(),
-            p.cache_dtype.clone(),
-            format_count(p.seq as u64),
-            p.batch.to_string(),
-            format_bytes(p.bytes_per_token),
-            format_bytes(p.seq_bytes as f64),
-            format_bytes(p.batch_bytes as f64),
-            p.paged_bytes
-                .map_or("n/a".to_string(), |x| format_bytes(x as f64)),
-        ];
-        if deploy {
-            match &p.capacity {
-                Some(c) => row.extend([
-                    p.gpu.clone().unwrap_or_else(|| "budget".to_string()),
-                    p.tp.unwrap_or(0).to_string(),
-                    format_bytes(c.kv_budget_bytes_per_gpu as f64),
-                    format_count(c.token_capacity),
-                    format_count(c.max_seqs),
-                    c.max_context_at_batch
-                        .map_or("unbounded".to_string(), format_count),
-                    p.bounds.as_ref().map_or(String::new(), |b| {
-                        format!("{:.0}", b.decode_tokens_per_s_max)
-                    }),
-                ]),
-                None => row.extend(std::iter::repeat_n(String::new(), 7)),
-            }
-        }
-        b.push_record(row);
-    }
-    b.build().with(Style::sharp()).to_string() + "\n"
 }

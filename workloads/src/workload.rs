@@ -47,4 +47,23 @@ pub trait Workload {
     fn kv_bytes_read_last_step(&self) -> u64;
     /// Floating-point operations of the prefill (for achieved GFLOP/s).
     fn prefill_flops(&self) -> f64;
+    /// Device time of the last prefill or decode step measured with GPU events, in ms
+    /// (CUDA); `None` where the wall clock is the only clock (CPU).
+    fn device_time_ms(&self) -> Option<f64> {
+        None
+    }
+    /// Device memory the workload holds, from `mem_get_info` before and after building it
+    /// (CUDA); `None` on the CPU.
+    fn device_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// The device it runs on, for the `gpu` column (CUDA: name, driver and CUDA versions,
+    /// SMs, memory); `None` on the CPU.
+    fn device_label(&self) -> Option<String> {
+        None
+    }
+    /// What the offload tier did, for workloads that offload (`None` for the others).
+    fn tier_report(&self) -> Option<crate::tier::TierReport> {
+        None
+    }
 }

@@ -1,0 +1,170 @@
+//! Reading many CSVs (many machines, many dates, shards of one sweep): tell run CSVs from
+//! plan CSVs, check every run row's `schema_version`, and merge each kind into one table.
+
+use std::path::PathBuf;
+
+use super::table::CsvTable;
+use super::ReportError;
+use crate::SCHEMA_VERSION;
+
+/// What a CSV file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvKind {
+    /// `kvbench run` output: one row per workload per run (bench/src/record.rs).
+    Run,
+    /// `kvbench plan --format csv` output: one row per model × dtype × context × deployment.
+    Plan,
+}
+
+/// Columns only a run CSV has; a file with one of them is read as a run CSV.
+const RUN_MARKERS: &[&str] = &["tokens_per_s", "ttft_ms", "tpot_ms", "itl_p50_ms"];
+
+/// Every input, merged per kind.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// All run rows, schema-checked, columns unioned.
+    pub runs: CsvTable,
+    /// All plan rows, columns unioned.
+    pub plans: CsvTable,
+}
+
+/// Decides whether a table is a run CSV or a plan CSV.
+pub fn classify(table: &CsvTable, path: &std::path::Path) -> Result<CsvKind, ReportError> {
+    if RUN_MARKERS.iter().any(|c| table.has(c)) {
+        Ok(CsvKind::Run)
+    } else if table.has("model") {
+        Ok(CsvKind::Plan)
+    } else {
+        Err(ReportError::UnknownCsv {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Checks every row's `schema_version` against the one this build reads.
+///
+/// Rows of an older version would be upgraded here, one step at a time; version 1 is the
+/// first the runner wrote, so every other version is refused with a line saying what to do.
+pub fn check_schema(table: &CsvTable, path: &std::path::Path) -> Result<(), ReportError> {
+    if !table.has("schema_version") {
+        return Err(ReportError::NoSchemaVersion {
+            path: path.to_path_buf(),
+        });
+    }
+    for row in 0..table.len() {
+        let text = table.get(row, "schema_version");
+        let found: u32 = text
+            .trim()
+            .parse()
+            .map_err(|_| ReportError::BadSchemaVersion {
+                origin: table.origins[row].to_string(),
+                value: text.to_string(),
+            })?;
+        if found != SCHEMA_VERSION {
+            return Err(ReportError::SchemaMismatch {
+                origin: table.origins[row].to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads, checks and merges CSV files. Runs and plans may be mixed in one call.
+pub fn load(paths: &[PathBuf]) -> Result<Inputs, ReportError> {
+    if paths.is_empty() {
+        return Err(ReportError::NoInputs);
+    }
+    let mut inputs = Inputs::default();
+    for path in paths {
+        let table = CsvTable::read(path)?;
+        match classify(&table, path)? {
+            CsvKind::Run => {
+                check_schema(&table, path)?;
+                inputs.runs.append(table);
+            }
+            CsvKind::Plan => inputs.plans.append(table),
+        }
+    }
+    Ok(inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        p
+    }
+
+    #[test]
+    fn merges_shards_with_different_extra_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(&dir, "a.csv", "schema_version,host,tokens_per_s\n1,m1,10\n");
+        let b = file(
+            &dir,
+            "b.csv",
+            "host,schema_version,tokens_per_s,new_col\nm2,1,20,x\n",
+        );
+        let inputs = load(&[a, b]).unwrap();
+        assert_eq!(inputs.runs.len(), 2);
+        assert_eq!(inputs.runs.get(1, "host"), "m2");
+        assert_eq!(inputs.runs.get(1, "tokens_per_s"), "20");
+        assert_eq!(inputs.runs.get(0, "new_col"), "");
+        assert!(inputs.plans.is_empty());
+    }
+
+    #[test]
+    fn newer_schema_is_refused_naming_file_line_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(&dir, "old.csv", "schema_version,tokens_per_s\n1,10\n");
+        let b = file(&dir, "new.csv", "schema_version,tokens_per_s\n1,10\n2,11\n");
+        let msg = load(&[a, b]).unwrap_err().to_string();
+        assert!(msg.contains("new.csv:3"), "{msg}");
+        assert!(msg.contains("schema_version 2"), "{msg}");
+        assert!(msg.contains(&format!("reads {SCHEMA_VERSION}")), "{msg}");
+    }
+
+    #[test]
+    fn run_csv_without_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(&dir, "a.csv", "tokens_per_s\n10\n");
+        let msg = load(&[a]).unwrap_err().to_string();
+        assert!(
+            msg.contains("a.csv") && msg.contains("schema_version"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn non_numeric_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(&dir, "a.csv", "schema_version,tokens_per_s\nv1,10\n");
+        let msg = load(&[a]).unwrap_err().to_string();
+        assert!(msg.contains("`v1`"), "{msg}");
+    }
+
+    #[test]
+    fn unrelated_csv_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(&dir, "a.csv", "x,y\n1,2\n");
+        let msg = load(&[a]).unwrap_err().to_string();
+        assert!(msg.contains("a.csv") && msg.contains("neither"), "{msg}");
+    }
+
+    #[test]
+    fn plan_csv_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(&dir, "p.csv", "model,context,kv_bytes\nllama,1024,5\n");
+        let inputs = load(&[a]).unwrap();
+        assert_eq!(inputs.plans.len(), 1);
+        assert!(inputs.runs.is_empty());
+    }
+}

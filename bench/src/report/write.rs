@@ -1,0 +1,139 @@
+//! Writing the report folder: merged CSVs, one SVG per chart, and report.md that puts each
+//! question's table next to its charts.
+
+use std::path::{Path, PathBuf};
+
+use super::load::{load, Inputs};
+use super::run_charts::{self, NamedChart};
+use super::runs::{self, Section};
+use super::table::CsvTable;
+use super::view::machine;
+use super::{plans, ReportError};
+
+/// What a report run wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportSummary {
+    /// report.md.
+    pub report: PathBuf,
+    /// Every chart written.
+    pub charts: Vec<PathBuf>,
+    /// Run rows merged.
+    pub run_rows: usize,
+    /// Plan rows merged.
+    pub plan_rows: usize,
+    /// Distinct machines among the runs.
+    pub machines: Vec<String>,
+}
+
+/// A section and the charts shown under it.
+struct Part {
+    section: Section,
+    charts: Vec<NamedChart>,
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
+    std::fs::write(path, text).map_err(|e| ReportError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The parts of a run report, in reading order.
+fn run_parts(t: &CsvTable) -> Vec<Part> {
+    let mut charts = run_charts::tokens_per_s(t);
+    charts.extend(run_charts::itl(t));
+    let mut parts = vec![
+        Part {
+            section: runs::throughput(t),
+            charts,
+        },
+        Part {
+            section: runs::memory(t),
+            charts: run_charts::kv_memory(t),
+        },
+        Part {
+            section: runs::quantization(t),
+            charts: run_charts::error_vs_bits(t),
+        },
+        Part {
+            section: runs::limits(t),
+            charts: Vec::new(),
+        },
+        Part {
+            section: runs::predicted(t),
+            charts: Vec::new(),
+        },
+    ];
+    if let Some(s) = runs::not_timed(t) {
+        parts.push(Part {
+            section: s,
+            charts: Vec::new(),
+        });
+    }
+    parts
+}
+
+/// Reads `inputs` (run and/or plan CSVs), merges them and writes the report into `out`.
+pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, ReportError> {
+    let Inputs { runs, plans } = load(inputs)?;
+    let charts_dir = out.join("charts");
+    std::fs::create_dir_all(&charts_dir).map_err(|e| ReportError::Write {
+        path: charts_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let mut summary = ReportSummary {
+        report: out.join("report.md"),
+        run_rows: runs.len(),
+        plan_rows: plans.len(),
+        machines: runs.distinct_by(|r| machine(&runs, r)),
+        ..ReportSummary::default()
+    };
+    let mut parts = Vec::new();
+    if !runs.is_empty() {
+        runs.write(&out.join("merged-runs.csv"))?;
+        parts.extend(run_parts(&runs));
+    }
+    if !plans.is_empty() {
+        plans.write(&out.join("merged-plans.csv"))?;
+        parts.push(Part {
+            section: plans::capacity(&plans),
+            charts: plans::charts(&plans),
+        });
+    }
+
+    let mut md = String::from("# kvbench report\n\n");
+    md.push_str(&format!(
+        "{} run rows from {} machine(s), {} plan rows, merged from:\n\n",
+        summary.run_rows,
+        summary.machines.len(),
+        summary.plan_rows
+    ));
+    for p in inputs {
+        md.push_str(&format!("- `{}`\n", p.display()));
+    }
+    if !summary.machines.is_empty() {
+        md.push_str("\nMachines:\n\n");
+        for m in &summary.machines {
+            md.push_str(&format!("- {m}\n"));
+        }
+    }
+    for part in parts {
+        md.push_str(&format!(
+            "\n## {}\n\n{}\n\n{}",
+            part.section.title,
+            part.section.intro,
+            part.section.table.render()
+        ));
+        for c in part.charts {
+            if c.chart.drawable_points() == 0 {
+                continue;
+            }
+            let path = charts_dir.join(&c.file);
+            write_file(&path, &c.chart.to_svg()?)?;
+            md.push_str(&format!("\n![{}](charts/{})\n", c.chart.title, c.file));
+            summary.charts.push(path);
+        }
+    }
+    write_file(&summary.report, &md)?;
+    Ok(summary)
+}

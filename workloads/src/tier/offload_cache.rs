@@ -1,0 +1,369 @@
+//! A paged cache whose working pool holds at most `limit` blocks: the least recently used
+//! blocks are evicted to a tier (in their stored dtype) and restored, verified, when a layer
+//! needs them. When the tier fails (write error, server gone, corrupted block) the cache
+//! stops offloading and recomputes what was lost, and counts it: never a wrong result.
+
+use super::lru::Lru;
+use super::synth::Synth;
+use super::{tier_name, BlockKey, TierError, TierStats, VerifiedTier};
+use crate::cache::{BlockId, CacheError, CacheGeometry, HeadView, KvCache, PagedCache};
+use crate::workload::MemoryUse;
+use crate::WorkloadError;
+use std::collections::{HashMap, HashSet};
+
+/// What offloading did, for the CSV.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OffloadCounters {
+    /// Blocks moved out of the working pool.
+    pub evictions: u64,
+    /// Blocks loaded back, each verified bit-exact.
+    pub restores: u64,
+    /// Blocks recomputed because the tier could not give them back.
+    pub recomputed_blocks: u64,
+    /// Tier faults that switched the run to recomputing.
+    pub fallbacks: u64,
+    /// The first tier error, as a user would read it.
+    pub first_error: Option<String>,
+}
+
+/// A paged cache with a bounded working pool and an offload tier.
+pub struct OffloadCache {
+    geom: CacheGeometry,
+    cache: PagedCache,
+    synth: Synth,
+    tier: Option<VerifiedTier>,
+    /// Resident blocks allowed (usize::MAX: never evict).
+    limit: usize,
+    /// Mixed into every block key: what besides the tokens shapes the bytes.
+    namespace: u64,
+    lru: Lru,
+    /// Where each resident block sits: (seq, layer, logical block).
+    owner: HashMap<BlockId, (usize, usize, usize)>,
+    /// Evicted blocks and the key they were stored under.
+    evicted: HashMap<BlockId, BlockKey>,
+    /// Restored blocks whose tier copy is still valid while their key is unchanged: evicting
+    /// them again needs no write (write-back caching).
+    clean: HashMap<BlockId, BlockKey>,
+    counters: OffloadCounters,
+    /// Tier stats from before the tier was dropped after a fault.
+    stats_at_fault: Option<TierStats>,
+}
+
+fn cache_err(e: CacheError) -> WorkloadError {
+    WorkloadError::Invalid(e.to_string())
+}
+
+impl OffloadCache {
+    /// A cache for `geom` whose pool holds at most `limit` blocks, offloading to `tier`.
+    pub fn new(
+        geom: &CacheGeometry,
+        synth: Synth,
+        tier: Option<VerifiedTier>,
+        limit: usize,
+        namespace: u64,
+    ) -> Result<OffloadCache, WorkloadError> {
+        let per_layer = geom.max_len.div_ceil(geom.block_size);
+        if tier.is_some() && limit < per_layer {
+            return Err(WorkloadError::Invalid(format!(
+                "--pool-blocks {limit} cannot hold one layer of one sequence ({per_layer} blocks of {} tokens): raise it to {per_layer} or more, or 0 for automatic",
+                geom.block_size
+            )));
+        }
+        Ok(OffloadCache {
+            geom: geom.clone(),
+            cache: PagedCache::new(geom).map_err(cache_err)?,
+            synth,
+            limit: if tier.is_some() { limit } else { usize::MAX },
+            tier,
+            namespace,
+            lru: Lru::default(),
+            owner: HashMap::new(),
+            evicted: HashMap::new(),
+            clean: HashMap::new(),
+            counters: OffloadCounters::default(),
+            stats_at_fault: None,
+        })
+    }
+
+    /// The token and vector source.
+    pub fn synth(&self) -> &Synth {
+        &self.synth
+    }
+
+    /// What offloading did so far.
+    pub fn counters(&self) -> &OffloadCounters {
+        &self.counters
+    }
+
+    /// Transfers through the tier so far (kept after a fault dropped it).
+    pub fn tier_stats(&self) -> TierStats {
+        self.tier
+            .as_ref()
+            .map(VerifiedTier::stats)
+            .or(self.stats_at_fault)
+            .unwrap_or_default()
+    }
+
+    /// How the tier stores blocks, if one is in use.
+    pub fn tier_note(&self) -> Option<String> {
+        self.tier.as_ref().map(VerifiedTier::note)
+    }
+
+    /// Bytes of one block (every KV head of one layer, K and V).
+    pub fn block_bytes(&self) -> usize {
+        self.cache.pool().block_bytes()
+    }
+
+    /// Tokens of `seq` stored in `layer`.
+    pub fn len(&self, layer: usize, seq: usize) -> usize {
+        self.cache.len(layer, seq)
+    }
+
+    /// Memory of the working pool (evicted blocks are not in it).
+    pub fn memory(&self) -> MemoryUse {
+        self.cache.memory()
+    }
+
+    /// The rows of (layer, seq, head); the layer must be resident ([`Self::ensure_layer`]).
+    pub fn view(
+        &self,
+        layer: usize,
+        seq: usize,
+        head: usize,
+    ) -> Result<HeadView<'_>, WorkloadError> {
+        self.cache.try_view(layer, seq, head).map_err(cache_err)
+    }
+
+    fn layer_blocks(&self, seq: usize, layer: usize) -> Vec<(usize, BlockId)> {
+        self.cache.blocks(seq, layer).collect()
+    }
+
+    fn key_of(&self, id: BlockId) -> BlockKey {
+        let (seq, layer, bi) = self.owner[&id];
+        let len = self.cache.len(layer, seq);
+        let last = ((bi + 1) * self.geom.block_size).min(len) - 1;
+        self.synth.block_key(self.namespace, seq, layer, last)
+    }
+
+    /// Append one token's K/V to (layer, seq), loading the layer first if needed and
+    /// evicting other blocks beyond the limit.
+    pub fn append(
+        &mut self,
+        layer: usize,
+        seq: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<(), WorkloadError> {
+        self.ensure_layer(seq, layer)?;
+        self.cache.append(layer, seq, k, v).map_err(cache_err)?;
+        if let Some((bi, id)) = self.cache.blocks(seq, layer).last() {
+            self.owner.insert(id, (seq, layer, bi));
+            self.lru.touch(id);
+        }
+        self.make_room(0, seq, layer)
+    }
+
+    /// Make every block of (seq, layer) resident: load evicted ones from the tier (verified),
+    /// evicting least recently used blocks of other layers to stay within the limit.
+    pub fn ensure_layer(&mut self, seq: usize, layer: usize) -> Result<(), WorkloadError> {
+        let blocks = self.layer_blocks(seq, layer);
+        let missing: Vec<BlockId> = blocks
+            .iter()
+            .map(|&(_, id)| id)
+            .filter(|id| !self.cache.pool().is_resident(*id))
+            .collect();
+        for &(bi, id) in &blocks {
+            self.owner.insert(id, (seq, layer, bi));
+            self.lru.touch(id);
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.make_room(missing.len(), seq, layer)?;
+        if self.tier.is_none() {
+            // Evicting failed and the cache was rebuilt, resident, by recomputing.
+            return Ok(());
+        }
+        let keys: Vec<BlockKey> = missing.iter().map(|id| self.evicted[id]).collect();
+        let mut bufs = vec![Vec::with_capacity(self.block_bytes()); keys.len()];
+        let tier = self
+            .tier
+            .as_mut()
+            .expect("blocks are evicted only while a tier is in use");
+        match tier.load(&keys, &mut bufs) {
+            Ok(found) if found.iter().all(|&f| f) => {
+                for (id, bytes) in missing.iter().zip(&bufs) {
+                    self.cache
+                        .pool_mut()
+                        .restore(*id, bytes)
+                        .map_err(|e| WorkloadError::Backend(e.to_string()))?;
+                    let key = self.evicted.remove(id).expect("missing blocks are evicted");
+                    self.clean.insert(*id, key);
+                }
+                self.counters.restores += missing.len() as u64;
+                Ok(())
+            }
+            Ok(found) => {
+                let lost = keys.iter().zip(found).find(|(_, f)| !f).map(|(k, _)| *k);
+                let name = tier_name(tier.tier());
+                self.fall_back(format!(
+                    "block {} was no longer in the {name} tier (expired or evicted there)",
+                    lost.expect("one block is missing")
+                ))
+            }
+            Err(e) => self.fault(e),
+        }
+    }
+
+    /// Evict least recently used blocks (not of (seq, layer)) until `extra` more fit.
+    fn make_room(&mut self, extra: usize, seq: usize, layer: usize) -> Result<(), WorkloadError> {
+        let resident = self.cache.pool().resident_blocks();
+        let over = (resident + extra).saturating_sub(self.limit);
+        if over == 0 || self.tier.is_none() {
+            return Ok(());
+        }
+        let pinned: HashSet<BlockId> = self.cache.blocks(seq, layer).map(|(_, id)| id).collect();
+        let pool = self.cache.pool();
+        let victims = self.lru.victims(over, &pinned, |id| {
+            pool.refs(id) > 0 && pool.is_resident(id)
+        });
+        self.evict(&victims)
+    }
+
+    /// Move `victims` to the tier; blocks whose tier copy is still valid are only dropped
+    /// from the pool. If the tier refuses a write, the blocks go back into the pool.
+    fn evict(&mut self, victims: &[BlockId]) -> Result<(), WorkloadError> {
+        if victims.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<BlockKey> = victims.iter().map(|&id| self.key_of(id)).collect();
+        let mut stale = Vec::new();
+        let mut writes = Vec::new();
+        for (&id, &key) in victims.iter().zip(&keys) {
+            let bytes = self
+                .cache
+                .pool_mut()
+                .evict(id)
+                .map_err(|e| WorkloadError::Backend(e.to_string()))?;
+            match self.clean.remove(&id) {
+                Some(old) if old == key => {}
+                Some(old) => {
+                    stale.push(old);
+                    writes.push((id, key, bytes));
+                }
+                None => writes.push((id, key, bytes)),
+            }
+        }
+        let batch: Vec<(BlockKey, &[u8])> =
+            writes.iter().map(|(_, k, b)| (*k, b.as_slice())).collect();
+        let tier = self.tier.as_mut().expect("evicting needs a tier");
+        // A local tier frees the copy of a block that changed since it was loaded (before
+        // storing the new one, so a full tier has room); Redis keeps it under its own (older
+        // prefix) key for other runs until its TTL.
+        let forget = if tier.tier() == crate::spec::Tier::Redis {
+            Ok(())
+        } else {
+            tier.forget(&stale)
+        };
+        let stored = forget.and_then(|()| tier.store(&batch));
+        match stored {
+            Ok(()) => {
+                for (&id, key) in victims.iter().zip(keys) {
+                    self.lru.forget(id);
+                    self.evicted.insert(id, key);
+                }
+                self.counters.evictions += victims.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                for (id, _, bytes) in &writes {
+                    self.cache
+                        .pool_mut()
+                        .restore(*id, bytes)
+                        .map_err(|e| WorkloadError::Backend(e.to_string()))?;
+                }
+                // Clean blocks were dropped from the pool without a write: their tier copy
+                // is what the fallback would need, so treat them as lost too.
+                for (&id, key) in victims.iter().zip(keys) {
+                    if !writes.iter().any(|(w, _, _)| *w == id) {
+                        self.evicted.insert(id, key);
+                    }
+                }
+                self.fault(e)
+            }
+        }
+    }
+
+    /// Move every resident block to the tier (a prefix computed once and stored).
+    pub fn evict_all(&mut self) -> Result<(), WorkloadError> {
+        let pool = self.cache.pool();
+        let all = self.lru.victims(usize::MAX, &HashSet::new(), |id| {
+            pool.refs(id) > 0 && pool.is_resident(id)
+        });
+        self.evict(&all)
+    }
+
+    /// A tier error: misconfiguration stops the run; lost or unreachable data falls back.
+    fn fault(&mut self, e: TierError) -> Result<(), WorkloadError> {
+        if !e.is_recoverable() {
+            return Err(WorkloadError::Backend(e.to_string()));
+        }
+        self.fall_back(e.to_string())
+    }
+
+    /// Stop offloading and recompute every evicted block from the token sequence.
+    fn fall_back(&mut self, why: String) -> Result<(), WorkloadError> {
+        self.counters.fallbacks += 1;
+        self.counters.first_error.get_or_insert(why);
+        self.stats_at_fault = self.tier.as_ref().map(VerifiedTier::stats);
+        self.tier = None;
+        self.limit = usize::MAX;
+        self.counters.recomputed_blocks += self.evicted.len() as u64;
+        let lens: Vec<Vec<usize>> = (0..self.geom.batch)
+            .map(|seq| {
+                (0..self.geom.layers)
+                    .map(|l| self.cache.len(l, seq))
+                    .collect()
+            })
+            .collect();
+        self.clear();
+        let hd = self.geom.kv_heads * self.geom.head_dim;
+        let (mut k, mut v) = (vec![0f32; hd], vec![0f32; hd]);
+        for (seq, layer_lens) in lens.iter().enumerate() {
+            for (layer, &len) in layer_lens.iter().enumerate() {
+                for pos in 0..len {
+                    self.synth.kv(layer, seq, pos, &mut k, &mut v);
+                    self.cache.append(layer, seq, &k, &v).map_err(cache_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.cache.reset();
+        self.lru.clear();
+        self.owner.clear();
+        self.evicted.clear();
+        self.clean.clear();
+    }
+
+    /// Empty the cache for another run; blocks this run left in a local tier are dropped
+    /// (Redis keeps them until their TTL: other runs may share them).
+    pub fn reset(&mut self) -> Result<(), WorkloadError> {
+        let keys: Vec<BlockKey> = self
+            .evicted
+            .values()
+            .chain(self.clean.values())
+            .copied()
+            .collect();
+        if let Some(tier) = self.tier.as_mut() {
+            if tier.tier() != crate::spec::Tier::Redis {
+                tier.forget(&keys)
+                    .map_err(|e| WorkloadError::Backend(e.to_string()))?;
+            }
+        }
+        self.clear();
+        Ok(())
+    }
+}
