@@ -88,7 +88,9 @@ pub struct RunOptions {
     /// Explicit shape: MLP inner width [default: 3.5 × hidden rounded to 64].
     #[arg(long, value_name = "N", requires = "q_heads")]
     pub intermediate: Option<u32>,
-    /// Workload level: decoder (whole synthetic decoder) or attention (cache write + attention).
+    /// Workload level: decoder (whole synthetic decoder) or attention (cache write + attention)
+    /// [default: decoder; attention when every strategy is offload, which runs at attention
+    /// level].
     #[arg(long, value_delimiter = ',', value_name = "KINDS")]
     pub workload: Option<Vec<String>>,
     /// Cache strategies: none, concat, contiguous, paged, offload (with --tier).
@@ -104,7 +106,8 @@ pub struct RunOptions {
     /// Value dtypes, when keys and values differ (crossed with --k-dtype).
     #[arg(long, value_delimiter = ',', value_name = "DTYPES")]
     pub v_dtype: Option<Vec<String>>,
-    /// Prompt tokens per sequence (prefill; its time is TTFT) [default: 512].
+    /// Prompt tokens per sequence (prefill; its time is TTFT) [default: 512, or the
+    /// --shared-prefix length when that is longer].
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub prompt: Option<Vec<u32>>,
     /// Generated tokens per sequence (decode steps; each an ITL sample) [default: 128].
@@ -135,11 +138,11 @@ pub struct RunOptions {
     /// Offload tiers for --strategy offload: host, disk, redis.
     #[arg(long, value_delimiter = ',', value_name = "TIERS")]
     pub tier: Option<Vec<String>>,
-    /// Directory for the disk tier's files.
-    #[arg(long, value_name = "DIR")]
+    /// Directory for the disk tier's block file (on a real disk, not tmpfs, for honest reads).
+    #[arg(long, value_name = "DIR", default_value = "results/runs/tier")]
     pub tier_dir: Option<PathBuf>,
-    /// Redis server for the redis tier, e.g. redis://127.0.0.1:6379/.
-    #[arg(long, value_name = "URL")]
+    /// Redis (or Valkey) server for the redis tier.
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: Option<String>,
     /// Threads of the one rayon pool every workload runs in [default: all cores].
     #[arg(long, value_name = "N")]
@@ -313,9 +316,18 @@ impl RunOptions {
                 .collect::<Result<Vec<_>, _>>()?,
             None => Vec::new(),
         };
+        let strategies = axes::parse_strategies(&list(&self.strategy, "contiguous"), &tiers)?;
+        // Offload runs at attention level only, so a sweep of offload strategies alone
+        // defaults to it rather than refusing the default decoder.
+        let only_offload = strategies
+            .iter()
+            .all(|s| matches!(s, kvbench_workloads::Strategy::Offload(_)));
+        let default_kind = if only_offload { "attention" } else { "decoder" };
+        // The shared prefix is part of the prompt: without --prompt the whole prompt is shared.
+        let default_prompt = 512.max(self.shared_prefix.unwrap_or(0));
         Ok(Matrix {
             shapes: self.shapes()?,
-            kinds: list(&self.workload, "decoder")
+            kinds: list(&self.workload, default_kind)
                 .iter()
                 .map(|n| axes::parse_kind(n))
                 .collect::<Result<_, _>>()?,
@@ -323,9 +335,9 @@ impl RunOptions {
                 .iter()
                 .map(|n| axes::parse_backend(n))
                 .collect::<Result<_, _>>()?,
-            strategies: axes::parse_strategies(&list(&self.strategy, "contiguous"), &tiers)?,
+            strategies,
             dtypes: self.dtypes()?,
-            prompts: self.prompt.clone().unwrap_or_else(|| vec![512]),
+            prompts: self.prompt.clone().unwrap_or_else(|| vec![default_prompt]),
             gens: self.gen.clone().unwrap_or_else(|| vec![128]),
             batches: self.batch.clone().unwrap_or_else(|| vec![1]),
             block_sizes: self.block_size.clone().unwrap_or_else(|| vec![16]),
