@@ -321,7 +321,7 @@ impl RunOptions {
         // defaults to it rather than refusing the default decoder.
         let only_offload = strategies
             .iter()
-            .all(|s| matches!(s, kvbench_workloads::Strategy::Offload(_)));
+            .all(|s| matches!(s, Strategy::Offload(_)));
         let default_kind = if only_offload { "attention" } else { "decoder" };
         // The shared prefix is part of the prompt: without --prompt the whole prompt is shared.
         let default_prompt = 512.max(self.shared_prefix.unwrap_or(0));
@@ -442,15 +442,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
 
-    // Offload workloads come from the tiers module; every other strategy from workloads::build.
-    // CUDA workloads come from the CUDA backend, offload workloads from the tiers module,
-    // every other one from workloads::build.
-    let build = |spec: &WorkloadSpec| match (spec.backend, spec.strategy) {
-        (Backend::Cuda, _) => kvbench_workloads::cuda::build(spec),
-        (_, Strategy::Offload(_)) => kvbench_workloads::tier::OffloadWorkload::new(spec, true)
-            .map(|w| Box::new(w) as Box<dyn kvbench_workloads::Workload>),
-        _ => kvbench_workloads::build(spec),
-    };
+    let build = |spec: &WorkloadSpec| kvbench_workloads::build(spec);
     let mut environment = Environment::capture();
     if sweep.specs.iter().any(|s| s.backend == Backend::Cuda) {
         // Name the GPU in CUDA rows; when there is none, each row says why in `detail`.

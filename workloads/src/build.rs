@@ -27,18 +27,13 @@ pub fn build_with(
     opts: BuildOptions,
 ) -> Result<Box<dyn Workload>, WorkloadError> {
     validate(spec)?;
-    match spec.backend {
-        Backend::Cpu => {}
-        Backend::Cuda => {
-            return Err(WorkloadError::Backend(
-                "CUDA workloads are not wired into build() in this build; use --backend cpu".into(),
-            ))
-        }
+    // The CUDA backend and the offload tiers build their own workloads; every other
+    // workload runs on the CPU layouts here.
+    if spec.backend == Backend::Cuda {
+        return crate::cuda::build(spec);
     }
-    if let Strategy::Offload(tier) = spec.strategy {
-        return Err(WorkloadError::Invalid(format!(
-            "the offload strategy ({tier:?} tier) is built by the tiers module, not by workloads::build"
-        )));
+    if let Strategy::Offload(_) = spec.strategy {
+        return Ok(Box::new(crate::tier::OffloadWorkload::new(spec, true)?));
     }
     Ok(match spec.kind {
         WorkloadKind::Decoder => Box::new(DecoderWorkload::new(spec)?),

@@ -186,7 +186,7 @@ fn bad_specs_are_refused_with_the_value_and_a_fix() {
         .err()
         .unwrap()
         .to_string()
-        .contains("tiers module"));
+        .contains("--workload attention"));
     let mut s = spec(WorkloadKind::Attention, Strategy::Paged, DtypeKind::Int4);
     s.shape.head_dim = 48;
     assert!(build(&s).err().unwrap().to_string().contains("head_dim 48"));

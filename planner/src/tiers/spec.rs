@@ -178,27 +178,9 @@ fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     (value.is_finite() && value > 0.0).then_some((value, text[split..].trim()))
 }
 
-/// Bytes in a size such as `80GiB`, `4TiB`, `1.5TB` or `4096B`.
+/// Bytes in a size such as `80GiB`, `4TiB`, `1.5TB` or `4096B` (the planner's one size reader).
 pub fn parse_size(text: &str) -> Result<u64, TierSpecError> {
-    let bad = || TierSpecError::BadSize(text.to_string());
-    let (value, unit) = number_and_unit(text).ok_or_else(bad)?;
-    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
-        "b" => 1.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024f64.powi(2),
-        "gib" => 1024f64.powi(3),
-        "tib" => 1024f64.powi(4),
-        _ => return Err(bad()),
-    };
-    let bytes = (value * scale).round();
-    if bytes < 1.0 || bytes > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as u64)
+    crate::units::parse_size(text).map_err(|_| TierSpecError::BadSize(text.to_string()))
 }
 
 /// Bytes per second in a rate such as `25GB/s`.
