@@ -358,33 +358,35 @@ unsafe fn scores_int<C: Codes>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn accumulate_block_int<C: Codes, const HB: usize, const J: usize>(
-    seg: &Segment,
+    pieces: &[Piece],
     lay: &IntLayout,
-    row0: usize,
-    n: usize,
     p: *const f32,
     stride: usize,
     acc: *mut f32,
     d: usize,
     j0: usize,
 ) {
-    let g = j0 * 8 / seg.codec.group;
+    let g = j0 * 8 / pieces[0].0.codec.group;
     let mut a = [[_mm256_setzero_ps(); J]; HB];
     let mut bias = [0.0f32; HB];
-    for i in 0..n {
-        let row = row_ptr(seg, row0 + i);
-        let (s, b) = lay.params(row, g);
-        let mut vv = [_mm256_setzero_ps(); J];
-        for (jj, v) in vv.iter_mut().enumerate() {
-            *v = C::raw(row, j0 + jj);
-        }
-        for (h, ah) in a.iter_mut().enumerate() {
-            let w = *p.add(h * stride + i);
-            bias[h] += w * b;
-            let ws = _mm256_set1_ps(w * s);
-            for jj in 0..J {
-                ah[jj] = _mm256_fmadd_ps(ws, vv[jj], ah[jj]);
+    let mut i = 0;
+    for &(seg, r0, m) in pieces {
+        for r in r0..r0 + m {
+            let row = row_ptr(seg, r);
+            let (s, b) = lay.params(row, g);
+            let mut vv = [_mm256_setzero_ps(); J];
+            for (jj, v) in vv.iter_mut().enumerate() {
+                *v = C::raw(row, j0 + jj);
             }
+            for (h, ah) in a.iter_mut().enumerate() {
+                let w = *p.add(h * stride + i);
+                bias[h] += w * b;
+                let ws = _mm256_set1_ps(w * s);
+                for jj in 0..J {
+                    ah[jj] = _mm256_fmadd_ps(ws, vv[jj], ah[jj]);
+                }
+            }
+            i += 1;
         }
     }
     for (h, ah) in a.iter().enumerate() {
@@ -401,15 +403,15 @@ unsafe fn accumulate_block_int<C: Codes, const HB: usize, const J: usize>(
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn accumulate_int<C: Codes>(
-    seg: &Segment,
-    row0: usize,
-    n: usize,
+    pieces: &[Piece],
     p: &[f32],
     heads: usize,
     stride: usize,
     acc: &mut [f32],
 ) {
+    let seg = pieces[0].0;
     let d = seg.codec.head_dim;
+    let n = check_pieces(pieces);
     assert!(acc.len() >= heads * d && p.len() >= (heads - 1) * stride + n);
     let lay = IntLayout::new(seg);
     // Chunks per block never cross a scale group (`group / 8` is a power of two).
@@ -424,31 +426,31 @@ unsafe fn accumulate_int<C: Codes>(
         while j < chunks {
             let step = match (hb, cpg.min(chunks - j)) {
                 (4, 2..) => {
-                    accumulate_block_int::<C, 4, 2>(seg, &lay, row0, n, ph, stride, ah, d, j);
+                    accumulate_block_int::<C, 4, 2>(pieces, &lay, ph, stride, ah, d, j);
                     2
                 }
                 (2 | 3, 4..) => {
-                    accumulate_block_int::<C, 2, 4>(seg, &lay, row0, n, ph, stride, ah, d, j);
+                    accumulate_block_int::<C, 2, 4>(pieces, &lay, ph, stride, ah, d, j);
                     4
                 }
                 (1, 8..) => {
-                    accumulate_block_int::<C, 1, 8>(seg, &lay, row0, n, ph, stride, ah, d, j);
+                    accumulate_block_int::<C, 1, 8>(pieces, &lay, ph, stride, ah, d, j);
                     8
                 }
                 (1, 4..) => {
-                    accumulate_block_int::<C, 1, 4>(seg, &lay, row0, n, ph, stride, ah, d, j);
+                    accumulate_block_int::<C, 1, 4>(pieces, &lay, ph, stride, ah, d, j);
                     4
                 }
                 (4, _) => {
-                    accumulate_block_int::<C, 4, 1>(seg, &lay, row0, n, ph, stride, ah, d, j);
+                    accumulate_block_int::<C, 4, 1>(pieces, &lay, ph, stride, ah, d, j);
                     1
                 }
                 (2 | 3, _) => {
-                    accumulate_block_int::<C, 2, 1>(seg, &lay, row0, n, ph, stride, ah, d, j);
+                    accumulate_block_int::<C, 2, 1>(pieces, &lay, ph, stride, ah, d, j);
                     1
                 }
                 _ => {
-                    accumulate_block_int::<C, 1, 1>(seg, &lay, row0, n, ph, stride, ah, d, j);
+                    accumulate_block_int::<C, 1, 1>(pieces, &lay, ph, stride, ah, d, j);
                     1
                 }
             };
@@ -597,9 +599,7 @@ unsafe fn scores_fmt<F: Format>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn accumulate_block<F: Format, const HB: usize, const J: usize>(
-    seg: &Segment,
-    row0: usize,
-    n: usize,
+    pieces: &[Piece],
     p: *const f32,
     stride: usize,
     acc: *mut f32,
@@ -612,17 +612,21 @@ unsafe fn accumulate_block<F: Format, const HB: usize, const J: usize>(
             *v = _mm256_loadu_ps(acc.add(h * d + 8 * (j0 + jj)));
         }
     }
-    for i in 0..n {
-        let row = F::row(seg, row0 + i);
-        let mut vv = [_mm256_setzero_ps(); J];
-        for (jj, v) in vv.iter_mut().enumerate() {
-            *v = F::load(&row, j0 + jj);
-        }
-        for (h, ah) in a.iter_mut().enumerate() {
-            let w = _mm256_set1_ps(*p.add(h * stride + i));
-            for jj in 0..J {
-                ah[jj] = _mm256_fmadd_ps(w, vv[jj], ah[jj]);
+    let mut i = 0;
+    for &(seg, r0, m) in pieces {
+        for r in r0..r0 + m {
+            let row = F::row(seg, r);
+            let mut vv = [_mm256_setzero_ps(); J];
+            for (jj, v) in vv.iter_mut().enumerate() {
+                *v = F::load(&row, j0 + jj);
             }
+            for (h, ah) in a.iter_mut().enumerate() {
+                let w = _mm256_set1_ps(*p.add(h * stride + i));
+                for jj in 0..J {
+                    ah[jj] = _mm256_fmadd_ps(w, vv[jj], ah[jj]);
+                }
+            }
+            i += 1;
         }
     }
     for (h, ah) in a.iter().enumerate() {
@@ -630,6 +634,21 @@ unsafe fn accumulate_block<F: Format, const HB: usize, const J: usize>(
             _mm256_storeu_ps(acc.add(h * d + 8 * (j0 + jj)), *v);
         }
     }
+}
+
+/// Rows `row .. row + n` of a segment: one piece of a tile (paged tiles span blocks).
+pub type Piece<'a> = (&'a Segment<'a>, usize, usize);
+
+/// Total rows of `pieces`, after checking that they share one format and hold their rows.
+fn check_pieces(pieces: &[Piece]) -> usize {
+    let c = pieces[0].0.codec;
+    pieces
+        .iter()
+        .map(|&(seg, r0, n)| {
+            assert!(seg.codec == c && (r0 + n) * c.unit_bytes <= seg.bytes.len());
+            n
+        })
+        .sum()
 }
 
 /// AVX2 twin of [`super::scalar::accumulate`].
@@ -645,34 +664,44 @@ pub unsafe fn accumulate(
     stride: usize,
     acc: &mut [f32],
 ) {
-    match seg.codec.quant {
-        Quant::F32 => accumulate_fmt::<F32>(seg, row0, n, p, heads, stride, acc),
-        Quant::F16 => accumulate_fmt::<F16>(seg, row0, n, p, heads, stride, acc),
-        Quant::Bf16 => accumulate_fmt::<Bf16>(seg, row0, n, p, heads, stride, acc),
-        Quant::Int { bits: 8, .. } => accumulate_int::<Int<8>>(seg, row0, n, p, heads, stride, acc),
-        Quant::Int { bits: 4, .. } => accumulate_int::<Int<4>>(seg, row0, n, p, heads, stride, acc),
-        Quant::Int { .. } => accumulate_int::<Int<2>>(seg, row0, n, p, heads, stride, acc),
-        Quant::Nf4 => accumulate_fmt::<Nf4>(seg, row0, n, p, heads, stride, acc),
-        Quant::Fp8(Fp8::E4m3) => {
-            accumulate_fmt::<Fp8Fmt<false>>(seg, row0, n, p, heads, stride, acc)
-        }
-        Quant::Fp8(Fp8::E5m2) => {
-            accumulate_fmt::<Fp8Fmt<true>>(seg, row0, n, p, heads, stride, acc)
-        }
-    }
+    accumulate_pieces(&[(seg, row0, n)], p, heads, stride, acc)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn accumulate_fmt<F: Format>(
-    seg: &Segment,
-    row0: usize,
-    n: usize,
+/// [`accumulate`] over consecutive pieces (weights `p[h·stride + i]` numbered across them),
+/// holding the accumulators in registers across piece boundaries.
+///
+/// # Safety
+/// As [`accumulate`]; every piece has the first one's format.
+pub unsafe fn accumulate_pieces(
+    pieces: &[Piece],
     p: &[f32],
     heads: usize,
     stride: usize,
     acc: &mut [f32],
 ) {
-    let d = seg.codec.head_dim;
+    match pieces[0].0.codec.quant {
+        Quant::F32 => accumulate_fmt::<F32>(pieces, p, heads, stride, acc),
+        Quant::F16 => accumulate_fmt::<F16>(pieces, p, heads, stride, acc),
+        Quant::Bf16 => accumulate_fmt::<Bf16>(pieces, p, heads, stride, acc),
+        Quant::Int { bits: 8, .. } => accumulate_int::<Int<8>>(pieces, p, heads, stride, acc),
+        Quant::Int { bits: 4, .. } => accumulate_int::<Int<4>>(pieces, p, heads, stride, acc),
+        Quant::Int { .. } => accumulate_int::<Int<2>>(pieces, p, heads, stride, acc),
+        Quant::Nf4 => accumulate_fmt::<Nf4>(pieces, p, heads, stride, acc),
+        Quant::Fp8(Fp8::E4m3) => accumulate_fmt::<Fp8Fmt<false>>(pieces, p, heads, stride, acc),
+        Quant::Fp8(Fp8::E5m2) => accumulate_fmt::<Fp8Fmt<true>>(pieces, p, heads, stride, acc),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn accumulate_fmt<F: Format>(
+    pieces: &[Piece],
+    p: &[f32],
+    heads: usize,
+    stride: usize,
+    acc: &mut [f32],
+) {
+    let d = pieces[0].0.codec.head_dim;
+    let n = check_pieces(pieces);
     assert!(acc.len() >= heads * d && p.len() >= (heads - 1) * stride + n);
     let chunks = d / 8;
     let (pp, ap) = (p.as_ptr(), acc.as_mut_ptr());
@@ -685,31 +714,31 @@ unsafe fn accumulate_fmt<F: Format>(
             let left = chunks - j;
             match hb {
                 4 if left >= 2 => {
-                    accumulate_block::<F, 4, 2>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 4, 2>(pieces, ph, stride, ah, d, j);
                     j += 2
                 }
                 2 | 3 if left >= 4 => {
-                    accumulate_block::<F, 2, 4>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 2, 4>(pieces, ph, stride, ah, d, j);
                     j += 4
                 }
                 1 if left >= 8 => {
-                    accumulate_block::<F, 1, 8>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 1, 8>(pieces, ph, stride, ah, d, j);
                     j += 8
                 }
                 1 if left >= 4 => {
-                    accumulate_block::<F, 1, 4>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 1, 4>(pieces, ph, stride, ah, d, j);
                     j += 4
                 }
                 4 => {
-                    accumulate_block::<F, 4, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 4, 1>(pieces, ph, stride, ah, d, j);
                     j += 1
                 }
                 2 | 3 => {
-                    accumulate_block::<F, 2, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 2, 1>(pieces, ph, stride, ah, d, j);
                     j += 1
                 }
                 _ => {
-                    accumulate_block::<F, 1, 1>(seg, row0, n, ph, stride, ah, d, j);
+                    accumulate_block::<F, 1, 1>(pieces, ph, stride, ah, d, j);
                     j += 1
                 }
             }
