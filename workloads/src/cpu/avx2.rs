@@ -352,12 +352,13 @@ unsafe fn scores_int<C: Codes>(
     }
 }
 
-/// `HB` heads × `J` chunks of accumulators for integer codes; the `J` chunks lie in one
-/// scale group, so each row's scale is folded into the weight once (`p × scale`) and its
-/// bias is summed as a scalar and added once at the end.
+/// `HB` heads × `J` chunks of accumulators for integer codes, spanning `GB` whole scale
+/// groups (`GB = 1`: the `J` chunks lie inside one group). Each row's scale is folded into
+/// the weight once per group (`p × scale`) and its bias is summed as a scalar and added
+/// once at the end.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn accumulate_block_int<C: Codes, const HB: usize, const J: usize>(
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // gb indexes fixed register arrays
+unsafe fn accumulate_block_int<C: Codes, const HB: usize, const J: usize, const GB: usize>(
     pieces: &[Piece],
     lay: &IntLayout,
     p: *const f32,
@@ -366,32 +367,35 @@ unsafe fn accumulate_block_int<C: Codes, const HB: usize, const J: usize>(
     d: usize,
     j0: usize,
 ) {
-    let g = j0 * 8 / pieces[0].0.codec.group;
+    let g0 = j0 * 8 / pieces[0].0.codec.group;
+    let per = J / GB;
     let mut a = [[_mm256_setzero_ps(); J]; HB];
-    let mut bias = [0.0f32; HB];
+    let mut bias = [[0.0f32; GB]; HB];
     let mut i = 0;
     for &(seg, r0, m) in pieces {
         for r in r0..r0 + m {
             let row = row_ptr(seg, r);
-            let (s, b) = lay.params(row, g);
             let mut vv = [_mm256_setzero_ps(); J];
             for (jj, v) in vv.iter_mut().enumerate() {
                 *v = C::raw(row, j0 + jj);
             }
-            for (h, ah) in a.iter_mut().enumerate() {
-                let w = *p.add(h * stride + i);
-                bias[h] += w * b;
-                let ws = _mm256_set1_ps(w * s);
-                for jj in 0..J {
-                    ah[jj] = _mm256_fmadd_ps(ws, vv[jj], ah[jj]);
+            for gb in 0..GB {
+                let (s, b) = lay.params(row, g0 + gb);
+                for (h, ah) in a.iter_mut().enumerate() {
+                    let w = *p.add(h * stride + i);
+                    bias[h][gb] += w * b;
+                    let ws = _mm256_set1_ps(w * s);
+                    for jj in gb * per..(gb + 1) * per {
+                        ah[jj] = _mm256_fmadd_ps(ws, vv[jj], ah[jj]);
+                    }
                 }
             }
             i += 1;
         }
     }
     for (h, ah) in a.iter().enumerate() {
-        let bv = _mm256_set1_ps(bias[h]);
         for (jj, v) in ah.iter().enumerate() {
+            let bv = _mm256_set1_ps(bias[h][jj / per]);
             let at = acc.add(h * d + 8 * (j0 + jj));
             _mm256_storeu_ps(
                 at,
@@ -399,6 +403,24 @@ unsafe fn accumulate_block_int<C: Codes, const HB: usize, const J: usize>(
             );
         }
     }
+}
+
+/// One [`accumulate_block_int`] call; returns the chunks it covered.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+unsafe fn blk<C: Codes, const HB: usize, const J: usize, const GB: usize>(
+    (pieces, lay, p, stride, acc, d, j0): (
+        &[Piece],
+        &IntLayout,
+        *const f32,
+        usize,
+        *mut f32,
+        usize,
+        usize,
+    ),
+) -> usize {
+    accumulate_block_int::<C, HB, J, GB>(pieces, lay, p, stride, acc, d, j0);
+    J
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -424,35 +446,23 @@ unsafe fn accumulate_int<C: Codes>(
         let (ph, ah) = (pp.add(h * stride), ap.add(h * d));
         let mut j = 0;
         while j < chunks {
-            let step = match (hb, cpg.min(chunks - j)) {
-                (4, 2..) => {
-                    accumulate_block_int::<C, 4, 2>(pieces, &lay, ph, stride, ah, d, j);
-                    2
-                }
-                (2 | 3, 4..) => {
-                    accumulate_block_int::<C, 2, 4>(pieces, &lay, ph, stride, ah, d, j);
-                    4
-                }
-                (1, 8..) => {
-                    accumulate_block_int::<C, 1, 8>(pieces, &lay, ph, stride, ah, d, j);
-                    8
-                }
-                (1, 4..) => {
-                    accumulate_block_int::<C, 1, 4>(pieces, &lay, ph, stride, ah, d, j);
-                    4
-                }
-                (4, _) => {
-                    accumulate_block_int::<C, 4, 1>(pieces, &lay, ph, stride, ah, d, j);
-                    1
-                }
-                (2 | 3, _) => {
-                    accumulate_block_int::<C, 2, 1>(pieces, &lay, ph, stride, ah, d, j);
-                    1
-                }
-                _ => {
-                    accumulate_block_int::<C, 1, 1>(pieces, &lay, ph, stride, ah, d, j);
-                    1
-                }
+            let left = chunks - j;
+            let args = (pieces, &lay, ph, stride, ah, d, j);
+            // Blocks of J chunks start on a group boundary (or inside one group), so
+            // GB = J / cpg whole groups when J > cpg.
+            let step = match (hb, left, cpg) {
+                (4, 2.., 2..) => blk::<C, 4, 2, 1>(args),
+                (4, 2.., 1) => blk::<C, 4, 2, 2>(args),
+                (2 | 3, 4.., 4..) => blk::<C, 2, 4, 1>(args),
+                (2 | 3, 4.., 2) => blk::<C, 2, 4, 2>(args),
+                (2 | 3, 4.., 1) => blk::<C, 2, 4, 4>(args),
+                (1, 8.., 8..) => blk::<C, 1, 8, 1>(args),
+                (1, 8.., 4) => blk::<C, 1, 8, 2>(args),
+                (1, 8.., 2) => blk::<C, 1, 8, 4>(args),
+                (1, 8.., 1) => blk::<C, 1, 8, 8>(args),
+                (4, _, _) => blk::<C, 4, 1, 1>(args),
+                (2 | 3, _, _) => blk::<C, 2, 1, 1>(args),
+                _ => blk::<C, 1, 1, 1>(args),
             };
             j += step;
         }
