@@ -68,24 +68,34 @@ impl Partial {
     }
 }
 
-/// Prefetch up to `n` rows from row `r` of segment `i` on (within that segment).
+/// Prefetch the next `n` rows from row `r` of segment `i` on, crossing into the following
+/// segments (paged blocks are shorter than a tile).
 #[inline]
-fn prefetch_rows(segs: &[Segment], i: usize, r: usize, n: usize) {
-    let Some(seg) = segs.get(i) else { return };
-    let c = seg.codec;
-    let row_bytes = c.unit_bytes / c.unit_tokens;
-    let lo = (r * row_bytes).min(seg.bytes.len());
-    let hi = ((r + n) * row_bytes).min(seg.bytes.len());
-    #[cfg(target_arch = "x86_64")]
-    for off in (lo..hi).step_by(64) {
-        // SAFETY: a prefetch of an address inside the slice reads nothing and cannot fault.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(seg.bytes.as_ptr().add(off) as *const i8);
+fn prefetch_rows(segs: &[Segment], mut i: usize, mut r: usize, mut n: usize) {
+    while n > 0 {
+        let Some(seg) = segs.get(i) else { return };
+        let c = seg.codec;
+        let row_bytes = c.unit_bytes / c.unit_tokens;
+        let take = n.min((seg.row0 + seg.rows).saturating_sub(r));
+        let lo = (r * row_bytes).min(seg.bytes.len());
+        let hi = ((r + take) * row_bytes).min(seg.bytes.len());
+        #[cfg(target_arch = "x86_64")]
+        for off in (lo..hi).step_by(64) {
+            // SAFETY: a prefetch of an address inside the slice reads nothing and cannot fault.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(seg.bytes.as_ptr().add(off) as *const i8);
+            }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (lo, hi);
+        if take == 0 && r < seg.row0 + seg.rows {
+            return;
+        }
+        n -= take;
+        i += 1;
+        r = segs.get(i).map_or(0, |s| s.row0);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (lo, hi);
 }
 
 /// Where row `r` of a segment list lies: (segment index, row inside it).
@@ -116,6 +126,7 @@ pub fn attend_rows(
     // A tile gathers up to TILE rows from consecutive segments (paged blocks are short),
     // so the softmax bookkeeping is paid per TILE rows whatever the block size.
     let mut pieces: Vec<(usize, usize, usize, usize, usize, usize)> = Vec::with_capacity(TILE);
+    let mut vpieces = Vec::with_capacity(TILE);
     let mut r = begin;
     while r < end {
         pieces.clear();
@@ -164,9 +175,13 @@ pub fn attend_rows(
             }
             part.max[h] = m;
         }
-        for &(_, _, pv, pvr, n, off) in &pieces {
-            isa.accumulate(&view.v[pv], pvr, n, &s[off..], heads, TILE, &mut part.acc);
-        }
+        vpieces.clear();
+        vpieces.extend(
+            pieces
+                .iter()
+                .map(|&(_, _, pv, pvr, n, _)| (&view.v[pv], pvr, n)),
+        );
+        isa.accumulate_pieces(&vpieces, &s, heads, TILE, &mut part.acc);
     }
     part
 }

@@ -83,6 +83,37 @@ impl Isa {
         }
         scalar::accumulate(seg, row0, n, p, heads, stride, acc)
     }
+
+    /// [`Isa::accumulate`] over consecutive pieces of one tile: weights `p[h·stride + i]`
+    /// are numbered across the pieces. Runs of pieces in one format go to the SIMD kernel
+    /// together, so paged blocks do not each pay a call.
+    pub fn accumulate_pieces(
+        self,
+        pieces: &[(&Segment, usize, usize)],
+        p: &[f32],
+        heads: usize,
+        stride: usize,
+        acc: &mut [f32],
+    ) {
+        let mut off = 0;
+        for run in pieces.chunk_by(|a, b| a.0.codec == b.0.codec) {
+            let n: usize = run.iter().map(|r| r.2).sum();
+            let pr = &p[off..];
+            #[cfg(target_arch = "x86_64")]
+            if self == Isa::Avx2 && avx2::supports(run[0].0.codec) {
+                // SAFETY: as above; `run` shares one format.
+                unsafe { avx2::accumulate_pieces(run, pr, heads, stride, acc) };
+                off += n;
+                continue;
+            }
+            let mut o = 0;
+            for &(seg, row0, m) in run {
+                scalar::accumulate(seg, row0, m, &pr[o..], heads, stride, acc);
+                o += m;
+            }
+            off += n;
+        }
+    }
 }
 
 /// `x ← exp(x)` for x ≤ 0 (softmax numerators), branch-free so it vectorizes; relative

@@ -189,6 +189,17 @@ fn simd_tiles_equal_the_scalar_twin_on_odd_row_counts_and_head_counts() {
                     k.kind
                 );
             }
+            // The same rows cut into pieces, as a paged tile hands them over.
+            let pieces = [(seg, 1, 3), (seg, 4, 5), (seg, 9, 3)];
+            let mut c = vec![0.5; heads * 128];
+            Isa::detect().accumulate_pieces(&pieces, &p, heads, stride, &mut c);
+            for (x, y) in a.iter().zip(&c) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                    "{:?} accumulate_pieces {x} vs {y}",
+                    k.kind
+                );
+            }
         }
     }
 }
