@@ -485,11 +485,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     if formats.table {
         println!("{}", table::render(&result.records, table::Style::Terminal));
     }
-    for note in &result.notes {
+    // Outliers are counted per row in the `outliers` column; on screen one summary line is
+    // enough, while every other note is printed as it is.
+    let (outlier_notes, other_notes): (Vec<_>, Vec<_>) = result
+        .notes
+        .iter()
+        .partition(|n| n.contains("statistical outliers"));
+    for note in other_notes {
         eprintln!("note: {note}");
     }
-    if result.notes.iter().any(|n| n.contains("outliers")) {
-        eprintln!("note: {}", kvbench_bench::stats::OUTLIER_ADVICE);
+    if !outlier_notes.is_empty() {
+        eprintln!(
+            "note: {} of {} workloads had timing outliers (counted in the CSV's `outliers` column); {}",
+            outlier_notes.len(),
+            result.records.len(),
+            kvbench_bench::stats::OUTLIER_ADVICE
+        );
     }
     // The prefix-reuse scenario of this shard's offload workloads (tiers module).
     let my_specs: Vec<_> = match args.shard {
