@@ -319,9 +319,7 @@ impl RunOptions {
         let strategies = axes::parse_strategies(&list(&self.strategy, "contiguous"), &tiers)?;
         // Offload runs at attention level only, so a sweep of offload strategies alone
         // defaults to it rather than refusing the default decoder.
-        let only_offload = strategies
-            .iter()
-            .all(|s| matches!(s, Strategy::Offload(_)));
+        let only_offload = strategies.iter().all(|s| matches!(s, Strategy::Offload(_)));
         let default_kind = if only_offload { "attention" } else { "decoder" };
         // The shared prefix is part of the prompt: without --prompt the whole prompt is shared.
         let default_prompt = 512.max(self.shared_prefix.unwrap_or(0));
