@@ -197,36 +197,9 @@ impl DecoderWorkload {
         for l in 0..self.layers.len() {
             let w = &self.layers[l];
             rms_norm_rows(x, &w.attn_norm, &mut a);
-            matmul(
-                n,
-                hq * d,
-                hidden,
-                Mat::rows(&a, hidden),
-                Mat::rows(&w.wq, hq * d),
-                &mut q,
-                false,
-                Par::Pool,
-            );
-            matmul(
-                n,
-                hk * d,
-                hidden,
-                Mat::rows(&a, hidden),
-                Mat::rows(&w.wk, hk * d),
-                &mut k,
-                false,
-                Par::Pool,
-            );
-            matmul(
-                n,
-                hk * d,
-                hidden,
-                Mat::rows(&a, hidden),
-                Mat::rows(&w.wv, hk * d),
-                &mut v,
-                false,
-                Par::Pool,
-            );
+            project(n, &a, hidden, &w.wq, hq * d, &mut q);
+            project(n, &a, hidden, &w.wk, hk * d, &mut k);
+            project(n, &a, hidden, &w.wv, hk * d, &mut v);
             for (i, &(_, pos)) in rows.iter().enumerate() {
                 q[i * hq * d..(i + 1) * hq * d]
                     .chunks_mut(d)
@@ -295,26 +268,8 @@ impl DecoderWorkload {
                 rms_norm_rows(x, &w.mlp_norm, &mut a);
                 let mut gate = vec![0.0f32; n * inter];
                 let mut up = vec![0.0f32; n * inter];
-                matmul(
-                    n,
-                    inter,
-                    hidden,
-                    Mat::rows(&a, hidden),
-                    Mat::rows(&w.w_gate, inter),
-                    &mut gate,
-                    false,
-                    Par::Pool,
-                );
-                matmul(
-                    n,
-                    inter,
-                    hidden,
-                    Mat::rows(&a, hidden),
-                    Mat::rows(&w.w_up, inter),
-                    &mut up,
-                    false,
-                    Par::Pool,
-                );
+                project(n, &a, hidden, &w.w_gate, inter, &mut gate);
+                project(n, &a, hidden, &w.w_up, inter, &mut up);
                 gate.par_iter_mut()
                     .zip(&up)
                     .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
@@ -621,4 +576,18 @@ impl Workload for DecoderWorkload {
             .sum();
         b * (2.0 * t * proj * self.layers.len() as f64 + attn)
     }
+}
+
+/// `out = a × w`: `n` rows of width `k` through a `k × cols` row-major weight (a projection).
+fn project(n: usize, a: &[f32], k: usize, w: &[f32], cols: usize, out: &mut [f32]) {
+    matmul(
+        n,
+        cols,
+        k,
+        Mat::rows(a, k),
+        Mat::rows(w, cols),
+        out,
+        false,
+        Par::Pool,
+    );
 }
