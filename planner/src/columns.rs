@@ -160,7 +160,10 @@ mod tests {
                 block_size: 16,
                 max_batched_tokens: 8192,
                 window_rule: WindowRule::Window,
+                dp_attention: 1,
+                ep: 1,
             }),
+            state_dtype: None,
         };
         let row = plan_row(&plan(&req).unwrap());
         assert_eq!(row.len(), PLAN_COLUMNS.len());

@@ -7,8 +7,9 @@
 use serde_json::{Map, Value};
 
 use crate::error::PlanError;
-use crate::registry::ModelInfo;
+use crate::registry::{ModelInfo, MoeShape};
 use crate::shape::{AttentionKind, ModelShape};
+use crate::state::{RecurrentState, StateDtype, StateMixer};
 
 type Object = Map<String, Value>;
 
@@ -80,7 +81,7 @@ fn language_model(root: &Object) -> Object {
 }
 
 /// Attention kind of every layer, from `layer_types`, sliding-window fields or MLA fields.
-fn layer_kinds(obj: &Object, layers: u32) -> Result<Vec<AttentionKind>, PlanError> {
+fn attention_kinds(obj: &Object, layers: u32) -> Result<Vec<AttentionKind>, PlanError> {
     if let Some(rank) = opt_u32(obj, &["kv_lora_rank"])? {
         let rope = req_u32(
             obj,
@@ -118,14 +119,18 @@ fn layer_kinds(obj: &Object, layers: u32) -> Result<Vec<AttentionKind>, PlanErro
         return list
             .iter()
             .map(|t| match t.as_str() {
-                Some("full_attention") | Some("global_attention") => Ok(AttentionKind::Full),
+                Some("full_attention") | Some("global_attention") | Some("attention") => {
+                    Ok(AttentionKind::Full)
+                }
                 Some("sliding_attention") | Some("local_attention") => {
                     sliding(window, "layer_types lists sliding_attention layers")
                 }
+                // Recurrent-state layers: their state is read by `state_layers`.
+                Some("linear_attention") | Some("mamba") => Ok(AttentionKind::NoAttention),
                 _ => Err(bad(
                     "layer_types",
                     t,
-                    "expected full_attention or sliding_attention",
+                    "expected full_attention, sliding_attention, linear_attention or mamba",
                 )),
             })
             .collect();
@@ -184,11 +189,415 @@ fn layer_kinds(obj: &Object, layers: u32) -> Result<Vec<AttentionKind>, PlanErro
     Ok(vec![slide; layers as usize])
 }
 
+/// Families whose config may give `full_attention_interval` without `layer_types`: their
+/// configuration class documents the rule (transformers' Qwen3NextConfig / Qwen3_5TextConfig:
+/// layer i is full attention when (i + 1) % interval == 0, linear attention otherwise).
+const INTERVAL_FAMILIES: &[&str] = &[
+    "qwen3_next",
+    "qwen3_5",
+    "qwen3_5_text",
+    "qwen3_5_moe",
+    "qwen3_5_moe_text",
+];
+
+/// The model dtype a config states (`torch_dtype`, or `dtype` in newer configs); bf16 if none.
+fn model_dtype(obj: &Object) -> StateDtype {
+    ["torch_dtype", "dtype"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_str))
+        .and_then(StateDtype::from_config)
+        .unwrap_or(StateDtype::Bf16)
+}
+
+/// A state dimension the state layers need; its absence is refused by name.
+fn state_dim(obj: &Object, names: &[&str], mixer: &str) -> Result<u32, PlanError> {
+    req_u32(
+        obj,
+        names,
+        &format!("the {mixer} layers' per-sequence state depends on it"),
+    )
+}
+
+/// The gated delta-net mixer of Qwen3-Next / Qwen3.5 linear-attention layers.
+fn gated_delta_net(obj: &Object) -> Result<StateMixer, PlanError> {
+    let m = "linear_attention";
+    Ok(StateMixer::GatedDeltaNet {
+        key_heads: state_dim(obj, &["linear_num_key_heads"], m)?,
+        value_heads: state_dim(obj, &["linear_num_value_heads"], m)?,
+        key_head_dim: state_dim(obj, &["linear_key_head_dim"], m)?,
+        value_head_dim: state_dim(obj, &["linear_value_head_dim"], m)?,
+        conv_kernel: state_dim(obj, &["linear_conv_kernel_dim"], m)?,
+    })
+}
+
+/// The Mamba-2 mixer, reading the spellings of Nemotron-H (`mamba_num_heads`,
+/// `ssm_state_size`, `n_groups`, `conv_kernel`) and of Falcon-H1 / Granite-4 (`mamba_n_heads`,
+/// `mamba_d_state`, `mamba_n_groups`, `mamba_d_conv`). The inner width is heads x head_dim
+/// (vLLM's nemotron_h.py), or Falcon-H1's `mamba_d_ssm`, or mamba_expand x hidden_size.
+fn mamba2(obj: &Object, hidden: u32) -> Result<StateMixer, PlanError> {
+    let m = "Mamba-2";
+    let heads = state_dim(obj, &["mamba_num_heads", "mamba_n_heads"], m)?;
+    let head_dim = state_dim(obj, &["mamba_head_dim", "mamba_d_head"], m)?;
+    let intermediate = match opt_u32(obj, &["mamba_d_ssm"])? {
+        Some(d) => d,
+        None => match opt_u32(obj, &["mamba_expand"])? {
+            Some(e) if obj.get("mamba_num_heads").is_none() => e.saturating_mul(hidden),
+            _ => heads.saturating_mul(head_dim),
+        },
+    };
+    Ok(StateMixer::Mamba2 {
+        intermediate,
+        n_groups: state_dim(obj, &["n_groups", "mamba_n_groups", "mamba_num_groups"], m)?,
+        heads,
+        head_dim,
+        state_size: state_dim(obj, &["ssm_state_size", "mamba_d_state"], m)?,
+        conv_kernel: state_dim(obj, &["conv_kernel", "mamba_d_conv"], m)?,
+    })
+}
+
+/// The Mamba-1 mixer of Jamba: inner width mamba_expand x hidden_size.
+fn mamba1(obj: &Object, hidden: u32) -> Result<StateMixer, PlanError> {
+    let m = "Mamba";
+    Ok(StateMixer::Mamba1 {
+        intermediate: state_dim(obj, &["mamba_expand"], m)?.saturating_mul(hidden),
+        state_size: state_dim(obj, &["mamba_d_state"], m)?,
+        conv_kernel: state_dim(obj, &["mamba_d_conv"], m)?,
+    })
+}
+
+fn state(obj: &Object, mixer: StateMixer, layers: Vec<u32>) -> Option<RecurrentState> {
+    let dtype = model_dtype(obj);
+    (!layers.is_empty()).then_some(RecurrentState {
+        mixer,
+        layers,
+        conv_dtype: dtype,
+        ssm_dtype: dtype,
+    })
+}
+
+/// Indices of the layers of `kinds` that have no attention.
+fn no_attention(kinds: &[AttentionKind]) -> Vec<u32> {
+    (0..kinds.len() as u32)
+        .filter(|i| kinds[*i as usize] == AttentionKind::NoAttention)
+        .collect()
+}
+
+type Layers = (Vec<AttentionKind>, Option<RecurrentState>);
+
+/// Nemotron-H: one character per layer, `M` Mamba-2, `*` attention, `-` MLP, `E` MoE.
+fn nemotron_h(
+    obj: &Object,
+    pattern: &Value,
+    layers: u32,
+    hidden: u32,
+) -> Result<Layers, PlanError> {
+    let text = pattern.as_str().ok_or_else(|| {
+        bad(
+            "hybrid_override_pattern",
+            pattern,
+            "expected a string such as \"M-M*-\"",
+        )
+    })?;
+    if text.chars().count() != layers as usize {
+        return Err(bad(
+            "hybrid_override_pattern",
+            format!("of {} characters", text.chars().count()),
+            format!("it must name one layer kind per layer ({layers} layers)"),
+        ));
+    }
+    let mut kinds = Vec::with_capacity(layers as usize);
+    let mut mamba = Vec::new();
+    for (i, c) in text.chars().enumerate() {
+        kinds.push(match c {
+            '*' => AttentionKind::Full,
+            'M' => {
+                mamba.push(i as u32);
+                AttentionKind::NoAttention
+            }
+            '-' | 'E' => AttentionKind::NoAttention,
+            other => {
+                return Err(bad(
+                    "hybrid_override_pattern",
+                    format!("'{other}' at layer {i}"),
+                    "expected M (Mamba-2), * (attention), - (MLP) or E (MoE)",
+                ))
+            }
+        });
+    }
+    let mixer = if mamba.is_empty() {
+        None
+    } else {
+        Some(mamba2(obj, hidden)?)
+    };
+    Ok((kinds, mixer.and_then(|m| state(obj, m, mamba))))
+}
+
+/// Jamba: `layers_block_type` when given, else attention at i % attn_layer_period ==
+/// attn_layer_offset (transformers' JambaConfig), Mamba-1 elsewhere.
+fn jamba(obj: &Object, layers: u32, hidden: u32) -> Result<Layers, PlanError> {
+    let kinds: Vec<AttentionKind> = match obj.get("layers_block_type").filter(|v| !v.is_null()) {
+        Some(list) => {
+            let list = list
+                .as_array()
+                .filter(|l| l.len() == layers as usize)
+                .ok_or_else(|| {
+                    bad(
+                        "layers_block_type",
+                        list,
+                        format!("expected one of attention/mamba per layer ({layers} layers)"),
+                    )
+                })?;
+            list.iter()
+                .map(|t| match t.as_str() {
+                    Some("attention") => Ok(AttentionKind::Full),
+                    Some("mamba") => Ok(AttentionKind::NoAttention),
+                    _ => Err(bad("layers_block_type", t, "expected attention or mamba")),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        None => {
+            let why =
+                "Jamba places attention at layer i when i % attn_layer_period == attn_layer_offset";
+            let period = req_u32(obj, &["attn_layer_period"], why)?;
+            let offset =
+                match field(obj, &["attn_layer_offset"]) {
+                    Some((_, v)) => v.as_u64().filter(|o| *o < period as u64).ok_or_else(|| {
+                        bad("attn_layer_offset", v, format!("expected 0..{period}"))
+                    })? as u32,
+                    None => {
+                        return Err(PlanError::ConfigMissingField {
+                            field: "attn_layer_offset".to_string(),
+                            why: why.to_string(),
+                        })
+                    }
+                };
+            (0..layers)
+                .map(|i| {
+                    if i % period == offset {
+                        AttentionKind::Full
+                    } else {
+                        AttentionKind::NoAttention
+                    }
+                })
+                .collect()
+        }
+    };
+    let mamba = no_attention(&kinds);
+    let st = if mamba.is_empty() {
+        None
+    } else {
+        state(obj, mamba1(obj, hidden)?, mamba)
+    };
+    Ok((kinds, st))
+}
+
+/// Gemma-3n `num_kv_shared_layers`: the last N layers reuse the KV of the last earlier
+/// layer of their own type (transformers' Gemma3nTextAttention), so they cache nothing.
+fn share_kv(obj: &Object, kinds: &mut [AttentionKind]) -> Result<(), PlanError> {
+    let Some(shared) = opt_u32(obj, &["num_kv_shared_layers"])? else {
+        return Ok(());
+    };
+    let n = kinds.len() as u32;
+    if shared >= n {
+        return Err(bad(
+            "num_kv_shared_layers",
+            shared,
+            format!("at least one of the {n} layers must store its own KV"),
+        ));
+    }
+    let first = (n - shared) as usize;
+    for i in first..kinds.len() {
+        let same =
+            |k: &AttentionKind| std::mem::discriminant(k) == std::mem::discriminant(&kinds[i]);
+        let source = kinds[..first].iter().rposition(same).ok_or_else(|| {
+            bad(
+                "num_kv_shared_layers",
+                shared,
+                format!("layer {i} has no earlier layer of its kind to share KV with"),
+            )
+        })?;
+        kinds[i] = AttentionKind::SharedKv {
+            source: source as u32,
+        };
+    }
+    Ok(())
+}
+
+/// Attention kind of every layer and the model's state layers, by its family's rule; a
+/// config whose layer kinds cannot be decided is refused naming the missing key.
+fn layer_kinds(obj: &Object, layers: u32, hidden: u32) -> Result<Layers, PlanError> {
+    let model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let has_types = obj.get("layer_types").is_some_and(|v| !v.is_null());
+    if let Some(pattern) = obj.get("hybrid_override_pattern").filter(|v| !v.is_null()) {
+        return nemotron_h(obj, pattern, layers, hidden);
+    }
+    if model_type == "jamba" || obj.contains_key("attn_layer_period") {
+        return jamba(obj, layers, hidden);
+    }
+    if model_type == "falcon_h1" {
+        // A parallel hybrid: every layer runs attention and a Mamba-2 mixer side by side.
+        let kinds = attention_kinds(obj, layers)?;
+        let st = state(obj, mamba2(obj, hidden)?, (0..layers).collect());
+        return Ok((kinds, st));
+    }
+    let interval = opt_u32(obj, &["full_attention_interval"])?;
+    let linear_keys = obj.keys().any(|k| k.starts_with("linear_num_"));
+    let mut kinds = match interval {
+        Some(every) if !has_types => {
+            if !INTERVAL_FAMILIES.contains(&model_type) {
+                return Err(PlanError::ConfigMissingField {
+                    field: "layer_types".to_string(),
+                    why: format!(
+                        "full_attention_interval is given but model_type '{model_type}' documents no rule for it; list every layer's type"
+                    ),
+                });
+            }
+            (0..layers)
+                .map(|i| {
+                    if (i + 1) % every == 0 {
+                        AttentionKind::Full
+                    } else {
+                        AttentionKind::NoAttention
+                    }
+                })
+                .collect()
+        }
+        None if linear_keys && !has_types => {
+            return Err(PlanError::ConfigMissingField {
+                field: "layer_types".to_string(),
+                why: "linear-attention dimensions are given but not which layers are linear; give layer_types or full_attention_interval".to_string(),
+            })
+        }
+        _ => attention_kinds(obj, layers)?,
+    };
+    share_kv(obj, &mut kinds)?;
+    let stateful = no_attention(&kinds);
+    if stateful.is_empty() {
+        return Ok((kinds, None));
+    }
+    let types = obj.get("layer_types").and_then(Value::as_array);
+    let mamba_typed = types.is_some_and(|t| t.iter().any(|x| x.as_str() == Some("mamba")));
+    let mixer = if mamba_typed {
+        mamba2(obj, hidden)?
+    } else {
+        gated_delta_net(obj)?
+    };
+    Ok((kinds, state(obj, mixer, stateful)))
+}
+
 /// Parameters of the model, estimated from its shape (embeddings, attention, MLP or experts);
 /// returns (total, active per token).
+/// (dense-MLP layers, MoE layers): Nemotron-H's `-` and `E` layers, Jamba's experts every
+/// `expert_layer_period` layers, DeepSeek's dense first `first_k_dense_replace` layers.
+fn mlp_layers(obj: &Object, shape: &ModelShape) -> Result<(f64, f64), PlanError> {
+    let layers = shape.layers;
+    if let Some(p) = obj.get("hybrid_override_pattern").and_then(Value::as_str) {
+        let count = |c: char| p.chars().filter(|x| *x == c).count() as f64;
+        return Ok((count('-'), count('E')));
+    }
+    let has_experts = opt_u32(
+        obj,
+        &["n_routed_experts", "num_local_experts", "num_experts"],
+    )?
+    .is_some_and(|n| n > 1);
+    if !has_experts {
+        return Ok((layers as f64, 0.0));
+    }
+    if let Some(period) = opt_u32(obj, &["expert_layer_period"])? {
+        let offset = opt_u32(obj, &["expert_layer_offset"])?.unwrap_or(0);
+        let moe = (0..layers).filter(|i| i % period == offset).count() as f64;
+        return Ok((layers as f64 - moe, moe));
+    }
+    let dense = opt_u32(obj, &["first_k_dense_replace"])?
+        .unwrap_or(0)
+        .min(layers) as f64;
+    Ok((dense, layers as f64 - dense))
+}
+
+/// The routed experts a config describes (None for a dense model).
+fn moe_shape(obj: &Object, shape: &ModelShape) -> Result<Option<MoeShape>, PlanError> {
+    let experts = opt_u32(
+        obj,
+        &["n_routed_experts", "num_local_experts", "num_experts"],
+    )?;
+    let Some(experts) = experts.filter(|n| *n > 1) else {
+        return Ok(None);
+    };
+    let per_token = opt_u32(
+        obj,
+        &[
+            "num_experts_per_tok",
+            "experts_per_token",
+            "num_experts_per_token",
+        ],
+    )?
+    .unwrap_or(2);
+    let (_, moe_layers) = mlp_layers(obj, shape)?;
+    let model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let mats = if model_type == "nemotron_h" { 2.0 } else { 3.0 };
+    Ok(Some(MoeShape {
+        experts,
+        per_token: per_token.min(experts),
+        layers: moe_layers as u32,
+        expert_params: mats * shape.hidden as f64 * shape.intermediate as f64,
+    }))
+}
+
+/// Parameters of one state layer's mixer (input and output projections, conv, per-head
+/// scalars), for the parameter estimate.
+fn mixer_params(obj: &Object, mixer: &StateMixer, h: f64) -> f64 {
+    match *mixer {
+        StateMixer::GatedDeltaNet {
+            key_heads,
+            value_heads,
+            key_head_dim,
+            value_head_dim,
+            conv_kernel,
+        } => {
+            let (nk, nv) = (key_heads as f64, value_heads as f64);
+            let (dk, dv) = (key_head_dim as f64, value_head_dim as f64);
+            let conv_dim = 2.0 * nk * dk + nv * dv;
+            // in_proj_qkvz + in_proj_ba, conv1d, out_proj.
+            h * (2.0 * nk * dk + 2.0 * nv * dv + 2.0 * nv)
+                + conv_dim * conv_kernel as f64
+                + nv * dv * h
+        }
+        StateMixer::Mamba2 {
+            intermediate,
+            n_groups,
+            heads,
+            state_size,
+            conv_kernel,
+            ..
+        } => {
+            let d = intermediate as f64;
+            let conv_dim = d + 2.0 * n_groups as f64 * state_size as f64;
+            // in_proj (z, x, B, C, dt), conv1d, out_proj.
+            h * (d + conv_dim + heads as f64) + conv_dim * conv_kernel as f64 + d * h
+        }
+        StateMixer::Mamba1 {
+            intermediate,
+            state_size,
+            conv_kernel,
+        } => {
+            let d = intermediate as f64;
+            let dt_rank = obj
+                .get("mamba_dt_rank")
+                .and_then(Value::as_u64)
+                .map_or((h / 16.0).ceil(), |r| r as f64);
+            // in_proj (x, z), conv1d, x_proj (dt, B, C), dt_proj, A, out_proj.
+            h * 2.0 * d
+                + d * conv_kernel as f64
+                + d * (dt_rank + 2.0 * state_size as f64)
+                + dt_rank * d
+                + d * state_size as f64
+                + d * h
+        }
+    }
+}
+
 fn estimate_params(obj: &Object, shape: &ModelShape, vocab: u32) -> Result<(f64, f64), PlanError> {
     let h = shape.hidden as f64;
-    let layers = shape.layers as f64;
     let model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or("");
     // transformers' defaults: these families tie input and output embeddings unless told.
     let tied_default = matches!(
@@ -223,7 +632,10 @@ fn estimate_params(obj: &Object, shape: &ModelShape, vocab: u32) -> Result<(f64,
         }
     };
     // GPT-2, OPT and Falcon have a plain two-matrix MLP; the others a gated three-matrix one.
-    let mats = if matches!(model_type, "gpt2" | "opt" | "falcon" | "gpt_neox") {
+    let mats = if matches!(
+        model_type,
+        "gpt2" | "opt" | "falcon" | "gpt_neox" | "nemotron_h"
+    ) {
         2.0
     } else {
         3.0
@@ -234,6 +646,10 @@ fn estimate_params(obj: &Object, shape: &ModelShape, vocab: u32) -> Result<(f64,
         obj,
         &["n_routed_experts", "num_local_experts", "num_experts"],
     )?;
+    let (dense_mlp_layers, moe_layers) = mlp_layers(obj, shape)?;
+    // Qwen-style shared expert of its own width, beside the routed ones.
+    let shared_expert =
+        opt_u32(obj, &["shared_expert_intermediate_size"])?.map_or(0.0, |w| mats * h * w as f64);
     let (mlp_total, mlp_active) = match experts {
         Some(n) if n > 1 => {
             let per_tok = opt_u32(
@@ -247,22 +663,36 @@ fn estimate_params(obj: &Object, shape: &ModelShape, vocab: u32) -> Result<(f64,
             .unwrap_or(2) as f64;
             let shared = opt_u32(obj, &["n_shared_experts"])?.unwrap_or(0) as f64;
             let expert = mats * h * shape.intermediate as f64;
-            let dense_layers = opt_u32(obj, &["first_k_dense_replace"])?
-                .unwrap_or(0)
-                .min(shape.layers) as f64;
-            let moe_layers = layers - dense_layers;
-            let dense = dense_layers * mats * h * dense_inter;
+            let dense = dense_mlp_layers * mats * h * dense_inter;
             (
-                dense + moe_layers * expert * (n as f64 + shared),
-                dense + moe_layers * expert * (per_tok + shared),
+                dense + moe_layers * (expert * (n as f64 + shared) + shared_expert),
+                dense + moe_layers * (expert * (per_tok + shared) + shared_expert),
             )
         }
         _ => {
-            let m = layers * mats * h * shape.intermediate as f64;
+            let m = (dense_mlp_layers + moe_layers) * mats * h * shape.intermediate as f64;
             (m, m)
         }
     };
-    let base = embed + layers * attn;
+    // Attention projections only where a layer attends; state mixers where they run.
+    let attn_layers = shape
+        .layer_kinds
+        .iter()
+        .filter(|k| **k != AttentionKind::NoAttention)
+        .count() as f64;
+    let mixers = shape.state.as_ref().map_or(0.0, |st| {
+        st.layers.len() as f64 * mixer_params(obj, &st.mixer, h)
+    });
+    // Gemma-3n's per-layer embeddings: a vocab_size_per_layer_input x
+    // hidden_size_per_layer_input table for every layer.
+    let per_layer_embed = match (
+        opt_u32(obj, &["vocab_size_per_layer_input"])?,
+        opt_u32(obj, &["hidden_size_per_layer_input"])?,
+    ) {
+        (Some(v), Some(d)) => v as f64 * d as f64 * shape.layers as f64,
+        _ => 0.0,
+    };
+    let base = embed + per_layer_embed + attn_layers * attn + mixers;
     Ok((base + mlp_total, base + mlp_active))
 }
 
@@ -348,7 +778,9 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelInfo, PlanError> {
         hidden,
         intermediate,
     );
-    shape.layer_kinds = layer_kinds(&obj, layers)?;
+    let (kinds, state) = layer_kinds(&obj, layers, hidden)?;
+    shape.layer_kinds = kinds;
+    shape.state = state;
     let vocab = opt_u32(&obj, &["vocab_size"])?.unwrap_or(0);
     let (params, active_params) = estimate_params(&obj, &shape, vocab)?;
     let max_context = opt_u32(
@@ -356,7 +788,9 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelInfo, PlanError> {
         &["max_position_embeddings", "n_positions", "seq_length"],
     )?
     .unwrap_or(0);
+    let moe = moe_shape(&obj, &shape)?;
     Ok(ModelInfo {
+        moe,
         key: name.to_string(),
         hf_id: name.to_string(),
         aliases: Vec::new(),

@@ -10,9 +10,11 @@ use crate::dtype::KvDtypes;
 use crate::error::PlanError;
 use crate::gpu::GpuSpec;
 use crate::layout::{allocated_bytes, LayoutKind, LayoutQuery};
-use crate::pool::{blocks_per_request, pool};
+use crate::parallel;
+use crate::pool::{blocks_per_request, pool_with_state, HYBRID_RULE};
 use crate::registry::ModelInfo;
 use crate::shape::{AttentionKind, ModelShape};
+use crate::state::{layer_state_bytes, sequence_state_bytes};
 
 const GIB: u64 = 1 << 30;
 
@@ -111,6 +113,12 @@ pub struct Deployment {
     /// vLLM's max_num_batched_tokens (activation profiling, sliding-window reservation).
     pub max_batched_tokens: u32,
     pub window_rule: WindowRule,
+    /// Data-parallel attention groups per replica (SGLang `--enable-dp-attention --dp N`,
+    /// vLLM DP attention): each group of tp / N GPUs holds only its own requests' KV.
+    /// 1 = off.
+    pub dp_attention: u32,
+    /// Expert-parallel ranks the routed experts are split across (1 = off: experts follow tp).
+    pub ep: u32,
 }
 
 /// What one GPU of a deployment holds and how much fits.
@@ -151,6 +159,42 @@ pub struct Capacity {
     pub concurrency: f64,
     /// Longest context at the asked batch (None: unbounded, every layer is a sliding window).
     pub max_context_at_batch: Option<u64>,
+    /// Tokens per attention block the pool uses (the asked block size, or larger when state
+    /// layers share the pool).
+    pub block_size: u32,
+    /// Bytes one sequence's recurrent state takes on a GPU (0 without state layers).
+    pub state_bytes_per_seq_per_gpu: u64,
+    /// The allocator rule the pool figures follow.
+    pub allocator_rule: String,
+    /// Whether the asked batch fits at the asked context (per attention group).
+    pub batch_fits: bool,
+    /// Of the weights per GPU, the routed experts' share (split over ep ranks or by tp).
+    pub weights_expert_bytes_per_gpu: u64,
+    /// Attention data-parallel groups per replica (1 without --dp-attention); `max_seqs`
+    /// is per group.
+    pub attention_groups: u32,
+    /// Sequences of the asked context the whole deployment holds at once: max_seqs x
+    /// attention groups x replicas.
+    pub max_seqs_per_deployment: u64,
+    /// A note when tp spans more GPUs than one node of this GPU has.
+    pub node_note: Option<String>,
+}
+
+/// GPUs whose KV heads are split by tp in attention: tp / dp-attention.
+pub fn attention_tp(dep: &Deployment) -> u32 {
+    (dep.tp / dep.dp_attention.max(1)).max(1)
+}
+
+/// A note when tp exceeds the GPUs one node of the deployment's GPU holds (tp traffic then
+/// crosses the slower inter-node network).
+fn node_note(dep: &Deployment) -> Option<String> {
+    let gpu = dep.gpu.as_ref()?;
+    (dep.tp > gpu.node_gpus).then(|| {
+        format!(
+            "tp {} spans more than one node ({} x {} per node): tensor-parallel all-reduces cross the inter-node network; prefer tp <= {} with pp or dp across nodes",
+            dep.tp, gpu.key, gpu.node_gpus, gpu.node_gpus
+        )
+    })
 }
 
 /// Checks a tp degree against the model's heads; returns (KV heads per GPU, replicated).
@@ -237,6 +281,9 @@ pub fn per_gpu_shape(
     gpu.kv_heads = kv_per_gpu;
     gpu.layers = stage_layers;
     gpu.layer_kinds.truncate(stage_layers as usize);
+    if let Some(state) = &mut gpu.state {
+        state.layers.retain(|l| *l < stage_layers);
+    }
     Ok((gpu, replicated))
 }
 
@@ -312,7 +359,9 @@ pub fn capacity(
         return Err(bad("gpus", "0".into(), "give at least 1"));
     }
     // Heads and layers first: their errors say more than a GPU count that does not add up.
-    let (gpu_shape, replicated) = per_gpu_shape(&model.shape, dep.tp, dep.pp)?;
+    parallel::validate(model, dep)?;
+    let attn_tp = attention_tp(dep);
+    let (gpu_shape, replicated) = per_gpu_shape(&model.shape, attn_tp, dep.pp)?;
     let per_replica = dep.tp.saturating_mul(dep.pp);
     if per_replica == 0 || !dep.gpus.is_multiple_of(per_replica) {
         return Err(bad(
@@ -332,7 +381,12 @@ pub fn capacity(
         return Err(bad("context or batch", "0".into(), "give at least 1"));
     }
     let gpu_shape = apply_window_rule(&gpu_shape, dep.window_rule, dep.max_batched_tokens);
-    let weights = (model.params * dep.weights.bits / 8.0 / per_replica as f64).round() as u64;
+    let split = parallel::weights_per_gpu(model, dep);
+    let weights = if dep.dp_attention > 1 || dep.ep > 1 {
+        split.total()
+    } else {
+        (model.params * dep.weights.bits / 8.0 / per_replica as f64).round() as u64
+    };
 
     let (usable, reserve, note, budget) = match (dep.kv_budget, &dep.gpu) {
         (Some(budget), _) => (0, 0, "none (KV budget given)".to_string(), budget),
@@ -368,18 +422,41 @@ pub fn capacity(
 
     // Paged storage must suit the dtypes (a KIVI residual cannot be paged): ask the layout.
     seq_bytes(&gpu_shape, kv, dep.block_size, context as u64)?;
-    let pool = pool(&gpu_shape, kv, dep.block_size, budget)?;
-    let per_request = blocks_per_request(&gpu_shape, dep.block_size, context as u64);
+    let (state_page, state_per_seq) = match &gpu_shape.state {
+        Some(state) => (
+            layer_state_bytes(state, attn_tp)?.total(),
+            sequence_state_bytes(state, attn_tp, state.layers.len() as u64)?.total(),
+        ),
+        None => (0, 0),
+    };
+    let pool = pool_with_state(&gpu_shape, kv, dep.block_size, budget, state_page)?;
+    let block = pool.block_size;
+    let per_request = blocks_per_request(&gpu_shape, block, context as u64);
     let per_seq = per_request * pool.block_bytes;
     let max_seqs = pool.blocks / per_request;
+    let max_context_at_batch = max_context(&gpu_shape, block, batch, pool.blocks);
     if max_seqs == 0 {
+        // Say what does fit: the longest context for the asked batch and for one sequence.
+        let longest = |b: u32| match max_context(&gpu_shape, block, b, pool.blocks) {
+            Some(0) => "none".to_string(),
+            Some(t) => format!("{t} tokens"),
+            None => "any length".to_string(),
+        };
         return Err(PlanError::NoCapacity(format!(
-            "the KV budget of {} per GPU fits 0 sequences of {context} tokens (one needs {}); shorten --seq, add GPUs (--tp), or pick a smaller cache dtype",
+            "the KV budget of {} per GPU fits 0 sequences of {context} tokens (one needs {}); longest context that fits: {} at batch {batch}, {} at batch 1; shorten --seq (or --seq max), add GPUs (--tp), or pick a smaller cache dtype",
             human(budget),
-            human(per_seq)
+            human(per_seq),
+            longest(batch),
+            longest(1)
         )));
     }
-    let max_context_at_batch = max_context(&gpu_shape, dep.block_size, batch, pool.blocks);
+    let allocator_rule = if gpu_shape.state_layers() > 0 {
+        HYBRID_RULE.to_string()
+    } else if pool.groups > 1 {
+        "vLLM v1 KV cache groups (one block table per group of same-kind layers)".to_string()
+    } else {
+        "vLLM v1 paged KV cache (one group of all layers)".to_string()
+    };
     Ok(Capacity {
         replicas: dep.gpus / per_replica,
         layers_per_gpu: gpu_shape.layers,
@@ -399,12 +476,26 @@ pub fn capacity(
         max_seqs,
         concurrency: pool.blocks as f64 / per_request as f64,
         max_context_at_batch,
+        block_size: block,
+        state_bytes_per_seq_per_gpu: state_per_seq,
+        allocator_rule,
+        batch_fits: batch as u64 <= max_seqs,
+        weights_expert_bytes_per_gpu: if dep.kv_budget.is_some() {
+            0
+        } else {
+            split.experts
+        },
+        attention_groups: dep.dp_attention,
+        max_seqs_per_deployment: max_seqs
+            .saturating_mul(dep.dp_attention as u64)
+            .saturating_mul((dep.gpus / per_replica) as u64),
+        node_note: node_note(dep),
     })
 }
 
 /// Longest context whose `batch` sequences fit in `blocks` pool blocks (binary search over
 /// whole tokens); None when any length fits (every layer slides).
-fn max_context(shape: &ModelShape, block: u32, batch: u32, blocks: u64) -> Option<u64> {
+pub fn max_context(shape: &ModelShape, block: u32, batch: u32, blocks: u64) -> Option<u64> {
     let fits =
         |len: u64| blocks_per_request(shape, block, len).saturating_mul(batch as u64) <= blocks;
     const LIMIT: u64 = u32::MAX as u64;

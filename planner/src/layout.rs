@@ -86,6 +86,13 @@ fn layer_stores(q: &LayoutQuery) -> Vec<LayerStore> {
                 latent: true,
                 window: None,
             },
+            // A layer without attention, or reading another layer's KV, caches nothing.
+            (AttentionKind::NoAttention | AttentionKind::SharedKv { .. }, _) => LayerStore {
+                heads: 0,
+                dim: q.shape.head_dim,
+                latent: false,
+                window: None,
+            },
             (_, Some(w)) => LayerStore {
                 heads: q.shape.kv_heads as u64,
                 dim: q.shape.head_dim,

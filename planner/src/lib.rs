@@ -7,12 +7,16 @@ pub mod config;
 pub mod deploy;
 pub mod dtype;
 pub mod error;
+pub mod fits;
 pub mod gpu;
+pub mod hf_cache;
 pub mod layout;
+pub mod parallel;
 pub mod plan;
 pub mod pool;
 pub mod registry;
 pub mod shape;
+pub mod state;
 pub mod tiers;
 pub mod units;
 

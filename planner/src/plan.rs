@@ -4,12 +4,16 @@
 use serde::Serialize;
 
 use crate::bounds::{bounds, Bounds, BoundsInput};
-use crate::deploy::{apply_window_rule, capacity, per_gpu_shape, Capacity, Deployment, WindowRule};
+use crate::deploy::{
+    apply_window_rule, attention_tp, capacity, per_gpu_shape, Capacity, Deployment, WindowRule,
+};
 use crate::dtype::KvDtypes;
 use crate::error::PlanError;
+use crate::fits::{longest_context, shared_prefix_fit, SharedPrefixFit};
 use crate::layout::{allocated_bytes, bytes_per_token, used_bytes, LayoutKind, LayoutQuery};
 use crate::registry::ModelInfo;
 use crate::shape::{AttentionKind, ModelShape};
+use crate::state::{sequence_state_bytes, StateDtype};
 
 /// A what-if change of the model's KV heads (`--attention`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,6 +92,9 @@ pub struct PlanRequest {
     pub window_rule: WindowRule,
     pub max_batched_tokens: u32,
     pub deployment: Option<Deployment>,
+    /// SSM/recurrent state dtype of state layers (vLLM's mamba_ssm_cache_dtype); None = the
+    /// model dtype.
+    pub state_dtype: Option<StateDtype>,
 }
 
 /// A titled list of extra figures (how later planners, e.g. memory tiers, add output).
@@ -115,7 +122,25 @@ pub struct Plan {
     pub k_bits_per_element: f64,
     pub v_bits_per_element: f64,
     pub bytes_per_token: f64,
+    /// Bytes per token of one KV-storing layer (average).
     pub bytes_per_token_per_layer: f64,
+    /// Layers that store KV per token (layers without attention or reading another layer's
+    /// KV do not).
+    pub kv_layers: u32,
+    /// Layers that keep a recurrent state per sequence (Mamba, gated delta-net).
+    pub state_layers: u32,
+    /// The state layers' mixer ("mamba2", "gated-delta-net"), if any.
+    pub state_mixer: Option<String>,
+    /// State dtypes as "conv <dtype>, ssm <dtype>".
+    pub state_dtype: Option<String>,
+    /// Conv-state bytes of one sequence (all state layers, one GPU's worth at tp 1).
+    pub state_conv_bytes_per_seq: u64,
+    /// SSM/recurrent-state bytes of one sequence.
+    pub state_ssm_bytes_per_seq: u64,
+    /// One sequence's state: conv + SSM, fixed whatever the context.
+    pub state_bytes_per_seq: u64,
+    /// One sequence at `seq` tokens: KV (contiguous) plus state.
+    pub seq_total_bytes: u64,
     /// Fraction of the bytes per token saved against the same model with MHA (one KV head
     /// per query head, same dtypes): 0.875 for 8 KV heads of 64.
     pub saving_vs_mha: f64,
@@ -142,6 +167,10 @@ pub struct Plan {
     pub pp: Option<u32>,
     pub weights_dtype: Option<String>,
     pub capacity: Option<Capacity>,
+    /// Capacity when the batch shares its first `shared_prefix` tokens (prefix caching).
+    pub shared_prefix_fit: Option<SharedPrefixFit>,
+    /// Decode and prefill bounds; the decode figures hold only when the batch fits
+    /// (`capacity.batch_fits`).
     pub bounds: Option<Bounds>,
     /// Further sections added by other planners.
     pub extra: Vec<PlanSection>,
@@ -167,15 +196,47 @@ fn attention_label(shape: &ModelShape, overridden: Option<AttentionOverride>) ->
     }
 }
 
+/// The model's shape as the request serves it: the what-if attention and the state dtype
+/// applied (windows as trained).
+fn served_shape(req: &PlanRequest) -> Result<ModelShape, PlanError> {
+    let mut attended = match req.attention {
+        Some(a) => a.apply(&req.model.shape)?,
+        None => req.model.shape.clone(),
+    };
+    if let (Some(dtype), Some(state)) = (req.state_dtype, attended.state.as_mut()) {
+        state.ssm_dtype = dtype;
+    }
+    Ok(attended)
+}
+
+/// The longest context the request's deployment holds at its batch (`--seq max`), capped
+/// at the model's maximum; `req.seq` is ignored.
+pub fn longest_seq(req: &PlanRequest) -> Result<u32, PlanError> {
+    let Some(dep) = &req.deployment else {
+        return Err(PlanError::InvalidValue {
+            what: "seq".to_string(),
+            value: "max".to_string(),
+            fix: "the longest context depends on the memory: also give --gpu or --kv-budget"
+                .to_string(),
+        });
+    };
+    let mut model = req.model.clone();
+    model.shape = served_shape(req)?;
+    let cap = capacity(&model, &req.kv, dep, 1, req.batch)?;
+    longest_context(&cap, req.model.max_context)
+}
+
 /// Sizes one request.
 pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
     // `attended`: what the model attends to (windows as trained); `shape`: what the cache
     // reserves under the window rule.
-    let attended = match req.attention {
-        Some(a) => a.apply(&req.model.shape)?,
-        None => req.model.shape.clone(),
-    };
+    let attended = served_shape(req)?;
     let shape = apply_window_rule(&attended, req.window_rule, req.max_batched_tokens);
+    let state_bytes = match &shape.state {
+        Some(st) => Some(sequence_state_bytes(st, 1, st.layers.len() as u64)?),
+        None => None,
+    };
+    let kv_layers = shape.kv_layers();
     let q = |kind: LayoutKind, batch: u32, shared_prefix: u32| LayoutQuery {
         shape: &shape,
         k: req.kv.k,
@@ -219,7 +280,18 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         k_bits_per_element: req.kv.k.bits_per_element(shape.head_dim),
         v_bits_per_element: req.kv.v.bits_per_element(shape.head_dim),
         bytes_per_token: per_token,
-        bytes_per_token_per_layer: per_token / shape.layers as f64,
+        bytes_per_token_per_layer: per_token / kv_layers.max(1) as f64,
+        kv_layers,
+        state_layers: shape.state_layers(),
+        state_mixer: shape.state.as_ref().map(|s| s.mixer.name().to_string()),
+        state_dtype: shape
+            .state
+            .as_ref()
+            .map(|s| format!("conv {}, ssm {}", s.conv_dtype.name(), s.ssm_dtype.name())),
+        state_conv_bytes_per_seq: state_bytes.map_or(0, |b| b.conv),
+        state_ssm_bytes_per_seq: state_bytes.map_or(0, |b| b.ssm),
+        state_bytes_per_seq: state_bytes.map_or(0, |b| b.total()),
+        seq_total_bytes: seq_bytes + state_bytes.map_or(0, |b| b.total()),
         saving_vs_mha: 1.0 - per_token / mha_per_token,
         max_context: req.model.max_context,
         seq: req.seq,
@@ -238,6 +310,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         pp: None,
         weights_dtype: None,
         capacity: None,
+        shared_prefix_fit: None,
         bounds: None,
         extra: Vec::new(),
     };
@@ -254,7 +327,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         if let Some(gpu) = &dep.gpu {
             // KV each GPU reads per step for one sequence: its heads, all layers (all stages).
             // A decode step reads what attention attends to, not what the engine reserves.
-            let (tp_shape, _) = per_gpu_shape(&attended, dep.tp, 1)?;
+            let (tp_shape, _) = per_gpu_shape(&attended, attention_tp(dep), 1)?;
             let kv_read = used_bytes(&LayoutQuery {
                 shape: &tp_shape,
                 k: req.kv.k,
@@ -273,11 +346,13 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                 replicas: cap.replicas,
                 weight_bits: dep.weights.bits,
                 fp8: dep.weights.bits <= 8.0 && dep.weights.name == "fp8",
-                kv_bytes_per_seq_per_gpu: kv_read,
+                // A decode step also reads (and writes back) each sequence's state.
+                kv_bytes_per_seq_per_gpu: kv_read + cap.state_bytes_per_seq_per_gpu,
                 batch: req.batch,
                 tokens: req.seq,
             }));
         }
+        out.shared_prefix_fit = shared_prefix_fit(&attended, dep, &cap, req.shared_prefix)?;
         out.capacity = Some(cap);
     }
     Ok(out)

@@ -7,21 +7,38 @@
 //! its layers; a hybrid model (e.g. Gemma-3's 52 sliding + 10 full layers) has group size
 //! min(count) — or max(count) when max < 1.5 x min — and ceil(count / group_size) groups per
 //! kind, padding included. The "GPU KV cache size" vLLM logs is blocks // groups x block_size.
+//!
+//! State layers (Mamba, gated delta-net) are one more kind: their page is one sequence's
+//! state, the attention block grows until its page holds that state, and the state page is
+//! padded to the attention page ([`HYBRID_RULE`]); a request takes one block per state group.
 
 use crate::dtype::KvDtypes;
 use crate::error::PlanError;
-use crate::layout::{allocated_bytes, LayoutKind, LayoutQuery};
+use crate::layout::{allocated_bytes, bytes_per_token_per_layer, LayoutKind, LayoutQuery};
 use crate::shape::{AttentionKind, ModelShape};
+
+/// Token alignment of an attention block when vLLM grows it to hold a state page (the
+/// FlashAttention backend's kernel block alignment).
+pub const KERNEL_BLOCK_ALIGNMENT: u32 = 16;
+
+/// The rule the hybrid figures follow, for output.
+pub const HYBRID_RULE: &str = "vLLM v0.11 hybrid allocator (HybridAttentionMambaModelConfig): attention block grown to a multiple of 16 tokens whose page holds one layer's state, state pages padded to it, one block per state layer per request";
 
 /// The block pool of one GPU for a budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool {
+    /// Tokens per attention block (the asked block size, or larger for state layers).
+    pub block_size: u32,
     /// Layers per group (pages per pool block).
     pub group_size: u64,
     /// One (kind, block table) group after another.
     pub groups: u64,
-    /// Bytes of one page: `block_size` tokens of one layer.
+    /// Groups of state layers among them.
+    pub state_groups: u64,
+    /// Bytes of one page: `block_size` tokens of one layer (or one layer's padded state).
     pub page_bytes: u64,
+    /// Bytes of one layer's state before padding (0 without state layers).
+    pub state_page_bytes: u64,
     /// Bytes of one pool block: `group_size` pages.
     pub block_bytes: u64,
     /// Pool blocks the budget holds.
@@ -30,24 +47,48 @@ pub struct Pool {
     pub token_capacity: u64,
 }
 
-/// Layer count of each distinct attention kind, in first-seen order.
-fn kinds_with_counts(kinds: &[AttentionKind]) -> Vec<(AttentionKind, u64)> {
-    let mut counts: Vec<(AttentionKind, u64)> = Vec::new();
-    for kind in kinds {
-        match counts.iter_mut().find(|(k, _)| k == kind) {
+/// One layer of vLLM's KV cache config: an attention layer of some kind, or a state layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spec {
+    Attention(AttentionKind),
+    State,
+}
+
+/// The cache layers of a shape: its KV-storing layers, then one per state layer (Falcon-H1
+/// layers count twice: attention and state side by side). Layers without attention and
+/// layers reading another's KV have no spec.
+fn specs(shape: &ModelShape) -> Vec<Spec> {
+    let mut out: Vec<Spec> = shape
+        .layer_kinds
+        .iter()
+        .filter(|k| k.stores_kv())
+        .map(|k| Spec::Attention(*k))
+        .collect();
+    out.extend(std::iter::repeat_n(
+        Spec::State,
+        shape.state_layers() as usize,
+    ));
+    out
+}
+
+/// Layer count of each distinct spec, in first-seen order.
+fn kinds_with_counts(specs: &[Spec]) -> Vec<(Spec, u64)> {
+    let mut counts: Vec<(Spec, u64)> = Vec::new();
+    for spec in specs {
+        match counts.iter_mut().find(|(k, _)| k == spec) {
             Some((_, n)) => *n += 1,
-            None => counts.push((*kind, 1)),
+            None => counts.push((*spec, 1)),
         }
     }
     counts
 }
 
-/// (group size, groups per kind) for the layers, as vLLM groups them.
-fn grouping(kinds: &[AttentionKind]) -> (u64, Vec<(AttentionKind, u64)>) {
-    let counts = kinds_with_counts(kinds);
+/// (group size, groups per spec) for the layers, as vLLM groups them.
+fn grouping(specs: &[Spec]) -> (u64, Vec<(Spec, u64)>) {
+    let counts = kinds_with_counts(specs);
     if counts.len() <= 1 {
         return (
-            kinds.len() as u64,
+            specs.len() as u64,
             counts.iter().map(|(k, _)| (*k, 1)).collect(),
         );
     }
@@ -74,6 +115,7 @@ fn page_bytes(
 ) -> Result<u64, PlanError> {
     let mut one = shape.clone();
     one.layers = 1;
+    one.state = None;
     // A page is the same whatever the window: the window only decides how many are held.
     one.layer_kinds = vec![match kind {
         AttentionKind::Sliding { .. } => AttentionKind::Full,
@@ -91,24 +133,78 @@ fn page_bytes(
     })
 }
 
-/// The pool a per-GPU `budget` holds for `shape` (the layers on one GPU).
+/// The attention block size vLLM settles on when state layers share the pool: the smallest
+/// multiple of [`KERNEL_BLOCK_ALIGNMENT`] tokens whose page (`attn_token_bytes` a token) holds
+/// `state_page` bytes, or the asked `block` when that is larger.
+pub fn hybrid_block_size(attn_token_bytes: u64, state_page: u64, block: u32) -> u32 {
+    if attn_token_bytes == 0 || state_page == 0 {
+        return block;
+    }
+    let align = KERNEL_BLOCK_ALIGNMENT as u64;
+    let aligned = align * state_page.div_ceil(align * attn_token_bytes);
+    block.max(aligned.min(u32::MAX as u64) as u32)
+}
+
+/// The block size the pool uses for `shape` with `state_page` bytes per state layer.
+pub fn effective_block_size(shape: &ModelShape, kv: &KvDtypes, block: u32, state_page: u64) -> u32 {
+    if shape.state_layers() == 0 {
+        return block;
+    }
+    // Bytes one token adds to one attention layer (the largest, should kinds differ).
+    let per_token = bytes_per_token_per_layer(shape, &kv.k, &kv.v)
+        .into_iter()
+        .fold(0.0, f64::max)
+        .ceil() as u64;
+    hybrid_block_size(per_token, state_page, block)
+}
+
+/// The pool a per-GPU `budget` holds for `shape` (the layers on one GPU), attention only.
 pub fn pool(shape: &ModelShape, kv: &KvDtypes, block: u32, budget: u64) -> Result<Pool, PlanError> {
-    let (group_size, groups) = grouping(&shape.layer_kinds);
-    let pages: Vec<u64> = kinds_with_counts(&shape.layer_kinds)
-        .iter()
-        .map(|(k, _)| page_bytes(shape, *k, kv, block))
-        .collect::<Result<_, _>>()?;
+    pool_with_state(shape, kv, block, budget, 0)
+}
+
+/// The pool a per-GPU `budget` holds for `shape`, whose state layers each take `state_page`
+/// bytes per sequence on this GPU (see [`crate::state`]).
+pub fn pool_with_state(
+    shape: &ModelShape,
+    kv: &KvDtypes,
+    block: u32,
+    budget: u64,
+    state_page: u64,
+) -> Result<Pool, PlanError> {
+    let state_page = if shape.state_layers() == 0 {
+        0
+    } else {
+        state_page
+    };
+    let block = effective_block_size(shape, kv, block, state_page);
+    let all = specs(shape);
+    let (group_size, groups) = grouping(&all);
+    let mut pages = Vec::new();
+    for (spec, _) in kinds_with_counts(&all) {
+        pages.push(match spec {
+            Spec::Attention(k) => page_bytes(shape, k, kv, block)?,
+            Spec::State => state_page,
+        });
+    }
     let n_groups: u64 = groups.iter().map(|g| g.1).sum();
+    let state_groups: u64 = groups
+        .iter()
+        .filter(|g| g.0 == Spec::State)
+        .map(|g| g.1)
+        .sum();
     let (page, block_bytes) = if n_groups == 1 {
         // One group: each layer keeps its own page size (vLLM's uniform-type case).
-        let total: u64 = shape
-            .layer_kinds
-            .iter()
-            .map(|k| page_bytes(shape, *k, kv, block))
-            .sum::<Result<u64, _>>()?;
+        let mut total = 0u64;
+        for spec in &all {
+            total += match spec {
+                Spec::Attention(k) => page_bytes(shape, *k, kv, block)?,
+                Spec::State => state_page,
+            };
+        }
         (pages.first().copied().unwrap_or(0), total)
     } else {
-        // Hybrid: pages are uniform across kinds (same heads and head_dim everywhere).
+        // Hybrid: one page size for every kind, state pages padded up to the attention page.
         let page = pages.iter().copied().max().unwrap_or(0);
         (page, page * group_size)
     };
@@ -120,9 +216,12 @@ pub fn pool(shape: &ModelShape, kv: &KvDtypes, block: u32, budget: u64) -> Resul
     }
     let blocks = budget / block_bytes;
     Ok(Pool {
+        block_size: block,
         group_size,
         groups: n_groups,
+        state_groups,
         page_bytes: page,
+        state_page_bytes: state_page,
         block_bytes,
         blocks,
         token_capacity: blocks / n_groups * block as u64,
@@ -130,21 +229,38 @@ pub fn pool(shape: &ModelShape, kv: &KvDtypes, block: u32, budget: u64) -> Resul
 }
 
 /// Pool blocks one request of `len` tokens holds: per group, whole blocks of its positions
-/// (all of them for full attention, those overlapping the window for sliding layers).
+/// (all of them for full attention, those overlapping the window for sliding layers, one
+/// for a state group whatever the length). `block` is the pool's block size.
 pub fn blocks_per_request(shape: &ModelShape, block: u32, len: u64) -> u64 {
-    let (_, groups) = grouping(&shape.layer_kinds);
+    let (_, groups) = grouping(&specs(shape));
     let b = block as u64;
     groups
         .iter()
-        .map(|(kind, n)| {
-            let per_group = match kind {
-                AttentionKind::Sliding { window } if len > 0 => {
+        .map(|(spec, n)| {
+            let per_group = match spec {
+                Spec::State => 1,
+                Spec::Attention(AttentionKind::Sliding { window }) if len > 0 => {
                     let first = len.saturating_sub(*window as u64) / b;
                     (len - 1) / b - first + 1
                 }
-                _ => len.div_ceil(b),
+                Spec::Attention(_) => len.div_ceil(b),
             };
             n * per_group
+        })
+        .sum()
+}
+
+/// Pool blocks a request's first `prefix` tokens fill completely in full-attention groups:
+/// with prefix caching these are held once for all requests sharing the prefix.
+pub fn shared_prefix_blocks(shape: &ModelShape, block: u32, prefix: u64) -> u64 {
+    let (_, groups) = grouping(&specs(shape));
+    groups
+        .iter()
+        .map(|(spec, n)| match spec {
+            Spec::Attention(AttentionKind::Full | AttentionKind::Mla { .. }) => {
+                n * (prefix / block as u64)
+            }
+            _ => 0,
         })
         .sum()
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::error::PlanError;
 use crate::shape::{AttentionKind, ModelShape};
+use crate::state::{RecurrentState, StateDtype, StateMixer};
 
 /// A registry model: its cache shape plus what sizing weights and bounds needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -27,7 +28,47 @@ pub struct ModelInfo {
     pub max_context: u32,
     /// Where the shape and parameter count come from.
     pub source: String,
+    /// Routed experts, for a mixture of experts (None for dense models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeShape>,
 }
+
+/// The routed experts of a mixture-of-experts model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MoeShape {
+    /// Routed experts per MoE layer.
+    pub experts: u32,
+    /// Experts each token is routed to.
+    pub per_token: u32,
+    /// Layers with routed experts.
+    pub layers: u32,
+    /// Parameters of one routed expert (3 x hidden x expert width for a gated MLP).
+    pub expert_params: f64,
+}
+
+impl MoeShape {
+    /// Parameters of all routed experts of all MoE layers.
+    pub fn routed_params(&self) -> f64 {
+        self.experts as f64 * self.layers as f64 * self.expert_params
+    }
+}
+
+/// Routed experts of the registry's MoE entries: (key, experts, per token, MoE layers), as
+/// their config.json states them (checked against the fixtures); every one has a gated
+/// three-matrix expert of the entry's intermediate width.
+const MOE: &[(&str, u32, u32, u32)] = &[
+    ("mixtral-8x7b", 8, 2, 32),
+    ("qwen3-30b-a3b", 128, 8, 48),
+    ("qwen3-235b-a22b", 128, 8, 94),
+    ("deepseek-v2", 160, 6, 59),
+    ("deepseek-v2-lite", 64, 6, 26),
+    ("deepseek-v3", 256, 8, 58),
+    ("gpt-oss-20b", 32, 4, 24),
+    ("gpt-oss-120b", 128, 4, 36),
+    ("qwen3-next-80b-a3b", 512, 10, 48),
+    ("qwen3.5-35b-a3b", 256, 8, 40),
+    ("jamba-1.5-mini", 16, 2, 16),
+];
 
 impl ModelInfo {
     /// Whether the model is a mixture of experts.
@@ -53,6 +94,30 @@ enum Layers {
         kv_lora_rank: u32,
         rope_dim: u32,
     },
+    /// Full attention on layer i when (i + 1) % every == 0, a state layer elsewhere
+    /// (Qwen3-Next / Qwen3.5 `full_attention_interval`).
+    Interval {
+        every: u32,
+        mixer: StateMixer,
+    },
+    /// Full attention on layer i when i % period == offset, a state layer elsewhere (Jamba).
+    Period {
+        period: u32,
+        offset: u32,
+        mixer: StateMixer,
+    },
+    /// Nemotron-H `hybrid_override_pattern`: `*` attention, `M` state, `-`/`E` neither.
+    Pattern(&'static str, StateMixer),
+    /// Attention and a state mixer side by side in every layer (Falcon-H1).
+    Parallel(StateMixer),
+    /// Sliding layers with a full one every `period` (at `global_at`), the last `shared`
+    /// layers reading the KV of the last earlier layer of their kind (Gemma-3n).
+    SharedKv {
+        window: u32,
+        period: u32,
+        global_at: u32,
+        shared: u32,
+    },
 }
 
 /// One registry row before expansion into a [`ModelInfo`].
@@ -71,33 +136,134 @@ struct Entry {
 }
 
 impl Entry {
-    fn info(&self) -> ModelInfo {
-        let [layers, q, kv, head_dim, hidden, inter] = self.dims;
-        let mut shape = ModelShape::uniform(self.name, layers, q, kv, head_dim, hidden, inter);
-        shape.layer_kinds = (0..layers)
-            .map(|i| match self.layers {
-                Layers::Full => AttentionKind::Full,
-                Layers::AllSliding(window) => AttentionKind::Sliding { window },
-                Layers::Hybrid {
-                    window,
-                    period,
-                    global_at,
-                } => {
+    /// The kind of every layer and the state layers, expanded from [`Layers`].
+    fn layer_kinds(&self) -> (Vec<AttentionKind>, Option<RecurrentState>) {
+        let layers = self.dims[0];
+        let sliding = |window| AttentionKind::Sliding { window };
+        let with_state = |kinds: Vec<AttentionKind>, mixer: StateMixer, all: bool| {
+            let layers: Vec<u32> = (0..kinds.len() as u32)
+                .filter(|i| all || kinds[*i as usize] == AttentionKind::NoAttention)
+                .collect();
+            let state = RecurrentState {
+                mixer,
+                layers,
+                conv_dtype: StateDtype::Bf16,
+                ssm_dtype: StateDtype::Bf16,
+            };
+            (kinds, Some(state))
+        };
+        let by = |f: &dyn Fn(u32) -> AttentionKind| (0..layers).map(f).collect::<Vec<_>>();
+        match self.layers {
+            Layers::Full => (vec![AttentionKind::Full; layers as usize], None),
+            Layers::AllSliding(window) => (vec![sliding(window); layers as usize], None),
+            Layers::Hybrid {
+                window,
+                period,
+                global_at,
+            } => (
+                by(&|i| {
                     if i % period == global_at {
                         AttentionKind::Full
                     } else {
-                        AttentionKind::Sliding { window }
+                        sliding(window)
                     }
-                }
-                Layers::Mla {
-                    kv_lora_rank,
-                    rope_dim,
-                } => AttentionKind::Mla {
-                    kv_lora_rank,
-                    rope_dim,
-                },
-            })
-            .collect();
+                }),
+                None,
+            ),
+            Layers::Mla {
+                kv_lora_rank,
+                rope_dim,
+            } => (
+                vec![
+                    AttentionKind::Mla {
+                        kv_lora_rank,
+                        rope_dim
+                    };
+                    layers as usize
+                ],
+                None,
+            ),
+            Layers::Interval { every, mixer } => with_state(
+                by(&|i| {
+                    if (i + 1) % every == 0 {
+                        AttentionKind::Full
+                    } else {
+                        AttentionKind::NoAttention
+                    }
+                }),
+                mixer,
+                false,
+            ),
+            Layers::Period {
+                period,
+                offset,
+                mixer,
+            } => with_state(
+                by(&|i| {
+                    if i % period == offset {
+                        AttentionKind::Full
+                    } else {
+                        AttentionKind::NoAttention
+                    }
+                }),
+                mixer,
+                false,
+            ),
+            Layers::Pattern(pattern, mixer) => {
+                let kinds: Vec<AttentionKind> = pattern
+                    .chars()
+                    .map(|c| {
+                        if c == '*' {
+                            AttentionKind::Full
+                        } else {
+                            AttentionKind::NoAttention
+                        }
+                    })
+                    .collect();
+                let (kinds, state) = with_state(kinds, mixer, false);
+                // Only `M` layers keep a state; `-` and `E` are MLP layers.
+                let state = state.map(|mut st| {
+                    st.layers
+                        .retain(|l| pattern.as_bytes()[*l as usize] == b'M');
+                    st
+                });
+                (kinds, state)
+            }
+            Layers::Parallel(mixer) => {
+                with_state(vec![AttentionKind::Full; layers as usize], mixer, true)
+            }
+            Layers::SharedKv {
+                window,
+                period,
+                global_at,
+                shared,
+            } => {
+                let own = |i: u32| i % period == global_at;
+                let first = layers - shared;
+                let kinds = by(&|i| {
+                    if i < first {
+                        if own(i) {
+                            AttentionKind::Full
+                        } else {
+                            sliding(window)
+                        }
+                    } else {
+                        // The last earlier layer of the same kind stored the KV.
+                        let source = (0..first).rev().find(|j| own(*j) == own(i)).unwrap_or(0);
+                        AttentionKind::SharedKv { source }
+                    }
+                });
+                (kinds, None)
+            }
+        }
+    }
+
+    fn info(&self) -> ModelInfo {
+        let [layers, q, kv, head_dim, hidden, inter] = self.dims;
+        let mut shape = ModelShape::uniform(self.name, layers, q, kv, head_dim, hidden, inter);
+        let (kinds, state) = self.layer_kinds();
+        shape.layer_kinds = kinds;
+        shape.state = state;
         ModelInfo {
             key: self.key.to_string(),
             hf_id: self.hf_id.to_string(),
@@ -111,6 +277,15 @@ impl Entry {
                 "https://huggingface.co/{}/blob/main/config.json; parameters from the model card",
                 self.hf_id
             ),
+            moe: MOE
+                .iter()
+                .find(|m| m.0 == self.key)
+                .map(|&(_, experts, per_token, layers)| MoeShape {
+                    experts,
+                    per_token,
+                    layers,
+                    expert_params: 3.0 * hidden as f64 * inter as f64,
+                }),
         }
     }
 }
@@ -119,6 +294,15 @@ const GEMMA2: fn(u32) -> Layers = |window| Layers::Hybrid {
     window,
     period: 2,
     global_at: 1,
+};
+
+/// Gated delta-net of Qwen3-Next and Qwen3.5-35B-A3B: 16 key heads, 32 value heads of 128.
+const QWEN_GDN: StateMixer = StateMixer::GatedDeltaNet {
+    key_heads: 16,
+    value_heads: 32,
+    key_head_dim: 128,
+    value_head_dim: 128,
+    conv_kernel: 4,
 };
 
 /// The registry rows. Keep `key` unique; the fixture for each is tests/fixtures/<key>.json.
@@ -538,6 +722,108 @@ fn entries() -> Vec<Entry> {
             (3.82, 3.82),
             32064,
             4096,
+        ),
+        e(
+            "qwen3-next-80b-a3b",
+            "Qwen3-Next-80B-A3B",
+            "Qwen/Qwen3-Next-80B-A3B-Instruct",
+            &["qwen3-next", "qwen3-next-80b"],
+            [48, 16, 2, 256, 2048, 512],
+            Interval {
+                every: 4,
+                mixer: QWEN_GDN,
+            },
+            (80.0, 3.0),
+            151936,
+            262144,
+        ),
+        e(
+            "qwen3.5-35b-a3b",
+            "Qwen3.5-35B-A3B",
+            "Qwen/Qwen3.5-35B-A3B",
+            &["qwen3.5-35b"],
+            [40, 16, 2, 256, 2048, 512],
+            Interval {
+                every: 4,
+                mixer: QWEN_GDN,
+            },
+            (35.0, 3.0),
+            248320,
+            262144,
+        ),
+        e(
+            "nemotron-h-8b",
+            "Nemotron-H-8B-Base-8K",
+            "nvidia/Nemotron-H-8B-Base-8K",
+            &["nemotron-h"],
+            [52, 32, 8, 128, 4096, 21504],
+            Pattern(
+                "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
+                StateMixer::Mamba2 {
+                    intermediate: 128 * 64,
+                    n_groups: 8,
+                    heads: 128,
+                    head_dim: 64,
+                    state_size: 128,
+                    conv_kernel: 4,
+                },
+            ),
+            (8.1, 8.1),
+            131072,
+            8192,
+        ),
+        e(
+            "jamba-1.5-mini",
+            "Jamba-1.5-Mini",
+            "ai21labs/AI21-Jamba-1.5-Mini",
+            &["jamba-mini", "jamba1.5-mini"],
+            [32, 32, 8, 128, 4096, 14336],
+            Period {
+                period: 8,
+                offset: 4,
+                mixer: StateMixer::Mamba1 {
+                    intermediate: 2 * 4096,
+                    state_size: 16,
+                    conv_kernel: 4,
+                },
+            },
+            (51.6, 12.0),
+            65536,
+            262144,
+        ),
+        e(
+            "falcon-h1-7b",
+            "Falcon-H1-7B",
+            "tiiuae/Falcon-H1-7B-Instruct",
+            &["falcon-h1"],
+            [44, 12, 2, 128, 3072, 12288],
+            Parallel(StateMixer::Mamba2 {
+                intermediate: 3072,
+                n_groups: 1,
+                heads: 24,
+                head_dim: 128,
+                state_size: 256,
+                conv_kernel: 4,
+            }),
+            (7.59, 7.59),
+            130048,
+            262144,
+        ),
+        e(
+            "gemma3n-e4b",
+            "Gemma-3n-E4B",
+            "google/gemma-3n-E4B-it",
+            &["gemma-3n-e4b"],
+            [35, 8, 2, 256, 2048, 16384],
+            SharedKv {
+                window: 512,
+                period: 5,
+                global_at: 4,
+                shared: 15,
+            },
+            (7.85, 7.85),
+            262400,
+            32768,
         ),
         e(
             "phi3-medium",

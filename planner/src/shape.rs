@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::RecurrentState;
+
 /// The attention of one layer, as far as the KV cache is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -13,6 +15,22 @@ pub enum AttentionKind {
     /// Multi-head latent attention (DeepSeek-V2/V3): one latent of
     /// `kv_lora_rank + rope_dim` elements per token, shared by all heads.
     Mla { kv_lora_rank: u32, rope_dim: u32 },
+    /// No attention: a recurrent-state layer (Mamba, gated delta-net; see
+    /// [`ModelShape::state`]) or an MLP-only layer. Nothing is cached per token.
+    NoAttention,
+    /// Attends with the K and V an earlier layer `source` stored (Gemma-3n
+    /// `num_kv_shared_layers`): nothing of its own is cached.
+    SharedKv { source: u32 },
+}
+
+impl AttentionKind {
+    /// Whether the layer stores K and V (or a latent) for every token.
+    pub fn stores_kv(&self) -> bool {
+        matches!(
+            self,
+            AttentionKind::Full | AttentionKind::Sliding { .. } | AttentionKind::Mla { .. }
+        )
+    }
 }
 
 /// The shape of a decoder-only transformer as the KV cache sees it.
@@ -30,6 +48,9 @@ pub struct ModelShape {
     pub intermediate: u32,
     /// Attention kind of each layer; `layer_kinds.len() == layers`.
     pub layer_kinds: Vec<AttentionKind>,
+    /// Per-sequence recurrent state (Mamba / gated delta-net layers); None for attention-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RecurrentState>,
 }
 
 impl ModelShape {
@@ -52,7 +73,18 @@ impl ModelShape {
             hidden,
             intermediate,
             layer_kinds: vec![AttentionKind::Full; layers as usize],
+            state: None,
         }
+    }
+
+    /// Layers that store K and V (or a latent) per token.
+    pub fn kv_layers(&self) -> u32 {
+        self.layer_kinds.iter().filter(|k| k.stores_kv()).count() as u32
+    }
+
+    /// Layers that keep a recurrent state per sequence.
+    pub fn state_layers(&self) -> u32 {
+        self.state.as_ref().map_or(0, |s| s.layers.len() as u32)
     }
 
     /// Query heads sharing one KV head.

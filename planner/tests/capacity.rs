@@ -20,6 +20,8 @@ fn deployment(gpu_name: Option<&str>, gpus: u32, tp: u32) -> Deployment {
         block_size: 16,
         max_batched_tokens: 8192,
         window_rule: WindowRule::Window,
+        dp_attention: 1,
+        ep: 1,
     }
 }
 
@@ -35,6 +37,7 @@ fn request(model: &str, seq: u32, batch: u32) -> PlanRequest {
         window_rule: WindowRule::Window,
         max_batched_tokens: 8192,
         deployment: None,
+        state_dtype: None,
     }
 }
 

@@ -191,7 +191,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     let text = if args.gpus {
         let gpus: Vec<_> = gpu::all()
             .into_iter()
-            .filter(|g| keep(&[g.key, g.name]))
+            .filter(|g| keep(&[g.key.as_ref(), g.name.as_ref()]))
             .collect();
         if gpus.is_empty() {
             anyhow::bail!(

@@ -8,10 +8,13 @@ use clap::{Args, ValueEnum};
 use kvbench_planner::columns::plan_row;
 use kvbench_planner::deploy::{Deployment, WeightDtype, WindowRule};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
-use kvbench_planner::plan::{plan, AttentionOverride, Plan, PlanRequest};
+use kvbench_planner::fits::SeqArg;
+use kvbench_planner::plan::{longest_seq, plan, AttentionOverride, Plan, PlanRequest};
+use kvbench_planner::state::StateDtype;
 use kvbench_planner::units::parse_size;
 use kvbench_planner::{find_model, gpu, parse_config, ModelInfo};
 
+mod hf;
 mod render;
 mod tiers;
 
@@ -54,9 +57,10 @@ pub struct PlanArgs {
     /// besides, registry models; repeat the flag for several.
     #[arg(long, value_name = "PATH")]
     pub config: Vec<std::path::PathBuf>,
-    /// Tokens per sequence (context length) (list).
+    /// Tokens per sequence (context length) (list); `max`: the longest context that fits
+    /// the deployment at --batch (needs --gpu or --kv-budget).
     #[arg(long, value_delimiter = ',', default_value = "4096")]
-    pub seq: Vec<u32>,
+    pub seq: Vec<String>,
     /// Sequences in the batch (list).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<u32>,
@@ -106,6 +110,10 @@ pub struct CacheArgs {
     /// vLLM's max_num_batched_tokens: sizes the activation reserve and the vllm window rule.
     #[arg(long, default_value_t = 8192)]
     pub max_batched_tokens: u32,
+    /// SSM/recurrent state dtype of Mamba and linear-attention layers (vLLM's
+    /// mamba_ssm_cache_dtype): auto (the model dtype), float32, bfloat16, float16.
+    #[arg(long, default_value = "auto")]
+    pub state_dtype: String,
 }
 
 /// Where the model is served; any of --gpu or --kv-budget turns capacity sizing on.
@@ -139,13 +147,36 @@ pub struct DeployArgs {
     /// KV memory per GPU known in advance, e.g. 58.5GiB: capacity without weight arithmetic.
     #[arg(long)]
     pub kv_budget: Option<String>,
+    /// A GPU outside the registry (list): a JSON file (name, memory_bytes, bandwidth_gbps,
+    /// fp16_tflops, fp8_tflops, interconnect_gbps[, node_gpus]) or inline
+    /// name=x,memory=80GiB,bandwidth=3350,fp16=989,fp8=1979,interconnect=900.
+    #[arg(long, value_name = "FILE.json|k=v,...")]
+    pub gpu_spec: Vec<String>,
+    /// Data-parallel attention (SGLang/vLLM DP attention): N groups of tp / N GPUs, each
+    /// holding only its own requests' KV; without N, one group per GPU (N = tp).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    pub dp_attention: Option<u32>,
+    /// Expert parallelism: routed experts split across N ranks (N must divide the experts).
+    #[arg(long, value_name = "N")]
+    pub ep: Option<u32>,
 }
 
 /// The models asked for: registry names, then config.json files.
 fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
     let mut out = Vec::new();
     for name in &args.model {
-        out.push(find_model(name)?);
+        match find_model(name) {
+            Ok(m) => out.push(m),
+            // org/name outside the registry: the local Hugging Face cache may hold it.
+            Err(e) if name.contains('/') => {
+                let (text, path) =
+                    hf::cached_config(name).map_err(|h| anyhow::anyhow!("{e}; {h}"))?;
+                out.push(
+                    parse_config(&text, name).with_context(|| format!("in {}", path.display()))?,
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     for given in &args.config {
         // A model directory (as downloaded from the Hub) holds its config.json.
@@ -216,7 +247,10 @@ fn dtype_pairs(args: &PlanArgs) -> anyhow::Result<Vec<KvDtypes>> {
 
 /// The deployments asked for (None: no --gpu and no --kv-budget).
 fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
-    if args.deploy.gpu.is_empty() && args.deploy.kv_budget.is_none() {
+    if args.deploy.gpu.is_empty()
+        && args.deploy.gpu_spec.is_empty()
+        && args.deploy.kv_budget.is_none()
+    {
         if args.deploy.gpus.is_some() || !args.deploy.tp.is_empty() || args.deploy.reserve.is_some()
         {
             bail!("--gpus, --tp and --reserve size a deployment: also name a GPU (--gpu h100) or a KV budget (--kv-budget 58.5GiB)");
@@ -245,15 +279,18 @@ fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
         .map(parse_size)
         .transpose()
         .context("in --kv-budget")?;
-    let gpus: Vec<Option<gpu::GpuSpec>> = if args.deploy.gpu.is_empty() {
-        vec![None]
-    } else {
-        args.deploy
-            .gpu
-            .iter()
-            .map(|g| gpu::find(g).map(Some))
-            .collect::<Result<_, _>>()?
-    };
+    let mut gpus: Vec<Option<gpu::GpuSpec>> = args
+        .deploy
+        .gpu
+        .iter()
+        .map(|g| gpu::find(g).map(Some))
+        .collect::<Result<_, _>>()?;
+    for spec in &args.deploy.gpu_spec {
+        gpus.push(Some(gpu_spec(spec)?));
+    }
+    if gpus.is_empty() {
+        gpus.push(None);
+    }
     let tps = if !args.deploy.tp.is_empty() {
         args.deploy.tp.clone()
     } else {
@@ -277,10 +314,29 @@ fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
                 block_size: args.cache.block_size,
                 max_batched_tokens: args.cache.max_batched_tokens,
                 window_rule: window_rule(args.cache.window_rule),
+                // Bare --dp-attention: one attention group per GPU.
+                dp_attention: match args.deploy.dp_attention {
+                    Some(0) => tp,
+                    Some(n) => n,
+                    None => 1,
+                },
+                ep: args.deploy.ep.unwrap_or(1),
             }));
         }
     }
     Ok(out)
+}
+
+/// A `--gpu-spec`: a JSON file when one exists at that path (or it ends in .json), else
+/// the inline key=value form.
+fn gpu_spec(spec: &str) -> anyhow::Result<gpu::GpuSpec> {
+    let path = std::path::Path::new(spec);
+    if path.is_file() || spec.ends_with(".json") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --gpu-spec {spec}"))?;
+        return Ok(gpu::parse_spec_json(&text, spec)?);
+    }
+    Ok(gpu::parse_spec_inline(spec)?)
 }
 
 fn window_rule(arg: WindowRuleArg) -> WindowRule {
@@ -307,40 +363,62 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
     let models = models(args)?;
     let pairs = dtype_pairs(args)?;
     let deps = deployments(args)?;
+    let seqs: Vec<SeqArg> = args
+        .seq
+        .iter()
+        .map(|s| s.parse().context("in --seq"))
+        .collect::<anyhow::Result<_>>()?;
+    let state_dtype: Option<StateDtype> = match args.cache.state_dtype.trim() {
+        "auto" => None,
+        other => Some(other.parse().context("in --state-dtype")?),
+    };
     let mut results = Vec::new();
     for model in &models {
         for &attention in &attentions {
-            for &seq in &args.seq {
+            for &seq_arg in &seqs {
                 for &batch in &args.batch {
                     for kv in &pairs {
                         for dep in &deps {
-                            let req = PlanRequest {
+                            let mut req = PlanRequest {
                                 model: model.clone(),
                                 kv: *kv,
                                 attention,
-                                seq,
+                                seq: 1,
                                 batch,
                                 block_size: args.cache.block_size,
                                 shared_prefix: args.cache.shared_prefix,
                                 window_rule: window_rule(args.cache.window_rule),
                                 max_batched_tokens: args.cache.max_batched_tokens,
                                 deployment: dep.clone(),
+                                state_dtype,
+                            };
+                            let seq = match seq_arg {
+                                SeqArg::Tokens(n) => Ok(n),
+                                SeqArg::Max => longest_seq(&req),
+                            };
+                            let seq_text = match seq_arg {
+                                SeqArg::Tokens(n) => n.to_string(),
+                                SeqArg::Max => "max".to_string(),
                             };
                             let what = format!(
-                                "{} at --seq {seq} --batch {batch} with {}{}",
+                                "{} at --seq {seq_text} --batch {batch} with {}{}",
                                 model.shape.name,
                                 kv.label(),
                                 dep.as_ref()
                                     .map(|d| format!(
                                         " on {} x{} (tp {}, pp {})",
-                                        d.gpu.as_ref().map_or("a KV budget", |g| g.key),
+                                        d.gpu.as_ref().map_or("a KV budget", |g| g.key.as_ref()),
                                         d.gpus,
                                         d.tp,
                                         d.pp
                                     ))
                                     .unwrap_or_default()
                             );
-                            results.push(plan(&req).with_context(|| what));
+                            let planned = seq.and_then(|seq| {
+                                req.seq = seq;
+                                plan(&req)
+                            });
+                            results.push(planned.with_context(|| what));
                         }
                     }
                 }
@@ -381,11 +459,20 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     if args.tiers.tiers.is_some() && args.format != Format::Table {
         bail!("--tiers prints tables: leave out --format (or --tiers)");
     }
+    // Tiers size fixed contexts; `--seq max` is resolved per plan below.
+    let tier_seqs: Vec<u32> = args
+        .seq
+        .iter()
+        .filter_map(|s| match s.parse::<SeqArg>() {
+            Ok(SeqArg::Tokens(n)) => Some(n),
+            _ => None,
+        })
+        .collect();
     let tiers = tiers::render(
         &args.tiers,
         &models(&args)?,
         &dtype_pairs(&args)?,
-        &args.seq,
+        &tier_seqs,
         &args.deploy.gpu,
         &args.deploy.tp,
     )?;

@@ -54,6 +54,11 @@ impl KvFootprint {
                         bytes_per_token: per_token(k, kv_lora_rank + rope_dim),
                         window: None,
                     },
+                    // Nothing of its own per token (state layers keep a fixed state instead).
+                    AttentionKind::NoAttention | AttentionKind::SharedKv { .. } => LayerBytes {
+                        bytes_per_token: 0.0,
+                        window: None,
+                    },
                 }
             })
             .collect();
@@ -104,6 +109,8 @@ impl PrefillCost {
                     kv_lora_rank,
                     rope_dim,
                 } => (2.0 * q * (2 * kv_lora_rank + rope_dim) as f64, None),
+                AttentionKind::NoAttention => (0.0, None),
+                AttentionKind::SharedKv { .. } => (4.0 * q * d, None),
             })
             .collect();
         PrefillCost {

@@ -65,7 +65,7 @@ pub(super) fn detail_table(p: &Plan) -> String {
             } else {
                 String::new()
             }
-        ),
+        ) + &layer_note(p),
     );
     add(
         "cache dtype",
@@ -92,6 +92,24 @@ pub(super) fn detail_table(p: &Plan) -> String {
         &format!("one sequence, {} tokens", format_count(p.seq as u64)),
         format!("{}{window_note}", bytes(p.seq_bytes)),
     );
+    if p.state_layers > 0 {
+        add(
+            "state per sequence",
+            format!(
+                "{} (conv {} + ssm {}; {} x {} layers, {}; fixed whatever the context; vLLM MambaStateShapeCalculator)",
+                bytes(p.state_bytes_per_seq),
+                format_bytes(p.state_conv_bytes_per_seq as f64),
+                format_bytes(p.state_ssm_bytes_per_seq as f64),
+                p.state_layers,
+                p.state_mixer.as_deref().unwrap_or(""),
+                p.state_dtype.as_deref().unwrap_or("")
+            ),
+        );
+        add(
+            &format!("KV + state, {} tokens", format_count(p.seq as u64)),
+            bytes(p.seq_total_bytes),
+        );
+    }
     add(&format!("batch of {}", p.batch), bytes(p.batch_bytes));
     match (p.paged_bytes, p.paged_waste_bytes) {
         (Some(paged), Some(waste)) => add(
@@ -130,7 +148,21 @@ pub(super) fn detail_table(p: &Plan) -> String {
             ),
         );
         if c.usable_bytes_per_gpu > 0 {
-            add("weights per GPU", bytes(c.weights_bytes_per_gpu));
+            add(
+                "weights per GPU",
+                if c.weights_expert_bytes_per_gpu > 0 {
+                    format!(
+                        "{} (routed experts {} + the rest {})",
+                        bytes(c.weights_bytes_per_gpu),
+                        format_bytes(c.weights_expert_bytes_per_gpu as f64),
+                        format_bytes(
+                            (c.weights_bytes_per_gpu - c.weights_expert_bytes_per_gpu) as f64
+                        )
+                    )
+                } else {
+                    bytes(c.weights_bytes_per_gpu)
+                },
+            );
             add(
                 "usable per GPU (total x mem-util)",
                 bytes(c.usable_bytes_per_gpu),
@@ -178,40 +210,84 @@ pub(super) fn detail_table(p: &Plan) -> String {
                 )
             },
         );
+        add("allocator rule", allocator_text(c));
         add(
             &format!("max sequences of {} tokens", format_count(p.seq as u64)),
-            format!(
-                "{} per replica (vLLM's maximum concurrency: {:.2}x)",
-                format_count(c.max_seqs),
-                c.concurrency
-            ),
+            if c.attention_groups > 1 || c.replicas > 1 {
+                format!(
+                    "{} per attention group x {} group(s) x {} replica(s) = {} per deployment (vLLM's maximum concurrency: {:.2}x per group)",
+                    format_count(c.max_seqs),
+                    c.attention_groups,
+                    c.replicas,
+                    format_count(c.max_seqs_per_deployment),
+                    c.concurrency
+                )
+            } else {
+                format!(
+                    "{} (vLLM's maximum concurrency: {:.2}x)",
+                    format_count(c.max_seqs),
+                    c.concurrency
+                )
+            },
         );
+        if let Some(f) = &p.shared_prefix_fit {
+            add(
+                &format!("max sequences sharing {} prefix tokens", format_count(f.prefix as u64)),
+                format!(
+                    "{} per group ({} per deployment) vs {} unshared: the prefix's {} blocks held once, {} of each sequence's own (prefix caching)",
+                    count_or_unbounded(f.max_seqs),
+                    count_or_unbounded(f.max_seqs_per_deployment),
+                    format_count(c.max_seqs),
+                    format_count(f.shared_blocks),
+                    format_count(f.own_blocks)
+                ),
+            );
+        }
         add(
-            &format!("max context at batch {}", p.batch),
+            &format!("what fits at batch {}", p.batch),
             c.max_context_at_batch
-                .map_or("unbounded (every layer slides)".to_string(), |t| {
-                    if p.max_context > 0 && t > p.max_context as u64 {
+                .map_or("any context (every layer slides)".to_string(), |t| {
+                    let longest = if p.max_context > 0 && t > p.max_context as u64 {
                         format!(
-                            "{} tokens (beyond the model's {}-token maximum)",
+                            "longest context {} tokens (beyond the model's {}-token maximum)",
                             format_count(t),
                             format_count(p.max_context as u64)
                         )
                     } else {
-                        format!("{} tokens", format_count(t))
-                    }
+                        format!("longest context {} tokens", format_count(t))
+                    };
+                    format!(
+                        "{longest}; at {} tokens the largest batch is {}",
+                        format_count(p.seq as u64),
+                        format_count(c.max_seqs)
+                    )
                 }),
         );
+        if let Some(note) = &c.node_note {
+            add("note", note.clone());
+        }
     }
     if let Some(b) = &p.bounds {
-        add(
-            "decode bound (bandwidth)",
-            format!(
-                "<= {:.0} tokens/s (step >= {:.2} ms reading {} per GPU)",
-                b.decode_tokens_per_s_max,
-                b.decode_step_ms_min,
-                format_bytes(b.step_bytes_per_gpu as f64)
+        match &p.capacity {
+            Some(c) if !c.batch_fits => add(
+                "decode bound (bandwidth)",
+                format!(
+                    "not given: a batch of {} does not fit at {} tokens; the largest that does is {}",
+                    p.batch,
+                    format_count(p.seq as u64),
+                    format_count(c.max_seqs)
+                ),
             ),
-        );
+            _ => add(
+                "decode bound (bandwidth)",
+                format!(
+                    "<= {:.0} tokens/s (step >= {:.2} ms reading {} per GPU)",
+                    b.decode_tokens_per_s_max,
+                    b.decode_step_ms_min,
+                    format_bytes(b.step_bytes_per_gpu as f64)
+                ),
+            ),
+        }
         add(
             "prefill bound (compute)",
             format!(
@@ -233,6 +309,49 @@ pub(super) fn detail_table(p: &Plan) -> String {
         b.push_record(r);
     }
     b.build().with(Style::sharp()).to_string() + "\n"
+}
+
+/// ", 12 of 48 layers keep KV, 36 keep a gated-delta-net state" for models where not every
+/// layer keeps KV; empty otherwise.
+fn layer_note(p: &Plan) -> String {
+    let mut parts = Vec::new();
+    if p.kv_layers < p.layers {
+        parts.push(format!("{} of {} layers keep KV", p.kv_layers, p.layers));
+    }
+    if p.state_layers > 0 {
+        parts.push(format!(
+            "{} keep a {} state",
+            p.state_layers,
+            p.state_mixer.as_deref().unwrap_or("recurrent")
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
+}
+
+/// Block size and the allocator rule the capacity follows.
+fn allocator_text(c: &kvbench_planner::deploy::Capacity) -> String {
+    if c.state_bytes_per_seq_per_gpu > 0 {
+        format!(
+            "attention blocks of {} tokens; {} of state per sequence per GPU; {}",
+            c.block_size,
+            format_bytes(c.state_bytes_per_seq_per_gpu as f64),
+            c.allocator_rule
+        )
+    } else {
+        format!("blocks of {} tokens; {}", c.block_size, c.allocator_rule)
+    }
+}
+
+fn count_or_unbounded(n: u64) -> String {
+    if n == u64::MAX {
+        "unbounded by blocks".to_string()
+    } else {
+        format_count(n)
+    }
 }
 
 /// A saving against MHA as a signed percentage ("-87.5%"; "0%" for MHA itself).

@@ -119,6 +119,11 @@ impl CacheGeometry {
                 (AttentionKind::Mla { .. }, _) => Err(CacheError::Unsupported(format!(
                     "layer {l} is MLA; the runner does not run MLA layers (plan them with `kvbench plan`)"
                 ))),
+                (AttentionKind::NoAttention | AttentionKind::SharedKv { .. }, _) => {
+                    Err(CacheError::Unsupported(format!(
+                        "layer {l} keeps no KV of its own (a state or KV-sharing layer); the runner runs attention layers only (plan the model with `kvbench plan`)"
+                    )))
+                }
                 (_, Some(w)) => Ok(Some(w as usize)),
                 (AttentionKind::Sliding { window }, None) => Ok(Some(*window as usize)),
                 (AttentionKind::Full, None) => Ok(None),
