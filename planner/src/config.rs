@@ -778,6 +778,7 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelInfo, PlanError> {
         hidden,
         intermediate,
     );
+    shape.v_head_dim = opt_u32(&obj, &["v_head_dim"])?.filter(|v| *v != head_dim);
     let (kinds, state) = layer_kinds(&obj, layers, hidden)?;
     shape.layer_kinds = kinds;
     shape.state = state;

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod parallel;
 pub mod plan;
 pub mod pool;
+pub mod prefill;
 pub mod registry;
 pub mod shape;
 pub mod state;

@@ -350,6 +350,8 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
                 kv_bytes_per_seq_per_gpu: kv_read + cap.state_bytes_per_seq_per_gpu,
                 batch: req.batch,
                 tokens: req.seq,
+                ep: dep.ep,
+                attention_groups: dep.dp_attention,
             }));
         }
         out.shared_prefix_fit = shared_prefix_fit(&attended, dep, &cap, req.shared_prefix)?;

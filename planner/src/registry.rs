@@ -264,6 +264,10 @@ impl Entry {
         let (kinds, state) = self.layer_kinds();
         shape.layer_kinds = kinds;
         shape.state = state;
+        // Every MLA entry (DeepSeek-V2, -V2-Lite, -V3) has v_head_dim 128 beside QK 192.
+        if matches!(self.layers, Layers::Mla { .. }) {
+            shape.v_head_dim = Some(128);
+        }
         ModelInfo {
             key: self.key.to_string(),
             hf_id: self.hf_id.to_string(),

@@ -48,6 +48,10 @@ pub struct ModelShape {
     pub intermediate: u32,
     /// Attention kind of each layer; `layer_kinds.len() == layers`.
     pub layer_kinds: Vec<AttentionKind>,
+    /// Value head size where it differs from the query/key head size `head_dim` (DeepSeek
+    /// MLA: QK over 192 = nope 128 + rope 64, values over 128); None when equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v_head_dim: Option<u32>,
     /// Per-sequence recurrent state (Mamba / gated delta-net layers); None for attention-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<RecurrentState>,
@@ -73,6 +77,7 @@ impl ModelShape {
             hidden,
             intermediate,
             layer_kinds: vec![AttentionKind::Full; layers as usize],
+            v_head_dim: None,
             state: None,
         }
     }

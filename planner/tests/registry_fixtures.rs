@@ -37,6 +37,7 @@ fn every_entry_matches_its_config_json() {
         assert_eq!(info.vocab, parsed.vocab, "{}: vocab", info.key);
         assert_eq!(info.moe, parsed.moe, "{}: routed experts", info.key);
         assert_eq!(a.state, b.state, "{}: state layers", info.key);
+        assert_eq!(a.v_head_dim, b.v_head_dim, "{}: v_head_dim", info.key);
         // Falcon's config has no max_position_embeddings (0 = not stated); its card says 2048.
         if parsed.max_context != 0 {
             assert_eq!(

@@ -1,5 +1,7 @@
-//! What a cached prefix weighs (bytes per token, layer by layer) and what recomputing it costs
-//! (prefill FLOPs, linear in the weights, quadratic in causal attention).
+//! What a cached prefix weighs (bytes per token, layer by layer); what recomputing it costs is
+//! the planner's one prefill model, [`crate::prefill::PrefillCost`].
+
+pub use crate::prefill::PrefillCost;
 
 use crate::{AttentionKind, CacheDtype, ModelShape};
 
@@ -79,82 +81,10 @@ impl KvFootprint {
     }
 }
 
-/// FLOPs of one prefill, split into the part linear in the tokens and causal attention.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PrefillCost {
-    /// FLOPs per token of the projections and MLP (2 × non-embedding weights).
-    pub linear_flops_per_token: f64,
-    /// Per layer: FLOPs per (query, key) pair (4 × q_heads × head_dim: QKᵀ and PV), and the
-    /// window limiting which pairs exist.
-    pub attention: Vec<(f64, Option<u64>)>,
-}
-
-impl PrefillCost {
-    /// Dense decoder cost of `shape`: per layer Q, K, V, O projections and a gated MLP
-    /// (three `hidden × intermediate` matrices). MLA layers are costed in the absorbed form
-    /// (scores over `kv_lora_rank + rope_dim`, values over `kv_lora_rank` per head); their
-    /// projections are approximated by the dense formula. MoE models: pass the active
-    /// expert width as `intermediate`.
-    pub fn of(shape: &ModelShape) -> PrefillCost {
-        let (h, d) = (shape.hidden as f64, shape.head_dim as f64);
-        let (q, kv) = (shape.q_heads as f64, shape.kv_heads as f64);
-        let per_layer = h * d * (2.0 * q + 2.0 * kv) + 3.0 * h * shape.intermediate as f64;
-        let attention = shape
-            .layer_kinds
-            .iter()
-            .map(|kind| match *kind {
-                AttentionKind::Full => (4.0 * q * d, None),
-                AttentionKind::Sliding { window } => (4.0 * q * d, Some(window as u64)),
-                AttentionKind::Mla {
-                    kv_lora_rank,
-                    rope_dim,
-                } => (2.0 * q * (2 * kv_lora_rank + rope_dim) as f64, None),
-                AttentionKind::NoAttention => (0.0, None),
-                AttentionKind::SharedKv { .. } => (4.0 * q * d, None),
-            })
-            .collect();
-        PrefillCost {
-            linear_flops_per_token: 2.0 * shape.layers as f64 * per_layer,
-            attention,
-        }
-    }
-
-    /// FLOPs to prefill `n` tokens: token `i` (1-based) attends to `min(i, window)` keys.
-    pub fn flops(&self, n: u64) -> f64 {
-        let attention: f64 = self
-            .attention
-            .iter()
-            .map(|&(per_pair, window)| per_pair * causal_pairs(n, window))
-            .sum();
-        self.linear_flops_per_token * n as f64 + attention
-    }
-
-    /// Seconds to prefill `n` tokens at `flops_per_s` effective FLOP/s.
-    pub fn seconds(&self, n: u64, flops_per_s: f64) -> f64 {
-        self.flops(n) / flops_per_s
-    }
-
-    /// Effective FLOP/s of a deployment measured at `tokens_per_s` prefilling `n`-token prompts.
-    pub fn rate_from_throughput(&self, n: u64, tokens_per_s: f64) -> f64 {
-        self.flops(n) * tokens_per_s / n as f64
-    }
-}
-
-/// (query, key) pairs of causal attention over `n` tokens: Σᵢ min(i, window).
-fn causal_pairs(n: u64, window: Option<u64>) -> f64 {
-    let n = n as f64;
-    match window {
-        Some(w) if (w as f64) < n => {
-            let w = w as f64;
-            w * (w + 1.0) / 2.0 + (n - w) * w
-        }
-        _ => n * (n + 1.0) / 2.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prefill::causal_pairs;
     use crate::DtypeKind;
 
     fn f16() -> CacheDtype {

@@ -61,16 +61,13 @@ fn prefill_rate(args: &TierArgs, gpus: &[String], tp: &[u32]) -> anyhow::Result<
     ))
 }
 
-/// Prefill cost of a model: the dense formula, or 2 × active parameters (embedding and
-/// head excluded) for mixture-of-experts models.
+/// Prefill cost of a model: the planner's one prefill model (2 × active parameters less the
+/// embeddings, plus causal attention).
 fn prefill_cost(model: &ModelInfo) -> (PrefillCost, &'static str) {
-    let mut cost = PrefillCost::of(&model.shape);
-    if model.active_params > 0.0 && model.active_params < model.params {
-        let embeddings = 2.0 * model.vocab as f64 * model.shape.hidden as f64;
-        cost.linear_flops_per_token = 2.0 * (model.active_params - embeddings).max(0.0);
-        return (cost, "MoE: 2 × active parameters");
-    }
-    (cost, "dense: 2 × layer weights")
+    (
+        PrefillCost::of_model(model),
+        "2 × active parameters less embeddings, plus causal attention",
+    )
 }
 
 /// The tier tables for every model, dtype pair and context length; `None` without --tiers.
