@@ -51,6 +51,16 @@ pub const PLAN_COLUMNS: &[&str] = &[
     "decode_step_ms_min",
     "decode_tokens_per_s_max",
     "ttft_ms_min",
+    "kv_layers",
+    "state_layers",
+    "state_bytes_per_seq",
+    "seq_total_bytes",
+    "pool_block_size_tokens",
+    "weights_expert_bytes_per_gpu",
+    "attention_groups",
+    "max_seqs_per_deployment",
+    "max_seqs_shared_prefix",
+    "batch_fits",
 ];
 
 fn opt<T: Into<Value>>(v: Option<T>) -> Value {
@@ -61,6 +71,7 @@ fn opt<T: Into<Value>>(v: Option<T>) -> Value {
 pub fn plan_row(p: &Plan) -> Vec<(String, Value)> {
     let c = p.capacity.as_ref();
     let b = p.bounds.as_ref();
+    let fits = c.is_none_or(|c| c.batch_fits);
     let values: Vec<Value> = vec![
         json!(p.model),
         json!(p.attention),
@@ -103,9 +114,24 @@ pub fn plan_row(p: &Plan) -> Vec<(String, Value)> {
         opt(c.map(|c| c.max_seqs)),
         opt(c.map(|c| c.concurrency)),
         opt(c.and_then(|c| c.max_context_at_batch)),
-        opt(b.map(|b| b.decode_step_ms_min)),
-        opt(b.map(|b| b.decode_tokens_per_s_max)),
+        // Decode bounds only for a batch that fits.
+        opt(b.filter(|_| fits).map(|b| b.decode_step_ms_min)),
+        opt(b.filter(|_| fits).map(|b| b.decode_tokens_per_s_max)),
         opt(b.map(|b| b.ttft_ms_min)),
+        json!(p.kv_layers),
+        json!(p.state_layers),
+        json!(p.state_bytes_per_seq),
+        json!(p.seq_total_bytes),
+        opt(c.map(|c| c.block_size)),
+        opt(c.map(|c| c.weights_expert_bytes_per_gpu)),
+        opt(c.map(|c| c.attention_groups)),
+        opt(c.map(|c| c.max_seqs_per_deployment)),
+        // Without a shared prefix, the unshared figure.
+        opt(c.map(|c| {
+            p.shared_prefix_fit
+                .map_or(c.max_seqs_per_deployment, |f| f.max_seqs_per_deployment)
+        })),
+        opt(c.map(|c| c.batch_fits)),
     ];
     let mut row: Vec<(String, Value)> = PLAN_COLUMNS
         .iter()

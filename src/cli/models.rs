@@ -25,8 +25,57 @@ pub struct ModelsArgs {
     pub format: Format,
 }
 
+/// Layers that keep state or no KV of their own: "12 full / 36 gated-delta-net",
+/// "44 full + 44 mamba2 state", "4 full / 16 sliding 512 / 15 shared-kv".
+fn hybrid_label(m: &ModelInfo) -> Option<String> {
+    let s = &m.shape;
+    let shared = s
+        .layer_kinds
+        .iter()
+        .filter(|k| matches!(k, AttentionKind::SharedKv { .. }))
+        .count();
+    if s.state.is_none() && shared == 0 {
+        return None;
+    }
+    let count = |f: &dyn Fn(&AttentionKind) -> bool| s.layer_kinds.iter().filter(|k| f(k)).count();
+    let full = count(&|k| matches!(k, AttentionKind::Full | AttentionKind::Mla { .. }));
+    let mut parts = vec![format!("{full} full")];
+    let sliding: Vec<u32> = s
+        .layer_kinds
+        .iter()
+        .filter_map(|k| match k {
+            AttentionKind::Sliding { window } => Some(*window),
+            _ => None,
+        })
+        .collect();
+    if let Some(w) = sliding.first() {
+        parts.push(format!("{} sliding {w}", sliding.len()));
+    }
+    if shared > 0 {
+        parts.push(format!("{shared} shared-kv"));
+    }
+    let mut label = parts.join(" / ");
+    if let Some(st) = &s.state {
+        let no_attn = count(&|k| *k == AttentionKind::NoAttention);
+        let mixer = st.mixer.name();
+        if no_attn == 0 {
+            label.push_str(&format!(" + {} {mixer} state", st.layers.len()));
+        } else {
+            label.push_str(&format!(" / {} {mixer}", st.layers.len()));
+            let plain = no_attn.saturating_sub(st.layers.len());
+            if plain > 0 {
+                label.push_str(&format!(" / {plain} mlp-only"));
+            }
+        }
+    }
+    Some(label)
+}
+
 /// How a model's layers attend, in a few words.
 fn layers_label(m: &ModelInfo) -> String {
+    if let Some(label) = hybrid_label(m) {
+        return label;
+    }
     let kinds = &m.shape.layer_kinds;
     let sliding: Vec<u32> = kinds
         .iter()
