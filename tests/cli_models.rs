@@ -53,3 +53,21 @@ fn gpu_registry_lists_sources() {
         .stdout(predicate::str::contains("mi300x"))
         .stdout(predicate::str::contains("bandwidth_gbps"));
 }
+
+#[test]
+fn models_list_state_and_shared_kv_layer_kinds() {
+    Command::cargo_bin("kvbench")
+        .unwrap()
+        .args(["models"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("12 full / 36 gated-delta-net"))
+        .stdout(predicates::str::contains(
+            "4 full / 24 mamba2 / 24 mlp-only",
+        ))
+        .stdout(predicates::str::contains("44 full + 44 mamba2 state"))
+        .stdout(predicates::str::contains(
+            "4 full / 16 sliding 512 / 15 shared-kv",
+        ))
+        .stdout(predicates::str::contains("4 full / 28 mamba1"));
+}

@@ -405,3 +405,276 @@ fn end_to_end_against_a_vllm_log() {
     let blocks = r[0]["blocks_per_gpu"].as_i64().unwrap();
     assert!((blocks - 5691).abs() <= 8, "{blocks}");
 }
+
+#[test]
+fn hybrid_state_model_shows_kv_state_and_their_sum() {
+    // Qwen3-Next-80B-A3B: 12 attention layers x 2 KiB = 24 KiB a token; 36 gated delta-net
+    // layers of 1,097,728 B state (vLLM's gated_delta_net_state_shape, bf16).
+    let r = rows(&[
+        "--model",
+        "qwen3-next-80b-a3b",
+        "--seq",
+        "8192",
+        "--kv-budget",
+        "10GiB",
+    ]);
+    assert_eq!(r[0]["kv_bytes_per_token"], 24_576.0);
+    assert_eq!(r[0]["kv_layers"], 12);
+    assert_eq!(r[0]["state_layers"], 36);
+    assert_eq!(r[0]["state_bytes_per_seq"], 36 * 1_097_728);
+    assert_eq!(r[0]["seq_total_bytes"], 8192 * 24_576 + 36 * 1_097_728);
+    // vLLM grows the attention block to 16 x ceil(1,097,728 / (16 x 2048)) = 544 tokens.
+    assert_eq!(r[0]["pool_block_size_tokens"], 544);
+    assert_eq!(r[0]["max_seqs"], 42);
+    kvbench()
+        .args([
+            "plan",
+            "--model",
+            "qwen3-next-80b-a3b",
+            "--kv-budget",
+            "10GiB",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("state per sequence"))
+        .stdout(predicate::str::contains("vLLM v0.11 hybrid allocator"))
+        .stdout(predicate::str::contains("12 of 48 layers keep KV"));
+    // --state-dtype float32: 24,576 x 2 + 524,288 x 4 = 2,146,304 B a layer.
+    let f32 = rows(&["--model", "qwen3-next-80b-a3b", "--state-dtype", "float32"]);
+    assert_eq!(f32[0]["state_bytes_per_seq"], 36 * 2_146_304);
+}
+
+#[test]
+fn what_fits_is_printed_and_seq_max_asks_for_it() {
+    // Llama-3.1-8B on 10 GiB: 5120 blocks of 16 tokens; batch 1 holds 81,920 tokens.
+    let r = rows(&[
+        "--model",
+        "llama3.1-8b",
+        "--seq",
+        "max",
+        "--kv-budget",
+        "10GiB",
+    ]);
+    assert_eq!(r[0]["seq_tokens"], 81_920);
+    // On an L4 a batch of 8 sequences of 8192 tokens does not fit: the table says so and
+    // what does, instead of a decode bound.
+    kvbench()
+        .args([
+            "plan",
+            "--model",
+            "llama3.1-8b",
+            "--seq",
+            "8192",
+            "--batch",
+            "8",
+            "--gpu",
+            "l4",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("a batch of 8 does not fit"))
+        .stdout(predicate::str::contains("what fits at batch 8"));
+    // Batch 4 at 32,768 tokens on 10 GiB: each takes 2048 of the 5120 blocks, 2 fit; 4
+    // sequences share 1280 blocks each: 20,480 tokens.
+    let over = rows(&[
+        "--model",
+        "llama3.1-8b",
+        "--seq",
+        "32768",
+        "--batch",
+        "4",
+        "--kv-budget",
+        "10GiB",
+    ]);
+    assert_eq!(over[0]["batch_fits"], false);
+    assert_eq!(over[0]["max_seqs"], 2);
+    assert_eq!(over[0]["max_context_tokens_at_batch"], 20_480);
+}
+
+#[test]
+fn shared_prefix_raises_concurrency() {
+    // 4096-token sequences take 256 of 5120 blocks: 20. Sharing 2048 tokens holds 128
+    // blocks once: (5120 - 128) / 128 = 39.
+    let r = rows(&[
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "4096",
+        "--kv-budget",
+        "10GiB",
+        "--shared-prefix",
+        "2048",
+    ]);
+    assert_eq!(r[0]["max_seqs"], 20);
+    assert_eq!(r[0]["max_seqs_shared_prefix"], 39);
+}
+
+#[test]
+fn dp_attention_and_expert_parallel_deployments() {
+    // DeepSeek-V3 latent 70,272 B a token; 40 GiB = 38,199 blocks of 16; 149 sequences of
+    // 4096 per attention group; 8 groups hold 1192.
+    let base = [
+        "--model",
+        "deepseek-v3",
+        "--seq",
+        "4096",
+        "--kv-budget",
+        "40GiB",
+        "--tp",
+        "8",
+    ];
+    let tp = rows(&base);
+    assert_eq!(tp[0]["max_seqs_per_deployment"], 149);
+    let mut dp = base.to_vec();
+    dp.push("--dp-attention");
+    let dp = rows(&dp);
+    assert_eq!(dp[0]["attention_groups"], 8);
+    assert_eq!(dp[0]["max_seqs_per_deployment"], 1192);
+    // EP over 8 H200s in fp8: the routed experts' share per GPU is routed / 8.
+    let ep = rows(&[
+        "--model",
+        "deepseek-v3",
+        "--gpu",
+        "h200",
+        "--tp",
+        "8",
+        "--ep",
+        "8",
+        "--weights-dtype",
+        "fp8",
+    ]);
+    let routed = 58.0 * 256.0 * 3.0 * 7168.0 * 2048.0 / 8.0;
+    let got = ep[0]["weights_expert_bytes_per_gpu"].as_f64().unwrap();
+    assert!((got - routed).abs() < 1.0, "{got}");
+}
+
+#[test]
+fn described_gpus_and_node_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("gpu.json");
+    std::fs::write(
+        &spec,
+        r#"{"name": "lab-gpu", "memory_bytes": 85899345920, "bandwidth_gbps": 3000,
+            "fp16_tflops": 800, "fp8_tflops": null, "interconnect_gbps": 400, "node_gpus": 4}"#,
+    )
+    .unwrap();
+    let r = rows(&["--model", "llama3-8b", "--gpu-spec", spec.to_str().unwrap()]);
+    assert_eq!(r[0]["gpu"], "lab-gpu");
+    assert_eq!(
+        r[0]["usable_bytes_per_gpu"],
+        (85_899_345_920.0f64 * 0.9) as u64
+    );
+    let inline = rows(&[
+        "--model",
+        "llama3-8b",
+        "--gpu-spec",
+        "name=x,memory=48GiB,bandwidth=864,fp16=181,fp8=362,interconnect=64",
+    ]);
+    assert_eq!(inline[0]["gpu"], "x");
+    // tp 2 on a one-GPU node (GH200) is noted.
+    kvbench()
+        .args([
+            "plan",
+            "--model",
+            "llama3-8b",
+            "--gpu",
+            "gh200",
+            "--tp",
+            "2",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("spans more than one node"));
+}
+
+#[test]
+fn model_names_outside_the_registry_come_from_the_hf_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let model = cache.path().join("models--acme--hybrid-1");
+    let snap = model.join("snapshots").join("abc123");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(model.join("refs")).unwrap();
+    std::fs::write(model.join("refs").join("main"), "abc123").unwrap();
+    std::fs::copy(fixture("jamba-1.5-mini"), snap.join("config.json")).unwrap();
+    let out = kvbench()
+        .env("HF_HUB_CACHE", cache.path())
+        .args(["plan", "--model", "acme/hybrid-1", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    // Jamba: 4 attention layers x 2 x 8 x 128 x 2 B.
+    assert_eq!(r[0]["kv_bytes_per_token"], 16_384.0);
+    // Absent: one line naming where it looked and how to fetch it.
+    let out = kvbench()
+        .env("HF_HUB_CACHE", cache.path())
+        .env_remove("HF_HOME")
+        .args(["plan", "--model", "acme/missing"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("models--acme--missing") && err.contains("huggingface-cli download"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_hybrid_and_parallel_input_is_one_line() {
+    fails_with(
+        &["--model", "llama3-8b", "--gpu-spec", "name=x,memory=80GiB"],
+        "'bandwidth_gbps' is missing",
+    );
+    fails_with(
+        &[
+            "--model",
+            "llama3-8b",
+            "--gpu-spec",
+            "name=x,memory=80GiB,bandwidth=-5,fp16=1,interconnect=1",
+        ],
+        "positive",
+    );
+    fails_with(
+        &[
+            "--model",
+            "deepseek-v3",
+            "--kv-budget",
+            "40GiB",
+            "--tp",
+            "8",
+            "--ep",
+            "7",
+        ],
+        "ep = 7",
+    );
+    fails_with(
+        &[
+            "--model",
+            "deepseek-v3",
+            "--kv-budget",
+            "40GiB",
+            "--tp",
+            "8",
+            "--dp-attention",
+            "3",
+        ],
+        "dp-attention = 3",
+    );
+    fails_with(&["--seq", "max"], "also give --gpu or --kv-budget");
+    fails_with(&["--state-dtype", "int3"], "state dtype = int3");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"model_type": "newarch", "num_hidden_layers": 4, "num_attention_heads": 4,
+            "hidden_size": 256, "full_attention_interval": 2}"#,
+    )
+    .unwrap();
+    fails_with(&["--config", cfg.to_str().unwrap()], "'layer_types'");
+}
