@@ -442,12 +442,15 @@ pub fn capacity(
             Some(t) => format!("{t} tokens"),
             None => "any length".to_string(),
         };
+        let fits = if batch > 1 {
+            format!("{} at batch {batch}, {} at batch 1", longest(batch), longest(1))
+        } else {
+            longest(1)
+        };
         return Err(PlanError::NoCapacity(format!(
-            "the KV budget of {} per GPU fits 0 sequences of {context} tokens (one needs {}); longest context that fits: {} at batch {batch}, {} at batch 1; shorten --seq (or --seq max), add GPUs (--tp), or pick a smaller cache dtype",
+            "the KV budget of {} per GPU fits 0 sequences of {context} tokens (one needs {}); longest context that fits: {fits}; shorten --seq (or --seq max), add GPUs (--tp), or pick a smaller cache dtype",
             human(budget),
             human(per_seq),
-            longest(batch),
-            longest(1)
         )));
     }
     let allocator_rule = if gpu_shape.state_layers() > 0 {

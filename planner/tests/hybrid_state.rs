@@ -336,3 +336,20 @@ fn undecidable_or_incomplete_configs_are_refused_by_key() {
     let e = err(r#""hybrid_override_pattern": "M*-""#);
     assert!(e.contains("4 layers"), "{e}");
 }
+
+#[test]
+fn granite4_layer_types_name_mamba_layers() {
+    // Granite-4 (granitemoehybrid) lists "mamba" and "attention" layers; the Mamba-2 width is
+    // mamba_expand x hidden_size (vLLM granitemoehybrid.py).
+    let m = parse_config(
+        r#"{"model_type": "granitemoehybrid", "num_hidden_layers": 4, "num_attention_heads": 8,
+            "num_key_value_heads": 2, "hidden_size": 512, "mamba_expand": 2, "mamba_n_heads": 16,
+            "mamba_d_head": 64, "mamba_n_groups": 1, "mamba_d_state": 128, "mamba_d_conv": 4,
+            "layer_types": ["mamba", "mamba", "mamba", "attention"]}"#,
+        "granite",
+    )
+    .unwrap();
+    assert_eq!((m.shape.kv_layers(), m.shape.state_layers()), (1, 3));
+    // conv (3, 1024 + 2 x 128) = 3840; ssm 16 x 64 x 128 = 131,072; bf16, x 3.
+    assert_eq!(state_bytes(&m), 3 * (3840 + 131_072) * 2);
+}
