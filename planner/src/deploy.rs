@@ -443,7 +443,11 @@ pub fn capacity(
             None => "any length".to_string(),
         };
         let fits = if batch > 1 {
-            format!("{} at batch {batch}, {} at batch 1", longest(batch), longest(1))
+            format!(
+                "{} at batch {batch}, {} at batch 1",
+                longest(batch),
+                longest(1)
+            )
         } else {
             longest(1)
         };
