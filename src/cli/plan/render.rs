@@ -425,9 +425,12 @@ pub(super) fn summary_table(plans: &[Plan]) -> String {
                     format_count(c.max_seqs),
                     c.max_context_at_batch
                         .map_or("unbounded".to_string(), format_count),
-                    p.bounds.as_ref().map_or(String::new(), |b| {
-                        format!("{:.0}", b.decode_tokens_per_s_max)
-                    }),
+                    // No decode bound for a batch that does not fit.
+                    match (&p.bounds, c.batch_fits) {
+                        (Some(b), true) => format!("{:.0}", b.decode_tokens_per_s_max),
+                        (Some(_), false) => "batch does not fit".to_string(),
+                        (None, _) => String::new(),
+                    },
                 ]),
                 None => row.extend(std::iter::repeat_n(String::new(), 7)),
             }

@@ -24,10 +24,11 @@ fn first_key(i: usize, window: Option<usize>) -> usize {
     window.map_or(0, |w| (i + 1).saturating_sub(w))
 }
 
-/// Multiply-adds ×2 of QKᵀ and PV for `t` tokens attending causally from position 0.
+/// Multiply-adds ×2 of QKᵀ and PV for `t` tokens attending causally from position 0: the
+/// planner's prefill model (`kvbench_planner::prefill`), so predictions and runs count alike.
 pub fn prefill_flops(s: &PrefillShape, t: usize) -> f64 {
-    let keys: usize = (0..t).map(|i| i + 1 - first_key(i, s.window)).sum();
-    4.0 * (s.q_heads * s.head_dim) as f64 * keys as f64
+    let pairs = kvbench_planner::prefill::causal_pairs(t as u64, s.window.map(|w| w as u64));
+    4.0 * (s.q_heads * s.head_dim) as f64 * pairs
 }
 
 /// `out[t][h][c]` for queries `q[t][h][c]` (t tokens at positions 0..t, scaled by 1/√d
@@ -148,6 +149,32 @@ pub fn prefill_attention(
             for j in 0..g {
                 out[((q0 + i) * hq + h * g + j) * d..][..d]
                     .copy_from_slice(&o[(i * g + j) * d..][..d]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod flop_tests {
+    use super::*;
+
+    #[test]
+    fn planner_pair_count_matches_the_keys_the_kernel_visits() {
+        // The kernel visits keys first_key(i) ..= i for every query i; count them directly.
+        for window in [None, Some(1), Some(7), Some(64)] {
+            let s = PrefillShape {
+                q_heads: 4,
+                kv_heads: 2,
+                head_dim: 8,
+                window,
+            };
+            for t in [0, 1, 5, 100] {
+                let keys: usize = (0..t).map(|i| i + 1 - first_key(i, window)).sum();
+                assert_eq!(
+                    prefill_flops(&s, t),
+                    4.0 * 32.0 * keys as f64,
+                    "{window:?} {t}"
+                );
             }
         }
     }
