@@ -267,11 +267,20 @@ fn mamba1(obj: &Object, hidden: u32) -> Result<StateMixer, PlanError> {
 
 fn state(obj: &Object, mixer: StateMixer, layers: Vec<u32>) -> Option<RecurrentState> {
     let dtype = model_dtype(obj);
+    // vLLM's Qwen3_5ForConditionalGenerationConfig.verify_and_update_config takes the
+    // config's `mamba_ssm_dtype` as mamba_ssm_cache_dtype (when left on auto).
+    let model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let ssm = obj
+        .get("mamba_ssm_dtype")
+        .and_then(Value::as_str)
+        .filter(|_| model_type.starts_with("qwen3_5"))
+        .and_then(StateDtype::from_config)
+        .unwrap_or(dtype);
     (!layers.is_empty()).then_some(RecurrentState {
         mixer,
         layers,
         conv_dtype: dtype,
-        ssm_dtype: dtype,
+        ssm_dtype: ssm,
     })
 }
 

@@ -264,6 +264,12 @@ impl Entry {
         let (kinds, state) = self.layer_kinds();
         shape.layer_kinds = kinds;
         shape.state = state;
+        // Qwen3.5's config sets mamba_ssm_dtype float32, which vLLM takes as the SSM dtype.
+        if self.key.starts_with("qwen3.5") {
+            if let Some(st) = shape.state.as_mut() {
+                st.ssm_dtype = StateDtype::F32;
+            }
+        }
         // Every MLA entry (DeepSeek-V2, -V2-Lite, -V3) has v_head_dim 128 beside QK 192.
         if matches!(self.layers, Layers::Mla { .. }) {
             shape.v_head_dim = Some(128);

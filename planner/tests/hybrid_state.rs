@@ -94,9 +94,11 @@ fn qwen3_next_keeps_kv_in_12_of_48_layers_and_a_delta_net_state_in_36() {
 fn qwen3_5_nested_text_config_follows_the_same_rule() {
     let m = parsed("qwen3.5-35b-a3b");
     assert_eq!((m.shape.kv_layers(), m.shape.state_layers()), (10, 30));
-    // 10 x 2 x 2 x 256 x 2 B; 30 delta-net layers of 1,097,728 B.
+    // 10 x 2 x 2 x 256 x 2 B. Its config's mamba_ssm_dtype float32 is the SSM dtype (vLLM's
+    // Qwen3_5ForConditionalGenerationConfig): 24,576 x 2 + 524,288 x 4 = 2,146,304 B a layer.
     assert_eq!(f16_bytes_per_token(&m), 20_480.0);
-    assert_eq!(state_bytes(&m), 30 * 1_097_728);
+    assert_eq!(m.shape.state.as_ref().unwrap().ssm_dtype, StateDtype::F32);
+    assert_eq!(state_bytes(&m), 30 * 2_146_304);
 }
 
 #[test]
