@@ -331,10 +331,11 @@ pub fn decode_bytes_read(p: &CudaPlan, len: u32) -> u64 {
 /// Attention FLOPs of the prefill: each computed query (positions prompt − n .. prompt)
 /// attends to every earlier token: 2·d for the score and 2·d for the value sum per key.
 pub fn prefill_flops(p: &CudaPlan) -> f64 {
-    let n = p.prefill_queries as f64;
-    let first = (p.prompt - p.prefill_queries) as f64;
-    // Σ over positions first .. first + n − 1 of (position + 1) keys.
-    let keys = n * (first + 1.0) + n * (n - 1.0) / 2.0;
+    use kvbench_planner::prefill::causal_pairs;
+    let first = (p.prompt - p.prefill_queries) as u64;
+    // Σ over positions first .. prompt − 1 of (position + 1) keys: the planner's causal
+    // pairs of the whole prompt less those of the skipped first positions.
+    let keys = causal_pairs(p.prompt as u64, None) - causal_pairs(first, None);
     4.0 * p.head_dim as f64 * keys * (p.q_heads * p.batch * p.layers) as f64
 }
 
