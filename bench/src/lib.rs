@@ -8,7 +8,9 @@ pub mod env;
 pub mod export;
 pub mod matrix;
 pub mod memory;
+pub mod note;
 pub mod offload;
+pub mod options;
 pub mod record;
 pub mod report;
 pub mod runner;
@@ -16,4 +18,4 @@ pub mod session;
 pub mod stats;
 pub mod suite;
 
-pub use record::{Record, SCHEMA_VERSION};
+pub use record::{Record, Status, SCHEMA_VERSION};

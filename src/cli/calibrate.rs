@@ -3,7 +3,9 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration, GpuLimits};
+use std::fmt::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Measure read bandwidth (one thread and all), copy bandwidth and the f32 GEMM rate, with
 /// arrays far larger than the last-level cache, and store them with the CPU model and flags.
@@ -34,7 +36,7 @@ pub struct CalibrateArgs {
     pub backend: String,
 }
 
-pub fn run(args: CalibrateArgs) -> Result<()> {
+pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
     let cuda = match args.backend.to_ascii_lowercase().as_str() {
         "cpu" => false,
         "cuda" | "gpu" => true,
@@ -80,27 +82,35 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     };
     let path = args.output.unwrap_or_else(calibrate::default_path);
     cal.save(&path)?;
-    println!("{} — {} ({} threads)", cal.host, cal.cpu, cal.threads);
-    println!("  flags            {}", cal.cpu_flags.join(" "));
-    println!(
+    let mut text = String::new();
+    writeln!(text, "{} — {} ({} threads)", cal.host, cal.cpu, cal.threads)?;
+    writeln!(text, "  flags            {}", cal.cpu_flags.join(" "))?;
+    writeln!(
+        text,
         "  arrays           {} MiB (last-level cache {} MiB)",
         cal.buffer_bytes >> 20,
         cal.llc_bytes >> 20
-    );
-    println!("  read, 1 thread   {:8.1} GB/s", cal.read_gbps_1t);
-    println!("  read, {} threads {:8.1} GB/s", cal.threads, cal.read_gbps);
-    println!("  copy (r+w)       {:8.1} GB/s", cal.copy_gbps);
-    println!(
+    )?;
+    writeln!(text, "  read, 1 thread   {:8.1} GB/s", cal.read_gbps_1t)?;
+    writeln!(
+        text,
+        "  read, {} threads {:8.1} GB/s",
+        cal.threads, cal.read_gbps
+    )?;
+    writeln!(text, "  copy (r+w)       {:8.1} GB/s", cal.copy_gbps)?;
+    writeln!(
+        text,
         "  f32 GEMM, 1 thr  {:8.1} GFLOP/s (n = {})",
         cal.gemm_gflops_1t, cal.gemm_n
-    );
-    println!("  f32 GEMM, all    {:8.1} GFLOP/s", cal.gemm_gflops);
+    )?;
+    writeln!(text, "  f32 GEMM, all    {:8.1} GFLOP/s", cal.gemm_gflops)?;
     if let Some(g) = &cal.gpu {
-        println!("{}", g.device);
-        println!("  copy (r+w)       {:8.1} GB/s", g.copy_gbps);
-        println!("  f32 GEMM         {:8.1} GFLOP/s", g.gemm_f32_gflops);
-        println!("  f16 GEMM         {:8.1} GFLOP/s", g.gemm_f16_gflops);
+        writeln!(text, "{}", g.device)?;
+        writeln!(text, "  copy (r+w)       {:8.1} GB/s", g.copy_gbps)?;
+        writeln!(text, "  f32 GEMM         {:8.1} GFLOP/s", g.gemm_f32_gflops)?;
+        writeln!(text, "  f16 GEMM         {:8.1} GFLOP/s", g.gemm_f16_gflops)?;
     }
+    super::out::print(&text)?;
     eprintln!("wrote {}", path.display());
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,8 @@ pub enum Format {
     Csv,
     /// A JSON array of rows with the CSV's column names.
     Json,
+    /// One JSON object per row and line.
+    Jsonl,
     /// A markdown table with the CSV's columns.
     Md,
 }
@@ -377,7 +379,7 @@ fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>>
     }
 }
 
-pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+pub fn run(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.tiers.tiers.is_some() && args.format != Format::Table {
         bail!("--tiers prints tables: leave out --format (or --tiers)");
     }
@@ -393,9 +395,8 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let text = match args.format {
         Format::Table if plans.len() == 1 => detail_table(&plans[0]),
         Format::Table => summary_table(&plans),
-        other => render_rows(&plans.iter().map(plan_row).collect::<Vec<_>>(), other)?,
+        other => render_rows(&plans.iter().map(plan_row).collect::<Vec<_>>(), other),
     };
-    print!("{text}");
-    print!("{}", tiers.unwrap_or_default());
-    Ok(())
+    super::out::print(&(text + &tiers.unwrap_or_default()))?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -1,23 +1,23 @@
 //! `kvbench run`: parse the sweep, wire the runner, exporters, calibration and Ctrl-C.
 
+use super::out;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kvbench_bench::axes;
 use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration};
 use kvbench_bench::env::{self, Environment};
-use kvbench_bench::export::{
-    csv::CsvExporter, json::JsonExporter, markdown::MarkdownExporter, table, Exporter,
-};
+use kvbench_bench::export::{ExportManager, Format, Target};
 use kvbench_bench::matrix::{Matrix, Shard, Sweep};
-use kvbench_bench::record::status;
+use kvbench_bench::options::{self, defaults};
 use kvbench_bench::runner::{Limits, Runner, TimingOptions};
-use kvbench_bench::{session, suite};
+use kvbench_bench::{session, suite, Status};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::ModelShape;
 use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadSpec};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
 const AFTER_HELP: &str = "\
 Every axis takes a comma list; the run is their cross product (as llama-bench).
@@ -40,8 +40,8 @@ Examples:
 Exit status: 0 when every row is ok or refused, 1 when a workload failed verification or
 could not run, 130 when interrupted (Ctrl-C; the CSV keeps every finished row).";
 
-/// Set by Ctrl-C; the runner stops at the next decode step.
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by Ctrl-C (the handler is installed by `main`); the runner stops at the next decode step.
+pub static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Run verified workloads and time them. Every axis takes a comma list and the run is their
 /// cross product (as llama-bench). With no sweep flags at all, runs the default suite (small
@@ -147,20 +147,24 @@ pub struct RunOptions {
     /// Threads of the one rayon pool every workload runs in [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Timed runs per workload (each: one TTFT sample, --gen ITL samples).
-    #[arg(short = 'r', long, default_value_t = 3, value_name = "N")]
+    /// Timed runs per workload (each: one TTFT sample, --gen ITL samples); at least 1.
+    #[arg(short = 'r', long, default_value_t = defaults::REPETITIONS, value_name = "N")]
     pub repetitions: u32,
     /// Untimed runs per workload before timing.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = defaults::WARMUP, value_name = "N")]
     pub warmup: u32,
+    /// Refuse a sweep whose cross product has more rows than this.
+    #[arg(long, default_value_t = defaults::MAX_ROWS, value_name = "N")]
+    pub max_rows: u64,
     /// Seed of weights and inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// CSV file to write (always written, row by row)
+    /// CSV file to write (rewritten whole after every finished row; `-` prints it at the end)
     /// [default: results/runs/<time>-<host>.csv].
     #[arg(short = 'o', long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Extra outputs: table (stdout), json (raw samples, next to the CSV), md (next to the CSV).
+    /// Extra outputs: table (stdout), json (raw samples, next to the CSV), jsonl (one result a
+    /// line, next to the CSV), md (next to the CSV); csv and none add nothing.
     #[arg(
         long,
         value_delimiter = ',',
@@ -177,27 +181,37 @@ pub struct RunOptions {
     pub calibration: Option<PathBuf>,
 }
 
-/// Requested output formats besides the CSV.
-#[derive(Debug, Default)]
-struct Formats {
-    table: bool,
-    json: bool,
-    md: bool,
-}
-
-fn parse_formats(names: &[String]) -> Result<Formats> {
-    let mut f = Formats::default();
-    for n in names {
-        match n.trim().to_ascii_lowercase().as_str() {
-            "table" => f.table = true,
-            "json" => f.json = true,
-            "md" | "markdown" => f.md = true,
-            "csv" => {} // always written
-            "none" => {}
-            other => bail!("--format {other:?} is not known; valid: table, json, md, csv, none"),
+/// The outputs asked for: the CSV, then each `--format`, with where each goes. Nothing is
+/// written here; the export manager checks every target first.
+fn outputs(names: &[String], csv: &Path) -> Result<Vec<(Format, Target)>> {
+    let csv_target = Target::parse(csv);
+    let mut outputs = vec![(Format::Csv, csv_target.clone())];
+    for name in names {
+        if matches!(name.trim().to_ascii_lowercase().as_str(), "none" | "csv") {
+            continue;
+        }
+        let format = Format::parse(name).with_context(|| {
+            format!(
+                "--format {name:?} is not known; valid: {}, none",
+                Format::NAMES
+            )
+        })?;
+        let target = match (format, &csv_target) {
+            (Format::Table, _) => Target::Stdout,
+            (_, Target::File(p)) => Target::File(p.with_extension(format.extension())),
+            (_, Target::Stdout) => bail!(
+                "--format {name}: with -o - the CSV goes to stdout, so {name} has no file to \
+                 go next to; give -o PATH"
+            ),
+        };
+        // With the CSV on stdout, the table would be mixed into it.
+        if !(format == Format::Table && csv_target == Target::Stdout)
+            && !outputs.iter().any(|(f, _)| *f == format)
+        {
+            outputs.push((format, target));
         }
     }
-    Ok(f)
+    Ok(outputs)
 }
 
 impl RunOptions {
@@ -322,7 +336,7 @@ impl RunOptions {
         let only_offload = strategies.iter().all(|s| matches!(s, Strategy::Offload(_)));
         let default_kind = if only_offload { "attention" } else { "decoder" };
         // The shared prefix is part of the prompt: without --prompt the whole prompt is shared.
-        let default_prompt = 512.max(self.shared_prefix.unwrap_or(0));
+        let default_prompt = defaults::PROMPT.max(self.shared_prefix.unwrap_or(0));
         Ok(Matrix {
             shapes: self.shapes()?,
             kinds: list(&self.workload, default_kind)
@@ -336,9 +350,12 @@ impl RunOptions {
             strategies,
             dtypes: self.dtypes()?,
             prompts: self.prompt.clone().unwrap_or_else(|| vec![default_prompt]),
-            gens: self.gen.clone().unwrap_or_else(|| vec![128]),
-            batches: self.batch.clone().unwrap_or_else(|| vec![1]),
-            block_sizes: self.block_size.clone().unwrap_or_else(|| vec![16]),
+            gens: self.gen.clone().unwrap_or_else(|| vec![defaults::GEN]),
+            batches: self.batch.clone().unwrap_or_else(|| vec![defaults::BATCH]),
+            block_sizes: self
+                .block_size
+                .clone()
+                .unwrap_or_else(|| vec![defaults::BLOCK_SIZE]),
             shared_prefix: self.shared_prefix.unwrap_or(0),
             window: self.window,
             mlp: !self.no_mlp,
@@ -355,7 +372,7 @@ impl RunOptions {
         if self.is_default_suite() {
             return Ok(suite::default_sweep(self.seed)?);
         }
-        Ok(self.matrix()?.expand()?)
+        Ok(self.matrix()?.expand_at_most(self.max_rows)?)
     }
 }
 
@@ -402,43 +419,25 @@ fn default_output(shard: Option<Shard>) -> PathBuf {
     PathBuf::from("results/runs").join(name + ".csv")
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(args: RunArgs) -> Result<ExitCode> {
     let args = *args.options;
-    let formats = parse_formats(&args.format)?;
-    let sweep = args.sweep()?;
-    for s in &sweep.skipped {
-        eprintln!("note: skipped {}: {}", s.workload, s.why);
-    }
-    let threads = match args.threads {
-        Some(0) => bail!("--threads 0: give at least 1 (or leave it out to use every core)"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let limits = limits(args.calibration.as_deref(), threads)?;
+    // Every option is checked before anything runs or is written.
+    options::positive(
+        "--repetitions",
+        args.repetitions,
+        "time each workload at least once (-r 1)",
+    )?;
+    let threads = options::threads(args.threads, options::available_cores())?;
     let csv_path = args
         .output
         .clone()
         .unwrap_or_else(|| default_output(args.shard));
-    let mut exporters: Vec<Box<dyn Exporter>> = vec![Box::new(CsvExporter::create(&csv_path)?)];
-    if formats.json {
-        exporters.push(Box::new(JsonExporter::create(
-            &csv_path.with_extension("json"),
-        )?));
+    let mut exports = ExportManager::new(outputs(&args.format, &csv_path)?)?;
+    let sweep = args.sweep()?;
+    for s in &sweep.skipped {
+        eprintln!("note: skipped {}: {}", s.workload, s.why);
     }
-    if formats.md {
-        exporters.push(Box::new(MarkdownExporter::create(
-            &csv_path.with_extension("md"),
-        )?));
-    }
-
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            // A second Ctrl-C: the user does not want to wait for the current step.
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after the current step (Ctrl-C again to quit now)…");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let limits = limits(args.calibration.as_deref(), threads)?;
 
     let build = |spec: &WorkloadSpec| kvbench_workloads::build(spec);
     let mut environment = Environment::capture();
@@ -452,7 +451,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let runner = Runner {
         timing: TimingOptions {
             warmup: args.warmup,
-            repetitions: args.repetitions.max(1),
+            repetitions: args.repetitions,
             threads: threads as u32,
         },
         env: environment,
@@ -476,19 +475,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         &runner,
         &sweep.specs,
         args.shard,
-        &mut exporters,
+        &mut exports,
         std::io::stderr().is_terminal(),
     )?;
+    // A closed stdout (`kvbench run … | head`) must not cost the files below.
+    out::print_unless_closed(&exports.finish(result.interrupted)?)?;
 
-    if formats.table {
-        println!("{}", table::render(&result.records, table::Style::Terminal));
-    }
     // Outliers are counted per row in the `outliers` column; on screen one summary line is
     // enough, while every other note is printed as it is.
-    let (outlier_notes, other_notes): (Vec<_>, Vec<_>) = result
-        .notes
-        .iter()
-        .partition(|n| n.contains("statistical outliers"));
+    let (outlier_notes, other_notes): (Vec<_>, Vec<_>) =
+        result.notes.iter().partition(|n| n.is_outliers());
     for note in other_notes {
         eprintln!("note: {note}");
     }
@@ -507,39 +503,34 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let scenario = kvbench_bench::offload::from_specs(&my_specs, args.repetitions)
         .filter(|_| !result.interrupted);
-    if let Some(scenario) = scenario {
+    if let (Some(scenario), Target::File(_)) = (scenario, Target::parse(&csv_path)) {
         let rows = kvbench_bench::offload::run_prefix_reuse(&scenario)?;
-        println!("{}", kvbench_bench::offload::render(&rows));
+        out::print_unless_closed(&format!("{}\n", kvbench_bench::offload::render(&rows)))?;
         let path = csv_path.with_extension("prefix-reuse.csv");
         kvbench_bench::offload::write_csv(&rows, &path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    for r in result.records.iter().filter(|r| r.status != status::OK) {
+    for r in result.records.iter().filter(|r| r.status != Status::Ok) {
         eprintln!(
             "{}: {} {} {} {}: {}",
             r.status, r.model, r.workload, r.strategy, r.k_dtype, r.detail
         );
     }
-    eprintln!(
-        "wrote {} ({} rows)",
-        csv_path.display(),
-        result.records.len()
-    );
-    for ex in exporters.iter().skip(1) {
-        eprintln!("wrote {}", ex.path().display());
+    for path in exports.files() {
+        eprintln!("wrote {} ({} rows)", path.display(), result.records.len());
     }
     if result.interrupted {
         eprintln!(
-            "interrupted: {} workloads not run; the CSV keeps every finished row",
+            "interrupted: {} workloads not run; the files keep every finished row",
             result.not_run
         );
-        std::process::exit(130);
+        return Ok(ExitCode::from(130));
     }
     let bad = result
         .records
         .iter()
-        .filter(|r| r.status == status::FAILED || r.status == status::ERROR)
+        .filter(|r| r.status.is_failure())
         .count();
     if bad > 0 {
         bail!(
@@ -549,5 +540,5 @@ pub fn run(args: RunArgs) -> Result<()> {
             csv_path.display()
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
