@@ -107,12 +107,12 @@ pub fn registry_shape(name: &str, layers: Option<u32>) -> Result<ModelShape, Axi
 
 /// The shape in a Hugging Face `config.json`, named after the file's folder (or stem).
 pub fn config_shape(path: &std::path::Path, layers: Option<u32>) -> Result<ModelShape, AxisError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        AxisError::Model(format!(
-            "cannot read --config {}: {e}; give the path of a Hugging Face config.json",
-            path.display()
-        ))
-    })?;
+    let text =
+        crate::input::read_text(path, crate::input::CONFIG_CAP, "config.json").map_err(|e| {
+            AxisError::Model(format!(
+                "--config: {e}; give the path of a Hugging Face config.json"
+            ))
+        })?;
     let name = config_name(path);
     let info = kvbench_planner::config::parse_config(&text, &name)
         .map_err(|e| AxisError::Model(format!("--config {}: {e}", path.display())))?;

@@ -6,6 +6,7 @@ pub mod calibrate;
 pub mod compare;
 pub mod env;
 pub mod export;
+pub mod input;
 pub mod matrix;
 pub mod memory;
 pub mod note;

@@ -157,8 +157,9 @@ fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
             given.clone()
         };
         let path = &path;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --config {}", path.display()))?;
+        let text =
+            kvbench_bench::input::read_text(path, kvbench_bench::input::CONFIG_CAP, "config.json")
+                .context("in --config")?;
         // models/Qwen3-8B/config.json is "Qwen3-8B"; gemma3-27b.json is "gemma3-27b".
         let stem = path.file_stem().map(|n| n.to_string_lossy().to_string());
         let dir = path

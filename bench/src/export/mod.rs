@@ -37,7 +37,7 @@ pub struct RunResult {
 #[error("cannot write {}: {cause}", path.display())]
 pub struct ExportError {
     pub path: PathBuf,
-    #[source]
+    // Not a `#[source]`: the message already holds it, and a chain would print it twice.
     pub cause: std::io::Error,
 }
 

@@ -35,10 +35,7 @@ impl std::fmt::Display for RowOrigin {
 impl CsvTable {
     /// Reads a CSV file with a header row.
     pub fn read(path: &Path) -> Result<Self, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::input::read_text(path, crate::input::CSV_CAP, "run or plan CSV")?;
         Self::parse(&text, path)
     }
 
