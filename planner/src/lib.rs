@@ -12,6 +12,7 @@ pub mod layout;
 pub mod plan;
 pub mod pool;
 pub mod registry;
+pub mod request;
 pub mod shape;
 pub mod tiers;
 pub mod units;

@@ -6,10 +6,10 @@
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use kvbench_planner::columns::plan_row;
-use kvbench_planner::deploy::{Deployment, WeightDtype, WindowRule};
+use kvbench_planner::deploy::{Deployment, WindowRule};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::plan::{plan, AttentionOverride, Plan, PlanRequest};
-use kvbench_planner::units::parse_size;
+use kvbench_planner::request::{self, CheckedFlags, PlanFlags};
 use kvbench_planner::{find_model, gpu, parse_config, ModelInfo};
 
 mod render;
@@ -74,6 +74,9 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: Format,
+    /// Refuse a sweep whose cross product has more rows than this.
+    #[arg(long, default_value_t = request::MAX_ROWS, value_name = "N", help_heading = "Output")]
+    pub max_rows: u64,
 }
 
 /// How the cache is stored.
@@ -217,8 +220,27 @@ fn dtype_pairs(args: &PlanArgs) -> anyhow::Result<Vec<KvDtypes>> {
     Ok(out)
 }
 
+/// The flags' raw values, for the planner's one check.
+fn flags(args: &PlanArgs) -> PlanFlags<'_> {
+    PlanFlags {
+        seq: &args.seq,
+        batch: &args.batch,
+        tp: &args.deploy.tp,
+        pp: args.deploy.pp,
+        gpus: args.deploy.gpus,
+        mem_util: args.deploy.mem_util,
+        weights_dtype: &args.deploy.weights_dtype,
+        reserve: args.deploy.reserve.as_deref(),
+        kv_budget: args.deploy.kv_budget.as_deref(),
+        block_size: args.cache.block_size,
+        max_batched_tokens: args.cache.max_batched_tokens,
+        prefill_tflops: args.tiers.prefill_tflops,
+        tier_latency_ms: args.tiers.tier_latency_ms,
+    }
+}
+
 /// The deployments asked for (None: no --gpu and no --kv-budget).
-fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
+fn deployments(args: &PlanArgs, checked: &CheckedFlags) -> anyhow::Result<Vec<Option<Deployment>>> {
     if args.deploy.gpu.is_empty() && args.deploy.kv_budget.is_none() {
         if args.deploy.gpus.is_some() || !args.deploy.tp.is_empty() || args.deploy.reserve.is_some()
         {
@@ -226,28 +248,11 @@ fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
         }
         return Ok(vec![None]);
     }
-    if args.deploy.pp == 0 {
-        bail!("--pp 0 is invalid: give at least 1 pipeline stage");
-    }
-    let weights: WeightDtype = args
-        .deploy
-        .weights_dtype
-        .parse()
-        .context("in --weights-dtype")?;
-    let reserve = args
-        .deploy
-        .reserve
-        .as_deref()
-        .map(parse_size)
-        .transpose()
-        .context("in --reserve")?;
-    let kv_budget = args
-        .deploy
-        .kv_budget
-        .as_deref()
-        .map(parse_size)
-        .transpose()
-        .context("in --kv-budget")?;
+    let CheckedFlags {
+        weights,
+        reserve,
+        kv_budget,
+    } = *checked;
     let gpus: Vec<Option<gpu::GpuSpec>> = if args.deploy.gpu.is_empty() {
         vec![None]
     } else {
@@ -295,6 +300,7 @@ fn window_rule(arg: WindowRuleArg) -> WindowRule {
 
 /// Every plan of the cross product, in a stable order.
 pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
+    let checked = request::check(&flags(args))?;
     let attentions: Vec<Option<AttentionOverride>> = if args.cache.attention.is_empty() {
         vec![None]
     } else {
@@ -309,7 +315,18 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
     };
     let models = models(args)?;
     let pairs = dtype_pairs(args)?;
-    let deps = deployments(args)?;
+    let deps = deployments(args, &checked)?;
+    request::bounded_rows(
+        &[
+            models.len(),
+            attentions.len(),
+            args.seq.len(),
+            args.batch.len(),
+            pairs.len(),
+            deps.len(),
+        ],
+        args.max_rows,
+    )?;
     let mut results = Vec::new();
     for model in &models {
         for &attention in &attentions {
@@ -384,6 +401,8 @@ pub fn run(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.tiers.tiers.is_some() && args.format != Format::Table {
         bail!("--tiers prints tables: leave out --format (or --tiers)");
     }
+    // Every flag is checked (and the plans made) before anything is printed.
+    let plans = plans(&args)?;
     let tiers = tiers::render(
         &args.tiers,
         &models(&args)?,
@@ -392,7 +411,6 @@ pub fn run(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
         &args.deploy.gpu,
         &args.deploy.tp,
     )?;
-    let plans = plans(&args)?;
     let text = match args.format {
         Format::Table if plans.len() == 1 => detail_table(&plans[0]),
         Format::Table => summary_table(&plans),
