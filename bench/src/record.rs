@@ -219,6 +219,37 @@ mod tests {
     }
 
     #[test]
+    fn a_tier_that_fell_back_marks_the_row_and_statuses_round_trip() {
+        // Issue 10: a Redis tier that fell back mid-run was recorded as `ok`.
+        let mut r = Record::default();
+        assert_eq!(Status::timed(&r), Status::Ok);
+        r.tier_fallbacks = 1;
+        assert_eq!(Status::timed(&r), Status::Fallback);
+        for s in [
+            Status::Ok,
+            Status::Fallback,
+            Status::Failed,
+            Status::Refused,
+            Status::Error,
+        ] {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.serialize(Record {
+                status: s,
+                ..Record::default()
+            })
+            .unwrap();
+            let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+            let back: Record = csv::Reader::from_reader(text.as_bytes())
+                .deserialize()
+                .next()
+                .unwrap()
+                .unwrap();
+            assert_eq!(back.status, s);
+            assert!(text.contains(&format!(",{},", s.word())));
+        }
+    }
+
+    #[test]
     fn the_contract_starts_with_the_identity_columns() {
         // Readers match by name, but the first columns are what a person sees first.
         assert_eq!(

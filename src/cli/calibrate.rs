@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration, GpuLimits};
+use kvbench_bench::options::{self, defaults};
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,10 +23,10 @@ pub struct CalibrateArgs {
     #[arg(long, value_name = "MIB")]
     pub buffer_mib: Option<u64>,
     /// Timed passes per figure; the best is kept.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    #[arg(long, default_value_t = defaults::PASSES, value_name = "N")]
     pub passes: u32,
     /// Size n of the n×n×n f32 GEMM.
-    #[arg(long, default_value_t = 1536, value_name = "N")]
+    #[arg(long, default_value_t = defaults::GEMM_N, value_name = "N")]
     pub gemm_n: u32,
     /// A quick, less precise measurement (what `run` does when no file exists).
     #[arg(long)]
@@ -42,11 +43,10 @@ pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
         "cuda" | "gpu" => true,
         other => bail!("--backend {other:?} is not known; valid: cpu, cuda"),
     };
-    let threads = match args.threads {
-        Some(0) => bail!("--threads 0: give at least 1 (or leave it out to use every core)"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    // Every option is checked, even those --short leaves unused.
+    let threads = options::threads(args.threads, options::available_cores())?;
+    options::positive("--passes", args.passes, "time each figure at least once")?;
+    options::positive("--gemm-n", args.gemm_n, "the GEMM needs n of at least 1")?;
     let mut opts = if args.short || cuda {
         CalibrateOptions::short(threads)
     } else {

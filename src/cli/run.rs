@@ -251,9 +251,9 @@ impl RunOptions {
                 for &k in kv {
                     for &d in hd {
                         for &h in hidden {
-                            // Llama's MLP is about 3.5 × hidden; round to a multiple of 64.
-                            let inter =
-                                self.intermediate.unwrap_or(((h * 7 / 2).div_ceil(64)) * 64);
+                            let inter = self
+                                .intermediate
+                                .unwrap_or_else(|| axes::default_intermediate(h));
                             let name = format!("q{q}-kv{k}-d{d}-h{h}");
                             shapes.push(ModelShape::uniform(&name, layers, q, k, d, h, inter));
                         }
