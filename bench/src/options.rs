@@ -33,6 +33,15 @@ pub enum OptionError {
         why: &'static str,
     },
     #[error(
+        "--buffer-mib {mib}: the calibration holds two arrays of it, more than the {available_mib} \
+         MiB available; give at most {most} (or leave it out for 16 × the last-level cache)"
+    )]
+    BufferTooLarge {
+        mib: u64,
+        available_mib: u64,
+        most: u64,
+    },
+    #[error(
         "--threads {threads}: this machine runs {cores} threads at once; more threads than \
          that time the scheduler, not the kernels (give at most {cores}, or leave it out)"
     )]
@@ -62,6 +71,26 @@ pub fn threads(requested: Option<usize>, cores: usize) -> Result<usize, OptionEr
     }
 }
 
+/// Bytes per calibration array for `--buffer-mib`: at least 1 MiB, and two of them within
+/// `available` bytes of memory (the copy figure streams from one array into another).
+pub fn buffer_bytes(mib: u64, available: u64) -> Result<u64, OptionError> {
+    if mib == 0 {
+        return Err(OptionError::Zero {
+            flag: "--buffer-mib",
+            why: "give at least 1 (MiB), or leave it out for 16 × the last-level cache",
+        });
+    }
+    let most = (available >> 20) / 2;
+    match mib.checked_mul(1 << 20) {
+        Some(bytes) if mib <= most => Ok(bytes),
+        _ => Err(OptionError::BufferTooLarge {
+            mib,
+            available_mib: available >> 20,
+            most,
+        }),
+    }
+}
+
 /// Threads this machine runs at once.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -85,5 +114,9 @@ mod tests {
             .to_string()
             .starts_with("--threads 0"));
         assert!(positive("--repetitions", 0, "time at least once").is_err());
+        // 2^50 MiB would overflow the byte count; 600 MiB twice is more than 1 GiB.
+        assert!(buffer_bytes(1 << 50, 1 << 30).is_err());
+        assert!(buffer_bytes(600, 1 << 30).is_err());
+        assert_eq!(buffer_bytes(8, 1 << 30), Ok(8 << 20));
     }
 }

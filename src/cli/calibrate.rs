@@ -56,13 +56,8 @@ pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
             ..CalibrateOptions::full(threads)
         }
     };
-    if args.buffer_mib == Some(0) {
-        bail!(
-            "--buffer-mib 0: give at least 1 (MiB), or leave it out for 16 × the last-level cache"
-        );
-    }
     if let Some(mib) = args.buffer_mib {
-        opts.buffer_bytes = mib << 20;
+        opts.buffer_bytes = options::buffer_bytes(mib, kvbench_bench::env::available_memory())?;
     }
     // GPU first: when there is none, say so before spending time on the CPU.
     let gpu = if cuda {

@@ -511,6 +511,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    if my_specs
+        .iter()
+        .any(|s| s.strategy == Strategy::Offload(kvbench_workloads::Tier::Redis))
+    {
+        // Content-keyed blocks are shared by later runs on purpose; say how long they stay.
+        eprintln!(
+            "note: the redis tier leaves its blocks in {} under kvbench:blk:* with a TTL of {} s \
+             (delete them sooner with redis-cli --scan --pattern 'kvbench:blk:*' | xargs redis-cli del)",
+            args.redis_url.as_deref().unwrap_or_default(),
+            kvbench_workloads::tier::redis_store::DEFAULT_TTL_S
+        );
+    }
     for r in result.records.iter().filter(|r| r.status != Status::Ok) {
         eprintln!(
             "{}: {} {} {} {}: {}",
