@@ -84,7 +84,7 @@ fn size(flag: &'static str, text: &str) -> Result<u64, RequestError> {
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(number_end);
     match number.parse::<f64>() {
-        Ok(v) if v == 0.0 => return Err(bad(flag, t, "must be positive, e.g. 58.5GiB")),
+        Ok(0.0) => return Err(bad(flag, t, "must be positive, e.g. 58.5GiB")),
         Ok(_) if unit.trim().is_empty() => {
             return Err(bad(
                 flag,

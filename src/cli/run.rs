@@ -205,9 +205,9 @@ fn outputs(names: &[String], csv: &Path) -> Result<Vec<(Format, Target)>> {
             ),
         };
         // With the CSV on stdout, the table would be mixed into it.
-        if !(format == Format::Table && csv_target == Target::Stdout)
-            && !outputs.iter().any(|(f, _)| *f == format)
-        {
+        let table_into_csv = format == Format::Table && csv_target == Target::Stdout;
+        let again = outputs.iter().any(|(f, _)| *f == format);
+        if !(table_into_csv || again) {
             outputs.push((format, target));
         }
     }
