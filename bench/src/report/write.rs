@@ -87,9 +87,25 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ReportError + '_ {
     }
 }
 
+/// A spinner on stderr naming the section being written (a report of 100,000s of rows takes
+/// a while); drawn only when stderr is a terminal.
+fn progress() -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] report: {wide_msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// Reads `inputs` (run and/or plan CSVs), merges them and writes the report into `out`.
 pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, ReportError> {
     // Every input is read and checked before anything is written.
+    let progress = progress();
+    progress.set_message(format!("reading {} CSV(s)", inputs.len()));
     let loaded = load(inputs)?;
     if out.exists() && !out.is_dir() {
         return Err(ReportError::Write {
@@ -107,7 +123,8 @@ pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, Rep
         .prefix(".kvbench-report-")
         .tempdir_in(parent)
         .map_err(write_error(parent))?;
-    let built = build(inputs, loaded, stage.path())?;
+    let built = build(inputs, loaded, stage.path(), &progress)?;
+    progress.finish_and_clear();
     std::fs::create_dir_all(out).map_err(write_error(out))?;
     for name in OWNED {
         let (old, new) = (out.join(name), stage.path().join(name));
@@ -129,7 +146,12 @@ pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, Rep
 }
 
 /// Writes the whole report into the empty folder `out`.
-fn build(inputs: &[PathBuf], loaded: Inputs, out: &Path) -> Result<ReportSummary, ReportError> {
+fn build(
+    inputs: &[PathBuf],
+    loaded: Inputs,
+    out: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<ReportSummary, ReportError> {
     let Inputs { runs, plans } = loaded;
     let charts_dir = out.join("charts");
     std::fs::create_dir_all(&charts_dir).map_err(|e| ReportError::Write {
@@ -173,6 +195,11 @@ fn build(inputs: &[PathBuf], loaded: Inputs, out: &Path) -> Result<ReportSummary
         }
     }
     for part in parts {
+        progress.set_message(format!(
+            "{} ({} rows)",
+            part.section.title,
+            part.section.table.rows.len()
+        ));
         md.push_str(&format!(
             "\n## {}\n\n{}\n\n{}",
             part.section.title,
