@@ -14,6 +14,7 @@ pub mod offload;
 pub mod options;
 pub mod record;
 pub mod report;
+pub mod run_flags;
 pub mod runner;
 pub mod session;
 pub mod stats;

@@ -3,17 +3,15 @@
 use super::out;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kvbench_bench::axes;
 use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration};
 use kvbench_bench::env::{self, Environment};
 use kvbench_bench::export::{ExportManager, Format, Target};
-use kvbench_bench::matrix::{Matrix, Shard, Sweep};
+use kvbench_bench::matrix::Shard;
 use kvbench_bench::options::{self, defaults};
+use kvbench_bench::run_flags::RunFlags;
 use kvbench_bench::runner::{Limits, Runner, TimingOptions};
 use kvbench_bench::{session, suite, Status};
-use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
-use kvbench_planner::ModelShape;
-use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadSpec};
+use kvbench_workloads::{Backend, Strategy, WorkloadSpec};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -215,164 +213,37 @@ fn outputs(names: &[String], csv: &Path) -> Result<Vec<(Format, Target)>> {
 }
 
 impl RunOptions {
-    /// No axis of the sweep was given: run the default suite.
-    fn is_default_suite(&self) -> bool {
-        self.model.is_none()
-            && self.config.is_none()
-            && self.q_heads.is_none()
-            && self.workload.is_none()
-            && self.strategy.is_none()
-            && self.cache_dtype.is_none()
-            && self.k_dtype.is_none()
-            && self.v_dtype.is_none()
-            && self.prompt.is_none()
-            && self.gen.is_none()
-            && self.batch.is_none()
-            && self.block_size.is_none()
-            && self.shared_prefix.is_none()
-            && self.window.is_none()
-            && self.residual.is_none()
-            && self.backend.is_none()
-            && self.tier.is_none()
-            && self.layers.is_none()
-            && !self.no_mlp
-    }
-
-    fn shapes(&self) -> Result<Vec<ModelShape>> {
-        if let Some(q_heads) = &self.q_heads {
-            let (kv, hd, hidden) = (
-                self.kv_heads.as_deref().unwrap_or_default(),
-                self.head_dim.as_deref().unwrap_or_default(),
-                self.hidden.as_deref().unwrap_or_default(),
-            );
-            let layers = self.layers.unwrap_or(1);
-            let mut shapes = Vec::new();
-            for &q in q_heads {
-                for &k in kv {
-                    for &d in hd {
-                        for &h in hidden {
-                            let inter = self
-                                .intermediate
-                                .unwrap_or_else(|| axes::default_intermediate(h));
-                            let name = format!("q{q}-kv{k}-d{d}-h{h}");
-                            shapes.push(ModelShape::uniform(&name, layers, q, k, d, h, inter));
-                        }
-                    }
-                }
-            }
-            return Ok(shapes);
-        }
-        let mut shapes = Vec::new();
-        for name in self.model.iter().flatten() {
-            shapes.push(axes::registry_shape(name, self.layers)?);
-        }
-        for path in self.config.iter().flatten() {
-            shapes.push(axes::config_shape(path, self.layers)?);
-        }
-        if shapes.is_empty() {
-            let mut s = suite::mini_shape(2);
-            if let Some(n) = self.layers {
-                axes::cut_layers(&mut s, n)?;
-            }
-            shapes.push(s);
-        }
-        Ok(shapes)
-    }
-
-    fn dtypes(&self) -> Result<Vec<KvDtypes>> {
-        let mut pairs = if self.k_dtype.is_some() || self.v_dtype.is_some() {
-            let fallback = self
-                .cache_dtype
-                .clone()
-                .unwrap_or_else(|| vec!["f16".into()]);
-            let ks = self.k_dtype.as_ref().unwrap_or(&fallback);
-            let vs = self.v_dtype.as_ref().unwrap_or(&fallback);
-            let mut pairs = Vec::new();
-            for k in ks {
-                for v in vs {
-                    pairs.push(KvDtypes {
-                        k: parse_side(k, true).with_context(|| format!("--k-dtype {k}"))?,
-                        v: parse_side(v, false).with_context(|| format!("--v-dtype {v}"))?,
-                    });
-                }
-            }
-            pairs
-        } else {
-            let names = self
-                .cache_dtype
-                .clone()
-                .unwrap_or_else(|| vec!["f16".into()]);
-            names
-                .iter()
-                .map(|n| parse_kv_dtypes(n).with_context(|| format!("--cache-dtype {n}")))
-                .collect::<Result<_>>()?
-        };
-        if let Some(r) = self.residual {
-            for p in &mut pairs {
-                for d in [&mut p.k, &mut p.v] {
-                    if !d.kind.is_float() {
-                        d.residual = r;
-                    }
-                }
-            }
-        }
-        Ok(pairs)
-    }
-
-    fn matrix(&self) -> Result<Matrix> {
-        let list = |v: &Option<Vec<String>>, default: &str| {
-            v.clone().unwrap_or_else(|| vec![default.to_string()])
-        };
-        let tiers = match &self.tier {
-            Some(t) => t
-                .iter()
-                .map(|n| axes::parse_tier(n))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
-        };
-        let strategies = axes::parse_strategies(&list(&self.strategy, "contiguous"), &tiers)?;
-        // Offload runs at attention level only, so a sweep of offload strategies alone
-        // defaults to it rather than refusing the default decoder.
-        let only_offload = strategies.iter().all(|s| matches!(s, Strategy::Offload(_)));
-        let default_kind = if only_offload { "attention" } else { "decoder" };
-        // The shared prefix is part of the prompt: without --prompt the whole prompt is shared.
-        let default_prompt = defaults::PROMPT.max(self.shared_prefix.unwrap_or(0));
-        Ok(Matrix {
-            shapes: self.shapes()?,
-            kinds: list(&self.workload, default_kind)
-                .iter()
-                .map(|n| axes::parse_kind(n))
-                .collect::<Result<_, _>>()?,
-            backends: list(&self.backend, "cpu")
-                .iter()
-                .map(|n| axes::parse_backend(n))
-                .collect::<Result<_, _>>()?,
-            strategies,
-            dtypes: self.dtypes()?,
-            prompts: self.prompt.clone().unwrap_or_else(|| vec![default_prompt]),
-            gens: self.gen.clone().unwrap_or_else(|| vec![defaults::GEN]),
-            batches: self.batch.clone().unwrap_or_else(|| vec![defaults::BATCH]),
-            block_sizes: self
-                .block_size
-                .clone()
-                .unwrap_or_else(|| vec![defaults::BLOCK_SIZE]),
-            shared_prefix: self.shared_prefix.unwrap_or(0),
+    /// The sweep flags, as given, for the one conversion in `kvbench_bench::run_flags`.
+    fn flags(&self) -> RunFlags {
+        RunFlags {
+            model: self.model.clone(),
+            config: self.config.clone(),
+            layers: self.layers,
+            q_heads: self.q_heads.clone(),
+            kv_heads: self.kv_heads.clone(),
+            head_dim: self.head_dim.clone(),
+            hidden: self.hidden.clone(),
+            intermediate: self.intermediate,
+            workload: self.workload.clone(),
+            strategy: self.strategy.clone(),
+            cache_dtype: self.cache_dtype.clone(),
+            k_dtype: self.k_dtype.clone(),
+            v_dtype: self.v_dtype.clone(),
+            prompt: self.prompt.clone(),
+            gen: self.gen.clone(),
+            batch: self.batch.clone(),
+            block_size: self.block_size.clone(),
+            shared_prefix: self.shared_prefix,
             window: self.window,
-            mlp: !self.no_mlp,
+            residual: self.residual,
+            no_mlp: self.no_mlp,
+            backend: self.backend.clone(),
+            tier: self.tier.clone(),
+            tier_dir: self.tier_dir.clone(),
+            redis_url: self.redis_url.clone(),
             seed: self.seed,
-            offload: OffloadConfig {
-                tier_dir: self.tier_dir.clone(),
-                redis_url: self.redis_url.clone(),
-                pool_blocks: 0,
-            },
-        })
-    }
-
-    fn sweep(&self) -> Result<Sweep> {
-        if self.is_default_suite() {
-            return Ok(suite::default_sweep(self.seed)?);
+            max_rows: self.max_rows,
         }
-        Ok(self.matrix()?.expand_at_most(self.max_rows)?)
     }
 }
 
@@ -433,7 +304,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| default_output(args.shard));
     let mut exports = ExportManager::new(outputs(&args.format, &csv_path)?)?;
-    let sweep = args.sweep()?;
+    let flags = args.flags();
+    let sweep = flags.sweep()?;
     for s in &sweep.skipped {
         eprintln!("note: skipped {}: {}", s.workload, s.why);
     }
@@ -461,7 +333,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         available_memory: &available,
         stop: &STOP,
     };
-    if args.is_default_suite() {
+    if flags.is_default_suite() {
         let parts: Vec<&str> = suite::default_suite(args.seed)
             .iter()
             .map(|(question, _)| *question)
