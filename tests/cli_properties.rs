@@ -6,12 +6,10 @@
 
 mod common;
 
-use common::{calibration, kvbench};
+use common::{calibration, kvbench, BASELINE};
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
-
-const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results/baseline/ci-quick.csv");
 
 /// Values that break parsers and validators: empty, zero, negative, NaN, huge, repeated.
 const ODD: &[&str] = &[

@@ -3,12 +3,10 @@
 
 mod common;
 
-use common::{calibration, kvbench};
+use common::{calibration, kvbench, BASELINE};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-
-const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results/baseline/ci-quick.csv");
 
 /// A tiny attention workload: a run of it takes milliseconds.
 const TINY: &[&str] = &[
