@@ -38,7 +38,7 @@ fn row(strategy: &str, dtype: &str, prompt: u32, tpot_ms: f64, mad_ms: f64) -> R
         gen: 16,
         block_size: if strategy == "paged" { 16 } else { 0 },
         verified: true,
-        status: "ok".into(),
+        status: kvbench_bench::Status::Ok,
         rel_error: if dtype == "f16" { 3e-4 } else { 5e-3 },
         cosine: 0.9999,
         error_bound: 0.05,

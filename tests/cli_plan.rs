@@ -332,15 +332,24 @@ fn fails_with(args: &[&str], needle: &str) {
 #[test]
 fn bad_input_is_one_clear_line() {
     fails_with(&["--model", "llama3-7b"], "did you mean llama3-70b");
-    fails_with(&["--seq", "0"], "sequence length = 0");
-    fails_with(&["--batch", "0"], "batch = 0");
+    fails_with(
+        &["--seq", "0"],
+        "--seq 0: a sequence holds at least one token",
+    );
+    fails_with(
+        &["--batch", "0"],
+        "--batch 0: a batch holds at least one sequence",
+    );
     fails_with(
         &["--model", "llama3-70b", "--gpu", "h100", "--tp", "3"],
         "tp = 3 does not divide",
     );
     fails_with(&["--cache-dtype", "int3"], "unknown cache dtype 'int3'");
     fails_with(&["--gpu", "h300"], "unknown GPU 'h300'");
-    fails_with(&["--kv-budget", "lots"], "cannot read size 'lots'");
+    fails_with(
+        &["--kv-budget", "lots"],
+        "--kv-budget lots: write a positive number with a unit",
+    );
     fails_with(
         &["--model", "llama3-70b", "--kv-budget", "1MiB"],
         "fits 0 sequences",
@@ -352,7 +361,7 @@ fn bad_input_is_one_clear_line() {
     fails_with(&["--attention", "gqa:3"], "gqa:3");
     fails_with(
         &["--config", "/nonexistent/config.json"],
-        "cannot read --config",
+        "in --config: cannot read /nonexistent/config.json",
     );
 }
 

@@ -29,7 +29,7 @@ fn row(host: &str, threads: u32, strategy: &str, dtype: &str, prompt: u32) -> Re
         batch: 1,
         prompt,
         gen: 16,
-        status: "ok".into(),
+        status: kvbench_bench::Status::Ok,
         verified: true,
         rel_error: if dtype == "f16" { 3e-4 } else { 5e-3 },
         ttft_ms: f64::from(prompt) / 50.0,

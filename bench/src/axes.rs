@@ -94,6 +94,13 @@ pub fn parse_backend(name: &str) -> Result<Backend, AxisError> {
     }
 }
 
+/// The MLP width of an explicit shape without `--intermediate`: Llama's is about 3.5 ×
+/// hidden, rounded up to a multiple of 64 (computed in u64; saturates at u32::MAX).
+pub fn default_intermediate(hidden: u32) -> u32 {
+    let wide = (u64::from(hidden) * 7 / 2).div_ceil(64) * 64;
+    u32::try_from(wide).unwrap_or(u32::MAX)
+}
+
 /// A registry model's shape, cut to its first `layers` layers when asked.
 pub fn registry_shape(name: &str, layers: Option<u32>) -> Result<ModelShape, AxisError> {
     let info = registry::find(name).map_err(|e| AxisError::Model(e.to_string()))?;
@@ -107,12 +114,12 @@ pub fn registry_shape(name: &str, layers: Option<u32>) -> Result<ModelShape, Axi
 
 /// The shape in a Hugging Face `config.json`, named after the file's folder (or stem).
 pub fn config_shape(path: &std::path::Path, layers: Option<u32>) -> Result<ModelShape, AxisError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        AxisError::Model(format!(
-            "cannot read --config {}: {e}; give the path of a Hugging Face config.json",
-            path.display()
-        ))
-    })?;
+    let text =
+        crate::input::read_text(path, crate::input::CONFIG_CAP, "config.json").map_err(|e| {
+            AxisError::Model(format!(
+                "--config: {e}; give the path of a Hugging Face config.json"
+            ))
+        })?;
     let name = config_name(path);
     let info = kvbench_planner::config::parse_config(&text, &name)
         .map_err(|e| AxisError::Model(format!("--config {}: {e}", path.display())))?;

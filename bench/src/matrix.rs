@@ -20,6 +20,16 @@ pub enum MatrixError {
     ImpossibleShape { name: String, why: String },
     #[error("no workload left to run: every combination was invalid ({first})")]
     NothingToRun { first: String },
+    #[error(
+        "--{axis} names {value} twice; give each value once (a repeated value would run, \
+         and be compared, twice)"
+    )]
+    Duplicate { axis: &'static str, value: String },
+    #[error(
+        "the sweep's cross product is {rows} rows, more than the bound of {max}; narrow the \
+         comma lists, or raise the bound with --max-rows {rows}"
+    )]
+    TooManyRows { rows: u64, max: u64 },
 }
 
 /// Every axis of a sweep. Each `Vec` is one comma list of the CLI; the sweep is their product.
@@ -63,7 +73,20 @@ impl Matrix {
     /// (shape, workload, backend, batch, prompt, gen, dtype, strategy, block size), so that
     /// rows comparing strategies for one dtype and length sit next to each other.
     pub fn expand(&self) -> Result<Sweep, MatrixError> {
+        self.expand_at_most(crate::options::defaults::MAX_ROWS)
+    }
+
+    /// As [`Matrix::expand`], refusing (before expanding anything) a cross product of more
+    /// than `max_rows` rows.
+    pub fn expand_at_most(&self, max_rows: u64) -> Result<Sweep, MatrixError> {
         self.validate()?;
+        let rows = self.rows();
+        if rows > max_rows {
+            return Err(MatrixError::TooManyRows {
+                rows,
+                max: max_rows,
+            });
+        }
         let mut specs = Vec::new();
         let mut skipped = Vec::new();
         for shape in &self.shapes {
@@ -122,6 +145,26 @@ impl Matrix {
         Ok(Sweep { specs, skipped })
     }
 
+    /// Rows of the cross product before combinations are dropped, saturating at `u64::MAX`.
+    pub fn rows(&self) -> u64 {
+        let per_strategy: u64 = self
+            .strategies
+            .iter()
+            .map(|&s| self.blocks_for(s).len() as u64)
+            .sum();
+        [
+            self.shapes.len(),
+            self.kinds.len(),
+            self.backends.len(),
+            self.batches.len(),
+            self.prompts.len(),
+            self.gens.len(),
+            self.dtypes.len(),
+        ]
+        .iter()
+        .fold(per_strategy, |acc, &n| acc.saturating_mul(n as u64))
+    }
+
     /// Block sizes matter only to paged layouts; other strategies run once (with the first).
     fn blocks_for(&self, strategy: Strategy) -> &[u32] {
         if is_paged(strategy) {
@@ -160,6 +203,46 @@ impl Matrix {
         if let Some(w) = self.window {
             positive("window", &[w], "a window holds at least one token")?;
         }
+        once(
+            "model",
+            &self
+                .shapes
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>(),
+        )?;
+        once(
+            "workload",
+            &self
+                .kinds
+                .iter()
+                .map(|&k| kind_name(k).to_string())
+                .collect::<Vec<_>>(),
+        )?;
+        once(
+            "backend",
+            &self
+                .backends
+                .iter()
+                .map(|&b| backend_name(b).to_string())
+                .collect::<Vec<_>>(),
+        )?;
+        once(
+            "strategy",
+            &self
+                .strategies
+                .iter()
+                .map(|&s| strategy_name(s))
+                .collect::<Vec<_>>(),
+        )?;
+        once(
+            "cache-dtype",
+            &self.dtypes.iter().map(KvDtypes::label).collect::<Vec<_>>(),
+        )?;
+        once("prompt", &self.prompts)?;
+        once("gen", &self.gens)?;
+        once("batch", &self.batches)?;
+        once("block-size", &self.block_sizes)?;
         let shortest = *self.prompts.iter().min().expect("checked non-empty");
         if self.shared_prefix > shortest {
             return Err(MatrixError::BadValue {
@@ -184,6 +267,19 @@ impl Matrix {
 /// Paged layouts (and offload, which pages its working pool) vary over block size.
 pub fn is_paged(strategy: Strategy) -> bool {
     matches!(strategy, Strategy::Paged | Strategy::Offload(_))
+}
+
+/// Refuses an axis that names one value twice.
+fn once<T: PartialEq + ToString>(axis: &'static str, values: &[T]) -> Result<(), MatrixError> {
+    for (i, v) in values.iter().enumerate() {
+        if values[..i].contains(v) {
+            return Err(MatrixError::Duplicate {
+                axis,
+                value: v.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn non_empty(axis: &'static str, len: usize) -> Result<(), MatrixError> {

@@ -42,6 +42,12 @@ pub fn predicted_kv_bytes(spec: &WorkloadSpec) -> Result<u64, kvbench_planner::e
     })
 }
 
+/// Product of user sizes, saturating at `u64::MAX`: an estimate that overflows is "more
+/// than any machine has", never a wrapped total smaller than its parts.
+fn product(factors: &[u64]) -> u64 {
+    factors.iter().fold(1u64, |acc, &f| acc.saturating_mul(f))
+}
+
 /// f32 weights of the synthetic decoder: per layer Q, K, V and output projections, two norms
 /// and (with the MLP) gate, up and down projections. Attention-only workloads hold none.
 pub fn weights_bytes(spec: &WorkloadSpec) -> u64 {
@@ -50,27 +56,34 @@ pub fn weights_bytes(spec: &WorkloadSpec) -> u64 {
     }
     let s = &spec.shape;
     let (h, hd) = (s.hidden as u64, s.head_dim as u64);
-    let q = h * s.q_heads as u64 * hd;
-    let kv = 2 * h * s.kv_heads as u64 * hd;
-    let out = s.q_heads as u64 * hd * h;
+    let q = product(&[h, s.q_heads as u64, hd]);
+    let kv = product(&[2, h, s.kv_heads as u64, hd]);
+    let out = product(&[s.q_heads as u64, hd, h]);
     let mlp = if spec.mlp {
-        3 * h * s.intermediate as u64
+        product(&[3, h, s.intermediate as u64])
     } else {
         0
     };
-    s.layers as u64 * (q + kv + out + mlp + 2 * h) * 4
+    let per_layer = q
+        .saturating_add(kv)
+        .saturating_add(out)
+        .saturating_add(mlp)
+        .saturating_add(2 * h);
+    product(&[s.layers as u64, per_layer, 4])
 }
 
 /// The f64 reference recomputes without a cache, holding every token's K and V in f64.
 pub fn reference_bytes(spec: &WorkloadSpec) -> u64 {
     let s = &spec.shape;
-    spec.batch as u64
-        * s.layers as u64
-        * 2
-        * s.kv_heads as u64
-        * s.head_dim as u64
-        * spec.max_len() as u64
-        * 8
+    product(&[
+        spec.batch as u64,
+        s.layers as u64,
+        2,
+        s.kv_heads as u64,
+        s.head_dim as u64,
+        spec.max_len() as u64,
+        8,
+    ])
 }
 
 /// Estimated host memory of one workload, by part.
@@ -88,7 +101,7 @@ impl MemoryNeed {
     pub fn of(spec: &WorkloadSpec, predicted_kv: u64) -> MemoryNeed {
         let kv = match (spec.backend, spec.strategy) {
             (Backend::Cuda, _) => 0,
-            (_, Strategy::Concat) => 2 * predicted_kv,
+            (_, Strategy::Concat) => predicted_kv.saturating_mul(2),
             // `none` recomputes K/V for the whole sequence each step: about a cache's worth.
             (_, Strategy::None) => reference_bytes(spec) / 2,
             _ => predicted_kv,
@@ -102,7 +115,9 @@ impl MemoryNeed {
 
     /// All parts together.
     pub fn total(&self) -> u64 {
-        self.kv + self.weights + self.reference
+        self.kv
+            .saturating_add(self.weights)
+            .saturating_add(self.reference)
     }
 
     /// `Err(reason)` when the estimate exceeds [`USABLE_FRACTION`] of `available` bytes.
@@ -192,6 +207,18 @@ mod tests {
         assert_eq!(weights_bytes(&s), 2 * (36_992 - 24_576) * 4);
         s.kind = WorkloadKind::Attention;
         assert_eq!(weights_bytes(&s), 0);
+    }
+
+    #[test]
+    fn sizes_past_u64_saturate_and_are_refused() {
+        // 4e9 tokens × 2e9 batch × wide heads overflows u64 many times over: the total must
+        // stay at least each of its parts, so the guard refuses it instead of allocating.
+        let wide = ModelShape::uniform("wide", 1_000_000, 4096, 4096, 4096, 1 << 30, 1 << 30);
+        let s = spec(Strategy::Concat, wide, u32::MAX, u32::MAX, u32::MAX);
+        let need = MemoryNeed::of(&s, u64::MAX);
+        assert!(need.total() >= need.kv && need.total() >= need.weights);
+        assert_eq!(need.total(), u64::MAX);
+        assert!(need.check(64 << 30).is_err());
     }
 
     #[test]

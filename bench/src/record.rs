@@ -44,7 +44,7 @@ pub struct Record {
     pub repetitions: u32,
     // --- verification
     pub verified: bool,
-    pub status: String,
+    pub status: Status,
     pub rel_error: f64,
     pub cosine: f64,
     pub error_bound: f64,
@@ -120,15 +120,74 @@ pub struct Record {
 }
 
 /// Values of the `status` column.
-pub mod status {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
     /// Verified, then timed.
-    pub const OK: &str = "ok";
+    #[default]
+    Ok,
+    /// Verified and timed, but an offload tier failed during the run and blocks were
+    /// recomputed instead of loaded: the timing is not the tier's (`tier_fallbacks` > 0).
+    Fallback,
     /// Verification against the f64 reference failed; not timed.
-    pub const FAILED: &str = "failed";
+    Failed,
     /// Would not fit in available memory; not built.
-    pub const REFUSED: &str = "refused";
+    Refused,
     /// Building or running returned an error.
-    pub const ERROR: &str = "error";
+    Error,
+}
+
+impl Status {
+    /// The status of a workload that was verified and timed.
+    pub fn timed(record: &Record) -> Status {
+        if record.tier_fallbacks > 0 {
+            Status::Fallback
+        } else {
+            Status::Ok
+        }
+    }
+
+    /// The word in the CSV.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Fallback => "fallback",
+            Status::Failed => "failed",
+            Status::Refused => "refused",
+            Status::Error => "error",
+        }
+    }
+
+    /// Timing figures are in the row (ok or fallback).
+    pub fn is_timed(self) -> bool {
+        matches!(self, Status::Ok | Status::Fallback)
+    }
+
+    /// The run exits non-zero for this row.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Failed | Status::Error)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.word() == *other
+    }
+}
+
+/// The status values by their old constant names.
+pub mod status {
+    use super::Status;
+    pub const OK: Status = Status::Ok;
+    pub const FAILED: Status = Status::Failed;
+    pub const REFUSED: Status = Status::Refused;
+    pub const ERROR: Status = Status::Error;
 }
 
 #[cfg(test)]
@@ -157,6 +216,37 @@ mod tests {
             .filter(|c| !doc.contains(&format!("`{c}`")))
             .collect();
         assert!(missing.is_empty(), "undocumented columns: {missing:?}");
+    }
+
+    #[test]
+    fn a_tier_that_fell_back_marks_the_row_and_statuses_round_trip() {
+        // Issue 10: a Redis tier that fell back mid-run was recorded as `ok`.
+        let mut r = Record::default();
+        assert_eq!(Status::timed(&r), Status::Ok);
+        r.tier_fallbacks = 1;
+        assert_eq!(Status::timed(&r), Status::Fallback);
+        for s in [
+            Status::Ok,
+            Status::Fallback,
+            Status::Failed,
+            Status::Refused,
+            Status::Error,
+        ] {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.serialize(Record {
+                status: s,
+                ..Record::default()
+            })
+            .unwrap();
+            let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+            let back: Record = csv::Reader::from_reader(text.as_bytes())
+                .deserialize()
+                .next()
+                .unwrap()
+                .unwrap();
+            assert_eq!(back.status, s);
+            assert!(text.contains(&format!(",{},", s.word())));
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::env::{self, Environment};
 use crate::export::Samples;
 use crate::matrix::{backend_name, is_paged, kind_name, strategy_name, Shard};
 use crate::memory::{predicted_kv_bytes, MemoryNeed};
-use crate::record::status;
+use crate::note::Note;
+use crate::record::{status, Status};
 use crate::stats::Summary;
 use crate::{Record, SCHEMA_VERSION};
 use kvbench_planner::dtype::KvDtypes;
@@ -42,7 +43,7 @@ pub struct Limits {
 pub struct Outcome {
     pub record: Record,
     pub samples: Samples,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
 
 /// Everything the runner needs besides the workload itself.
@@ -135,12 +136,12 @@ impl Runner<'_> {
             record.tier_fallbacks = t.fallbacks;
             record.tier_recomputed_blocks = t.recomputed_blocks;
             if let Some(e) = t.first_error {
-                notes.push(format!(
-                    "{}: the {} tier failed and the run recomputed {} blocks instead: {e}",
-                    crate::matrix::describe(spec),
-                    t.tier,
-                    t.recomputed_blocks
-                ));
+                notes.push(Note::TierFallback {
+                    workload: crate::matrix::describe(spec),
+                    tier: t.tier.to_string(),
+                    recomputed_blocks: t.recomputed_blocks,
+                    error: e.to_string(),
+                });
             }
         }
         drop(workload);
@@ -151,25 +152,24 @@ impl Runner<'_> {
             .filter_map(|(what, s)| s.outlier_note(what))
             .collect();
         if !outliers.is_empty() {
-            notes.push(format!(
-                "{}: {}",
-                crate::matrix::describe(spec),
-                outliers.join("; ")
-            ));
+            notes.push(Note::Outliers {
+                workload: crate::matrix::describe(spec),
+                detail: outliers.join("; "),
+            });
         }
         // An offload run's pool holds only part of the cache by design (the rest is in the tier).
         let offloads = matches!(spec.strategy, kvbench_workloads::Strategy::Offload(_));
         if record.kv_bytes_allocated != record.kv_bytes_predicted && !offloads {
-            notes.push(format!(
-                "{}: layout allocated {} bytes but the planner predicted {}",
-                crate::matrix::describe(spec),
-                record.kv_bytes_allocated,
-                record.kv_bytes_predicted
-            ));
+            notes.push(Note::LayoutMismatch {
+                workload: crate::matrix::describe(spec),
+                allocated: record.kv_bytes_allocated,
+                predicted: record.kv_bytes_predicted,
+            });
         }
+        let status = Status::timed(&record);
         Some(Outcome {
             samples: timed.samples,
-            ..finish(record, status::OK, String::new(), notes)
+            ..finish(record, status, String::new(), notes)
         })
     }
 
@@ -349,8 +349,8 @@ struct Timed {
     decode_s: f64,
 }
 
-fn finish(mut record: Record, st: &str, detail: String, notes: Vec<String>) -> Outcome {
-    record.status = st.into();
+fn finish(mut record: Record, st: Status, detail: String, notes: Vec<Note>) -> Outcome {
+    record.status = st;
     record.detail = detail;
     Outcome {
         record,
@@ -379,7 +379,7 @@ fn percent(achieved: f64, limit: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::{csv::read_records, csv::CsvExporter, Exporter};
+    use crate::export::{csv::read_records, ExportManager, Format, Target};
     use crate::session::run_sweep;
     use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
     use kvbench_workloads::{
@@ -682,8 +682,8 @@ mod tests {
             spec(Strategy::Concat, 8),
         ];
         let result = with_runner(true, u64::MAX, Some(27), |r, _| {
-            let mut ex: Vec<Box<dyn Exporter>> =
-                vec![Box::new(CsvExporter::create(&path).unwrap())];
+            let mut ex =
+                ExportManager::new(vec![(Format::Csv, Target::File(path.clone()))]).unwrap();
             run_sweep(r, &specs, None, &mut ex, false).unwrap()
         });
         assert!(result.interrupted);
@@ -700,7 +700,14 @@ mod tests {
         let specs: Vec<_> = (1..=5).map(|p| spec(Strategy::Contiguous, p)).collect();
         let shard: Shard = "2/2".parse().unwrap();
         let result = with_runner(true, u64::MAX, None, |r, _| {
-            run_sweep(r, &specs, Some(shard), &mut [], false).unwrap()
+            run_sweep(
+                r,
+                &specs,
+                Some(shard),
+                &mut ExportManager::new(vec![]).unwrap(),
+                false,
+            )
+            .unwrap()
         });
         // 5 workloads in 2 shards: positions 0..2 and 2..5.
         let idx: Vec<u32> = result.records.iter().map(|r| r.sweep_index).collect();

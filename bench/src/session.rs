@@ -1,8 +1,9 @@
 //! A whole sweep: every workload of this shard in order, inside one thread pool, each result
-//! handed to every exporter as soon as it is finished, with a progress bar on stderr.
+//! handed to the export manager as soon as it is finished, with a progress bar on stderr.
 
-use crate::export::{ExportError, Exporter};
+use crate::export::{ExportError, ExportManager};
 use crate::matrix::{describe, Shard};
+use crate::note::Note;
 use crate::runner::{Outcome, Runner};
 use crate::Record;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -15,7 +16,7 @@ pub struct SweepResult {
     /// One record per finished workload, in sweep order.
     pub records: Vec<Record>,
     /// Outlier advice and other notes, to print after the table.
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
     /// The user stopped the run; `records` holds what finished.
     pub interrupted: bool,
     /// Workloads of this shard that were not run (interrupted).
@@ -32,11 +33,12 @@ pub enum SweepError {
 }
 
 /// Run `specs` (the whole sweep; only `shard`'s part when given) and export each result.
+/// The caller ends the export with [`ExportManager::finish`].
 pub fn run_sweep(
     runner: &Runner,
     specs: &[WorkloadSpec],
     shard: Option<Shard>,
-    exporters: &mut [Box<dyn Exporter>],
+    exports: &mut ExportManager,
     show_progress: bool,
 ) -> Result<SweepResult, SweepError> {
     let mine: Vec<(usize, WorkloadSpec)> = match shard {
@@ -67,9 +69,7 @@ pub fn run_sweep(
             result.not_run = mine.len() - done;
             break;
         };
-        for ex in exporters.iter_mut() {
-            ex.add(&outcome.record, &outcome.samples)?;
-        }
+        exports.add(&outcome.record, &outcome.samples)?;
         result.notes.extend(outcome.notes);
         result.records.push(outcome.record);
         bar.inc(1);

@@ -252,6 +252,29 @@ fn split_suffixes(text: &str) -> (String, Vec<String>) {
     (base, parts.collect())
 }
 
+/// Refuses a suffix given twice (`kivi2/r64/r32`, `int4/g64/g32`): which one was meant is a
+/// guess, and a label must parse back to what it names.
+fn once_each(original: &str, suffixes: &[String]) -> Result<(), PlanError> {
+    let tag = |p: &str| -> String {
+        match p.chars().next() {
+            Some(c @ ('g' | 'r')) if p[1..].chars().all(|d| d.is_ascii_digit()) => c.to_string(),
+            _ => p.to_string(),
+        }
+    };
+    for (i, part) in suffixes.iter().enumerate() {
+        if suffixes[..i]
+            .iter()
+            .any(|earlier| tag(earlier) == tag(part))
+        {
+            return Err(PlanError::BadDtype {
+                name: original.to_string(),
+                reason: format!("'/{}' is given twice; give each suffix once", tag(part)),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reads a positive number after a one-letter suffix tag (`g64` → 64).
 fn suffix_number(original: &str, part: &str, tag: char, what: &str) -> Result<u32, PlanError> {
     let digits = part.strip_prefix(tag).unwrap_or("");
@@ -346,6 +369,32 @@ impl std::str::FromStr for CacheDtype {
             name: text.to_string(),
             valid: valid_names(),
         })?;
+        once_each(text, &suffixes)?;
+        let bad = |reason: String| PlanError::BadDtype {
+            name: text.to_string(),
+            reason,
+        };
+        // A label must parse back to what it names: llama.cpp's blocks are fixed layouts, so
+        // a changed group would silently become another dtype (q4_0/g64 is not int4/g64).
+        if let (Some(fixed), Some(part)) = (dtype.llama_cpp_name(), suffixes.first()) {
+            return Err(bad(format!(
+                "'/{part}': {fixed} is llama.cpp's fixed block of 32 with one f16 scale; for \
+                 another grouping use {} with /gN or /tensor",
+                dtype.kind.name()
+            )));
+        }
+        let has = |tag: &str| {
+            suffixes
+                .iter()
+                .any(|p| p == tag || (tag == "g" && p.starts_with('g')))
+        };
+        if has("tensor") && has("g") {
+            return Err(bad(
+                "/tensor is one scale for the whole tensor, /gN one per group of N: give one \
+                 of them, not both"
+                    .to_string(),
+            ));
+        }
         for part in &suffixes {
             if part.starts_with('g') {
                 let group = suffix_number(text, part, 'g', "group size")?;
@@ -464,6 +513,7 @@ pub fn parse_kv_dtypes(text: &str) -> Result<KvDtypes, PlanError> {
         return text.parse::<CacheDtype>().map(KvDtypes::same);
     };
     let (mut residual, mut group) = (KIVI_DEFAULT_RESIDUAL, 32);
+    once_each(text, &suffixes)?;
     for part in &suffixes {
         if part.starts_with('r') {
             residual = suffix_number(text, part, 'r', "residual length")?;
@@ -527,6 +577,47 @@ pub fn parse_side(text: &str, key: bool) -> Result<CacheDtype, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 10: a label parses back to the dtype it names, and a name whose suffixes would be
+    /// dropped or overridden is refused rather than read as something else.
+    #[test]
+    fn labels_parse_back_to_what_they_name() {
+        for name in [
+            "f16",
+            "int4/g64",
+            "int8/g128",
+            "fp8-e4m3/tensor",
+            "int4/tensor",
+            "q4_0",
+            "q8_0",
+            "nf4/g32",
+            "int2/g16",
+        ] {
+            let d: CacheDtype = name.parse().unwrap();
+            let back: CacheDtype = d.to_string().parse().unwrap();
+            assert_eq!(back, d, "{name} -> {d}");
+        }
+        for name in ["kivi2", "kivi4/r64", "kivi2/r64/g64", "kivi4/g16"] {
+            let p = parse_kv_dtypes(name).unwrap();
+            assert_eq!(
+                parse_kv_dtypes(&p.label()).unwrap(),
+                p,
+                "{name} -> {}",
+                p.label()
+            );
+        }
+        for (name, says) in [
+            ("fp8-e4m3/tensor/g64", "not both"),
+            ("int4/g64/tensor", "not both"),
+            ("kivi2/r64/r32", "'/r' is given twice"),
+            ("int4/g64/g32", "'/g' is given twice"),
+            ("q4_0/g64", "fixed block"),
+            ("q8_0/tensor", "fixed block"),
+        ] {
+            let e = parse_kv_dtypes(name).unwrap_err().to_string();
+            assert!(e.contains(says), "{name}: {e}");
+        }
+    }
 
     #[test]
     fn llama_cpp_block_sizes() {

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod pool;
 pub mod prefill;
 pub mod registry;
+pub mod request;
 pub mod shape;
 pub mod state;
 pub mod tiers;

@@ -3,7 +3,10 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration, GpuLimits};
+use kvbench_bench::options::{self, defaults};
+use std::fmt::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Measure read bandwidth (one thread and all), copy bandwidth and the f32 GEMM rate, with
 /// arrays far larger than the last-level cache, and store them with the CPU model and flags.
@@ -20,10 +23,10 @@ pub struct CalibrateArgs {
     #[arg(long, value_name = "MIB")]
     pub buffer_mib: Option<u64>,
     /// Timed passes per figure; the best is kept.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    #[arg(long, default_value_t = defaults::PASSES, value_name = "N")]
     pub passes: u32,
     /// Size n of the n×n×n f32 GEMM.
-    #[arg(long, default_value_t = 1536, value_name = "N")]
+    #[arg(long, default_value_t = defaults::GEMM_N, value_name = "N")]
     pub gemm_n: u32,
     /// A quick, less precise measurement (what `run` does when no file exists).
     #[arg(long)]
@@ -34,17 +37,16 @@ pub struct CalibrateArgs {
     pub backend: String,
 }
 
-pub fn run(args: CalibrateArgs) -> Result<()> {
+pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
     let cuda = match args.backend.to_ascii_lowercase().as_str() {
         "cpu" => false,
         "cuda" | "gpu" => true,
         other => bail!("--backend {other:?} is not known; valid: cpu, cuda"),
     };
-    let threads = match args.threads {
-        Some(0) => bail!("--threads 0: give at least 1 (or leave it out to use every core)"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    // Every option is checked, even those --short leaves unused.
+    let threads = options::threads(args.threads, options::available_cores())?;
+    options::positive("--passes", args.passes, "time each figure at least once")?;
+    options::positive("--gemm-n", args.gemm_n, "the GEMM needs n of at least 1")?;
     let mut opts = if args.short || cuda {
         CalibrateOptions::short(threads)
     } else {
@@ -54,13 +56,8 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
             ..CalibrateOptions::full(threads)
         }
     };
-    if args.buffer_mib == Some(0) {
-        bail!(
-            "--buffer-mib 0: give at least 1 (MiB), or leave it out for 16 × the last-level cache"
-        );
-    }
     if let Some(mib) = args.buffer_mib {
-        opts.buffer_bytes = mib << 20;
+        opts.buffer_bytes = options::buffer_bytes(mib, kvbench_bench::env::available_memory())?;
     }
     // GPU first: when there is none, say so before spending time on the CPU.
     let gpu = if cuda {
@@ -80,27 +77,35 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     };
     let path = args.output.unwrap_or_else(calibrate::default_path);
     cal.save(&path)?;
-    println!("{} — {} ({} threads)", cal.host, cal.cpu, cal.threads);
-    println!("  flags            {}", cal.cpu_flags.join(" "));
-    println!(
+    let mut text = String::new();
+    writeln!(text, "{} — {} ({} threads)", cal.host, cal.cpu, cal.threads)?;
+    writeln!(text, "  flags            {}", cal.cpu_flags.join(" "))?;
+    writeln!(
+        text,
         "  arrays           {} MiB (last-level cache {} MiB)",
         cal.buffer_bytes >> 20,
         cal.llc_bytes >> 20
-    );
-    println!("  read, 1 thread   {:8.1} GB/s", cal.read_gbps_1t);
-    println!("  read, {} threads {:8.1} GB/s", cal.threads, cal.read_gbps);
-    println!("  copy (r+w)       {:8.1} GB/s", cal.copy_gbps);
-    println!(
+    )?;
+    writeln!(text, "  read, 1 thread   {:8.1} GB/s", cal.read_gbps_1t)?;
+    writeln!(
+        text,
+        "  read, {} threads {:8.1} GB/s",
+        cal.threads, cal.read_gbps
+    )?;
+    writeln!(text, "  copy (r+w)       {:8.1} GB/s", cal.copy_gbps)?;
+    writeln!(
+        text,
         "  f32 GEMM, 1 thr  {:8.1} GFLOP/s (n = {})",
         cal.gemm_gflops_1t, cal.gemm_n
-    );
-    println!("  f32 GEMM, all    {:8.1} GFLOP/s", cal.gemm_gflops);
+    )?;
+    writeln!(text, "  f32 GEMM, all    {:8.1} GFLOP/s", cal.gemm_gflops)?;
     if let Some(g) = &cal.gpu {
-        println!("{}", g.device);
-        println!("  copy (r+w)       {:8.1} GB/s", g.copy_gbps);
-        println!("  f32 GEMM         {:8.1} GFLOP/s", g.gemm_f32_gflops);
-        println!("  f16 GEMM         {:8.1} GFLOP/s", g.gemm_f16_gflops);
+        writeln!(text, "{}", g.device)?;
+        writeln!(text, "  copy (r+w)       {:8.1} GB/s", g.copy_gbps)?;
+        writeln!(text, "  f32 GEMM         {:8.1} GFLOP/s", g.gemm_f32_gflops)?;
+        writeln!(text, "  f16 GEMM         {:8.1} GFLOP/s", g.gemm_f16_gflops)?;
     }
+    super::out::print(&text)?;
     eprintln!("wrote {}", path.display());
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -53,7 +53,7 @@ pub struct CompareArgs {
     pub all: bool,
 }
 
-pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+pub fn run(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut thresholds = match &args.thresholds {
         Some(path) => Thresholds::from_file(path)?,
         None => Thresholds::default(),
@@ -83,7 +83,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             args.baseline.display()
         )
     })?;
-    print!("{}", render::render(&result, args.all));
+    super::out::print(&render::render(&result, args.all))?;
     let failing = result.failures().count();
     if failing > 0 {
         anyhow::bail!(
@@ -91,5 +91,5 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             args.baseline.display()
         );
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -3,11 +3,13 @@
 pub mod calibrate;
 pub mod compare;
 pub mod models;
+pub mod out;
 pub mod plan;
 pub mod report;
 pub mod run;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// KV-cache capacity planner and attention-cache benchmark.
 #[derive(Debug, Parser)]
@@ -33,7 +35,9 @@ pub enum Command {
     Compare(compare::CompareArgs),
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one subcommand; the exit status it asks for (130 for an interrupted run) or an error,
+/// which `main` prints as one line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plan(a) => plan::run(a),
         Command::Models(a) => models::run(a),

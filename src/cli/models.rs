@@ -230,7 +230,7 @@ fn gpu_table(gpus: &[gpu::GpuSpec]) -> String {
     b.build().with(Style::sharp()).to_string() + "\n"
 }
 
-pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
+pub fn run(args: ModelsArgs) -> anyhow::Result<std::process::ExitCode> {
     let wanted = args.filter.as_deref().map(str::to_ascii_lowercase);
     let keep = |names: &[&str]| {
         wanted
@@ -250,7 +250,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
         }
         match args.format {
             Format::Table => gpu_table(&gpus),
-            f => render_rows(&gpus.iter().map(gpu_row).collect::<Vec<_>>(), f)?,
+            f => render_rows(&gpus.iter().map(gpu_row).collect::<Vec<_>>(), f),
         }
     } else {
         let models: Vec<_> = registry::all()
@@ -265,9 +265,9 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
         }
         match args.format {
             Format::Table => model_table(&models),
-            f => render_rows(&models.iter().map(model_row).collect::<Vec<_>>(), f)?,
+            f => render_rows(&models.iter().map(model_row).collect::<Vec<_>>(), f),
         }
     };
-    print!("{text}");
-    Ok(())
+    super::out::print(&text)?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -6,12 +6,12 @@
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use kvbench_planner::columns::plan_row;
-use kvbench_planner::deploy::{Deployment, WeightDtype, WindowRule};
+use kvbench_planner::deploy::{Deployment, WindowRule};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::fits::SeqArg;
 use kvbench_planner::plan::{longest_seq, plan, AttentionOverride, Plan, PlanRequest};
+use kvbench_planner::request::{self, CheckedFlags, PlanFlags};
 use kvbench_planner::state::StateDtype;
-use kvbench_planner::units::parse_size;
 use kvbench_planner::{find_model, gpu, parse_config, ModelInfo};
 
 mod hf;
@@ -30,6 +30,8 @@ pub enum Format {
     Csv,
     /// A JSON array of rows with the CSV's column names.
     Json,
+    /// One JSON object per row and line.
+    Jsonl,
     /// A markdown table with the CSV's columns.
     Md,
 }
@@ -76,6 +78,9 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: Format,
+    /// Refuse a sweep whose cross product has more rows than this.
+    #[arg(long, default_value_t = request::MAX_ROWS, value_name = "N", help_heading = "Output")]
+    pub max_rows: u64,
 }
 
 /// How the cache is stored.
@@ -186,8 +191,9 @@ fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
             given.clone()
         };
         let path = &path;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --config {}", path.display()))?;
+        let text =
+            kvbench_bench::input::read_text(path, kvbench_bench::input::CONFIG_CAP, "config.json")
+                .context("in --config")?;
         // models/Qwen3-8B/config.json is "Qwen3-8B"; gemma3-27b.json is "gemma3-27b".
         let stem = path.file_stem().map(|n| n.to_string_lossy().to_string());
         let dir = path
@@ -245,8 +251,27 @@ fn dtype_pairs(args: &PlanArgs) -> anyhow::Result<Vec<KvDtypes>> {
     Ok(out)
 }
 
+/// The flags' raw values, for the planner's one check.
+fn flags(args: &PlanArgs) -> PlanFlags<'_> {
+    PlanFlags {
+        seq: &args.seq,
+        batch: &args.batch,
+        tp: &args.deploy.tp,
+        pp: args.deploy.pp,
+        gpus: args.deploy.gpus,
+        mem_util: args.deploy.mem_util,
+        weights_dtype: &args.deploy.weights_dtype,
+        reserve: args.deploy.reserve.as_deref(),
+        kv_budget: args.deploy.kv_budget.as_deref(),
+        block_size: args.cache.block_size,
+        max_batched_tokens: args.cache.max_batched_tokens,
+        prefill_tflops: args.tiers.prefill_tflops,
+        tier_latency_ms: args.tiers.tier_latency_ms,
+    }
+}
+
 /// The deployments asked for (None: no --gpu and no --kv-budget).
-fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
+fn deployments(args: &PlanArgs, checked: &CheckedFlags) -> anyhow::Result<Vec<Option<Deployment>>> {
     if args.deploy.gpu.is_empty()
         && args.deploy.gpu_spec.is_empty()
         && args.deploy.kv_budget.is_none()
@@ -257,28 +282,12 @@ fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
         }
         return Ok(vec![None]);
     }
-    if args.deploy.pp == 0 {
-        bail!("--pp 0 is invalid: give at least 1 pipeline stage");
-    }
-    let weights: WeightDtype = args
-        .deploy
-        .weights_dtype
-        .parse()
-        .context("in --weights-dtype")?;
-    let reserve = args
-        .deploy
-        .reserve
-        .as_deref()
-        .map(parse_size)
-        .transpose()
-        .context("in --reserve")?;
-    let kv_budget = args
-        .deploy
-        .kv_budget
-        .as_deref()
-        .map(parse_size)
-        .transpose()
-        .context("in --kv-budget")?;
+    let CheckedFlags {
+        weights,
+        reserve,
+        kv_budget,
+        ..
+    } = *checked;
     let mut gpus: Vec<Option<gpu::GpuSpec>> = args
         .deploy
         .gpu
@@ -348,6 +357,7 @@ fn window_rule(arg: WindowRuleArg) -> WindowRule {
 
 /// Every plan of the cross product, in a stable order.
 pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
+    let checked = request::check(&flags(args))?;
     let attentions: Vec<Option<AttentionOverride>> = if args.cache.attention.is_empty() {
         vec![None]
     } else {
@@ -362,20 +372,27 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
     };
     let models = models(args)?;
     let pairs = dtype_pairs(args)?;
-    let deps = deployments(args)?;
-    let seqs: Vec<SeqArg> = args
-        .seq
-        .iter()
-        .map(|s| s.parse().context("in --seq"))
-        .collect::<anyhow::Result<_>>()?;
+    let deps = deployments(args, &checked)?;
+    let seqs: &[SeqArg] = &checked.seqs;
     let state_dtype: Option<StateDtype> = match args.cache.state_dtype.trim() {
         "auto" => None,
         other => Some(other.parse().context("in --state-dtype")?),
     };
+    request::bounded_rows(
+        &[
+            models.len(),
+            attentions.len(),
+            seqs.len(),
+            args.batch.len(),
+            pairs.len(),
+            deps.len(),
+        ],
+        args.max_rows,
+    )?;
     let mut results = Vec::new();
     for model in &models {
         for &attention in &attentions {
-            for &seq_arg in &seqs {
+            for &seq_arg in seqs {
                 for &batch in &args.batch {
                     for kv in &pairs {
                         for dep in &deps {
@@ -455,17 +472,19 @@ fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>>
     }
 }
 
-pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+pub fn run(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.tiers.tiers.is_some() && args.format != Format::Table {
         bail!("--tiers prints tables: leave out --format (or --tiers)");
     }
-    // Tiers size fixed contexts; `--seq max` is resolved per plan below.
-    let tier_seqs: Vec<u32> = args
-        .seq
+    // Every flag is checked (and the plans made) before anything is printed.
+    let plans = plans(&args)?;
+    // Tiers size fixed contexts; `--seq max` is resolved per plan.
+    let tier_seqs: Vec<u32> = request::check(&flags(&args))?
+        .seqs
         .iter()
-        .filter_map(|s| match s.parse::<SeqArg>() {
-            Ok(SeqArg::Tokens(n)) => Some(n),
-            _ => None,
+        .filter_map(|s| match s {
+            SeqArg::Tokens(n) => Some(*n),
+            SeqArg::Max => None,
         })
         .collect();
     let tiers = tiers::render(
@@ -476,13 +495,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         &args.deploy.gpu,
         &args.deploy.tp,
     )?;
-    let plans = plans(&args)?;
     let text = match args.format {
         Format::Table if plans.len() == 1 => detail_table(&plans[0]),
         Format::Table => summary_table(&plans),
-        other => render_rows(&plans.iter().map(plan_row).collect::<Vec<_>>(), other)?,
+        other => render_rows(&plans.iter().map(plan_row).collect::<Vec<_>>(), other),
     };
-    print!("{text}");
-    print!("{}", tiers.unwrap_or_default());
-    Ok(())
+    super::out::print(&(text + &tiers.unwrap_or_default()))?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

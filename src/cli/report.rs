@@ -2,6 +2,7 @@
 //! a folder with report.md, SVG charts and the merged CSVs.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
@@ -18,18 +19,19 @@ pub struct ReportArgs {
     pub output: PathBuf,
 }
 
-pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let summary = kvbench_bench::report::write_report(&args.inputs, &args.output)
         .with_context(|| format!("writing the report into {}", args.output.display()))?;
-    println!(
-        "merged {} run rows from {} machine(s) and {} plan rows",
+    let mut text = format!(
+        "merged {} run rows from {} machine(s) and {} plan rows\nwrote {}\n",
         summary.run_rows,
         summary.machines.len(),
-        summary.plan_rows
+        summary.plan_rows,
+        summary.report.display()
     );
-    println!("wrote {}", summary.report.display());
     for c in &summary.charts {
-        println!("wrote {}", c.display());
+        text.push_str(&format!("wrote {}\n", c.display()));
     }
-    Ok(())
+    super::out::print(&text)?;
+    Ok(ExitCode::SUCCESS)
 }

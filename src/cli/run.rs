@@ -1,23 +1,21 @@
 //! `kvbench run`: parse the sweep, wire the runner, exporters, calibration and Ctrl-C.
 
+use super::out;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kvbench_bench::axes;
 use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration};
 use kvbench_bench::env::{self, Environment};
-use kvbench_bench::export::{
-    csv::CsvExporter, json::JsonExporter, markdown::MarkdownExporter, table, Exporter,
-};
-use kvbench_bench::matrix::{Matrix, Shard, Sweep};
-use kvbench_bench::record::status;
+use kvbench_bench::export::{ExportManager, Format, Target};
+use kvbench_bench::matrix::Shard;
+use kvbench_bench::options::{self, defaults};
+use kvbench_bench::run_flags::RunFlags;
 use kvbench_bench::runner::{Limits, Runner, TimingOptions};
-use kvbench_bench::{session, suite};
-use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
-use kvbench_planner::ModelShape;
-use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadSpec};
+use kvbench_bench::{session, suite, Status};
+use kvbench_workloads::{Backend, Strategy, WorkloadSpec};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
 const AFTER_HELP: &str = "\
 Every axis takes a comma list; the run is their cross product (as llama-bench).
@@ -40,8 +38,8 @@ Examples:
 Exit status: 0 when every row is ok or refused, 1 when a workload failed verification or
 could not run, 130 when interrupted (Ctrl-C; the CSV keeps every finished row).";
 
-/// Set by Ctrl-C; the runner stops at the next decode step.
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by Ctrl-C (the handler is installed by `main`); the runner stops at the next decode step.
+pub static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Run verified workloads and time them. Every axis takes a comma list and the run is their
 /// cross product (as llama-bench). With no sweep flags at all, runs the default suite (small
@@ -147,20 +145,24 @@ pub struct RunOptions {
     /// Threads of the one rayon pool every workload runs in [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Timed runs per workload (each: one TTFT sample, --gen ITL samples).
-    #[arg(short = 'r', long, default_value_t = 3, value_name = "N")]
+    /// Timed runs per workload (each: one TTFT sample, --gen ITL samples); at least 1.
+    #[arg(short = 'r', long, default_value_t = defaults::REPETITIONS, value_name = "N")]
     pub repetitions: u32,
     /// Untimed runs per workload before timing.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = defaults::WARMUP, value_name = "N")]
     pub warmup: u32,
+    /// Refuse a sweep whose cross product has more rows than this.
+    #[arg(long, default_value_t = defaults::MAX_ROWS, value_name = "N")]
+    pub max_rows: u64,
     /// Seed of weights and inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// CSV file to write (always written, row by row)
+    /// CSV file to write (rewritten whole after every finished row; `-` prints it at the end)
     /// [default: results/runs/<time>-<host>.csv].
     #[arg(short = 'o', long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Extra outputs: table (stdout), json (raw samples, next to the CSV), md (next to the CSV).
+    /// Extra outputs: table (stdout), json (raw samples, next to the CSV), jsonl (one result a
+    /// line, next to the CSV), md (next to the CSV); csv and none add nothing.
     #[arg(
         long,
         value_delimiter = ',',
@@ -177,185 +179,71 @@ pub struct RunOptions {
     pub calibration: Option<PathBuf>,
 }
 
-/// Requested output formats besides the CSV.
-#[derive(Debug, Default)]
-struct Formats {
-    table: bool,
-    json: bool,
-    md: bool,
-}
-
-fn parse_formats(names: &[String]) -> Result<Formats> {
-    let mut f = Formats::default();
-    for n in names {
-        match n.trim().to_ascii_lowercase().as_str() {
-            "table" => f.table = true,
-            "json" => f.json = true,
-            "md" | "markdown" => f.md = true,
-            "csv" => {} // always written
-            "none" => {}
-            other => bail!("--format {other:?} is not known; valid: table, json, md, csv, none"),
+/// The outputs asked for: the CSV, then each `--format`, with where each goes. Nothing is
+/// written here; the export manager checks every target first.
+fn outputs(names: &[String], csv: &Path) -> Result<Vec<(Format, Target)>> {
+    let csv_target = Target::parse(csv);
+    let mut outputs = vec![(Format::Csv, csv_target.clone())];
+    for name in names {
+        if matches!(name.trim().to_ascii_lowercase().as_str(), "none" | "csv") {
+            continue;
+        }
+        let format = Format::parse(name).with_context(|| {
+            format!(
+                "--format {name:?} is not known; valid: {}, none",
+                Format::NAMES
+            )
+        })?;
+        let target = match (format, &csv_target) {
+            (Format::Table, _) => Target::Stdout,
+            (_, Target::File(p)) => Target::File(p.with_extension(format.extension())),
+            (_, Target::Stdout) => bail!(
+                "--format {name}: with -o - the CSV goes to stdout, so {name} has no file to \
+                 go next to; give -o PATH"
+            ),
+        };
+        // With the CSV on stdout, the table would be mixed into it.
+        let table_into_csv = format == Format::Table && csv_target == Target::Stdout;
+        let again = outputs.iter().any(|(f, _)| *f == format);
+        if !(table_into_csv || again) {
+            outputs.push((format, target));
         }
     }
-    Ok(f)
+    Ok(outputs)
 }
 
 impl RunOptions {
-    /// No axis of the sweep was given: run the default suite.
-    fn is_default_suite(&self) -> bool {
-        self.model.is_none()
-            && self.config.is_none()
-            && self.q_heads.is_none()
-            && self.workload.is_none()
-            && self.strategy.is_none()
-            && self.cache_dtype.is_none()
-            && self.k_dtype.is_none()
-            && self.v_dtype.is_none()
-            && self.prompt.is_none()
-            && self.gen.is_none()
-            && self.batch.is_none()
-            && self.block_size.is_none()
-            && self.shared_prefix.is_none()
-            && self.window.is_none()
-            && self.residual.is_none()
-            && self.backend.is_none()
-            && self.tier.is_none()
-            && self.layers.is_none()
-            && !self.no_mlp
-    }
-
-    fn shapes(&self) -> Result<Vec<ModelShape>> {
-        if let Some(q_heads) = &self.q_heads {
-            let (kv, hd, hidden) = (
-                self.kv_heads.as_deref().unwrap_or_default(),
-                self.head_dim.as_deref().unwrap_or_default(),
-                self.hidden.as_deref().unwrap_or_default(),
-            );
-            let layers = self.layers.unwrap_or(1);
-            let mut shapes = Vec::new();
-            for &q in q_heads {
-                for &k in kv {
-                    for &d in hd {
-                        for &h in hidden {
-                            // Llama's MLP is about 3.5 × hidden; round to a multiple of 64.
-                            let inter =
-                                self.intermediate.unwrap_or(((h * 7 / 2).div_ceil(64)) * 64);
-                            let name = format!("q{q}-kv{k}-d{d}-h{h}");
-                            shapes.push(ModelShape::uniform(&name, layers, q, k, d, h, inter));
-                        }
-                    }
-                }
-            }
-            return Ok(shapes);
-        }
-        let mut shapes = Vec::new();
-        for name in self.model.iter().flatten() {
-            shapes.push(axes::registry_shape(name, self.layers)?);
-        }
-        for path in self.config.iter().flatten() {
-            shapes.push(axes::config_shape(path, self.layers)?);
-        }
-        if shapes.is_empty() {
-            let mut s = suite::mini_shape(2);
-            if let Some(n) = self.layers {
-                axes::cut_layers(&mut s, n)?;
-            }
-            shapes.push(s);
-        }
-        Ok(shapes)
-    }
-
-    fn dtypes(&self) -> Result<Vec<KvDtypes>> {
-        let mut pairs = if self.k_dtype.is_some() || self.v_dtype.is_some() {
-            let fallback = self
-                .cache_dtype
-                .clone()
-                .unwrap_or_else(|| vec!["f16".into()]);
-            let ks = self.k_dtype.as_ref().unwrap_or(&fallback);
-            let vs = self.v_dtype.as_ref().unwrap_or(&fallback);
-            let mut pairs = Vec::new();
-            for k in ks {
-                for v in vs {
-                    pairs.push(KvDtypes {
-                        k: parse_side(k, true).with_context(|| format!("--k-dtype {k}"))?,
-                        v: parse_side(v, false).with_context(|| format!("--v-dtype {v}"))?,
-                    });
-                }
-            }
-            pairs
-        } else {
-            let names = self
-                .cache_dtype
-                .clone()
-                .unwrap_or_else(|| vec!["f16".into()]);
-            names
-                .iter()
-                .map(|n| parse_kv_dtypes(n).with_context(|| format!("--cache-dtype {n}")))
-                .collect::<Result<_>>()?
-        };
-        if let Some(r) = self.residual {
-            for p in &mut pairs {
-                for d in [&mut p.k, &mut p.v] {
-                    if !d.kind.is_float() {
-                        d.residual = r;
-                    }
-                }
-            }
-        }
-        Ok(pairs)
-    }
-
-    fn matrix(&self) -> Result<Matrix> {
-        let list = |v: &Option<Vec<String>>, default: &str| {
-            v.clone().unwrap_or_else(|| vec![default.to_string()])
-        };
-        let tiers = match &self.tier {
-            Some(t) => t
-                .iter()
-                .map(|n| axes::parse_tier(n))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
-        };
-        let strategies = axes::parse_strategies(&list(&self.strategy, "contiguous"), &tiers)?;
-        // Offload runs at attention level only, so a sweep of offload strategies alone
-        // defaults to it rather than refusing the default decoder.
-        let only_offload = strategies.iter().all(|s| matches!(s, Strategy::Offload(_)));
-        let default_kind = if only_offload { "attention" } else { "decoder" };
-        // The shared prefix is part of the prompt: without --prompt the whole prompt is shared.
-        let default_prompt = 512.max(self.shared_prefix.unwrap_or(0));
-        Ok(Matrix {
-            shapes: self.shapes()?,
-            kinds: list(&self.workload, default_kind)
-                .iter()
-                .map(|n| axes::parse_kind(n))
-                .collect::<Result<_, _>>()?,
-            backends: list(&self.backend, "cpu")
-                .iter()
-                .map(|n| axes::parse_backend(n))
-                .collect::<Result<_, _>>()?,
-            strategies,
-            dtypes: self.dtypes()?,
-            prompts: self.prompt.clone().unwrap_or_else(|| vec![default_prompt]),
-            gens: self.gen.clone().unwrap_or_else(|| vec![128]),
-            batches: self.batch.clone().unwrap_or_else(|| vec![1]),
-            block_sizes: self.block_size.clone().unwrap_or_else(|| vec![16]),
-            shared_prefix: self.shared_prefix.unwrap_or(0),
+    /// The sweep flags, as given, for the one conversion in `kvbench_bench::run_flags`.
+    fn flags(&self) -> RunFlags {
+        RunFlags {
+            model: self.model.clone(),
+            config: self.config.clone(),
+            layers: self.layers,
+            q_heads: self.q_heads.clone(),
+            kv_heads: self.kv_heads.clone(),
+            head_dim: self.head_dim.clone(),
+            hidden: self.hidden.clone(),
+            intermediate: self.intermediate,
+            workload: self.workload.clone(),
+            strategy: self.strategy.clone(),
+            cache_dtype: self.cache_dtype.clone(),
+            k_dtype: self.k_dtype.clone(),
+            v_dtype: self.v_dtype.clone(),
+            prompt: self.prompt.clone(),
+            gen: self.gen.clone(),
+            batch: self.batch.clone(),
+            block_size: self.block_size.clone(),
+            shared_prefix: self.shared_prefix,
             window: self.window,
-            mlp: !self.no_mlp,
+            residual: self.residual,
+            no_mlp: self.no_mlp,
+            backend: self.backend.clone(),
+            tier: self.tier.clone(),
+            tier_dir: self.tier_dir.clone(),
+            redis_url: self.redis_url.clone(),
             seed: self.seed,
-            offload: OffloadConfig {
-                tier_dir: self.tier_dir.clone(),
-                redis_url: self.redis_url.clone(),
-                pool_blocks: 0,
-            },
-        })
-    }
-
-    fn sweep(&self) -> Result<Sweep> {
-        if self.is_default_suite() {
-            return Ok(suite::default_sweep(self.seed)?);
+            max_rows: self.max_rows,
         }
-        Ok(self.matrix()?.expand()?)
     }
 }
 
@@ -402,43 +290,26 @@ fn default_output(shard: Option<Shard>) -> PathBuf {
     PathBuf::from("results/runs").join(name + ".csv")
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(args: RunArgs) -> Result<ExitCode> {
     let args = *args.options;
-    let formats = parse_formats(&args.format)?;
-    let sweep = args.sweep()?;
-    for s in &sweep.skipped {
-        eprintln!("note: skipped {}: {}", s.workload, s.why);
-    }
-    let threads = match args.threads {
-        Some(0) => bail!("--threads 0: give at least 1 (or leave it out to use every core)"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let limits = limits(args.calibration.as_deref(), threads)?;
+    // Every option is checked before anything runs or is written.
+    options::positive(
+        "--repetitions",
+        args.repetitions,
+        "time each workload at least once (-r 1)",
+    )?;
+    let threads = options::threads(args.threads, options::available_cores())?;
     let csv_path = args
         .output
         .clone()
         .unwrap_or_else(|| default_output(args.shard));
-    let mut exporters: Vec<Box<dyn Exporter>> = vec![Box::new(CsvExporter::create(&csv_path)?)];
-    if formats.json {
-        exporters.push(Box::new(JsonExporter::create(
-            &csv_path.with_extension("json"),
-        )?));
+    let mut exports = ExportManager::new(outputs(&args.format, &csv_path)?)?;
+    let flags = args.flags();
+    let sweep = flags.sweep()?;
+    for s in &sweep.skipped {
+        eprintln!("note: skipped {}: {}", s.workload, s.why);
     }
-    if formats.md {
-        exporters.push(Box::new(MarkdownExporter::create(
-            &csv_path.with_extension("md"),
-        )?));
-    }
-
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            // A second Ctrl-C: the user does not want to wait for the current step.
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after the current step (Ctrl-C again to quit now)…");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let limits = limits(args.calibration.as_deref(), threads)?;
 
     let build = |spec: &WorkloadSpec| kvbench_workloads::build(spec);
     let mut environment = Environment::capture();
@@ -452,7 +323,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let runner = Runner {
         timing: TimingOptions {
             warmup: args.warmup,
-            repetitions: args.repetitions.max(1),
+            repetitions: args.repetitions,
             threads: threads as u32,
         },
         env: environment,
@@ -462,7 +333,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         available_memory: &available,
         stop: &STOP,
     };
-    if args.is_default_suite() {
+    if flags.is_default_suite() {
         let parts: Vec<&str> = suite::default_suite(args.seed)
             .iter()
             .map(|(question, _)| *question)
@@ -476,19 +347,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         &runner,
         &sweep.specs,
         args.shard,
-        &mut exporters,
+        &mut exports,
         std::io::stderr().is_terminal(),
     )?;
+    // A closed stdout (`kvbench run … | head`) must not cost the files below.
+    out::print_unless_closed(&exports.finish(result.interrupted)?)?;
 
-    if formats.table {
-        println!("{}", table::render(&result.records, table::Style::Terminal));
-    }
     // Outliers are counted per row in the `outliers` column; on screen one summary line is
     // enough, while every other note is printed as it is.
-    let (outlier_notes, other_notes): (Vec<_>, Vec<_>) = result
-        .notes
-        .iter()
-        .partition(|n| n.contains("statistical outliers"));
+    let (outlier_notes, other_notes): (Vec<_>, Vec<_>) =
+        result.notes.iter().partition(|n| n.is_outliers());
     for note in other_notes {
         eprintln!("note: {note}");
     }
@@ -507,39 +375,46 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let scenario = kvbench_bench::offload::from_specs(&my_specs, args.repetitions)
         .filter(|_| !result.interrupted);
-    if let Some(scenario) = scenario {
+    if let (Some(scenario), Target::File(_)) = (scenario, Target::parse(&csv_path)) {
         let rows = kvbench_bench::offload::run_prefix_reuse(&scenario)?;
-        println!("{}", kvbench_bench::offload::render(&rows));
+        out::print_unless_closed(&format!("{}\n", kvbench_bench::offload::render(&rows)))?;
         let path = csv_path.with_extension("prefix-reuse.csv");
         kvbench_bench::offload::write_csv(&rows, &path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    for r in result.records.iter().filter(|r| r.status != status::OK) {
+    if my_specs
+        .iter()
+        .any(|s| s.strategy == Strategy::Offload(kvbench_workloads::Tier::Redis))
+    {
+        // Content-keyed blocks are shared by later runs on purpose; say how long they stay.
+        eprintln!(
+            "note: the redis tier leaves its blocks in {} under kvbench:blk:* with a TTL of {} s \
+             (delete them sooner with redis-cli --scan --pattern 'kvbench:blk:*' | xargs redis-cli del)",
+            args.redis_url.as_deref().unwrap_or_default(),
+            kvbench_workloads::tier::redis_store::DEFAULT_TTL_S
+        );
+    }
+    for r in result.records.iter().filter(|r| r.status != Status::Ok) {
         eprintln!(
             "{}: {} {} {} {}: {}",
             r.status, r.model, r.workload, r.strategy, r.k_dtype, r.detail
         );
     }
-    eprintln!(
-        "wrote {} ({} rows)",
-        csv_path.display(),
-        result.records.len()
-    );
-    for ex in exporters.iter().skip(1) {
-        eprintln!("wrote {}", ex.path().display());
+    for path in exports.files() {
+        eprintln!("wrote {} ({} rows)", path.display(), result.records.len());
     }
     if result.interrupted {
         eprintln!(
-            "interrupted: {} workloads not run; the CSV keeps every finished row",
+            "interrupted: {} workloads not run; the files keep every finished row",
             result.not_run
         );
-        std::process::exit(130);
+        return Ok(ExitCode::from(130));
     }
     let bad = result
         .records
         .iter()
-        .filter(|r| r.status == status::FAILED || r.status == status::ERROR)
+        .filter(|r| r.status.is_failure())
         .count();
     if bad > 0 {
         bail!(
@@ -549,5 +424,5 @@ pub fn run(args: RunArgs) -> Result<()> {
             csv_path.display()
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,10 @@
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
+/// The committed CI baseline: a real run CSV of 36 workloads.
+#[allow(dead_code)] // not every test file compares
+pub const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results/baseline/ci-quick.csv");
+
 /// The kvbench binary under test.
 pub fn kvbench() -> Command {
     Command::cargo_bin("kvbench").unwrap()

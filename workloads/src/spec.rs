@@ -88,6 +88,7 @@ pub struct OffloadConfig {
 impl WorkloadSpec {
     /// Longest sequence the workload reaches.
     pub fn max_len(&self) -> u32 {
-        self.prompt + self.gen
+        // Saturating: a sum past u32 is refused by the sizing that uses it, never wrapped.
+        self.prompt.saturating_add(self.gen)
     }
 }

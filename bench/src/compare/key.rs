@@ -14,6 +14,10 @@ pub struct KeyColumns {
     pub shared: Vec<String>,
     /// Key columns present in only one table (ignored for matching, reported as a note).
     pub one_sided: Vec<String>,
+    /// Of those, the ones the baseline has and the new table lacks.
+    pub only_base: Vec<String>,
+    /// And those the new table has and the baseline lacks.
+    pub only_new: Vec<String>,
     /// Shared key columns whose value differs between rows: what a label shows.
     pub varying: Vec<String>,
 }
@@ -39,6 +43,8 @@ impl KeyColumns {
             .filter(|c| !shared.contains(c))
             .cloned()
             .collect();
+        let only_base = kb.iter().filter(|c| !kn.contains(c)).cloned().collect();
+        let only_new = kn.iter().filter(|c| !kb.contains(c)).cloned().collect();
         let varying = shared
             .iter()
             .filter(|c| {
@@ -53,6 +59,8 @@ impl KeyColumns {
         KeyColumns {
             shared,
             one_sided,
+            only_base,
+            only_new,
             varying,
         }
     }
@@ -65,17 +73,39 @@ impl KeyColumns {
             .collect()
     }
 
-    /// Map from key to row; two rows with one key (say, two machines) is an error.
+    /// Map from key to row; two rows with one key (say, two machines) is an error. `which`
+    /// names `table`, `other` the other file (blamed when it lacks key columns `table` has).
     pub fn index(
         &self,
         table: &CsvTable,
         which: &str,
+        other: &str,
     ) -> Result<HashMap<Vec<String>, usize>, CompareError> {
         let mut map = HashMap::new();
         for row in 0..table.len() {
             let key = Self::key_of(table, row, &self.shared);
             if let Some(first) = map.insert(key, row) {
+                // Rows that differ only in a key column the other file lacks look alike.
+                let lacking = if which.starts_with("baseline") {
+                    &self.only_base
+                } else {
+                    &self.only_new
+                };
+                let hint = if lacking.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " because {other} lacks key column(s) {}, so rows are matched without \
+                         them",
+                        lacking
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
                 return Err(CompareError::DuplicateKey {
+                    hint,
                     which: which.to_string(),
                     first: table.origins[first].to_string(),
                     second: table.origins[row].to_string(),
@@ -126,7 +156,7 @@ mod tests {
         let k = KeyColumns::of(&a, &b);
         assert_eq!(k.shared, ["strategy", "prompt"]);
         assert_eq!(k.varying, ["prompt"]);
-        let ib = k.index(&b, "new").unwrap();
+        let ib = k.index(&b, "new", "a").unwrap();
         assert_eq!(ib[&KeyColumns::key_of(&a, 0, &k.shared)], 0);
         assert_eq!(ib[&KeyColumns::key_of(&a, 1, &k.shared)], 1);
         assert_eq!(k.label(&a, 1), "prompt=1024");
@@ -145,7 +175,7 @@ mod tests {
     fn duplicate_workloads_name_both_lines() {
         let a = t("strategy,host,tokens_per_s\npaged,m1,1\npaged,m2,2\n");
         let k = KeyColumns::of(&a, &a);
-        let msg = k.index(&a, "baseline").unwrap_err().to_string();
+        let msg = k.index(&a, "baseline", "t.csv").unwrap_err().to_string();
         assert!(msg.contains("t.csv:2") && msg.contains("t.csv:3"), "{msg}");
     }
 }

@@ -49,12 +49,33 @@ pub enum CompareError {
         /// This build's version.
         supported: u32,
     },
+    /// A metric the baseline gates is not a column of the new run.
+    #[error(
+        "new run {path} has no `{metric}` column, which baseline {baseline} gates: it cannot \
+         pass a check it has no data for; re-run with a kvbench that writes it"
+    )]
+    MissingMetric {
+        /// The metric.
+        metric: String,
+        /// The new file.
+        path: String,
+        /// The baseline file.
+        baseline: String,
+    },
+    /// No workload of the baseline is in the new run (or neither has a row).
+    #[error("{why}: nothing was compared, so nothing can pass")]
+    NothingCompared {
+        /// Which case, with the files.
+        why: String,
+    },
     /// Two rows of one file with the same workload key.
     #[error(
-        "{which} has two rows for workload `{workload}` ({first} and {second}): compare one \
-         machine's run at a time (kvbench report merges machines)"
+        "{which} has two rows for workload `{workload}` ({first} and {second}){hint}: compare \
+         one machine's run at a time (kvbench report merges machines)"
     )]
     DuplicateKey {
+        /// Why the rows may look alike: key columns the other file lacks.
+        hint: String,
         /// baseline or new.
         which: String,
         /// First row.
@@ -193,7 +214,17 @@ pub fn load_run(path: &Path, which: &str) -> Result<CsvTable, CompareError> {
 pub fn compare_files(base: &Path, new: &Path, opts: &Options) -> Result<Comparison, CompareError> {
     let b = load_run(base, "baseline")?;
     let n = load_run(new, "new")?;
-    compare(&b, &n, opts)
+    let names = (base.display().to_string(), new.display().to_string());
+    compare_named(&b, &n, opts, (&names.0, &names.1))
+}
+
+/// Compares two run tables.
+pub fn compare(
+    base: &CsvTable,
+    new: &CsvTable,
+    opts: &Options,
+) -> Result<Comparison, CompareError> {
+    compare_named(base, new, opts, ("baseline", "new"))
 }
 
 /// The value and spread of a timing metric in one row.
@@ -227,6 +258,11 @@ pub(crate) fn measured(
     Some(Measured { value, spread })
 }
 
+/// A cell as a finite number; `None` when empty, NaN, infinite or not a number.
+fn finite(table: &CsvTable, row: usize, column: &str) -> Option<f64> {
+    table.num(row, column).filter(|v| v.is_finite())
+}
+
 /// Formats a number for the table: 4 significant digits, integers whole.
 pub(crate) fn show(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
@@ -239,15 +275,47 @@ pub(crate) fn show(v: f64) -> String {
     }
 }
 
-/// Compares two run tables.
-pub fn compare(
+/// Whether a metric of this role is checked in this timing mode (a gate): timing metrics are
+/// read by the in-run ratios too, so only `--timing off` leaves them ungated.
+fn gated(role: &Role, timing: TimingMode) -> bool {
+    match role {
+        Role::Exact | Role::Error(_) => true,
+        Role::Timing { .. } => timing != TimingMode::Off,
+        _ => false,
+    }
+}
+
+/// Compares two run tables; `names` (baseline, new) name them in messages.
+fn compare_named(
     base: &CsvTable,
     new: &CsvTable,
     opts: &Options,
+    names: (&str, &str),
 ) -> Result<Comparison, CompareError> {
     let keys = KeyColumns::of(base, new);
-    let base_index = keys.index(base, "baseline")?;
-    let new_index = keys.index(new, "new")?;
+    let base_index = keys.index(base, &format!("baseline {}", names.0), names.1)?;
+    let new_index = keys.index(new, &format!("new run {}", names.1), names.0)?;
+    if base.is_empty() && new.is_empty() {
+        return Err(CompareError::NothingCompared {
+            why: format!(
+                "baseline {} and new run {} both have no rows (header only)",
+                names.0, names.1
+            ),
+        });
+    }
+    // A gate the new run cannot be judged on fails; a metric only the new run has is a later
+    // kvbench's addition, which the baseline cannot gate (a note below).
+    if let Some(metric) = base
+        .columns
+        .iter()
+        .find(|c| !new.has(c) && gated(&role(c), opts.timing))
+    {
+        return Err(CompareError::MissingMetric {
+            metric: metric.clone(),
+            path: names.1.to_string(),
+            baseline: names.0.to_string(),
+        });
+    }
     let th = &opts.thresholds;
     let mut out = Comparison {
         allow_missing: opts.allow_missing,
@@ -311,17 +379,29 @@ pub fn compare(
                 Role::Error(better) => {
                     let (rel, abs) = th.tolerance_for(metric);
                     let rule = format!("±{}% | {abs:e}", show(rel * 100.0));
-                    let f = match (base.num(b, metric), new.num(n, metric)) {
+                    let f = match (finite(base, b, metric), finite(new, n, metric)) {
                         (Some(x), Some(y)) => {
                             let change = (x != 0.0).then(|| y / x - 1.0);
                             finding(verdict::error(x, y, *better, rel, abs), change, rule)
                         }
-                        _ if bt.trim() == nt.trim() => continue,
-                        _ => finding(Verdict::NoData, None, rule),
+                        // Empty, NaN or text: the gate cannot be judged, so it fails.
+                        _ => finding(Verdict::Unreadable, None, rule),
                     };
                     out.findings.push(f);
                 }
                 Role::Timing { better, spread } => {
+                    if opts.timing == TimingMode::Off {
+                        continue;
+                    }
+                    // Gated in both timing modes (the ratios divide these columns).
+                    if finite(base, b, metric).is_none() || finite(new, n, metric).is_none() {
+                        out.findings.push(finding(
+                            Verdict::Unreadable,
+                            None,
+                            "a finite number on both sides".into(),
+                        ));
+                        continue;
+                    }
                     if opts.timing != TimingMode::Auto {
                         continue;
                     }
@@ -377,6 +457,17 @@ pub fn compare(
             change: None,
             rule: String::new(),
             verdict: Verdict::Added,
+        });
+    }
+    if out.matched == 0 {
+        return Err(CompareError::NothingCompared {
+            why: format!(
+                "none of the {} workloads of baseline {} is in new run {} (--allow-missing \
+                 forgives missing workloads, not an empty comparison)",
+                base.len(),
+                names.0,
+                names.1
+            ),
         });
     }
     if opts.timing != TimingMode::Off {

@@ -164,6 +164,12 @@ pub fn check(
     for (key, b) in pairs {
         let Some(n) = in_new.get(key) else { continue };
         let (v, change) = verdict::timing(b.value, n.value, better, pair_threshold, th.spread_k);
+        // A pair whose value is NaN or empty cannot be judged: the gate fails.
+        let v = if v == Verdict::NoData {
+            Verdict::Unreadable
+        } else {
+            v
+        };
         out.push(Finding {
             workload: b.label.clone(),
             metric: spec.name.clone(),

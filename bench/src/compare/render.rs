@@ -1,8 +1,5 @@
 //! The comparison as text: a table of changes, notes, and a one-line summary.
 
-use tabled::builder::Builder;
-use tabled::settings::Style;
-
 use super::verdict::Verdict;
 use super::Comparison;
 
@@ -19,26 +16,29 @@ pub fn render(c: &Comparison, all: bool) -> String {
     if shown.is_empty() {
         out.push_str("no changes beyond thresholds\n");
     } else {
-        let mut b = Builder::default();
-        b.push_record([
-            "workload", "metric", "baseline", "new", "change", "rule", "verdict",
-        ]);
-        for f in shown {
-            let change = f
-                .change
-                .map_or(String::new(), |x| format!("{:+.1}%", x * 100.0));
-            b.push_record([
-                f.workload.as_str(),
-                f.metric.as_str(),
-                f.base.as_str(),
-                f.new.as_str(),
-                change.as_str(),
-                f.rule.as_str(),
-                f.verdict.word(),
-            ]);
-        }
-        out.push_str(&b.build().with(Style::markdown()).to_string());
-        out.push('\n');
+        let rows: Vec<Vec<String>> = shown
+            .iter()
+            .map(|f| {
+                let change = f
+                    .change
+                    .map_or(String::new(), |x| format!("{:+.1}%", x * 100.0));
+                vec![
+                    f.workload.clone(),
+                    f.metric.clone(),
+                    f.base.clone(),
+                    f.new.clone(),
+                    change,
+                    f.rule.clone(),
+                    f.verdict.word().to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&crate::export::markdown::table(
+            &[
+                "workload", "metric", "baseline", "new", "change", "rule", "verdict",
+            ],
+            &rows,
+        ));
     }
     for n in &c.notes {
         out.push_str(&format!("note: {n}\n"));

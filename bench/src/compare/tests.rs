@@ -37,7 +37,7 @@ fn rec(strategy: &str, dtype: &str, prompt: u32, tpot_ms: f64, itl_mad_ms: f64) 
         block_size: if strategy == "paged" { 16 } else { 0 },
         repetitions: 3,
         verified: true,
-        status: "ok".into(),
+        status: crate::Status::Ok,
         rel_error: if dtype == "int8" { 4e-3 } else { 2e-4 },
         cosine: 0.9999,
         ttft_ms: prompt as f64 * 0.01,

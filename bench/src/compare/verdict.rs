@@ -12,6 +12,8 @@ pub enum Verdict {
     Regressed,
     /// A workload of the baseline is absent from the new run.
     Missing,
+    /// A gated value is empty, NaN or not a number in one of the runs.
+    Unreadable,
     /// Better beyond tolerance or beyond spread and threshold.
     Improved,
     /// Timing measured on different machines: not compared.
@@ -33,7 +35,7 @@ impl Verdict {
     pub fn fails(self) -> bool {
         matches!(
             self,
-            Verdict::Changed | Verdict::Regressed | Verdict::Missing
+            Verdict::Changed | Verdict::Regressed | Verdict::Missing | Verdict::Unreadable
         )
     }
 
@@ -51,6 +53,7 @@ impl Verdict {
             Verdict::Changed => "CHANGED",
             Verdict::Regressed => "REGRESSED",
             Verdict::Missing => "MISSING",
+            Verdict::Unreadable => "UNREADABLE",
             Verdict::Improved => "improved",
             Verdict::NotComparable => "not comparable",
             Verdict::NoData => "no data",

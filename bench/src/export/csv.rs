@@ -1,42 +1,39 @@
-//! The CSV exporter: the run contract, one row per workload, flushed as soon as it is written.
+//! The run CSV: the contract, one row per workload (columns in bench/src/record.rs), with the
+//! header even when there is no row.
 
-use super::{ensure_parent, ExportError, Exporter, Samples};
+use super::{RunResult, RunSerializer};
 use crate::Record;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Writes records to a CSV file with a header row, flushing after every row.
-pub struct CsvExporter {
-    path: PathBuf,
-    writer: csv::Writer<File>,
-}
+/// Serializes records as the run CSV.
+pub struct RunCsv;
 
-impl CsvExporter {
-    /// Create (or truncate) `path`; the header is written with the first row.
-    pub fn create(path: &Path) -> Result<Self, ExportError> {
-        ensure_parent(path)?;
-        let file = File::create(path).map_err(ExportError::at(path))?;
-        Ok(CsvExporter {
-            path: path.to_path_buf(),
-            writer: csv::Writer::from_writer(file),
-        })
+impl RunSerializer for RunCsv {
+    fn serialize(&self, results: &[RunResult]) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        if results.is_empty() {
+            // serde writes the header with the first row; an empty run still has columns.
+            w.write_record(header()).expect("writing to memory");
+        }
+        for r in results {
+            w.serialize(&r.record).expect("records always serialize");
+        }
+        String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV is UTF-8")
     }
 }
 
-impl Exporter for CsvExporter {
-    fn add(&mut self, record: &Record, _samples: &Samples) -> Result<(), ExportError> {
-        let to_io = |e: csv::Error| std::io::Error::other(e.to_string());
-        self.writer
-            .serialize(record)
-            .map_err(to_io)
-            .map_err(ExportError::at(&self.path))?;
-        // Flush every row: a run stopped by Ctrl-C or a crash keeps every finished workload.
-        self.writer.flush().map_err(ExportError::at(&self.path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
+/// Column names of the run CSV, in order.
+pub fn header() -> Vec<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.serialize(Record::default())
+        .expect("records always serialize");
+    let text = String::from_utf8(w.into_inner().expect("writing to memory")).expect("UTF-8");
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    r.headers()
+        .expect("a header row")
+        .iter()
+        .map(String::from)
+        .collect()
 }
 
 /// Read a run CSV back into records (columns matched by name).
@@ -47,54 +44,41 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, csv::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::Samples;
 
-    fn record(i: u32) -> Record {
-        Record {
-            schema_version: crate::SCHEMA_VERSION,
-            strategy: "paged".into(),
-            model: "tiny, with a comma".into(),
-            prompt: i,
-            tokens_per_s: 1.5 * i as f64,
-            verified: true,
-            status: "ok".into(),
-            ..Record::default()
+    fn result(i: u32) -> RunResult {
+        RunResult {
+            record: Record {
+                schema_version: crate::SCHEMA_VERSION,
+                strategy: "paged".into(),
+                model: "tiny, with a comma".into(),
+                prompt: i,
+                tokens_per_s: 1.5 * i as f64,
+                verified: true,
+                ..Record::default()
+            },
+            samples: Samples::default(),
         }
     }
 
     #[test]
     fn rows_round_trip_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runs/a.csv");
-        let mut ex = CsvExporter::create(&path).unwrap();
-        for i in 1..=3 {
-            ex.add(&record(i), &Samples::default()).unwrap();
-        }
+        let path = dir.path().join("a.csv");
+        let results: Vec<_> = (1..=3).map(result).collect();
+        std::fs::write(&path, RunCsv.serialize(&results)).unwrap();
         let back = read_records(&path).unwrap();
-        assert_eq!(back, vec![record(1), record(2), record(3)]);
-        let header = std::fs::read_to_string(&path).unwrap();
-        assert!(header.starts_with("schema_version,kvbench_version,git_commit,"));
+        let want: Vec<Record> = results.into_iter().map(|r| r.record).collect();
+        assert_eq!(back, want);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("schema_version,kvbench_version,git_commit,"));
     }
 
     #[test]
-    fn rows_are_on_disk_before_the_run_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.csv");
-        let mut ex = CsvExporter::create(&path).unwrap();
-        ex.add(&record(1), &Samples::default()).unwrap();
-        ex.add(&record(2), &Samples::default()).unwrap();
-        // The exporter is still open (a run in progress, or killed now): the file already
-        // holds both complete rows.
-        assert_eq!(read_records(&path).unwrap().len(), 2);
-        // A run killed mid-write leaves a partial last line; the complete rows still parse.
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str("1,0.1.0,abc");
-        std::fs::write(&path, text).unwrap();
-        let complete: Vec<Record> = csv::Reader::from_path(&path)
-            .unwrap()
-            .deserialize()
-            .filter_map(Result::ok)
-            .collect();
-        assert_eq!(complete, vec![record(1), record(2)]);
-        drop(ex);
+    fn no_rows_is_the_header_alone() {
+        let text = RunCsv.serialize(&[]);
+        let with_row = RunCsv.serialize(&[result(1)]);
+        assert_eq!(text.lines().count(), 1);
+        assert_eq!(text.lines().next(), with_row.lines().next());
     }
 }

@@ -1,76 +1,49 @@
-//! The JSON exporter: every record with its raw samples, rewritten whole after each workload.
+//! A run as JSON (one document: every record with its raw samples) and as JSON lines (one
+//! result per line, for streaming readers).
 
-use super::{replace_file, ExportError, Exporter, Samples};
-use crate::Record;
+use super::{RunResult, RunSerializer};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-
-/// One workload in the JSON file: the CSV row plus every timing sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JsonResult {
-    pub record: Record,
-    pub samples: Samples,
-}
 
 /// The whole JSON file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JsonReport {
     pub schema_version: u32,
-    pub results: Vec<JsonResult>,
+    pub results: Vec<RunResult>,
 }
 
-/// Keeps every result and rewrites the file after each one (as hyperfine does).
-pub struct JsonExporter {
-    path: PathBuf,
-    report: JsonReport,
-}
+/// Serializes a run as one JSON document.
+pub struct RunJson;
 
-impl JsonExporter {
-    /// Start an empty report at `path` (written on the first `add`).
-    pub fn create(path: &Path) -> Result<Self, ExportError> {
+impl RunSerializer for RunJson {
+    fn serialize(&self, results: &[RunResult]) -> String {
         let report = JsonReport {
             schema_version: crate::SCHEMA_VERSION,
-            results: Vec::new(),
+            results: results.to_vec(),
         };
-        replace_file(path, &to_text(&report))?;
-        Ok(JsonExporter {
-            path: path.to_path_buf(),
-            report,
-        })
+        serde_json::to_string_pretty(&report).expect("records always serialize") + "\n"
     }
 }
 
-fn to_text(report: &JsonReport) -> String {
-    serde_json::to_string_pretty(report).expect("records always serialize") + "\n"
-}
+/// Serializes a run as JSON lines: one `{"record":…,"samples":…}` per line.
+pub struct RunJsonl;
 
-impl Exporter for JsonExporter {
-    fn add(&mut self, record: &Record, samples: &Samples) -> Result<(), ExportError> {
-        self.report.results.push(JsonResult {
-            record: record.clone(),
-            samples: samples.clone(),
-        });
-        replace_file(&self.path, &to_text(&self.report))
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
+impl RunSerializer for RunJsonl {
+    fn serialize(&self, results: &[RunResult]) -> String {
+        results
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("records always serialize") + "\n")
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::Samples;
+    use crate::Record;
 
     #[test]
-    fn keeps_raw_samples_and_stays_valid_after_each_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run.json");
-        let mut ex = JsonExporter::create(&path).unwrap();
-        let parse = || -> JsonReport {
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-        };
-        assert!(parse().results.is_empty());
+    fn keeps_raw_samples() {
         let samples = Samples {
             ttft_ms: vec![3.0, 2.5],
             itl_ms: vec![0.5, 0.25, 0.75],
@@ -79,13 +52,22 @@ mod tests {
             strategy: "concat".into(),
             ..Record::default()
         };
-        ex.add(&rec, &samples).unwrap();
-        ex.add(&rec, &Samples::default()).unwrap();
-        let back = parse();
+        let results = vec![
+            RunResult {
+                record: rec.clone(),
+                samples: samples.clone(),
+            },
+            RunResult {
+                record: rec.clone(),
+                samples: Samples::default(),
+            },
+        ];
+        let back: JsonReport = serde_json::from_str(&RunJson.serialize(&results)).unwrap();
         assert_eq!(back.schema_version, crate::SCHEMA_VERSION);
-        assert_eq!(back.results.len(), 2);
-        assert_eq!(back.results[0].samples, samples);
-        assert_eq!(back.results[0].record, rec);
-        assert!(!dir.path().join("run.json.partial").exists());
+        assert_eq!(back.results, results);
+        let lines = RunJsonl.serialize(&results);
+        let first: RunResult = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+        assert_eq!(first.samples, samples);
+        assert_eq!(lines.lines().count(), 2);
     }
 }

@@ -1,19 +1,12 @@
 //! The results table: the columns a reader compares first, for the terminal and markdown.
 
+use super::{RunResult, RunSerializer};
 use crate::record::status;
 use crate::Record;
 use tabled::builder::Builder;
 
-/// How the table is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    /// Box-drawing lines, for a terminal.
-    Terminal,
-    /// A GitHub markdown table.
-    Markdown,
-}
-
-const HEADER: [&str; 15] = [
+/// Columns of the run table.
+pub const HEADER: [&str; 15] = [
     "model",
     "workload",
     "strategy",
@@ -31,23 +24,33 @@ const HEADER: [&str; 15] = [
     "% of limit",
 ];
 
-/// Render `records` as a table.
-pub fn render(records: &[Record], style: Style) -> String {
+/// A box-drawn table for a terminal: the one terminal table writer.
+pub fn terminal<H: AsRef<str>, C: AsRef<str>>(headers: &[H], rows: &[Vec<C>]) -> String {
     let mut b = Builder::new();
-    b.push_record(HEADER);
-    for r in records {
-        b.push_record(row(r));
+    b.push_record(headers.iter().map(|h| h.as_ref().to_string()));
+    for r in rows {
+        b.push_record(r.iter().map(|c| c.as_ref().to_string()));
     }
-    let mut table = b.build();
-    match style {
-        Style::Terminal => table.with(tabled::settings::Style::sharp()),
-        Style::Markdown => table.with(tabled::settings::Style::markdown()),
-    };
-    table.to_string()
+    b.build().with(tabled::settings::Style::sharp()).to_string()
+}
+
+/// Serializes a run as the terminal table.
+pub struct RunTable;
+
+impl RunSerializer for RunTable {
+    fn serialize(&self, results: &[RunResult]) -> String {
+        let records: Vec<Record> = results.iter().map(|r| r.record.clone()).collect();
+        terminal(&HEADER, &rows(&records)) + "\n"
+    }
+}
+
+/// The table's cells, one row per record.
+pub fn rows(records: &[Record]) -> Vec<Vec<String>> {
+    records.iter().map(row).collect()
 }
 
 fn row(r: &Record) -> Vec<String> {
-    let ok = r.status == status::OK;
+    let ok = r.status.is_timed();
     let timed = |v: f64, f: fn(f64) -> String| if ok { f(v) } else { "-".into() };
     let dtype = if !r.cache_dtype.is_empty() {
         r.cache_dtype.clone()
@@ -68,7 +71,7 @@ fn row(r: &Record) -> Vec<String> {
         dtype,
         r.batch.to_string(),
         format!("{}+{}", r.prompt, r.gen),
-        r.status.clone(),
+        r.status.to_string(),
         timed(r.ttft_ms, ms),
         timed(r.itl_p50_ms, ms),
         timed(r.itl_p99_ms, ms),
@@ -141,13 +144,13 @@ mod tests {
     #[test]
     fn failed_rows_show_no_timing() {
         let r = Record {
-            status: status::REFUSED.into(),
+            status: status::REFUSED,
             ttft_ms: 5.0,
             k_dtype: "int4".into(),
             v_dtype: "int8".into(),
             ..Record::default()
         };
-        let t = render(&[r], Style::Terminal);
+        let t = terminal(&HEADER, &rows(&[r]));
         let line = t.lines().nth(3).unwrap();
         assert!(
             line.contains("refused") && line.contains("k=int4,v=int8"),

@@ -18,29 +18,9 @@ impl MdTable {
         }
     }
 
-    /// Renders as GitHub-flavoured markdown; `|` in cells is escaped.
+    /// Renders as GitHub-flavoured markdown (the export layer's one markdown writer).
     pub fn render(&self) -> String {
-        let esc = |s: &str| s.replace('|', "\\|");
-        let mut out = format!(
-            "| {} |\n|{}|\n",
-            self.headers
-                .iter()
-                .map(|h| esc(h))
-                .collect::<Vec<_>>()
-                .join(" | "),
-            self.headers
-                .iter()
-                .map(|_| " --- ")
-                .collect::<Vec<_>>()
-                .join("|")
-        );
-        for r in &self.rows {
-            out.push_str(&format!(
-                "| {} |\n",
-                r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
-            ));
-        }
-        out
+        crate::export::markdown::table(&self.headers, &self.rows)
     }
 }
 

@@ -24,6 +24,9 @@ pub enum ReportError {
     /// No CSV was given.
     #[error("no CSV given: pass one or more run or plan CSVs (e.g. results/runs/*.csv)")]
     NoInputs,
+    /// A file could not be read, is too large or is not text.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {

@@ -27,12 +27,17 @@ fn group_by(
     rows: impl Iterator<Item = usize>,
     label: impl Fn(usize) -> String,
 ) -> Vec<(String, Vec<usize>)> {
+    // An index beside the list: first-seen order, linear in rows.
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for r in rows {
         let l = label(r);
-        match out.iter_mut().find(|(k, _)| *k == l) {
-            Some((_, v)) => v.push(r),
-            None => out.push((l, vec![r])),
+        match at.get(&l) {
+            Some(&i) => out[i].1.push(r),
+            None => {
+                at.insert(l.clone(), out.len());
+                out.push((l, vec![r]));
+            }
         }
     }
     out

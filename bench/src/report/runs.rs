@@ -32,10 +32,20 @@ fn ok_rows(t: &CsvTable) -> Vec<usize> {
 
 /// Rows grouped by machine (first-seen order), in sweep order within a machine.
 fn by_machine(t: &CsvTable, rows: Vec<usize>) -> Vec<usize> {
-    let order: Vec<String> = t.distinct_by(|r| machine(t, r));
-    let mut rows = sweep_order(t, rows);
-    rows.sort_by_key(|&r| order.iter().position(|m| *m == machine(t, r)));
-    rows
+    let order: std::collections::HashMap<String, usize> = t
+        .distinct_by(|r| machine(t, r))
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (m, i))
+        .collect();
+    let rows = sweep_order(t, rows);
+    // Stable: sweep order within a machine.
+    let mut keyed: Vec<(usize, usize)> = rows
+        .into_iter()
+        .map(|r| (order[&machine(t, r)], r))
+        .collect();
+    keyed.sort_by_key(|&(m, _)| m);
+    keyed.into_iter().map(|(_, r)| r).collect()
 }
 
 /// One row per workload key (the first seen): for machine-independent figures.
@@ -304,7 +314,7 @@ pub fn predicted(t: &CsvTable) -> Section {
 
 /// Rows that were not timed, with the reason.
 pub fn not_timed(t: &CsvTable) -> Option<Section> {
-    let ok = ok_rows(t);
+    let ok: std::collections::HashSet<usize> = ok_rows(t).into_iter().collect();
     let rows: Vec<usize> = (0..t.len()).filter(|r| !ok.contains(r)).collect();
     if rows.is_empty() {
         return None;

@@ -35,10 +35,7 @@ impl std::fmt::Display for RowOrigin {
 impl CsvTable {
     /// Reads a CSV file with a header row.
     pub fn read(path: &Path) -> Result<Self, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::input::read_text(path, crate::input::CSV_CAP, "run or plan CSV")?;
         Self::parse(&text, path)
     }
 
@@ -173,10 +170,12 @@ impl CsvTable {
 
     /// Distinct values of `f(row)` in first-seen order.
     pub fn distinct_by(&self, f: impl Fn(usize) -> String) -> Vec<String> {
+        // A set beside the list: first-seen order, linear time on 100,000s of rows.
+        let mut seen = std::collections::HashSet::new();
         let mut out: Vec<String> = Vec::new();
         for r in 0..self.len() {
             let v = f(r);
-            if !out.contains(&v) {
+            if seen.insert(v.clone()) {
                 out.push(v);
             }
         }
@@ -185,14 +184,11 @@ impl CsvTable {
 
     /// Distinct values of a column in first-seen order.
     pub fn distinct(&self, column: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for r in 0..self.len() {
-            let v = self.get(r, column);
-            if !out.iter().any(|o| o == v) {
-                out.push(v.to_string());
-            }
+        match self.index(column) {
+            Some(i) => self.distinct_by(|r| self.rows[r].get(i).cloned().unwrap_or_default()),
+            None if self.is_empty() => Vec::new(),
+            None => vec![String::new()],
         }
-        out
     }
 }
 

@@ -1,5 +1,8 @@
 //! Writing the report folder: merged CSVs, one SVG per chart, and report.md that puts each
-//! question's table next to its charts.
+//! question's table next to its charts. The report is built in a temporary folder beside the
+//! target and moved into place only when complete; the outputs it owns (report.md, charts/,
+//! merged-*.csv) replace those of a previous report rather than mixing with them, and any
+//! other file in the folder is left alone.
 
 use std::path::{Path, PathBuf};
 
@@ -73,9 +76,83 @@ fn run_parts(t: &CsvTable) -> Vec<Part> {
     parts
 }
 
+/// What a report owns in its folder: replaced whole by the next report. report.md goes last,
+/// so a reader never finds a page whose charts are missing.
+const OWNED: [&str; 4] = ["charts", "merged-runs.csv", "merged-plans.csv", "report.md"];
+
+fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ReportError + '_ {
+    move |e| ReportError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A spinner on stderr naming the section being written (a report of 100,000s of rows takes
+/// a while); drawn only when stderr is a terminal.
+fn progress() -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] report: {wide_msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// Reads `inputs` (run and/or plan CSVs), merges them and writes the report into `out`.
 pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, ReportError> {
-    let Inputs { runs, plans } = load(inputs)?;
+    // Every input is read and checked before anything is written.
+    let progress = progress();
+    progress.set_message(format!("reading {} CSV(s)", inputs.len()));
+    let loaded = load(inputs)?;
+    if out.exists() && !out.is_dir() {
+        return Err(ReportError::Write {
+            path: out.to_path_buf(),
+            message: "it is a file; give a folder for the report".into(),
+        });
+    }
+    let parent = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => p,
+        None => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(write_error(parent))?;
+    // Beside the target: on its filesystem, so moving the outputs in is a rename.
+    let stage = tempfile::Builder::new()
+        .prefix(".kvbench-report-")
+        .tempdir_in(parent)
+        .map_err(write_error(parent))?;
+    let built = build(inputs, loaded, stage.path(), &progress)?;
+    progress.finish_and_clear();
+    std::fs::create_dir_all(out).map_err(write_error(out))?;
+    for name in OWNED {
+        let (old, new) = (out.join(name), stage.path().join(name));
+        if old.is_dir() {
+            std::fs::remove_dir_all(&old).map_err(write_error(&old))?;
+        } else if old.exists() {
+            std::fs::remove_file(&old).map_err(write_error(&old))?;
+        }
+        if new.exists() {
+            std::fs::rename(&new, &old).map_err(write_error(&old))?;
+        }
+    }
+    let moved = |p: &Path| out.join(p.strip_prefix(stage.path()).unwrap_or(p));
+    Ok(ReportSummary {
+        report: moved(&built.report),
+        charts: built.charts.iter().map(|c| moved(c)).collect(),
+        ..built
+    })
+}
+
+/// Writes the whole report into the empty folder `out`.
+fn build(
+    inputs: &[PathBuf],
+    loaded: Inputs,
+    out: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<ReportSummary, ReportError> {
+    let Inputs { runs, plans } = loaded;
     let charts_dir = out.join("charts");
     std::fs::create_dir_all(&charts_dir).map_err(|e| ReportError::Write {
         path: charts_dir.clone(),
@@ -118,6 +195,11 @@ pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, Rep
         }
     }
     for part in parts {
+        progress.set_message(format!(
+            "{} ({} rows)",
+            part.section.title,
+            part.section.table.rows.len()
+        ));
         md.push_str(&format!(
             "\n## {}\n\n{}\n\n{}",
             part.section.title,

@@ -1,7 +1,7 @@
 //! How `kvbench plan` shows its plans: a detailed table for one plan, a summary table for a
 //! sweep, and csv/json/markdown rows for machines.
 
-use kvbench_planner::columns::cell_text;
+use kvbench_bench::export;
 use kvbench_planner::deploy::WindowRule;
 use kvbench_planner::plan::Plan;
 use kvbench_planner::units::{format_bytes, format_count};
@@ -11,35 +11,15 @@ use tabled::settings::Style;
 
 use super::Format;
 
-/// Rows of named values as csv, json or markdown (the machine formats).
-pub fn render_rows(rows: &[Vec<(String, Value)>], format: Format) -> anyhow::Result<String> {
-    let header: Vec<String> = rows
-        .first()
-        .map(|r| r.iter().map(|(k, _)| k.clone()).collect())
-        .unwrap_or_default();
-    match format {
-        Format::Csv | Format::Table => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(&header)?;
-            for row in rows {
-                w.write_record(row.iter().map(|(_, v)| cell_text(v)))?;
-            }
-            Ok(String::from_utf8(w.into_inner()?)?)
-        }
-        Format::Json => {
-            let array: Vec<serde_json::Map<String, Value>> =
-                rows.iter().map(|r| r.iter().cloned().collect()).collect();
-            Ok(serde_json::to_string_pretty(&array)? + "\n")
-        }
-        Format::Md => {
-            let mut b = Builder::default();
-            b.push_record(header);
-            for row in rows {
-                b.push_record(row.iter().map(|(_, v)| cell_text(v)));
-            }
-            Ok(b.build().with(Style::markdown()).to_string() + "\n")
-        }
-    }
+/// Rows of named values as csv, json or markdown (the export layer's serializers).
+pub fn render_rows(rows: &[Vec<(String, Value)>], format: Format) -> String {
+    let format = match format {
+        Format::Table | Format::Csv => export::Format::Csv,
+        Format::Json => export::Format::Json,
+        Format::Jsonl => export::Format::Jsonl,
+        Format::Md => export::Format::Markdown,
+    };
+    export::rows::render(rows, format)
 }
 
 fn bytes(b: u64) -> String {
