@@ -160,6 +160,8 @@ mod tests {
                 block_size: 16,
                 max_batched_tokens: 8192,
                 window_rule: WindowRule::Window,
+                engine: Default::default(),
+                weights_detail: None,
             }),
         };
         let row = plan_row(&plan(&req).unwrap());

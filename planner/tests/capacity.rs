@@ -20,6 +20,8 @@ fn deployment(gpu_name: Option<&str>, gpus: u32, tp: u32) -> Deployment {
         block_size: 16,
         max_batched_tokens: 8192,
         window_rule: WindowRule::Window,
+        engine: Default::default(),
+        weights_detail: None,
     }
 }
 
@@ -230,12 +232,19 @@ fn hybrid_models_use_vllm_kv_cache_groups() {
 fn reserve_estimate_is_near_vllm_logs() {
     // vLLM's memory profiling of Llama-3.1-8B on an 80 GB card with
     // max_num_batched_tokens=8192 logs "PyTorch activation peak memory takes 1.19GiB" to
-    // "1.24GiB" and "non_torch_memory takes 0.12GiB" to "0.35GiB".
+    // "1.24GiB" and "non_torch_memory takes 0.12GiB" to "0.35GiB" (versions before CUDA
+    // graphs were counted, 256 sequences).
+    use kvbench_planner::engine::{vllm, EngineOptions, Version};
     let model = find_model("llama3.1-8b").unwrap();
-    let (reserve, note) = kvbench_planner::deploy::estimate_reserve(&model, 1, 8192);
-    let gib = reserve as f64 / GIB as f64;
-    assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {note}");
-    assert!(note.contains("--reserve"));
+    let opts = EngineOptions {
+        version: Some(Version::new(0, 19)),
+        max_num_seqs: Some(256),
+        ..Default::default()
+    };
+    let r = vllm::reserve(&model, 1, 8192, 80 * GIB, &opts);
+    let gib = r.total() as f64 / GIB as f64;
+    assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {}", r.note());
+    assert!(r.note().contains("vLLM 0.19"));
 }
 
 #[test]

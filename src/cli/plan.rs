@@ -10,8 +10,12 @@ use kvbench_planner::deploy::{Deployment, WeightDtype, WindowRule};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::plan::{plan, AttentionOverride, Plan, PlanRequest};
 use kvbench_planner::units::parse_size;
+use kvbench_planner::weights::{self, Weights};
 use kvbench_planner::{find_model, gpu, parse_config, ModelInfo};
 
+mod checkpoint;
+mod engine_args;
+mod log_check;
 mod render;
 mod tiers;
 
@@ -69,6 +73,9 @@ pub struct PlanArgs {
     /// Memory tiers (--tiers) and reload-versus-recompute break-even.
     #[command(flatten)]
     pub tiers: Box<tiers::TierArgs>,
+    /// Serving engine flags (reserve rule, --vllm-log check).
+    #[command(flatten)]
+    pub engine: Box<engine_args::EngineArgs>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: Format,
@@ -94,9 +101,9 @@ pub struct CacheArgs {
     /// heads; `model` keeps its own. E.g. --attention model,mha,mqa shows the savings side by side.
     #[arg(long, value_delimiter = ',')]
     pub attention: Vec<String>,
-    /// Tokens per block of the paged layout (vLLM's default is 16).
-    #[arg(long, default_value_t = 16)]
-    pub block_size: u32,
+    /// Tokens per block of the paged layout (default: vLLM's 16, SGLang's page size 1).
+    #[arg(long)]
+    pub block_size: Option<u32>,
     /// Leading tokens shared by every sequence of the batch (paged prefix sharing).
     #[arg(long, default_value_t = 0)]
     pub shared_prefix: u32,
@@ -125,13 +132,15 @@ pub struct DeployArgs {
     /// Pipeline-parallel degree (layers split across stages).
     #[arg(long, default_value_t = 1)]
     pub pp: u32,
-    /// Weight precision: f32, bf16, f16, fp8, int8, int4 (4.25 bits with group scales),
-    /// mxfp4, nf4.
-    #[arg(long, default_value = "bf16")]
-    pub weights_dtype: String,
-    /// Fraction of GPU memory the engine may use (vLLM's gpu_memory_utilization).
-    #[arg(long, default_value_t = 0.9)]
-    pub mem_util: f64,
+    /// Weight precision (list), overriding what the checkpoint says: f32, bf16, f16, fp8,
+    /// int8, int4 (4.25 bits with group scales), mxfp4, nf4. Default: the safetensors
+    /// headers of a --config directory, else its quantization_config, else bf16.
+    #[arg(long, value_delimiter = ',')]
+    pub weights_dtype: Vec<String>,
+    /// Fraction of GPU memory the engine may use (vLLM's gpu_memory_utilization, default
+    /// 0.9; SGLang's mem_fraction_static, default by tp).
+    #[arg(long)]
+    pub mem_util: Option<f64>,
     /// Memory per GPU held back for activations and runtime, e.g. 3GiB (default: estimated
     /// as vLLM's profiling would find it; the estimate is shown).
     #[arg(long)]
@@ -141,11 +150,28 @@ pub struct DeployArgs {
     pub kv_budget: Option<String>,
 }
 
+/// A model's config.json text and directory (for its safetensors headers).
+#[derive(Debug, Clone)]
+struct Checkpoint {
+    config: String,
+    dir: std::path::PathBuf,
+}
+
 /// The models asked for: registry names, then config.json files.
 fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
+    Ok(models_with_checkpoints(args)?
+        .into_iter()
+        .map(|m| m.0)
+        .collect())
+}
+
+/// The models asked for, each with its checkpoint when it came from a config.json.
+fn models_with_checkpoints(
+    args: &PlanArgs,
+) -> anyhow::Result<Vec<(ModelInfo, Option<Checkpoint>)>> {
     let mut out = Vec::new();
     for name in &args.model {
-        out.push(find_model(name)?);
+        out.push((find_model(name)?, None));
     }
     for given in &args.config {
         // A model directory (as downloaded from the Hub) holds its config.json.
@@ -168,15 +194,39 @@ fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
             (Some(s), _) if !s.is_empty() => s,
             _ => path.display().to_string(),
         };
-        out.push(
-            parse_config(&text, &name)
-                .with_context(|| format!("in --config {}", path.display()))?,
-        );
+        let info = parse_config(&text, &name)
+            .with_context(|| format!("in --config {}", path.display()))?;
+        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        out.push((info, Some(Checkpoint { config: text, dir })));
     }
     if out.is_empty() {
-        out.push(find_model("llama3-70b")?);
+        out.push((find_model("llama3-70b")?, None));
     }
     Ok(out)
+}
+
+/// The weights of a model under a --weights-dtype choice (None = what the checkpoint says):
+/// safetensors headers, else quantization_config, else (registry models) None = params x
+/// the dtype.
+fn weights_for(
+    checkpoint: Option<&Checkpoint>,
+    choice: Option<WeightDtype>,
+) -> anyhow::Result<Option<Weights>> {
+    let Some(c) = checkpoint else {
+        return Ok(None);
+    };
+    let context = || format!("weights of {}", c.dir.display());
+    match choice {
+        Some(w) => Ok(Some(
+            weights::from_config(&c.config, Some((w.name, w.bits))).with_context(context)?,
+        )),
+        None => match checkpoint::header_weights(&c.dir).with_context(context)? {
+            Some(w) => Ok(Some(w)),
+            None => Ok(Some(
+                weights::from_config(&c.config, None).with_context(context)?,
+            )),
+        },
+    }
 }
 
 /// The (K, V) dtype pairs asked for.
@@ -214,23 +264,33 @@ fn dtype_pairs(args: &PlanArgs) -> anyhow::Result<Vec<KvDtypes>> {
     Ok(out)
 }
 
-/// The deployments asked for (None: no --gpu and no --kv-budget).
-fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
+/// The deployments asked for (None: no --gpu and no --kv-budget), each with the
+/// --weights-dtype choice it was made for (None: what the checkpoint says).
+type Deployments = (Vec<Option<Deployment>>, Vec<Option<WeightDtype>>);
+
+fn deployments(args: &PlanArgs) -> anyhow::Result<Deployments> {
+    let mut weight_pick = Vec::new();
     if args.deploy.gpu.is_empty() && args.deploy.kv_budget.is_none() {
         if args.deploy.gpus.is_some() || !args.deploy.tp.is_empty() || args.deploy.reserve.is_some()
         {
             bail!("--gpus, --tp and --reserve size a deployment: also name a GPU (--gpu h100) or a KV budget (--kv-budget 58.5GiB)");
         }
-        return Ok(vec![None]);
+        return Ok((vec![None], vec![None]));
     }
     if args.deploy.pp == 0 {
         bail!("--pp 0 is invalid: give at least 1 pipeline stage");
     }
-    let weights: WeightDtype = args
-        .deploy
-        .weights_dtype
-        .parse()
-        .context("in --weights-dtype")?;
+    // None: what the checkpoint says (bf16 for registry models).
+    let weight_choices: Vec<Option<WeightDtype>> = if args.deploy.weights_dtype.is_empty() {
+        vec![None]
+    } else {
+        args.deploy
+            .weights_dtype
+            .iter()
+            .map(|w| w.parse().map(Some).context("in --weights-dtype"))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let engine = args.engine.options()?;
     let reserve = args
         .deploy
         .reserve
@@ -262,25 +322,41 @@ fn deployments(args: &PlanArgs) -> anyhow::Result<Vec<Option<Deployment>>> {
     let mut out = Vec::new();
     for g in &gpus {
         for &tp in &tps {
-            out.push(Some(Deployment {
-                gpu: g.clone(),
-                gpus: args
-                    .deploy
-                    .gpus
-                    .unwrap_or(tp.saturating_mul(args.deploy.pp)),
-                tp,
-                pp: args.deploy.pp,
-                weights,
-                mem_util: args.deploy.mem_util,
-                reserve,
-                kv_budget,
-                block_size: args.cache.block_size,
-                max_batched_tokens: args.cache.max_batched_tokens,
-                window_rule: window_rule(args.cache.window_rule),
-            }));
+            for choice in &weight_choices {
+                out.push(Some(Deployment {
+                    gpu: g.clone(),
+                    gpus: args
+                        .deploy
+                        .gpus
+                        .unwrap_or(tp.saturating_mul(args.deploy.pp)),
+                    tp,
+                    pp: args.deploy.pp,
+                    weights: choice.unwrap_or_else(|| "bf16".parse().expect("bf16 is known")),
+                    mem_util: args
+                        .deploy
+                        .mem_util
+                        .unwrap_or_else(|| engine_args::default_mem_util(engine.engine, tp)),
+                    reserve,
+                    kv_budget,
+                    block_size: block_size(args),
+                    max_batched_tokens: args.cache.max_batched_tokens,
+                    window_rule: window_rule(args.cache.window_rule),
+                    engine,
+                    weights_detail: None,
+                }));
+                weight_pick.push(*choice);
+            }
         }
     }
-    Ok(out)
+    Ok((out, weight_pick))
+}
+
+/// Tokens per block: --block-size, else the engine's default.
+fn block_size(args: &PlanArgs) -> u32 {
+    args.cache.block_size.unwrap_or(match args.engine.engine {
+        engine_args::EngineArg::Vllm => 16,
+        engine_args::EngineArg::Sglang => kvbench_planner::engine::sglang::DEFAULT_PAGE_SIZE,
+    })
 }
 
 fn window_rule(arg: WindowRuleArg) -> WindowRule {
@@ -304,11 +380,24 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let models = models(args)?;
+    let models = models_with_checkpoints(args)?;
     let pairs = dtype_pairs(args)?;
-    let deps = deployments(args)?;
+    let (deps, picks) = deployments(args)?;
     let mut results = Vec::new();
-    for model in &models {
+    for (model, ckpt) in &models {
+        // The checkpoint's weights, once per --weights-dtype choice.
+        let deps: Vec<Option<Deployment>> = deps
+            .iter()
+            .zip(&picks)
+            .map(|(d, pick)| {
+                d.clone()
+                    .map(|mut d| -> anyhow::Result<Deployment> {
+                        d.weights_detail = weights_for(ckpt.as_ref(), *pick)?;
+                        Ok(d)
+                    })
+                    .transpose()
+            })
+            .collect::<anyhow::Result<_>>()?;
         for &attention in &attentions {
             for &seq in &args.seq {
                 for &batch in &args.batch {
@@ -320,7 +409,7 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
                                 attention,
                                 seq,
                                 batch,
-                                block_size: args.cache.block_size,
+                                block_size: block_size(args),
                                 shared_prefix: args.cache.shared_prefix,
                                 window_rule: window_rule(args.cache.window_rule),
                                 max_batched_tokens: args.cache.max_batched_tokens,
@@ -378,6 +467,9 @@ fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>>
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+    if let Some(log) = &args.engine.vllm_log {
+        return log_check::run(&args, log);
+    }
     if args.tiers.tiers.is_some() && args.format != Format::Table {
         bail!("--tiers prints tables: leave out --format (or --tiers)");
     }

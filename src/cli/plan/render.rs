@@ -130,7 +130,10 @@ pub(super) fn detail_table(p: &Plan) -> String {
             ),
         );
         if c.usable_bytes_per_gpu > 0 {
-            add("weights per GPU", bytes(c.weights_bytes_per_gpu));
+            add(
+                "weights per GPU",
+                format!("{} — {}", bytes(c.weights_bytes_per_gpu), c.weights_source),
+            );
             add(
                 "usable per GPU (total x mem-util)",
                 bytes(c.usable_bytes_per_gpu),
@@ -143,6 +146,12 @@ pub(super) fn detail_table(p: &Plan) -> String {
                     c.reserve_note
                 ),
             );
+            for part in c.reserve_detail.iter().flat_map(|r| &r.components) {
+                add(
+                    &format!("  reserve: {}", part.name),
+                    format!("{} — {}", format_bytes(part.bytes as f64), part.rule),
+                );
+            }
         }
         add("KV memory per GPU", bytes(c.kv_budget_bytes_per_gpu));
         add(
@@ -178,12 +187,30 @@ pub(super) fn detail_table(p: &Plan) -> String {
                 )
             },
         );
+        if c.kv_cache_groups > 1 {
+            add(
+                "token capacity as vLLM > 0.19 logs it",
+                format!(
+                    "{} tokens (int(max concurrency x {}); vLLM <= 0.19 logs the figure above)",
+                    format_count(c.token_capacity_vllm_new),
+                    format_count(p.seq as u64)
+                ),
+            );
+        }
         add(
             &format!("max sequences of {} tokens", format_count(p.seq as u64)),
             format!(
-                "{} per replica (vLLM's maximum concurrency: {:.2}x)",
+                "{} per replica, true per-sequence figure ({:.2}x, window rule '{}')",
                 format_count(c.max_seqs),
-                c.concurrency
+                c.concurrency,
+                p.window_rule.name()
+            ),
+        );
+        add(
+            "vLLM's maximum concurrency",
+            format!(
+                "{:.2}x (as vLLM logs it: sliding groups count window - 1 + max-batched-tokens)",
+                c.vllm_concurrency
             ),
         );
         add(
