@@ -100,14 +100,17 @@ fn arg(line: &str, key: &str) -> Option<String> {
 /// Parses a vLLM server log. Refuses a log with nothing recognisable, an SGLang log and a
 /// V0-engine log, each in one line saying so.
 pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
-    if text.contains("max_total_num_tokens=") || text.contains("sglang") {
+    if text.contains("max_total_num_tokens=")
+        || text.contains("KV Cache is allocated. #tokens")
+        || text.contains("sglang.launch_server")
+    {
         return Err(PlanError::VllmLog(
             "this is an SGLang log (it reports max_total_num_tokens); --vllm-log reads vLLM server logs — size SGLang with --engine sglang".to_string(),
         ));
     }
     if text.contains("# GPU blocks:") || text.contains("# gpu blocks:") {
         return Err(PlanError::VllmLog(
-            "this log is from vLLM's V0 engine ('# GPU blocks: N'), whose profiling differs; kvbench checks logs of the V1 engine (vLLM 0.8 and later)".to_string(),
+            "this log is from a vLLM before 0.7.3 (it logs '# GPU blocks: N', not 'GPU KV cache size: N tokens'), whose profiling differs; kvbench checks logs of vLLM's V1 engine from 0.8 on".to_string(),
         ));
     }
     let mut r = LoggedRun::default();
@@ -136,6 +139,37 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
             }
             if r.enforce_eager.is_none() {
                 r.enforce_eager = arg(line, "enforce_eager").map(|v| v == "True" || v == "true");
+            }
+        }
+        if let Some(at) = line.find("vllm serve ") {
+            // A pasted command line: `vllm serve MODEL --tensor-parallel-size N ...`.
+            let words: Vec<&str> = line[at + "vllm serve ".len()..]
+                .split_whitespace()
+                .collect();
+            if let Some(m) = words.first().filter(|w| !w.starts_with('-')) {
+                r.model.get_or_insert(m.trim_matches('\'').to_string());
+            }
+            let flag = |names: &[&str]| {
+                words
+                    .windows(2)
+                    .find(|w| names.contains(&w[0]))
+                    .map(|w| w[1].to_string())
+            };
+            r.tp =
+                r.tp.or(flag(&["--tensor-parallel-size", "-tp"]).and_then(|v| v.parse().ok()));
+            r.pp =
+                r.pp.or(flag(&["--pipeline-parallel-size", "-pp"]).and_then(|v| v.parse().ok()));
+            r.max_model_len = r
+                .max_model_len
+                .or(flag(&["--max-model-len"]).and_then(|v| v.parse().ok()));
+            r.gpu_memory_utilization = r
+                .gpu_memory_utilization
+                .or(flag(&["--gpu-memory-utilization"]).and_then(|v| v.parse().ok()));
+            if r.kv_cache_dtype.is_none() {
+                r.kv_cache_dtype = flag(&["--kv-cache-dtype"]);
+            }
+            if words.contains(&"--enforce-eager") {
+                r.enforce_eager = Some(true);
             }
         }
         if line.contains("Chunked prefill is enabled with max_num_batched_tokens=") {
@@ -177,6 +211,10 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
                 r.gpu_name.get_or_insert(name.trim().to_string());
             }
         }
+    }
+    // "Maximum concurrency for N tokens per request" is logged at max_model_len.
+    if r.max_model_len.is_none() {
+        r.max_model_len = r.concurrency.map(|c| c.0);
     }
     let nothing = r.model.is_none()
         && r.weights_gib.is_none()

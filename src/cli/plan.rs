@@ -196,7 +196,11 @@ fn models_with_checkpoints(
         };
         let info = parse_config(&text, &name)
             .with_context(|| format!("in --config {}", path.display()))?;
-        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        // config.json in the current directory has an empty parent.
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
         out.push((info, Some(Checkpoint { config: text, dir })));
     }
     if out.is_empty() {

@@ -21,8 +21,24 @@ fn model(args: &PlanArgs, log: &LoggedRun) -> anyhow::Result<(ModelInfo, Option<
     let Some(name) = log.model.as_deref() else {
         bail!("the log does not name its model (no non-default args or engine config line); pass --model or --config");
     };
-    if let Ok(m) = find_model(name) {
-        return Ok((m, None));
+    // A local path names the model by its last component; a quantized variant's KV cache
+    // is its base model's (its weights come from --weights-dtype or the log's name).
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let base = [
+        "-FP8",
+        "-fp8",
+        "-AWQ",
+        "-awq",
+        "-quantized.w8a8",
+        "-GPTQ-Int4",
+    ]
+    .iter()
+    .find_map(|s| last.strip_suffix(s))
+    .unwrap_or(last);
+    for candidate in [name, last, base] {
+        if let Ok(m) = find_model(candidate) {
+            return Ok((m, None));
+        }
     }
     let Some(path) = checkpoint::hf_cache_config(name) else {
         bail!("model '{name}' of the log is not in kvbench's registry nor in the local Hugging Face cache; pass --config path/to/config.json");
@@ -70,12 +86,21 @@ fn size(
             2048
         },
     );
-    let context = log
-        .max_model_len
-        .or(args.seq.first().copied())
-        .unwrap_or(model.max_context.max(1));
+    // vLLM's default max_model_len is the model's max_position_embeddings.
+    let context = log.max_model_len.unwrap_or(if model.max_context > 0 {
+        model.max_context
+    } else {
+        args.seq.first().copied().unwrap_or(4096)
+    });
+    let named = log.model.as_deref().unwrap_or("").to_ascii_lowercase();
     let choice = match args.deploy.weights_dtype.first() {
         Some(w) => Some(w.parse().context("in --weights-dtype")?),
+        // A registry model served from a quantized checkpoint: its name says the precision.
+        None if ckpt.is_none() && named.contains("fp8") => Some("fp8".parse()?),
+        None if ckpt.is_none() && (named.contains("awq") || named.contains("int4")) => {
+            Some("int4".parse()?)
+        }
+        None if ckpt.is_none() && named.contains("w8a8") => Some("int8".parse()?),
         None => None,
     };
     let mut dep = Deployment {
@@ -164,6 +189,23 @@ pub fn run(args: &PlanArgs, path: &std::path::Path) -> anyhow::Result<()> {
             diff: (t > 0).then(|| (k as f64 - t as f64) / t as f64),
             explained_by: format!("block rounding only ({rule})"),
         });
+    }
+    if args.format != super::Format::Table {
+        let table: Vec<Vec<(String, serde_json::Value)>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    ("model".to_string(), model.shape.name.clone().into()),
+                    ("figure".to_string(), r.figure.into()),
+                    ("logged".to_string(), r.logged.clone().into()),
+                    ("kvbench".to_string(), r.kvbench.clone().into()),
+                    ("diff".to_string(), r.diff.into()),
+                    ("explained_by".to_string(), r.explained_by.clone().into()),
+                ]
+            })
+            .collect();
+        print!("{}", super::render_rows(&table, args.format)?);
+        return Ok(());
     }
     let mut b = Builder::default();
     b.push_record([
