@@ -2,10 +2,12 @@
 //! 8.00 bits, the engine's reserve, and `--vllm-log` on the shipped log excerpts
 //! (tests/fixtures/vllm-logs/README.md cites each).
 
-mod common;
-
-use common::kvbench;
+use assert_cmd::Command;
 use predicates::prelude::*;
+
+fn kvbench() -> Command {
+    Command::cargo_bin("kvbench").unwrap()
+}
 
 const LOGS: &str = "tests/fixtures/vllm-logs";
 

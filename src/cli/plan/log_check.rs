@@ -128,7 +128,12 @@ fn size(
         engine,
         weights_detail: weights_for(ckpt, choice)?,
     };
-    let kv = parse_kv_dtypes(vllm_log::cache_dtype_name(log.kv_cache_dtype.as_deref()))?;
+    // The log's kv_cache_dtype; a log without it takes --cache-dtype.
+    let kv = match (&log.kv_cache_dtype, args.cache.cache_dtype.first()) {
+        (Some(d), _) => parse_kv_dtypes(vllm_log::cache_dtype_name(Some(d)))?,
+        (None, Some(given)) => parse_kv_dtypes(given).context("in --cache-dtype")?,
+        (None, None) => parse_kv_dtypes("bf16")?,
+    };
     let free = capacity(model, &kv, &dep, context, 1)?;
     let given_budget = match log.available_kv_gib {
         Some(gib) => {
