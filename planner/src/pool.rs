@@ -224,11 +224,11 @@ mod tests {
     #[test]
     fn vllm_counts_window_plus_batch_for_sliding_groups() {
         // Gemma-3-27B at 32,768 tokens, mnbt 8192, block 16: full group 2048 blocks; each of
-        // the 6 sliding groups cdiv(1023 + 8192, 16) + 1 = 577 + 1 = 578.
+        // the 6 sliding groups cdiv(1023 + 8192, 16) + 1 = 576 + 1 = 577.
         let s = registry::find("gemma3-27b").unwrap().shape;
         assert_eq!(
             vllm_blocks_per_request(&s, 16, 32_768, 8192),
-            2048 + 6 * 578
+            2048 + 6 * 577
         );
         // A full-attention model: cdiv(len, block).
         let s = registry::find("llama3-8b").unwrap().shape;

@@ -349,7 +349,7 @@ mod tests {
         let e = parse("INFO # GPU blocks: 1381, # CPU blocks: 2048")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("V0"), "{e}");
+        assert!(e.contains("before 0.7.3"), "{e}");
         let r = parse("INFO GPU KV cache size: 1,000 tokens").unwrap();
         assert!(r.missing().iter().any(|m| m.contains("Model loading")));
     }

@@ -211,6 +211,50 @@ mod tests {
     }
 
     #[test]
+    fn gemma3_counts_its_vision_tower() {
+        // Gemma 3 technical report (arXiv 2503.19786), table 1, 27B: vision encoder 417M,
+        // embedding 1,416M, non-embedding 25,600M parameters.
+        let w = from_config(include_str!("../../tests/fixtures/gemma3-27b.json"), None).unwrap();
+        let p = |c: TensorClass| {
+            w.classes
+                .iter()
+                .filter(|x| x.class == c)
+                .map(|x| x.params)
+                .sum::<f64>()
+                / 1e6
+        };
+        let vision = p(TensorClass::Vision);
+        assert!((vision - 417.0).abs() / 417.0 < 0.02, "{vision}");
+        assert!((p(TensorClass::Embedding) - 1416.0).abs() / 1416.0 < 0.01);
+        let body: f64 = [
+            TensorClass::Attention,
+            TensorClass::DenseMlp,
+            TensorClass::Norms,
+        ]
+        .iter()
+        .map(|c| p(*c))
+        .sum();
+        assert!((body - 25_600.0).abs() / 25_600.0 < 0.01, "{body}");
+        // Gemma ties lm_head to the embeddings: no separate class.
+        assert_eq!(p(TensorClass::LmHead), 0.0);
+    }
+
+    #[test]
+    fn gpt_oss_keeps_all_but_its_experts_in_bf16() {
+        // gpt-oss model card (OpenAI, arXiv 2508.10925), table 1: the 120b checkpoint is
+        // 60.8 GiB: MXFP4 experts (4.25 bits) and bf16 attention, router, embeddings, lm_head.
+        let w = from_config(include_str!("../../tests/fixtures/gpt-oss-120b.json"), None).unwrap();
+        let gib = w.total_bytes() / (1u64 << 30) as f64;
+        assert!((gib - 60.8).abs() / 60.8 < 0.01, "{gib}");
+        let experts = w
+            .classes
+            .iter()
+            .find(|c| c.class == TensorClass::RoutedExperts)
+            .unwrap();
+        assert_eq!(experts.precision, "4.250 bits");
+    }
+
+    #[test]
     fn headers_sum_exactly_and_split_by_stage() {
         let t = |name: &str, bytes: u64| TensorEntry {
             name: name.into(),
