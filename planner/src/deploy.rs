@@ -358,6 +358,7 @@ pub fn capacity(
                             dep.tp,
                             dep.max_batched_tokens,
                             gpu.usable_bytes,
+                            gpu.key,
                             &dep.engine,
                         ),
                         Engine::Sglang => engine::sglang::reserve(dep.tp, &dep.engine),

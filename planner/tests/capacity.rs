@@ -262,7 +262,7 @@ fn reserve_estimate_is_near_vllm_logs() {
         max_num_seqs: Some(256),
         ..Default::default()
     };
-    let r = vllm::reserve(&model, 1, 8192, 80 * GIB, &opts);
+    let r = vllm::reserve(&model, 1, 8192, 80 * GIB, "h100-sxm", &opts);
     let gib = r.total() as f64 / GIB as f64;
     assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {}", r.note());
     assert!(r.note().contains("vLLM 0.19"));

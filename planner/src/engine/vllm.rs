@@ -11,8 +11,9 @@
 //! - `gpu_model_runner.py` `profile_run`: one forward pass of `max_num_batched_tokens`
 //!   tokens, then `_dummy_sampler_run` on the logits of min(max_num_seqs,
 //!   max_num_batched_tokens) requests (last pipeline stage only).
-//! - `vllm/engine/arg_utils.py` defaults for the OpenAI server: max_num_batched_tokens
-//!   8192 and max_num_seqs 1024 on GPUs with >= 70 GiB (other than A100), else 2048 and 256.
+//! - `vllm/engine/arg_utils.py` `get_batch_defaults` for the OpenAI server:
+//!   max_num_batched_tokens 8192 and max_num_seqs 1024 on GPUs with >= 70 GiB other than
+//!   A100, else 2048 and 256.
 //!
 //! The activation sizes are kvbench's model of what that pass allocates (bf16): the
 //! residual and normed hidden state plus the MLP's gate/up output and its activated half
@@ -32,9 +33,10 @@ pub const LATEST: Version = Version::new(0, 21);
 /// The first version that subtracts its CUDA-graph estimate from the KV cache.
 pub const GRAPHS_COUNTED_SINCE: Version = Version::new(0, 21);
 
-/// vLLM's default max_num_seqs for the OpenAI server on a GPU of `total_bytes`.
-pub fn default_max_num_seqs(total_bytes: u64) -> u32 {
-    if total_bytes >= 70 * GIB {
+/// vLLM's default max_num_seqs for the OpenAI server on a GPU of `total_bytes` named
+/// `gpu_key` (`arg_utils.py` `get_batch_defaults`: >= 70 GiB and not an A100).
+pub fn default_max_num_seqs(total_bytes: u64, gpu_key: &str) -> u32 {
+    if total_bytes >= 70 * GIB && !gpu_key.contains("a100") {
         1024
     } else {
         256
@@ -89,12 +91,13 @@ pub fn reserve(
     tp: u32,
     max_num_batched_tokens: u32,
     gpu_total_bytes: u64,
+    gpu_key: &str,
     opts: &EngineOptions,
 ) -> Reserve {
     let version = opts.version.unwrap_or(LATEST);
     let max_num_seqs = opts
         .max_num_seqs
-        .unwrap_or_else(|| default_max_num_seqs(gpu_total_bytes));
+        .unwrap_or_else(|| default_max_num_seqs(gpu_total_bytes, gpu_key));
     let t = max_num_batched_tokens as u64;
     let per_token = forward_bytes_per_token(model, tp);
     let moe_tokens = if model.is_moe() { t.min(MOE_CHUNK) } else { t };
@@ -193,6 +196,14 @@ mod tests {
     use crate::registry;
 
     #[test]
+    fn default_sequences_follow_the_gpu() {
+        // arg_utils.py: 1024 on >= 70 GiB GPUs other than A100, else 256.
+        assert_eq!(default_max_num_seqs(80 << 30, "h100-sxm"), 1024);
+        assert_eq!(default_max_num_seqs(80 << 30, "a100-80gb"), 256);
+        assert_eq!(default_max_num_seqs(24 << 30, "l4"), 256);
+    }
+
+    #[test]
     fn capture_sizes_follow_the_default_list() {
         // vLLM's default: [1, 2, 4] + range(8, 513, 8) = 67 sizes for max_num_seqs >= 256.
         let s = capture_sizes(1024);
@@ -205,7 +216,8 @@ mod tests {
     fn eager_and_old_versions_hold_no_graph_memory() {
         let m = registry::find("llama3-8b").unwrap();
         let mut o = EngineOptions::default();
-        let graphs = |o: &EngineOptions| reserve(&m, 1, 8192, 80 << 30, o).components[3].bytes;
+        let graphs =
+            |o: &EngineOptions| reserve(&m, 1, 8192, 80 << 30, "h100-sxm", o).components[3].bytes;
         assert!(graphs(&o) > 0);
         o.enforce_eager = true;
         assert_eq!(graphs(&o), 0);
@@ -219,12 +231,12 @@ mod tests {
         // Llama-3.1-8B, 8192 tokens, tp 1: (2 x 4096 + 3 x 14336) x 2 B = 102,400 B/token;
         // x 8192 = 800 MiB. Sampler at 1024 sequences: 1024 x 128,256 x 12 B = 1.47 GiB.
         let m = registry::find("llama3-8b").unwrap();
-        let r = reserve(&m, 1, 8192, 80 << 30, &EngineOptions::default());
+        let r = reserve(&m, 1, 8192, 80 << 30, "h100-sxm", &EngineOptions::default());
         assert_eq!(r.components[0].bytes, 8192 * 102_400);
         assert_eq!(r.components[1].bytes, 1024 * m.vocab as u64 * 12);
         let mut o = EngineOptions::default();
         o.overrides.activation = Some(1 << 30);
-        let r = reserve(&m, 1, 8192, 80 << 30, &o);
+        let r = reserve(&m, 1, 8192, 80 << 30, "h100-sxm", &o);
         assert_eq!(r.components[0].bytes, 1 << 30);
         assert!(r.components[0].rule.contains("--reserve-activation"));
     }
