@@ -223,7 +223,7 @@ impl GpuCodec {
 fn unsupported(dtype: &CacheDtype, why: &str) -> WorkloadError {
     WorkloadError::Invalid(format!(
         "cache dtype {} ({dtype:?}) is not supported on --backend cuda: {why}; use f16, bf16, \
-         f32, int8, int4, fp8-e4m3 or fp8-e5m2, or --backend cpu",
+         f32, int8, int4, fp8-e4m3/token or fp8-e5m2/token, or --backend cpu",
         dtype.kind.name()
     ))
 }
