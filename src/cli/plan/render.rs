@@ -208,10 +208,14 @@ pub(super) fn detail_table(p: &Plan) -> String {
         );
         add(
             "vLLM's maximum concurrency",
-            format!(
-                "{:.2}x (as vLLM logs it: sliding groups count window - 1 + max-batched-tokens)",
-                c.vllm_concurrency
-            ),
+            if p.sliding_layers > 0 {
+                format!(
+                    "{:.2}x (as vLLM logs it: sliding groups count window - 1 + max-batched-tokens)",
+                    c.vllm_concurrency
+                )
+            } else {
+                format!("{:.2}x (as vLLM logs it)", c.vllm_concurrency)
+            },
         );
         add(
             &format!("max context at batch {}", p.batch),
