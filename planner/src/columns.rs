@@ -188,6 +188,8 @@ mod tests {
                 window_rule: WindowRule::Window,
                 dp_attention: 1,
                 ep: 1,
+                engine: Default::default(),
+                weights_detail: None,
             }),
             state_dtype: None,
         };

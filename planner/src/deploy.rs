@@ -7,14 +7,16 @@
 use serde::Serialize;
 
 use crate::dtype::KvDtypes;
+use crate::engine::{self, Engine, EngineOptions, Reserve};
 use crate::error::PlanError;
 use crate::gpu::GpuSpec;
 use crate::layout::{allocated_bytes, LayoutKind, LayoutQuery};
 use crate::parallel;
-use crate::pool::{blocks_per_request, pool_with_state, HYBRID_RULE};
+use crate::pool::{blocks_per_request, pool_with_state, vllm_blocks_per_request, HYBRID_RULE};
 use crate::registry::ModelInfo;
 use crate::shape::{AttentionKind, ModelShape};
 use crate::state::{layer_state_bytes, sequence_state_bytes};
+use crate::weights::Weights;
 
 const GIB: u64 = 1 << 30;
 
@@ -119,6 +121,10 @@ pub struct Deployment {
     pub dp_attention: u32,
     /// Expert-parallel ranks the routed experts are split across (1 = off: experts follow tp).
     pub ep: u32,
+    /// The serving engine and how it runs (its reserve rule, version, max_num_seqs).
+    pub engine: EngineOptions,
+    /// Weights per tensor class from the checkpoint; None = params x `weights`.
+    pub weights_detail: Option<Weights>,
 }
 
 /// What one GPU of a deployment holds and how much fits.
@@ -133,11 +139,17 @@ pub struct Capacity {
     /// tp exceeds the KV heads, so each head is cached on several GPUs.
     pub kv_heads_replicated: bool,
     pub weights_bytes_per_gpu: u64,
+    /// Where the weight figure comes from (safetensors headers, quantization_config, or
+    /// params x dtype).
+    pub weights_source: String,
     /// total x mem_util (0 with a KV budget).
     pub usable_bytes_per_gpu: u64,
     pub reserve_bytes_per_gpu: u64,
     /// How the reserve was obtained.
     pub reserve_note: String,
+    /// The engine's reserve component by component (None when --reserve or a KV budget is
+    /// given).
+    pub reserve_detail: Option<Reserve>,
     /// Bytes left for the KV cache on each GPU.
     pub kv_budget_bytes_per_gpu: u64,
     /// Bytes of one pool block: block_size tokens of every layer of a KV cache group
@@ -149,13 +161,22 @@ pub struct Capacity {
     pub layers_per_group: u64,
     /// Pool blocks per GPU.
     pub blocks: u64,
-    /// blocks // groups x block_size: vLLM's "GPU KV cache size: N tokens".
+    /// blocks // groups x block_size: vLLM's "GPU KV cache size: N tokens" up to 0.19
+    /// (SGLang's max_total_num_tokens with block_size = its page size).
     pub token_capacity: u64,
+    /// "GPU KV cache size" as vLLM after 0.19 logs it: int(vllm_concurrency x context)
+    /// (vLLM issue #40691). Equal to `token_capacity` (up to block rounding) for models with
+    /// one attention kind.
+    pub token_capacity_vllm_new: u64,
+    /// vLLM's logged "Maximum concurrency" at the asked context: blocks / the blocks its rule
+    /// counts for one request (sliding groups: window - 1 + max_num_batched_tokens, + 1).
+    pub vllm_concurrency: f64,
     /// Bytes one sequence of the asked context holds on a GPU (whole blocks, windows applied).
     pub seq_bytes_per_gpu: u64,
     /// Whole sequences of the asked context that fit at once (per replica).
     pub max_seqs: u64,
-    /// vLLM's "maximum concurrency": blocks / blocks one request of the context takes.
+    /// The true per-sequence figure: blocks / blocks one request of the context holds under
+    /// the window rule asked (equals `vllm_concurrency` for full attention).
     pub concurrency: f64,
     /// Longest context at the asked batch (None: unbounded, every layer is a sliding window).
     pub max_context_at_batch: Option<u64>,
@@ -304,26 +325,6 @@ pub fn apply_window_rule(
     out
 }
 
-/// vLLM-style reserve per GPU: the activation peak of its profiling pass of
-/// `max_batched_tokens` tokens — residual and normed hidden state plus the MLP's gate/up
-/// output and its activated half, 16-bit — plus the sampler's f32 logits, probabilities and
-/// a sorted copy for 256 sequences; and non-torch memory (~0.25 GiB at tp 1, ~2 GiB with
-/// NCCL buffers at tp >= 2). For Llama-3.1-8B at 8192 tokens this gives 1.15 GiB of
-/// activations where vLLM logs report 1.19-1.24 GiB.
-pub fn estimate_reserve(model: &ModelInfo, tp: u32, max_batched_tokens: u32) -> (u64, String) {
-    let s = &model.shape;
-    let per_token = 2 * s.hidden as u64 + 3 * (s.intermediate / tp.max(1)) as u64;
-    let sampler = 3 * 256 * model.vocab as u64 * 4;
-    let activations = max_batched_tokens as u64 * per_token * 2 + sampler;
-    let runtime = if tp > 1 { 2 * GIB } else { GIB / 4 };
-    let note = format!(
-        "estimated: activations {:.2} GiB + runtime {:.2} GiB (set --reserve to override)",
-        activations as f64 / GIB as f64,
-        runtime as f64 / GIB as f64
-    );
-    (activations + runtime, note)
-}
-
 /// Paged bytes one sequence of `len` tokens holds on one GPU.
 fn seq_bytes(shape: &ModelShape, kv: &KvDtypes, block: u32, len: u64) -> Result<u64, PlanError> {
     allocated_bytes(&LayoutQuery {
@@ -382,19 +383,57 @@ pub fn capacity(
     }
     let gpu_shape = apply_window_rule(&gpu_shape, dep.window_rule, dep.max_batched_tokens);
     let split = parallel::weights_per_gpu(model, dep);
-    let weights = if dep.dp_attention > 1 || dep.ep > 1 {
-        split.total()
-    } else {
-        (model.params * dep.weights.bits / 8.0 / per_replica as f64).round() as u64
+    let splits_by_role = dep.dp_attention > 1 || dep.ep > 1;
+    let dtype_source = format!(
+        "parameters x {} ({} bits)",
+        dep.weights.name, dep.weights.bits
+    );
+    // --ep / --dp-attention split parameters by role; a checkpoint's figure is carried into
+    // that split at its mean bytes per parameter.
+    let (scale, weights, weights_source) = match &dep.weights_detail {
+        Some(w) if !splits_by_role => (1.0, w.per_gpu_bytes(dep.tp, dep.pp), w.source.describe()),
+        Some(w) => {
+            let scale = w.per_gpu_bytes(1, 1) as f64 / (model.params * dep.weights.bits / 8.0);
+            (
+                scale,
+                (split.total() as f64 * scale).round() as u64,
+                format!(
+                    "{}, split by --ep/--dp-attention at its mean bytes per parameter",
+                    w.source.describe()
+                ),
+            )
+        }
+        None if splits_by_role => (1.0, split.total(), dtype_source),
+        None => (
+            1.0,
+            (model.params * dep.weights.bits / 8.0 / per_replica as f64).round() as u64,
+            dtype_source,
+        ),
     };
 
+    let mut detail = None;
     let (usable, reserve, note, budget) = match (dep.kv_budget, &dep.gpu) {
         (Some(budget), _) => (0, 0, "none (KV budget given)".to_string(), budget),
         (None, Some(gpu)) => {
             let usable = (gpu.usable_bytes as f64 * dep.mem_util) as u64;
             let (reserve, note) = match dep.reserve {
                 Some(r) => (r, "given (--reserve)".to_string()),
-                None => estimate_reserve(model, dep.tp, dep.max_batched_tokens),
+                None => {
+                    let r = match dep.engine.engine {
+                        Engine::Vllm => engine::vllm::reserve(
+                            model,
+                            dep.tp,
+                            dep.max_batched_tokens,
+                            gpu.usable_bytes,
+                            &gpu.key,
+                            &dep.engine,
+                        ),
+                        Engine::Sglang => engine::sglang::reserve(dep.tp, &dep.engine),
+                    };
+                    let out = (r.total(), r.note());
+                    detail = Some(r);
+                    out
+                }
             };
             let held = weights.saturating_add(reserve);
             if held >= usable {
@@ -464,24 +503,34 @@ pub fn capacity(
     } else {
         "vLLM v1 paged KV cache (one group of all layers)".to_string()
     };
+    let concurrency = pool.blocks as f64 / per_request as f64;
+    // vLLM's own count uses the unwidened windows of the model's shape.
+    let (raw_shape, _) = per_gpu_shape(&model.shape, dep.tp, dep.pp)?;
+    let vllm_per_request =
+        vllm_blocks_per_request(&raw_shape, block, context as u64, dep.max_batched_tokens).max(1);
+    let vllm_concurrency = pool.blocks as f64 / vllm_per_request as f64;
     Ok(Capacity {
         replicas: dep.gpus / per_replica,
         layers_per_gpu: gpu_shape.layers,
         kv_heads_per_gpu: gpu_shape.kv_heads,
         kv_heads_replicated: replicated,
         weights_bytes_per_gpu: if dep.kv_budget.is_some() { 0 } else { weights },
+        weights_source,
         usable_bytes_per_gpu: usable,
         reserve_bytes_per_gpu: reserve,
         reserve_note: note,
+        reserve_detail: detail,
         kv_budget_bytes_per_gpu: budget,
         block_bytes: pool.block_bytes,
         kv_cache_groups: pool.groups,
         layers_per_group: pool.group_size,
         blocks: pool.blocks,
         token_capacity: pool.token_capacity,
+        token_capacity_vllm_new: (vllm_concurrency * context as f64) as u64,
+        vllm_concurrency,
         seq_bytes_per_gpu: per_seq,
         max_seqs,
-        concurrency: pool.blocks as f64 / per_request as f64,
+        concurrency,
         max_context_at_batch,
         block_size: block,
         state_bytes_per_seq_per_gpu: state_per_seq,
@@ -490,7 +539,7 @@ pub fn capacity(
         weights_expert_bytes_per_gpu: if dep.kv_budget.is_some() {
             0
         } else {
-            split.experts
+            (split.experts as f64 * scale).round() as u64
         },
         attention_groups: dep.dp_attention,
         max_seqs_per_deployment: max_seqs

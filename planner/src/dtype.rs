@@ -87,13 +87,17 @@ pub struct CacheDtype {
 impl CacheDtype {
     /// The default layout kvbench stores for a kind:
     /// - f32/f16/bf16: no scales;
-    /// - fp8-e4m3/e5m2, int8: symmetric, one f32 scale per head vector (per token, per head);
+    /// - fp8-e4m3/e5m2: one scale per tensor, so exactly 8.00 bits per element — what vLLM
+    ///   (`k_scale`/`v_scale` per layer), SGLang and TensorRT-LLM store; `/token` gives the
+    ///   per-token layout (one f32 scale per head vector, 8.25 bits at head_dim 128);
+    /// - int8: symmetric, one f32 scale per head vector (per token, per head);
     /// - int4, int2: asymmetric, f16 scale + f16 zero point per group of 32 channels;
     /// - nf4: absmax f16 scale per group of 64 (QLoRA's block size).
     pub fn new(kind: DtypeKind) -> Self {
         let (group_size, scale_bytes, zero_point) = match kind {
             DtypeKind::F32 | DtypeKind::F16 | DtypeKind::Bf16 => (None, 0, false),
-            DtypeKind::Fp8E4m3 | DtypeKind::Fp8E5m2 | DtypeKind::Int8 => (None, 4, false),
+            DtypeKind::Fp8E4m3 | DtypeKind::Fp8E5m2 => (None, 0, false),
+            DtypeKind::Int8 => (None, 4, false),
             DtypeKind::Int4 | DtypeKind::Int2 => (Some(32), 2, true),
             DtypeKind::Nf4 => (Some(64), 2, false),
         };
@@ -239,7 +243,7 @@ fn valid_names() -> String {
     let mut all: Vec<&str> = DTYPE_NAMES.to_vec();
     all.extend_from_slice(KIVI_NAMES);
     format!(
-        "{} (add /gN to set the group size, e.g. int4/g64, or /tensor for one scale per tensor, e.g. fp8-e4m3/tensor; kivi takes /rN for its f16 residual, e.g. kivi2/r64)",
+        "{} (add /gN to set the group size, e.g. int4/g64, /tensor for one scale per tensor, e.g. int8/tensor, or /token for one scale per head vector, e.g. fp8-e4m3/token; fp8 defaults to one scale per tensor; kivi takes /rN for its f16 residual, e.g. kivi2/r64)",
         all.join(", ")
     )
 }
@@ -311,6 +315,12 @@ impl CacheDtype {
         }
         Ok(CacheDtype {
             group_size: Some(group),
+            // A per-tensor dtype (fp8) grouped gets an f32 scale per group.
+            scale_bytes: if self.scale_bytes == 0 {
+                4
+            } else {
+                self.scale_bytes
+            },
             ..self
         })
     }
@@ -330,6 +340,26 @@ impl CacheDtype {
         Ok(CacheDtype {
             group_size: None,
             scale_bytes: 0,
+            zero_point: false,
+            ..self
+        })
+    }
+
+    /// Returns this dtype with one f32 scale per head vector (per token, per KV head): the
+    /// `/token` suffix, e.g. `fp8-e4m3/token` (8 + 32/head_dim bits per element).
+    pub fn per_token(self) -> Result<Self, PlanError> {
+        if self.kind.is_float() {
+            return Err(PlanError::BadDtype {
+                name: format!("{}/token", self.kind.name()),
+                reason: format!(
+                    "{} stores no scales; drop the /token suffix",
+                    self.kind.name()
+                ),
+            });
+        }
+        Ok(CacheDtype {
+            group_size: None,
+            scale_bytes: 4,
             zero_point: false,
             ..self
         })
@@ -405,6 +435,14 @@ impl std::str::FromStr for CacheDtype {
                     },
                     other => other,
                 })?;
+            } else if part == "token" {
+                dtype = dtype.per_token().map_err(|e| match e {
+                    PlanError::BadDtype { reason, .. } => PlanError::BadDtype {
+                        name: text.to_string(),
+                        reason,
+                    },
+                    other => other,
+                })?;
             } else if part == "tensor" {
                 dtype = dtype.per_tensor().map_err(|e| match e {
                     PlanError::BadDtype { reason, .. } => PlanError::BadDtype {
@@ -417,7 +455,7 @@ impl std::str::FromStr for CacheDtype {
                 return Err(PlanError::BadDtype {
                     name: text.to_string(),
                     reason: format!(
-                        "unknown suffix '/{part}'; /gN sets the group size, /tensor one scale per tensor"
+                        "unknown suffix '/{part}'; /gN sets the group size, /tensor one scale per tensor, /token one scale per head vector"
                     ),
                 });
             }
@@ -446,10 +484,22 @@ impl std::fmt::Display for CacheDtype {
             return write!(f, "/r{}", self.residual);
         }
         f.write_str(self.kind.name())?;
-        if self.is_per_tensor() {
-            return f.write_str("/tensor");
-        }
         let default = CacheDtype::new(self.kind);
+        if self.is_per_tensor() {
+            // fp8's default is already per tensor: its bare name says it.
+            return if default.is_per_tensor() {
+                Ok(())
+            } else {
+                f.write_str("/tensor")
+            };
+        }
+        if default.is_per_tensor()
+            && self.group_size.is_none()
+            && self.scale_bytes == 4
+            && !self.zero_point
+        {
+            return f.write_str("/token");
+        }
         if self.group_size != default.group_size {
             if let Some(g) = self.group_size {
                 write!(f, "/g{g}")?;
@@ -686,7 +736,9 @@ mod tests {
         let d: CacheDtype = "fp8-e4m3/tensor".parse().unwrap();
         assert_eq!(d.bits_per_element(128), 8.0);
         assert_eq!(d.quantized_bytes(16, 128), 16 * 128);
-        assert_eq!(d.to_string(), "fp8-e4m3/tensor");
+        // fp8's default is per tensor, so /tensor changes nothing and the bare name says it.
+        assert_eq!(d.to_string(), "fp8-e4m3");
+        assert_eq!(d, "fp8".parse::<CacheDtype>().unwrap());
         assert_eq!(
             "int8/tensor"
                 .parse::<CacheDtype>()
@@ -695,6 +747,28 @@ mod tests {
             8.0
         );
         let err = "bf16/tensor".parse::<CacheDtype>().unwrap_err().to_string();
+        assert!(err.contains("no scales"), "{err}");
+    }
+
+    #[test]
+    fn fp8_stores_eight_bits_unless_a_finer_scale_is_asked() {
+        // vLLM allocates fp8 KV pages of exactly 1 byte per element (one k_scale/v_scale per
+        // layer, vllm/attention/layer.py), as SGLang and TensorRT-LLM do.
+        for name in ["fp8", "fp8-e4m3", "fp8-e5m2"] {
+            let d: CacheDtype = name.parse().unwrap();
+            assert_eq!(d.bits_per_element(128), 8.0, "{name}");
+            assert_eq!(d.quantized_bytes(16, 128), 16 * 128, "{name}");
+        }
+        // /token: one f32 per 128-channel head vector = 8 + 32/128 = 8.25 bits.
+        let t: CacheDtype = "fp8-e4m3/token".parse().unwrap();
+        assert_eq!(t.bits_per_element(128), 8.25);
+        assert_eq!(t.to_string(), "fp8-e4m3/token");
+        assert_eq!(t.to_string().parse::<CacheDtype>().unwrap(), t);
+        // /g32 on fp8: an f32 scale per 32 elements = 9 bits.
+        let g: CacheDtype = "fp8-e5m2/g32".parse().unwrap();
+        assert_eq!(g.bits_per_element(128), 9.0);
+        assert_eq!(g.to_string().parse::<CacheDtype>().unwrap(), g);
+        let err = "f16/token".parse::<CacheDtype>().unwrap_err().to_string();
         assert!(err.contains("no scales"), "{err}");
     }
 

@@ -60,6 +60,15 @@ pub enum PlanError {
     /// A layout that cannot hold the requested dtype or shape.
     #[error("{0}")]
     Layout(String),
+    /// A safetensors file or index that cannot be read as one.
+    #[error("safetensors {file}: {reason}")]
+    Safetensors { file: String, reason: String },
+    /// A config.json `quantization_config` kvbench cannot size.
+    #[error("quantization_config: {0}")]
+    Quantization(String),
+    /// A vLLM server log kvbench cannot check against.
+    #[error("vLLM log: {0}")]
+    VllmLog(String),
     /// Weights and reserve leave nothing for the KV cache, or the budget fits zero sequences.
     #[error("{0}")]
     NoCapacity(String),

@@ -265,6 +265,39 @@ pub fn shared_prefix_blocks(shape: &ModelShape, block: u32, prefix: u64) -> u64 
         .sum()
 }
 
+/// Pool blocks vLLM counts for one request of `max_model_len` tokens when it logs its
+/// "Maximum concurrency" (`kv_cache_utils.py` `get_max_concurrency_for_kv_cache_config`):
+/// per group, `max_memory_usage_bytes / page_size_bytes` of its spec — cdiv(len, block) for
+/// full attention and MLA, cdiv(min(window - 1 + max_num_batched_tokens, len), block) + 1
+/// for a sliding window (`kv_cache_interface.py` SlidingWindowSpec), one page for a state
+/// layer (MambaSpec) — summed over groups.
+pub fn vllm_blocks_per_request(
+    shape: &ModelShape,
+    block: u32,
+    max_model_len: u64,
+    max_num_batched_tokens: u32,
+) -> u64 {
+    let (_, groups) = grouping(&specs(shape));
+    let b = block as u64;
+    groups
+        .iter()
+        .map(|(spec, n)| {
+            let per_group = match spec {
+                Spec::State => 1,
+                Spec::Attention(AttentionKind::Sliding { window }) => {
+                    let tokens = (*window as u64)
+                        .saturating_sub(1)
+                        .saturating_add(max_num_batched_tokens as u64)
+                        .min(max_model_len);
+                    tokens.div_ceil(b) + 1
+                }
+                Spec::Attention(_) => max_model_len.div_ceil(b),
+            };
+            n * per_group
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +337,20 @@ mod tests {
         // window starts mid-block (31,736) and overlaps 65.
         assert_eq!(blocks_per_request(&s, 16, 32_768), 2048 + 6 * 64);
         assert_eq!(blocks_per_request(&s, 16, 32_760), 2048 + 6 * 65);
+    }
+
+    #[test]
+    fn vllm_counts_window_plus_batch_for_sliding_groups() {
+        // Gemma-3-27B at 32,768 tokens, mnbt 8192, block 16: full group 2048 blocks; each of
+        // the 6 sliding groups cdiv(1023 + 8192, 16) + 1 = 576 + 1 = 577.
+        let s = registry::find("gemma3-27b").unwrap().shape;
+        assert_eq!(
+            vllm_blocks_per_request(&s, 16, 32_768, 8192),
+            2048 + 6 * 577
+        );
+        // A full-attention model: cdiv(len, block).
+        let s = registry::find("llama3-8b").unwrap().shape;
+        assert_eq!(vllm_blocks_per_request(&s, 16, 1000, 8192), 63);
     }
 
     #[test]

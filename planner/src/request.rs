@@ -18,11 +18,14 @@ pub struct PlanFlags<'a> {
     pub tp: &'a [u32],
     pub pp: u32,
     pub gpus: Option<u32>,
-    pub mem_util: f64,
-    pub weights_dtype: &'a str,
+    /// None: the engine's default.
+    pub mem_util: Option<f64>,
+    /// Raw --weights-dtype items; empty: what the checkpoint says.
+    pub weights_dtype: &'a [String],
     pub reserve: Option<&'a str>,
     pub kv_budget: Option<&'a str>,
-    pub block_size: u32,
+    /// None: the engine's default.
+    pub block_size: Option<u32>,
     pub max_batched_tokens: u32,
     pub prefill_tflops: Option<f64>,
     pub tier_latency_ms: f64,
@@ -32,7 +35,8 @@ pub struct PlanFlags<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedFlags {
     pub seqs: Vec<SeqArg>,
-    pub weights: WeightDtype,
+    /// --weights-dtype choices; empty: what the checkpoint says.
+    pub weights: Vec<WeightDtype>,
     pub reserve: Option<u64>,
     pub kv_budget: Option<u64>,
 }
@@ -150,14 +154,14 @@ pub fn check(f: &PlanFlags) -> Result<CheckedFlags, RequestError> {
     if f.gpus == Some(0) {
         return Err(bad("--gpus", 0, "a deployment has at least 1 GPU"));
     }
-    if !(f.mem_util > 0.0 && f.mem_util <= 1.0) {
+    if let Some(mem_util) = f.mem_util.filter(|m| !(*m > 0.0 && *m <= 1.0)) {
         return Err(bad(
             "--mem-util",
-            f.mem_util,
+            mem_util,
             "a fraction of GPU memory in (0, 1], e.g. 0.9 (vLLM's gpu_memory_utilization)",
         ));
     }
-    if f.block_size == 0 {
+    if f.block_size == Some(0) {
         return Err(bad(
             "--block-size",
             0,
@@ -183,10 +187,19 @@ pub fn check(f: &PlanFlags) -> Result<CheckedFlags, RequestError> {
             "give a delay of 0 or more milliseconds",
         ));
     }
-    let weights: WeightDtype = f
-        .weights_dtype
-        .parse()
-        .map_err(|e: crate::PlanError| bad("--weights-dtype", f.weights_dtype, &e.to_string()))?;
+    let mut weights: Vec<WeightDtype> = Vec::with_capacity(f.weights_dtype.len());
+    for item in f.weights_dtype {
+        let w: WeightDtype = item
+            .parse()
+            .map_err(|e: crate::PlanError| bad("--weights-dtype", item.trim(), &e.to_string()))?;
+        if weights.iter().any(|x| x.name == w.name) {
+            return Err(RequestError::Duplicate {
+                flag: "--weights-dtype",
+                value: item.trim().to_string(),
+            });
+        }
+        weights.push(w);
+    }
     Ok(CheckedFlags {
         seqs,
         weights,
@@ -211,22 +224,22 @@ pub fn bounded_rows(lengths: &[usize], max: u64) -> Result<u64, RequestError> {
 mod tests {
     use super::*;
 
-    fn seqs(items: &[&str]) -> &'static [String] {
+    fn strings(items: &[&str]) -> &'static [String] {
         Box::leak(items.iter().map(|s| s.to_string()).collect::<Box<[_]>>())
     }
 
     fn flags() -> PlanFlags<'static> {
         PlanFlags {
-            seq: seqs(&["4096"]),
+            seq: strings(&["4096"]),
             batch: &[1],
             tp: &[],
             pp: 1,
             gpus: None,
-            mem_util: 0.9,
-            weights_dtype: "bf16",
+            mem_util: None,
+            weights_dtype: strings(&["bf16"]),
             reserve: None,
             kv_budget: None,
-            block_size: 16,
+            block_size: None,
             max_batched_tokens: 8192,
             prefill_tflops: None,
             tier_latency_ms: 0.0,
@@ -242,12 +255,12 @@ mod tests {
         assert!(check(&flags()).is_ok());
         assert!(err(PlanFlags { pp: 0, ..flags() }).starts_with("--pp 0"));
         assert!(err(PlanFlags {
-            mem_util: 5.0,
+            mem_util: Some(5.0),
             ..flags()
         })
         .starts_with("--mem-util 5"));
         assert!(err(PlanFlags {
-            weights_dtype: "bogus",
+            weights_dtype: strings(&["bogus"]),
             ..flags()
         })
         .starts_with("--weights-dtype bogus"));
@@ -257,7 +270,7 @@ mod tests {
         })
         .starts_with("--prefill-tflops 0"));
         assert!(err(PlanFlags {
-            seq: seqs(&["1024", "0"]),
+            seq: strings(&["1024", "0"]),
             ..flags()
         })
         .starts_with("--seq 0"));
@@ -267,23 +280,23 @@ mod tests {
         })
         .starts_with("--tp 0"));
         assert!(err(PlanFlags {
-            seq: seqs(&["1024", "1024"]),
+            seq: strings(&["1024", "1024"]),
             ..flags()
         })
         .contains("twice"));
         assert!(err(PlanFlags {
-            seq: seqs(&["max", "MAX"]),
+            seq: strings(&["max", "MAX"]),
             ..flags()
         })
         .contains("twice"));
         assert!(err(PlanFlags {
-            seq: seqs(&["lots"]),
+            seq: strings(&["lots"]),
             ..flags()
         })
         .starts_with("--seq lots"));
         assert_eq!(
             check(&PlanFlags {
-                seq: seqs(&["max", "8192"]),
+                seq: strings(&["max", "8192"]),
                 ..flags()
             })
             .unwrap()

@@ -22,6 +22,8 @@ fn deployment(gpu_name: Option<&str>, gpus: u32, tp: u32) -> Deployment {
         window_rule: WindowRule::Window,
         dp_attention: 1,
         ep: 1,
+        engine: Default::default(),
+        weights_detail: None,
     }
 }
 
@@ -227,18 +229,46 @@ fn hybrid_models_use_vllm_kv_cache_groups() {
     // One 32k request: 2048 blocks for the full group, 64 for each of the 6 sliding groups.
     assert_eq!(cap.max_seqs, blocks / (2048 + 6 * 64));
     assert!((cap.concurrency - blocks as f64 / 2432.0).abs() < 1e-9);
+    // vLLM's logged "Maximum concurrency" counts each sliding group at its
+    // SlidingWindowSpec.max_memory_usage_bytes: cdiv(1023 + 8192, 16) + 1 = 577 blocks
+    // (kv_cache_interface.py), so 2048 + 6 x 577 per request; after 0.19 it logs
+    // int(that x 32,768) as the token capacity (kv_cache_utils.py, issue #40691).
+    let vllm = blocks as f64 / (2048.0 + 6.0 * 577.0);
+    assert!((cap.vllm_concurrency - vllm).abs() < 1e-9);
+    assert_eq!(cap.token_capacity_vllm_new, (vllm * 32_768.0) as u64);
+}
+
+#[test]
+fn full_attention_logs_one_token_capacity_under_both_rules() {
+    // Llama-3.1-8B with 10 GiB of KV: 5120 blocks of 2 MiB; at a context that is a
+    // multiple of 16 the old (blocks x 16) and new (concurrency x context) rules agree.
+    let model = find_model("llama3.1-8b").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let mut dep = deployment(None, 1, 1);
+    dep.kv_budget = Some(10 * GIB);
+    let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
+    assert_eq!(cap.token_capacity, 5120 * 16);
+    assert_eq!(cap.token_capacity_vllm_new, 5120 * 16);
+    assert!((cap.vllm_concurrency - cap.concurrency).abs() < 1e-12);
 }
 
 #[test]
 fn reserve_estimate_is_near_vllm_logs() {
     // vLLM's memory profiling of Llama-3.1-8B on an 80 GB card with
     // max_num_batched_tokens=8192 logs "PyTorch activation peak memory takes 1.19GiB" to
-    // "1.24GiB" and "non_torch_memory takes 0.12GiB" to "0.35GiB".
+    // "1.24GiB" and "non_torch_memory takes 0.12GiB" to "0.35GiB" (versions before CUDA
+    // graphs were counted, 256 sequences).
+    use kvbench_planner::engine::{vllm, EngineOptions, Version};
     let model = find_model("llama3.1-8b").unwrap();
-    let (reserve, note) = kvbench_planner::deploy::estimate_reserve(&model, 1, 8192);
-    let gib = reserve as f64 / GIB as f64;
-    assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {note}");
-    assert!(note.contains("--reserve"));
+    let opts = EngineOptions {
+        version: Some(Version::new(0, 19)),
+        max_num_seqs: Some(256),
+        ..Default::default()
+    };
+    let r = vllm::reserve(&model, 1, 8192, 80 * GIB, "h100-sxm", &opts);
+    let gib = r.total() as f64 / GIB as f64;
+    assert!((1.31..=1.59).contains(&gib), "{gib} GiB: {}", r.note());
+    assert!(r.note().contains("vLLM 0.19"));
 }
 
 #[test]

@@ -55,6 +55,8 @@ fn budget_deployment(budget: u64, tp: u32) -> Deployment {
         window_rule: WindowRule::Window,
         dp_attention: 1,
         ep: 1,
+        engine: Default::default(),
+        weights_detail: None,
     }
 }
 

@@ -6,15 +6,19 @@
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use kvbench_planner::columns::plan_row;
-use kvbench_planner::deploy::{Deployment, WindowRule};
+use kvbench_planner::deploy::{Deployment, WeightDtype, WindowRule};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::fits::SeqArg;
 use kvbench_planner::plan::{longest_seq, plan, AttentionOverride, Plan, PlanRequest};
 use kvbench_planner::request::{self, CheckedFlags, PlanFlags};
 use kvbench_planner::state::StateDtype;
+use kvbench_planner::weights::{self, Weights};
 use kvbench_planner::{find_model, gpu, parse_config, ModelInfo};
 
+mod checkpoint;
+mod engine_args;
 mod hf;
+mod log_check;
 mod render;
 mod tiers;
 
@@ -75,6 +79,9 @@ pub struct PlanArgs {
     /// Memory tiers (--tiers) and reload-versus-recompute break-even.
     #[command(flatten)]
     pub tiers: Box<tiers::TierArgs>,
+    /// Serving engine flags (reserve rule, --vllm-log check).
+    #[command(flatten)]
+    pub engine: Box<engine_args::EngineArgs>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: Format,
@@ -103,9 +110,9 @@ pub struct CacheArgs {
     /// heads; `model` keeps its own. E.g. --attention model,mha,mqa shows the savings side by side.
     #[arg(long, value_delimiter = ',')]
     pub attention: Vec<String>,
-    /// Tokens per block of the paged layout (vLLM's default is 16).
-    #[arg(long, default_value_t = 16)]
-    pub block_size: u32,
+    /// Tokens per block of the paged layout (default: vLLM's 16, SGLang's page size 1).
+    #[arg(long)]
+    pub block_size: Option<u32>,
     /// Leading tokens shared by every sequence of the batch (paged prefix sharing).
     #[arg(long, default_value_t = 0)]
     pub shared_prefix: u32,
@@ -138,13 +145,15 @@ pub struct DeployArgs {
     /// Pipeline-parallel degree (layers split across stages).
     #[arg(long, default_value_t = 1)]
     pub pp: u32,
-    /// Weight precision: f32, bf16, f16, fp8, int8, int4 (4.25 bits with group scales),
-    /// mxfp4, nf4.
-    #[arg(long, default_value = "bf16")]
-    pub weights_dtype: String,
-    /// Fraction of GPU memory the engine may use (vLLM's gpu_memory_utilization).
-    #[arg(long, default_value_t = 0.9)]
-    pub mem_util: f64,
+    /// Weight precision (list), overriding what the checkpoint says: f32, bf16, f16, fp8,
+    /// int8, int4 (4.25 bits with group scales), mxfp4, nf4. Default: the safetensors
+    /// headers of a --config directory, else its quantization_config, else bf16.
+    #[arg(long, value_delimiter = ',')]
+    pub weights_dtype: Vec<String>,
+    /// Fraction of GPU memory the engine may use (vLLM's gpu_memory_utilization, default
+    /// 0.9; SGLang's mem_fraction_static, default by tp).
+    #[arg(long)]
+    pub mem_util: Option<f64>,
     /// Memory per GPU held back for activations and runtime, e.g. 3GiB (default: estimated
     /// as vLLM's profiling would find it; the estimate is shown).
     #[arg(long)]
@@ -166,19 +175,39 @@ pub struct DeployArgs {
     pub ep: Option<u32>,
 }
 
+/// A model's config.json text and directory (for its safetensors headers).
+#[derive(Debug, Clone)]
+struct Checkpoint {
+    config: String,
+    dir: std::path::PathBuf,
+}
+
 /// The models asked for: registry names, then config.json files.
 fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
+    Ok(models_with_checkpoints(args)?
+        .into_iter()
+        .map(|m| m.0)
+        .collect())
+}
+
+/// The models asked for, each with its checkpoint when it came from a config.json.
+fn models_with_checkpoints(
+    args: &PlanArgs,
+) -> anyhow::Result<Vec<(ModelInfo, Option<Checkpoint>)>> {
     let mut out = Vec::new();
     for name in &args.model {
         match find_model(name) {
-            Ok(m) => out.push(m),
+            Ok(m) => out.push((m, None)),
             // org/name outside the registry: the local Hugging Face cache may hold it.
             Err(e) if name.contains('/') => {
                 let (text, path) =
                     hf::cached_config(name).map_err(|h| anyhow::anyhow!("{e}; {h}"))?;
-                out.push(
-                    parse_config(&text, name).with_context(|| format!("in {}", path.display()))?,
-                );
+                let info =
+                    parse_config(&text, name).with_context(|| format!("in {}", path.display()))?;
+                let dir = path
+                    .parent()
+                    .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf());
+                out.push((info, Some(Checkpoint { config: text, dir })));
             }
             Err(e) => return Err(e.into()),
         }
@@ -205,15 +234,43 @@ fn models(args: &PlanArgs) -> anyhow::Result<Vec<ModelInfo>> {
             (Some(s), _) if !s.is_empty() => s,
             _ => path.display().to_string(),
         };
-        out.push(
-            parse_config(&text, &name)
-                .with_context(|| format!("in --config {}", path.display()))?,
-        );
+        let info = parse_config(&text, &name)
+            .with_context(|| format!("in --config {}", path.display()))?;
+        // config.json in the current directory has an empty parent.
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        out.push((info, Some(Checkpoint { config: text, dir })));
     }
     if out.is_empty() {
-        out.push(find_model("llama3-70b")?);
+        out.push((find_model("llama3-70b")?, None));
     }
     Ok(out)
+}
+
+/// The weights of a model under a --weights-dtype choice (None = what the checkpoint says):
+/// safetensors headers, else quantization_config, else (registry models) None = params x
+/// the dtype.
+fn weights_for(
+    checkpoint: Option<&Checkpoint>,
+    choice: Option<WeightDtype>,
+) -> anyhow::Result<Option<Weights>> {
+    let Some(c) = checkpoint else {
+        return Ok(None);
+    };
+    let context = || format!("weights of {}", c.dir.display());
+    match choice {
+        Some(w) => Ok(Some(
+            weights::from_config(&c.config, Some((w.name, w.bits))).with_context(context)?,
+        )),
+        None => match checkpoint::header_weights(&c.dir).with_context(context)? {
+            Some(w) => Ok(Some(w)),
+            None => Ok(Some(
+                weights::from_config(&c.config, None).with_context(context)?,
+            )),
+        },
+    }
 }
 
 /// The (K, V) dtype pairs asked for.
@@ -270,8 +327,12 @@ fn flags(args: &PlanArgs) -> PlanFlags<'_> {
     }
 }
 
-/// The deployments asked for (None: no --gpu and no --kv-budget).
-fn deployments(args: &PlanArgs, checked: &CheckedFlags) -> anyhow::Result<Vec<Option<Deployment>>> {
+/// The deployments asked for (None: no --gpu and no --kv-budget), each with the
+/// --weights-dtype choice it was made for (None: what the checkpoint says).
+type Deployments = (Vec<Option<Deployment>>, Vec<Option<WeightDtype>>);
+
+fn deployments(args: &PlanArgs, checked: &CheckedFlags) -> anyhow::Result<Deployments> {
+    let mut weight_pick = Vec::new();
     if args.deploy.gpu.is_empty()
         && args.deploy.gpu_spec.is_empty()
         && args.deploy.kv_budget.is_none()
@@ -280,14 +341,16 @@ fn deployments(args: &PlanArgs, checked: &CheckedFlags) -> anyhow::Result<Vec<Op
         {
             bail!("--gpus, --tp and --reserve size a deployment: also name a GPU (--gpu h100) or a KV budget (--kv-budget 58.5GiB)");
         }
-        return Ok(vec![None]);
+        return Ok((vec![None], vec![None]));
     }
-    let CheckedFlags {
-        weights,
-        reserve,
-        kv_budget,
-        ..
-    } = *checked;
+    // None: what the checkpoint says (bf16 for registry models).
+    let weight_choices: Vec<Option<WeightDtype>> = if checked.weights.is_empty() {
+        vec![None]
+    } else {
+        checked.weights.iter().copied().map(Some).collect()
+    };
+    let engine = args.engine.options()?;
+    let (reserve, kv_budget) = (checked.reserve, checked.kv_budget);
     let mut gpus: Vec<Option<gpu::GpuSpec>> = args
         .deploy
         .gpu
@@ -308,32 +371,48 @@ fn deployments(args: &PlanArgs, checked: &CheckedFlags) -> anyhow::Result<Vec<Op
     let mut out = Vec::new();
     for g in &gpus {
         for &tp in &tps {
-            out.push(Some(Deployment {
-                gpu: g.clone(),
-                gpus: args
-                    .deploy
-                    .gpus
-                    .unwrap_or(tp.saturating_mul(args.deploy.pp)),
-                tp,
-                pp: args.deploy.pp,
-                weights,
-                mem_util: args.deploy.mem_util,
-                reserve,
-                kv_budget,
-                block_size: args.cache.block_size,
-                max_batched_tokens: args.cache.max_batched_tokens,
-                window_rule: window_rule(args.cache.window_rule),
-                // Bare --dp-attention: one attention group per GPU.
-                dp_attention: match args.deploy.dp_attention {
-                    Some(0) => tp,
-                    Some(n) => n,
-                    None => 1,
-                },
-                ep: args.deploy.ep.unwrap_or(1),
-            }));
+            for choice in &weight_choices {
+                out.push(Some(Deployment {
+                    gpu: g.clone(),
+                    gpus: args
+                        .deploy
+                        .gpus
+                        .unwrap_or(tp.saturating_mul(args.deploy.pp)),
+                    tp,
+                    pp: args.deploy.pp,
+                    weights: choice.unwrap_or_else(|| "bf16".parse().expect("bf16 is known")),
+                    mem_util: args
+                        .deploy
+                        .mem_util
+                        .unwrap_or_else(|| engine_args::default_mem_util(engine.engine, tp)),
+                    reserve,
+                    kv_budget,
+                    block_size: block_size(args),
+                    max_batched_tokens: args.cache.max_batched_tokens,
+                    window_rule: window_rule(args.cache.window_rule),
+                    // Bare --dp-attention: one attention group per GPU.
+                    dp_attention: match args.deploy.dp_attention {
+                        Some(0) => tp,
+                        Some(n) => n,
+                        None => 1,
+                    },
+                    ep: args.deploy.ep.unwrap_or(1),
+                    engine,
+                    weights_detail: None,
+                }));
+                weight_pick.push(*choice);
+            }
         }
     }
-    Ok(out)
+    Ok((out, weight_pick))
+}
+
+/// Tokens per block: --block-size, else the engine's default.
+fn block_size(args: &PlanArgs) -> u32 {
+    args.cache.block_size.unwrap_or(match args.engine.engine {
+        engine_args::EngineArg::Vllm => 16,
+        engine_args::EngineArg::Sglang => kvbench_planner::engine::sglang::DEFAULT_PAGE_SIZE,
+    })
 }
 
 /// A `--gpu-spec`: a JSON file when one exists at that path (or it ends in .json), else
@@ -370,9 +449,9 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let models = models(args)?;
+    let models = models_with_checkpoints(args)?;
     let pairs = dtype_pairs(args)?;
-    let deps = deployments(args, &checked)?;
+    let (deps, picks) = deployments(args, &checked)?;
     let seqs: &[SeqArg] = &checked.seqs;
     let state_dtype: Option<StateDtype> = match args.cache.state_dtype.trim() {
         "auto" => None,
@@ -390,7 +469,20 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
         args.max_rows,
     )?;
     let mut results = Vec::new();
-    for model in &models {
+    for (model, ckpt) in &models {
+        // The checkpoint's weights, once per --weights-dtype choice.
+        let deps: Vec<Option<Deployment>> = deps
+            .iter()
+            .zip(&picks)
+            .map(|(d, pick)| {
+                d.clone()
+                    .map(|mut d| -> anyhow::Result<Deployment> {
+                        d.weights_detail = weights_for(ckpt.as_ref(), *pick)?;
+                        Ok(d)
+                    })
+                    .transpose()
+            })
+            .collect::<anyhow::Result<_>>()?;
         for &attention in &attentions {
             for &seq_arg in seqs {
                 for &batch in &args.batch {
@@ -402,7 +494,7 @@ pub fn plans(args: &PlanArgs) -> anyhow::Result<Vec<Plan>> {
                                 attention,
                                 seq: 1,
                                 batch,
-                                block_size: args.cache.block_size,
+                                block_size: block_size(args),
                                 shared_prefix: args.cache.shared_prefix,
                                 window_rule: window_rule(args.cache.window_rule),
                                 max_batched_tokens: args.cache.max_batched_tokens,
@@ -473,6 +565,12 @@ fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>>
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<std::process::ExitCode> {
+    // Every flag is checked once, whichever path uses it.
+    request::check(&flags(&args))?;
+    if let Some(log) = &args.engine.vllm_log {
+        log_check::run(&args, log)?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     if args.tiers.tiers.is_some() && args.format != Format::Table {
         bail!("--tiers prints tables: leave out --format (or --tiers)");
     }

@@ -6,7 +6,7 @@
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::cuda::block_table::BlockTables;
 use kvbench_workloads::cuda::check::{self, LayerOutputs};
-use kvbench_workloads::cuda::codec::{synthetic_index, synthetic_value, GpuCodec};
+use kvbench_workloads::cuda::codec::{kernel_layout, synthetic_index, synthetic_value, GpuCodec};
 use kvbench_workloads::cuda::launch;
 use kvbench_workloads::cuda::params::{self, CacheWriteParams, DecodeParams, PrefillParams};
 use kvbench_workloads::cuda::plan::CudaPlan;
@@ -646,7 +646,7 @@ fn whole_workloads_verify_for_every_strategy() {
             shape: ModelShape::uniform("emu", 2, 8, 2, 64, 512, 2048),
             strategy,
             k_dtype: CacheDtype::new(DtypeKind::Int8),
-            v_dtype: CacheDtype::new(DtypeKind::Fp8E4m3),
+            v_dtype: kernel_layout(DtypeKind::Fp8E4m3),
             batch: 2,
             prompt: 262,
             gen: 2,

@@ -132,15 +132,16 @@ pub(super) fn detail_table(p: &Plan) -> String {
                 "weights per GPU",
                 if c.weights_expert_bytes_per_gpu > 0 {
                     format!(
-                        "{} (routed experts {} + the rest {})",
+                        "{} (routed experts {} + the rest {}) — {}",
                         bytes(c.weights_bytes_per_gpu),
                         format_bytes(c.weights_expert_bytes_per_gpu as f64),
                         format_bytes(
                             (c.weights_bytes_per_gpu - c.weights_expert_bytes_per_gpu) as f64
-                        )
+                        ),
+                        c.weights_source
                     )
                 } else {
-                    bytes(c.weights_bytes_per_gpu)
+                    format!("{} — {}", bytes(c.weights_bytes_per_gpu), c.weights_source)
                 },
             );
             add(
@@ -155,6 +156,12 @@ pub(super) fn detail_table(p: &Plan) -> String {
                     c.reserve_note
                 ),
             );
+            for part in c.reserve_detail.iter().flat_map(|r| &r.components) {
+                add(
+                    &format!("  reserve: {}", part.name),
+                    format!("{} — {}", format_bytes(part.bytes as f64), part.rule),
+                );
+            }
         }
         add("KV memory per GPU", bytes(c.kv_budget_bytes_per_gpu));
         add(
@@ -191,22 +198,34 @@ pub(super) fn detail_table(p: &Plan) -> String {
             },
         );
         add("allocator rule", allocator_text(c));
+        if c.kv_cache_groups > 1 {
+            add(
+                "token capacity as vLLM > 0.19 logs it",
+                format!(
+                    "{} tokens (int(max concurrency x {}); vLLM <= 0.19 logs the figure above)",
+                    format_count(c.token_capacity_vllm_new),
+                    format_count(p.seq as u64)
+                ),
+            );
+        }
         add(
             &format!("max sequences of {} tokens", format_count(p.seq as u64)),
             if c.attention_groups > 1 || c.replicas > 1 {
                 format!(
-                    "{} per attention group x {} group(s) x {} replica(s) = {} per deployment (vLLM's maximum concurrency: {:.2}x per group)",
+                    "{} per attention group x {} group(s) x {} replica(s) = {} per deployment (true per-sequence figure, {:.2}x per group, window rule '{}')",
                     format_count(c.max_seqs),
                     c.attention_groups,
                     c.replicas,
                     format_count(c.max_seqs_per_deployment),
-                    c.concurrency
+                    c.concurrency,
+                    p.window_rule.name()
                 )
             } else {
                 format!(
-                    "{} (vLLM's maximum concurrency: {:.2}x)",
+                    "{} (true per-sequence figure, {:.2}x, window rule '{}')",
                     format_count(c.max_seqs),
-                    c.concurrency
+                    c.concurrency,
+                    p.window_rule.name()
                 )
             },
         );
@@ -223,6 +242,17 @@ pub(super) fn detail_table(p: &Plan) -> String {
                 ),
             );
         }
+        add(
+            "vLLM's maximum concurrency",
+            if p.sliding_layers > 0 {
+                format!(
+                    "{:.2}x (as vLLM logs it: sliding groups count window - 1 + max-batched-tokens)",
+                    c.vllm_concurrency
+                )
+            } else {
+                format!("{:.2}x (as vLLM logs it)", c.vllm_concurrency)
+            },
+        );
         add(
             &format!("what fits at batch {}", p.batch),
             c.max_context_at_batch

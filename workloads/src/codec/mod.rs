@@ -34,6 +34,8 @@ pub enum CodecError {
         dtype: &'static str,
         scale_bytes: u32,
     },
+    #[error("{dtype} with one scale per tensor is not supported: only fp8 has a fixed per-tensor scale (1.0, vLLM's default k_scale); use {dtype} (per head vector) or {dtype}/gN")]
+    PerTensor { dtype: &'static str },
     #[error("{dtype} is symmetric by construction; it cannot take a zero point")]
     ZeroPoint { dtype: &'static str },
     #[error("{dtype} grouped per channel needs an f16 residual of at least its group ({group} tokens), got {residual}")]
@@ -43,6 +45,12 @@ pub enum CodecError {
         residual: u32,
     },
 }
+
+/// The scale of a per-tensor fp8 cache (`fp8`, `fp8-e4m3`, `fp8-e5m2`): vLLM's default
+/// `k_scale = v_scale = 1.0` when the checkpoint carries no calibrated scales
+/// (vllm/attention/layer.py), so values are stored as fp8 directly and saturate at the
+/// format's maximum (448 for e4m3).
+pub const PER_TENSOR_SCALE: f32 = 1.0;
 
 /// How codes turn back into values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +102,10 @@ impl Codec {
             DtypeKind::Nf4 => Quant::Nf4,
         };
         let group = dtype.group_len(head_dim);
-        if !dtype.kind.is_float() {
+        if dtype.is_per_tensor() && !matches!(quant, Quant::Fp8(_)) {
+            return Err(CodecError::PerTensor { dtype: name });
+        }
+        if !dtype.kind.is_float() && !dtype.is_per_tensor() {
             if !matches!(dtype.scale_bytes, 2 | 4) {
                 return Err(CodecError::ScaleWidth {
                     dtype: name,
@@ -202,6 +213,9 @@ impl Codec {
     /// (for fp8 and nf4, `code` is the decoded level and bias is 0).
     #[inline]
     pub fn group_params(&self, unit: &[u8], g: usize) -> (f32, f32) {
+        if self.dtype.is_per_tensor() {
+            return (PER_TENSOR_SCALE, 0.0);
+        }
         let pb = self.param_bytes();
         let off = self.params_offset() + g * pb;
         let scale = self.read_scalar(&unit[off..]);
@@ -321,6 +335,10 @@ impl Codec {
     ) {
         let absmax = vals.clone().fold(0.0f32, |m, x| m.max(x.abs()));
         match self.quant {
+            Quant::Fp8(fmt) if self.dtype.is_per_tensor() => {
+                // Nothing stored per group: codes at the tensor's fixed scale.
+                fill_codes(codes, vals.map(|x| fmt.encode(x / PER_TENSOR_SCALE) as u32))
+            }
             Quant::Fp8(fmt) => {
                 let scale = self.write_scalar(absmax / fmt.max(), params);
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };

@@ -9,6 +9,9 @@ fn all_dtypes() -> Vec<CacheDtype> {
         .collect();
     v.push(CacheDtype::q8_0());
     v.push(CacheDtype::q4_0());
+    // fp8 with a scale per head vector (the `/token` layout; the bare name is per tensor).
+    v.push(CacheDtype::new(Fp8E4m3).per_token().unwrap());
+    v.push(CacheDtype::new(Fp8E5m2).per_token().unwrap());
     let (k, vv) = CacheDtype::kivi(Int4, 64);
     v.push(k);
     v.push(vv);
@@ -78,16 +81,24 @@ fn bound(dt: &CacheDtype, group: &[f32], x: f32) -> f32 {
     } else {
         absmax * 1e-6
     };
+    // A per-tensor fp8 cache stores values at the fixed scale 1.0 (no absmax scaling).
+    let fp8_scale = |max: f32| {
+        if dt.is_per_tensor() {
+            PER_TENSOR_SCALE
+        } else {
+            absmax / max
+        }
+    };
     match dt.kind {
         DtypeKind::F32 => 0.0,
         DtypeKind::F16 => x.abs() * 2f32.powi(-11) + 6e-8,
         DtypeKind::Bf16 => x.abs() * 2f32.powi(-8),
         // Half a unit in the last place (3 or 2 mantissa bits), or half the subnormal step.
         DtypeKind::Fp8E4m3 => {
-            (x.abs() * 2f32.powi(-4)).max(absmax / 448.0 * 2f32.powi(-10)) + f16_slack
+            (x.abs() * 2f32.powi(-4)).max(fp8_scale(448.0) * 2f32.powi(-10)) + f16_slack
         }
         DtypeKind::Fp8E5m2 => {
-            (x.abs() * 2f32.powi(-3)).max(absmax / 57344.0 * 2f32.powi(-17)) + f16_slack
+            (x.abs() * 2f32.powi(-3)).max(fp8_scale(57344.0) * 2f32.powi(-17)) + f16_slack
         }
         DtypeKind::Nf4 => absmax * 0.5 * (1.0 - 0.696_192_8) + f16_slack,
         DtypeKind::Int8 | DtypeKind::Int4 | DtypeKind::Int2 => {
@@ -154,6 +165,34 @@ fn zero_vectors_stay_zero() {
         c.decode_row(&bytes, 0, &mut out);
         assert!(out.iter().all(|&v| v == 0.0), "{dt:?}: {out:?}");
     }
+}
+
+#[test]
+fn fp8_stores_one_byte_per_element_and_refuses_what_it_cannot_scale() {
+    // The storage contract of `fp8` (one scale per tensor): 128 channels = 128 bytes, as
+    // vLLM's fp8 pages hold; `/token` adds one f32 (132 bytes).
+    for kind in [DtypeKind::Fp8E4m3, DtypeKind::Fp8E5m2] {
+        let c = Codec::new(CacheDtype::new(kind), 128).unwrap();
+        assert_eq!(c.unit_bytes, 128, "{kind:?}");
+        let t = Codec::new(CacheDtype::new(kind).per_token().unwrap(), 128).unwrap();
+        assert_eq!(t.unit_bytes, 132, "{kind:?}");
+    }
+    // Exactly representable e4m3 values come back exactly at the fixed scale 1.0
+    // (OCP FP8 table: 1.0, 0.5, 448, 2^-9).
+    let c = Codec::new(CacheDtype::new(DtypeKind::Fp8E4m3), 32).unwrap();
+    let mut rows = vec![0.0f32; 32];
+    rows[..4].copy_from_slice(&[1.0, -0.5, 448.0, 2f32.powi(-9)]);
+    rows[4] = 1000.0; // saturates at 448, as the engines' fp8 casts do
+    let mut bytes = vec![0u8; c.unit_bytes];
+    c.encode_unit(&rows, &mut bytes);
+    let mut out = vec![0.0f32; 32];
+    c.decode_row(&bytes, 0, &mut out);
+    assert_eq!(&out[..5], &[1.0, -0.5, 448.0, 2f32.powi(-9), 448.0]);
+    // int8 has no fixed scale to fall back on: per tensor is refused, naming the fix.
+    let e = Codec::new(CacheDtype::new(DtypeKind::Int8).per_tensor().unwrap(), 128)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("int8") && e.contains("per tensor"), "{e}");
 }
 
 #[test]

@@ -129,7 +129,12 @@ unsafe fn quant_row(seg: &Segment, r: usize, bits: u32) -> QuantRow {
     let params = codes.add(c.row_code_bytes);
     for g in 0..c.head_dim / c.group {
         let at = params.add(g * rec);
-        let s = read_scalar(at, width);
+        // A per-tensor fp8 row stores no scale: it is the codec's fixed one.
+        let s = if width == 0 {
+            crate::codec::PER_TENSOR_SCALE
+        } else {
+            read_scalar(at, width)
+        };
         row.scale[g] = s;
         row.bias[g] = if asym {
             read_scalar(at.add(width), width)

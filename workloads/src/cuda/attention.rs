@@ -344,7 +344,7 @@ mod tests {
     use super::*;
     use crate::cuda::reference::{self, Tensor};
     use crate::spec::{Backend, OffloadConfig, Strategy, WorkloadKind};
-    use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
+    use kvbench_planner::{DtypeKind, ModelShape};
 
     fn plan(prompt: u32, gen: u32, kind: DtypeKind) -> CudaPlan {
         CudaPlan::new(&WorkloadSpec {
@@ -352,8 +352,8 @@ mod tests {
             backend: Backend::Cuda,
             shape: ModelShape::uniform("t", 2, 32, 8, 128, 4096, 14336),
             strategy: Strategy::Paged,
-            k_dtype: CacheDtype::new(kind),
-            v_dtype: CacheDtype::new(kind),
+            k_dtype: crate::cuda::codec::kernel_layout(kind),
+            v_dtype: crate::cuda::codec::kernel_layout(kind),
             batch: 4,
             prompt,
             gen,
@@ -391,8 +391,8 @@ mod tests {
                 backend: Backend::Cuda,
                 shape: ModelShape::uniform("t", 1, 8, 2, 128, 1024, 4096),
                 strategy: Strategy::Contiguous,
-                k_dtype: CacheDtype::new(kind),
-                v_dtype: CacheDtype::new(kind),
+                k_dtype: crate::cuda::codec::kernel_layout(kind),
+                v_dtype: crate::cuda::codec::kernel_layout(kind),
                 batch: 2,
                 prompt: 40,
                 gen: 0,

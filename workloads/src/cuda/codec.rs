@@ -20,6 +20,21 @@ pub enum GpuCodec {
     Fp8E5m2,
 }
 
+/// The one scale layout of `kind` the CUDA kernels store: kvbench's default
+/// ([`CacheDtype::new`]), except fp8, whose kernel keeps one f32 scale per row (the
+/// `/token` layout) where the default is one scale per tensor.
+pub fn kernel_layout(kind: DtypeKind) -> CacheDtype {
+    match kind {
+        DtypeKind::Fp8E4m3 | DtypeKind::Fp8E5m2 => CacheDtype {
+            group_size: None,
+            scale_bytes: 4,
+            zero_point: false,
+            ..CacheDtype::new(kind)
+        },
+        _ => CacheDtype::new(kind),
+    }
+}
+
 impl GpuCodec {
     /// Every codec the kernels implement.
     pub const ALL: [GpuCodec; 7] = [
@@ -46,6 +61,7 @@ impl GpuCodec {
     }
 
     /// The codec storing `dtype`, or an error naming what the GPU kernels cannot store.
+    /// Only [`kernel_layout`] of each kind has a kernel.
     pub fn for_dtype(dtype: &CacheDtype) -> Result<Self, WorkloadError> {
         let codec = match dtype.kind {
             DtypeKind::F32 => GpuCodec::F32,
@@ -59,8 +75,13 @@ impl GpuCodec {
                 return Err(unsupported(dtype, "this dtype has no CUDA kernel"))
             }
         };
-        // Only kvbench's default layout of each kind (CacheDtype::new) has a kernel.
-        let default = CacheDtype::new(dtype.kind);
+        if dtype.is_per_tensor() {
+            return Err(unsupported(
+                dtype,
+                "the CUDA fp8 kernel keeps one scale per head vector; run it as fp8-e4m3/token (or fp8-e5m2/token)",
+            ));
+        }
+        let default = kernel_layout(dtype.kind);
         if dtype.residual != 0 {
             return Err(unsupported(
                 dtype,
@@ -202,7 +223,7 @@ impl GpuCodec {
 fn unsupported(dtype: &CacheDtype, why: &str) -> WorkloadError {
     WorkloadError::Invalid(format!(
         "cache dtype {} ({dtype:?}) is not supported on --backend cuda: {why}; use f16, bf16, \
-         f32, int8, int4, fp8-e4m3 or fp8-e5m2, or --backend cpu",
+         f32, int8, int4, fp8-e4m3/token or fp8-e5m2/token, or --backend cpu",
         dtype.kind.name()
     ))
 }
@@ -301,7 +322,7 @@ mod tests {
             DtypeKind::Fp8E4m3,
             DtypeKind::Fp8E5m2,
         ] {
-            let dtype = CacheDtype::new(kind);
+            let dtype = kernel_layout(kind);
             let codec = GpuCodec::for_dtype(&dtype).unwrap();
             for hd in [64u32, 128, 256] {
                 assert_eq!(
@@ -492,7 +513,7 @@ mod tests {
             DtypeKind::Fp8E4m3,
             DtypeKind::Fp8E5m2,
         ] {
-            let dtype = CacheDtype::new(kind);
+            let dtype = kernel_layout(kind);
             let cpu = crate::codec::Codec::new(dtype, 128).unwrap();
             let gpu = GpuCodec::for_dtype(&dtype).unwrap();
             assert_eq!(cpu.unit_tokens, 1, "{kind:?}");

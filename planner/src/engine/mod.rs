@@ -1,0 +1,138 @@
+//! The serving engine's own memory rules: what it holds back besides weights and KV cache,
+//! and how it counts what is left. One module per engine; each rule names the engine version
+//! it follows.
+
+pub mod sglang;
+pub mod vllm;
+
+use serde::Serialize;
+
+use crate::error::PlanError;
+
+/// Which engine's arithmetic a deployment follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    #[default]
+    Vllm,
+    Sglang,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Vllm => "vllm",
+            Engine::Sglang => "sglang",
+        }
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = PlanError;
+    fn from_str(text: &str) -> Result<Self, PlanError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "vllm" => Ok(Engine::Vllm),
+            "sglang" => Ok(Engine::Sglang),
+            other => Err(PlanError::InvalidValue {
+                what: "engine".to_string(),
+                value: other.to_string(),
+                fix: "use vllm or sglang".to_string(),
+            }),
+        }
+    }
+}
+
+/// A `major.minor` engine version (patch levels do not change the memory rules here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Version {
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Version { major, minor }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for Version {
+    type Err = PlanError;
+    /// Reads `0.21`, `v0.21.1`, `0.19.0rc1+cu128`.
+    fn from_str(text: &str) -> Result<Self, PlanError> {
+        let t = text.trim().trim_start_matches('v');
+        let mut parts = t.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next().and_then(|p| p.parse().ok());
+        let minor = parts.next().and_then(|p| p.parse().ok());
+        match (major, minor) {
+            (Some(major), Some(minor)) => Ok(Version { major, minor }),
+            _ => Err(PlanError::InvalidValue {
+                what: "engine version".to_string(),
+                value: text.to_string(),
+                fix: "write major.minor, e.g. 0.21".to_string(),
+            }),
+        }
+    }
+}
+
+/// User overrides of single reserve components (bytes per GPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ReserveOverrides {
+    pub activation: Option<u64>,
+    pub sampler: Option<u64>,
+    pub non_torch: Option<u64>,
+    pub cuda_graph: Option<u64>,
+}
+
+/// How the engine is run.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct EngineOptions {
+    pub engine: Engine,
+    /// The engine version whose rules apply (None: the latest kvbench knows).
+    pub version: Option<Version>,
+    /// vLLM's max_num_seqs (None: the engine's default for the GPU).
+    pub max_num_seqs: Option<u32>,
+    /// No CUDA graphs (vLLM --enforce-eager, SGLang --disable-cuda-graph).
+    pub enforce_eager: bool,
+    pub overrides: ReserveOverrides,
+}
+
+/// One part of the memory an engine holds back on each GPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReserveComponent {
+    /// Short name, e.g. "peak activation".
+    pub name: &'static str,
+    pub bytes: u64,
+    /// The rule (and engine version) it follows, or "given (--reserve-...)".
+    pub rule: String,
+}
+
+/// The engine's reserve per GPU, component by component.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reserve {
+    pub components: Vec<ReserveComponent>,
+    /// The engine version the rules follow, e.g. "vLLM 0.21".
+    pub follows: String,
+}
+
+impl Reserve {
+    pub fn total(&self) -> u64 {
+        self.components.iter().map(|c| c.bytes).sum()
+    }
+
+    /// One line: total and components.
+    pub fn note(&self) -> String {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let parts: Vec<String> = self
+            .components
+            .iter()
+            .map(|c| format!("{} {:.2} GiB", c.name, gib(c.bytes)))
+            .collect();
+        format!("{}: {}", self.follows, parts.join(" + "))
+    }
+}
