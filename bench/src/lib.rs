@@ -6,6 +6,7 @@ pub mod calibrate;
 pub mod compare;
 pub mod env;
 pub mod export;
+pub mod flags;
 pub mod matrix;
 pub mod memory;
 pub mod offload;
@@ -13,6 +14,7 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod session;
+pub mod sizing;
 pub mod stats;
 pub mod suite;
 

@@ -258,6 +258,8 @@ impl Runner<'_> {
             r.limit_gflops = gflops;
             r.pct_of_limit = percent(r.achieved_gbps, r.limit_gbps);
             r.prefill_pct_of_limit = percent(r.achieved_gflops, r.limit_gflops);
+            let llc = self.limits.as_ref().map_or(0, |l| l.calibration.llc_bytes);
+            crate::flags::apply(r, llc, spec.backend == kvbench_workloads::Backend::Cpu);
         }
     }
 

@@ -3,20 +3,20 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kvbench_bench::axes;
-use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration};
+use kvbench_bench::calibrate;
 use kvbench_bench::env::{self, Environment};
 use kvbench_bench::export::{
     csv::CsvExporter, json::JsonExporter, markdown::MarkdownExporter, table, Exporter,
 };
 use kvbench_bench::matrix::{Matrix, Shard, Sweep};
 use kvbench_bench::record::status;
-use kvbench_bench::runner::{Limits, Runner, TimingOptions};
+use kvbench_bench::runner::{Runner, TimingOptions};
 use kvbench_bench::{session, suite};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::ModelShape;
 use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadSpec};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 const AFTER_HELP: &str = "\
@@ -359,41 +359,6 @@ impl RunOptions {
     }
 }
 
-/// Calibration from `--calibration`, the host's default file, or a short measurement now.
-fn limits(path: Option<&Path>, threads: usize) -> Result<Limits> {
-    if let Some(p) = path {
-        let calibration = Calibration::load(p)?;
-        if calibration.host != env::host_name() {
-            eprintln!(
-                "note: {} was measured on {}, not on this machine ({}); % of limit compares \
-                 with that machine",
-                p.display(),
-                calibration.host,
-                env::host_name()
-            );
-        }
-        return Ok(Limits {
-            calibration,
-            source: p.display().to_string(),
-        });
-    }
-    let default = calibrate::default_path();
-    if default.exists() {
-        return Ok(Limits {
-            calibration: Calibration::load(&default)?,
-            source: default.display().to_string(),
-        });
-    }
-    eprintln!(
-        "note: no {} found; measuring a short calibration (run `kvbench calibrate` for a full one)",
-        default.display()
-    );
-    Ok(Limits {
-        calibration: calibrate::calibrate(&CalibrateOptions::short(threads))?,
-        source: "short".into(),
-    })
-}
-
 fn default_output(shard: Option<Shard>) -> PathBuf {
     let mut name = format!("{}-{}", env::file_stamp(env::unix_now()), env::host_name());
     if let Some(s) = shard {
@@ -414,7 +379,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let limits = limits(args.calibration.as_deref(), threads)?;
+    let (limits, notes) = calibrate::limits_for_run(args.calibration.as_deref(), threads)?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
     let csv_path = args
         .output
         .clone()
