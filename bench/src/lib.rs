@@ -5,6 +5,7 @@ pub mod axes;
 pub mod calibrate;
 pub mod compare;
 pub mod env;
+pub mod estimate;
 pub mod export;
 pub mod flags;
 pub mod matrix;

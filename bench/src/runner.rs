@@ -92,6 +92,9 @@ impl Runner<'_> {
             Ok(w) => w,
             Err(e) => return Some(finish(record, status::ERROR, e.to_string(), notes)),
         };
+        if workload.prefill_fills() {
+            record.prefill = "fill".into();
+        }
         match workload.verify() {
             Ok(v) => {
                 record.verified = v.passed;
@@ -296,7 +299,8 @@ impl Runner<'_> {
             k_dtype: spec.k_dtype.to_string(),
             v_dtype: spec.v_dtype.to_string(),
             cache_dtype: dtype_pair_label(spec),
-            prefill: prefill_mode(spec).into(),
+            // Until built: the workload says whether it fills (`--prefill fill`).
+            prefill: "compute".into(),
             bits_per_element: (spec.k_dtype.bits_per_element(head_dim)
                 + spec.v_dtype.bits_per_element(head_dim))
                 / 2.0,
@@ -329,18 +333,6 @@ pub fn dtype_pair_label(spec: &WorkloadSpec) -> String {
         v: spec.v_dtype,
     }
     .label()
-}
-
-/// What the prefill of `spec` does, as `workloads::build` chooses it.
-pub fn prefill_mode(spec: &WorkloadSpec) -> &'static str {
-    let fills = spec.kind == kvbench_workloads::WorkloadKind::Attention
-        && spec.backend == kvbench_workloads::Backend::Cpu
-        && spec.prompt > kvbench_workloads::build::AUTO_FILL_ABOVE;
-    if fills {
-        "fill"
-    } else {
-        "compute"
-    }
 }
 
 struct Timed {
@@ -621,19 +613,6 @@ mod tests {
         assert!((with.pct_of_limit - 100.0 * with.achieved_gbps / 3000.0).abs() < 1e-9);
         assert_eq!(with.gpu, "Test GPU");
         assert_eq!(with.backend, "cuda");
-    }
-
-    #[test]
-    fn long_cpu_attention_prompts_are_filled() {
-        let mut s = spec(
-            Strategy::Contiguous,
-            kvbench_workloads::build::AUTO_FILL_ABOVE,
-        );
-        assert_eq!(prefill_mode(&s), "compute");
-        s.prompt += 1;
-        assert_eq!(prefill_mode(&s), "fill");
-        s.kind = WorkloadKind::Decoder;
-        assert_eq!(prefill_mode(&s), "compute");
     }
 
     #[test]

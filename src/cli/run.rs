@@ -11,10 +11,11 @@ use kvbench_bench::export::{
 use kvbench_bench::matrix::{Matrix, Shard, Sweep};
 use kvbench_bench::record::status;
 use kvbench_bench::runner::{Runner, TimingOptions};
-use kvbench_bench::{session, suite};
+use kvbench_bench::{estimate, session, sizing, suite};
 use kvbench_planner::dtype::{parse_kv_dtypes, parse_side, KvDtypes};
 use kvbench_planner::ModelShape;
-use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadSpec};
+use kvbench_workloads::attention::PrefillMode;
+use kvbench_workloads::{Backend, BuildOptions, OffloadConfig, Strategy, WorkloadSpec};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +34,8 @@ Examples:
   kvbench run
   kvbench run --model llama3-8b --layers 2 --strategy contiguous,paged --cache-dtype f16,int8 \\
       --prompt 512,2048 --gen 64 --batch 1,8 -o results/runs/llama.csv --format table,json,md
-  kvbench run --workload attention --q-heads 32 --kv-heads 32,8,1 --head-dim 128 --hidden 4096 \\
-      --prompt 4096 --gen 32
+  kvbench run --workload attention --q-heads 32 --kv-heads 32,8,1 --head-dim 128 \\
+      --prompt 4096 --gen 32 --prefill fill
   kvbench run --shard 2/4   # the second of four disjoint slices (merge with `kvbench report`)
 
 Exit status: 0 when every row is ok or refused, 1 when a workload failed verification or
@@ -69,12 +70,13 @@ pub struct RunOptions {
         conflicts_with = "q_heads"
     )]
     pub config: Option<Vec<PathBuf>>,
-    /// Keep only the first N layers of each model (real widths, fewer layers)
-    /// [default: all of a registry model's layers; 1 for an explicit shape].
-    #[arg(long, value_name = "N")]
-    pub layers: Option<u32>,
-    /// Explicit shape: query heads (with --kv-heads, --head-dim, --hidden).
-    #[arg(long, value_delimiter = ',', value_name = "N,..", requires_all = ["kv_heads", "head_dim", "hidden"])]
+    /// Layers of each shape, a comma list (a registry model keeps its first N)
+    /// [default: all of a registry model's layers, 1 for an explicit shape; attention rows
+    /// then grow until a decode step reads more than 4 × the last-level cache].
+    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    pub layers: Option<Vec<u32>>,
+    /// Explicit shape: query heads (with --kv-heads, --head-dim).
+    #[arg(long, value_delimiter = ',', value_name = "N,..", requires_all = ["kv_heads", "head_dim"])]
     pub q_heads: Option<Vec<u32>>,
     /// Explicit shape: KV heads (< q-heads for GQA, 1 for MQA).
     #[arg(long, value_delimiter = ',', value_name = "N,..", requires = "q_heads")]
@@ -82,7 +84,7 @@ pub struct RunOptions {
     /// Explicit shape: channels per head.
     #[arg(long, value_delimiter = ',', value_name = "N,..", requires = "q_heads")]
     pub head_dim: Option<Vec<u32>>,
-    /// Explicit shape: model width.
+    /// Explicit shape: model width [default: q-heads × head-dim, as Llama].
     #[arg(long, value_delimiter = ',', value_name = "N,..", requires = "q_heads")]
     pub hidden: Option<Vec<u32>>,
     /// Explicit shape: MLP inner width [default: 3.5 × hidden rounded to 64].
@@ -171,6 +173,18 @@ pub struct RunOptions {
     /// Run only the i-th of n disjoint slices of the sweep (1 <= i <= n), e.g. 2/4.
     #[arg(long, value_name = "i/n")]
     pub shard: Option<Shard>,
+    /// Prefill of attention workloads: compute (causal attention over the prompt, timed as
+    /// TTFT) or fill (only write the prompt's K/V rows, to reach long contexts quickly)
+    /// [default: compute; fill for the default suite].
+    #[arg(long, value_name = "MODE")]
+    pub prefill: Option<String>,
+    /// Keep attention rows at the layers given, even when a decode step then fits in the
+    /// last-level cache (a cache-resident measurement; such rows are flagged `cache_resident`).
+    #[arg(long)]
+    pub cache_resident: bool,
+    /// Refuse a run whose estimated duration (at the calibrated limits) exceeds this.
+    #[arg(long, default_value_t = 30.0, value_name = "MINUTES")]
+    pub max_minutes: f64,
     /// Calibration file with this machine's limits
     /// [default: results/calibration-<host>.json if present, else a short calibration now].
     #[arg(long, value_name = "PATH")]
@@ -221,46 +235,65 @@ impl RunOptions {
             && self.backend.is_none()
             && self.tier.is_none()
             && self.layers.is_none()
+            && self.prefill.is_none()
             && !self.no_mlp
     }
 
     fn shapes(&self) -> Result<Vec<ModelShape>> {
+        // One entry per --layers value; `None` = each shape's own (1 for an explicit one).
+        let layer_list: Vec<Option<u32>> = match &self.layers {
+            Some(v) => v.iter().copied().map(Some).collect(),
+            None => vec![None],
+        };
+        let mut shapes = Vec::new();
         if let Some(q_heads) = &self.q_heads {
-            let (kv, hd, hidden) = (
+            let (kv, hd) = (
                 self.kv_heads.as_deref().unwrap_or_default(),
                 self.head_dim.as_deref().unwrap_or_default(),
-                self.hidden.as_deref().unwrap_or_default(),
             );
-            let layers = self.layers.unwrap_or(1);
-            let mut shapes = Vec::new();
-            for &q in q_heads {
-                for &k in kv {
-                    for &d in hd {
-                        for &h in hidden {
-                            // Llama's MLP is about 3.5 × hidden; round to a multiple of 64.
-                            let inter =
-                                self.intermediate.unwrap_or(((h * 7 / 2).div_ceil(64)) * 64);
-                            let name = format!("q{q}-kv{k}-d{d}-h{h}");
-                            shapes.push(ModelShape::uniform(&name, layers, q, k, d, h, inter));
+            for &layers in &layer_list {
+                for &q in q_heads {
+                    for &k in kv {
+                        for &d in hd {
+                            // Llama's width is q_heads × head_dim unless given.
+                            let hidden = self.hidden.clone().unwrap_or_else(|| vec![q * d]);
+                            for h in hidden {
+                                // Llama's MLP is about 3.5 × hidden; round to a multiple of 64.
+                                let inter =
+                                    self.intermediate.unwrap_or(((h * 7 / 2).div_ceil(64)) * 64);
+                                let name = format!("q{q}-kv{k}-d{d}-h{h}");
+                                shapes.push(ModelShape::uniform(
+                                    &name,
+                                    layers.unwrap_or(1),
+                                    q,
+                                    k,
+                                    d,
+                                    h,
+                                    inter,
+                                ));
+                            }
                         }
                     }
                 }
             }
             return Ok(shapes);
         }
-        let mut shapes = Vec::new();
-        for name in self.model.iter().flatten() {
-            shapes.push(axes::registry_shape(name, self.layers)?);
-        }
-        for path in self.config.iter().flatten() {
-            shapes.push(axes::config_shape(path, self.layers)?);
+        for &layers in &layer_list {
+            for name in self.model.iter().flatten() {
+                shapes.push(axes::registry_shape(name, layers)?);
+            }
+            for path in self.config.iter().flatten() {
+                shapes.push(axes::config_shape(path, layers)?);
+            }
         }
         if shapes.is_empty() {
-            let mut s = suite::mini_shape(2);
-            if let Some(n) = self.layers {
-                axes::cut_layers(&mut s, n)?;
+            for &layers in &layer_list {
+                let mut s = suite::mini_shape(2);
+                if let Some(n) = layers {
+                    axes::cut_layers(&mut s, n)?;
+                }
+                shapes.push(s);
             }
-            shapes.push(s);
         }
         Ok(shapes)
     }
@@ -383,6 +416,34 @@ pub fn run(args: RunArgs) -> Result<()> {
     for n in notes {
         eprintln!("note: {n}");
     }
+    let prefill = match &args.prefill {
+        Some(name) => estimate::parse_prefill(name).map_err(anyhow::Error::msg)?,
+        None if args.is_default_suite() => suite::PREFILL,
+        None => PrefillMode::Attention,
+    };
+    let max_minutes = estimate::parse_max_minutes(args.max_minutes).map_err(anyhow::Error::msg)?;
+    let mut sweep = sweep;
+    if args.layers.is_none() && !args.cache_resident {
+        let llc = limits.calibration.llc_bytes;
+        for n in sizing::grow_attention_rows(&mut sweep.specs, llc, env::available_memory()) {
+            eprintln!("note: {n}");
+        }
+    }
+    let timing = TimingOptions {
+        warmup: args.warmup,
+        repetitions: args.repetitions.max(1),
+        threads: threads as u32,
+    };
+    let mine: Vec<WorkloadSpec> = match args.shard {
+        Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
+        None => sweep.specs.clone(),
+    };
+    let secs = estimate::check(&mine, prefill, &limits.calibration, &timing, max_minutes)?;
+    eprintln!(
+        "estimate: at least {:.1} minutes for {} rows at this machine's limits (--max-minutes {max_minutes})",
+        secs / 60.0,
+        mine.len()
+    );
     let csv_path = args
         .output
         .clone()
@@ -408,7 +469,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
 
-    let build = |spec: &WorkloadSpec| kvbench_workloads::build(spec);
+    let build_options = BuildOptions {
+        prefill: Some(prefill),
+    };
+    let build = |spec: &WorkloadSpec| kvbench_workloads::build_with(spec, build_options);
     let mut environment = Environment::capture();
     if sweep.specs.iter().any(|s| s.backend == Backend::Cuda) {
         // Name the GPU in CUDA rows; when there is none, each row says why in `detail`.
@@ -418,11 +482,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let available = env::available_memory;
     let runner = Runner {
-        timing: TimingOptions {
-            warmup: args.warmup,
-            repetitions: args.repetitions.max(1),
-            threads: threads as u32,
-        },
+        timing,
         env: environment,
         limits: Some(limits),
         shard: args.shard,
@@ -469,12 +529,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     // The prefix-reuse scenario of this shard's offload workloads (tiers module).
-    let my_specs: Vec<_> = match args.shard {
-        Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
-        None => sweep.specs.clone(),
-    };
-    let scenario = kvbench_bench::offload::from_specs(&my_specs, args.repetitions)
-        .filter(|_| !result.interrupted);
+    let scenario =
+        kvbench_bench::offload::from_specs(&mine, args.repetitions).filter(|_| !result.interrupted);
     if let Some(scenario) = scenario {
         let rows = kvbench_bench::offload::run_prefix_reuse(&scenario)?;
         println!("{}", kvbench_bench::offload::render(&rows));

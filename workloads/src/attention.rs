@@ -24,7 +24,7 @@ const TAG_V: u64 = 0x56;
 /// pattern, as in trained models, where cache errors show).
 const Q_SCALE: f32 = 3.0;
 
-/// What the prefill of an attention workload does.
+/// What the prefill of an attention workload does (`--prefill compute|fill`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrefillMode {
     /// Causal attention over the prompt, then its K/V written to the cache.
@@ -331,8 +331,12 @@ impl Workload for AttentionWorkload {
         self.bytes_read
     }
 
+    fn prefill_fills(&self) -> bool {
+        self.mode == PrefillMode::Fill && self.cache.is_some()
+    }
+
     fn prefill_flops(&self) -> f64 {
-        if self.mode == PrefillMode::Fill && self.cache.is_some() {
+        if self.prefill_fills() {
             return 0.0;
         }
         let (hq, hk, d, b) = self.dims();
