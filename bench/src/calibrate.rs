@@ -728,6 +728,8 @@ mod tests {
                 copy_gbps: 0.0,
                 gemm_gflops_1t: 0.0,
                 gemm_gflops: 0.0,
+                read_methods: vec![],
+                gemm_methods: vec![],
                 ..back
             },
             Calibration {
@@ -736,6 +738,8 @@ mod tests {
                 copy_gbps: 0.0,
                 gemm_gflops_1t: 0.0,
                 gemm_gflops: 0.0,
+                read_methods: vec![],
+                gemm_methods: vec![],
                 ..cal
             }
         );

@@ -490,6 +490,9 @@ mod tests {
             gemm_gflops_1t: 50.0,
             gemm_gflops: 100.0,
             gemm_n: 0,
+            fingerprint: Default::default(),
+            read_methods: vec![],
+            gemm_methods: vec![],
             gpu: None,
         }
     }
@@ -575,6 +578,31 @@ mod tests {
         assert_eq!(rec.bits_per_element, 16.0);
         assert_eq!(rec.prefill, "compute");
         assert!(rec.peak_rss_bytes > 0);
+        // The test calibration knows no cache size: nothing to flag by it; the fake's few
+        // bytes per step stay far under the 20 GB/s limit.
+        assert_eq!(rec.working_set_bytes, STEP_BYTES);
+        assert!(!rec.cache_resident && !rec.limit_exceeded && rec.limit_note.is_empty());
+    }
+
+    #[test]
+    fn a_step_that_fits_in_the_cache_is_flagged() {
+        let rec = with_runner(true, u64::MAX, None, |r, _| {
+            let mut r2 = Runner {
+                timing: r.timing.clone(),
+                env: r.env.clone(),
+                limits: r.limits.clone(),
+                shard: None,
+                build: r.build,
+                available_memory: r.available_memory,
+                stop: r.stop,
+            };
+            r2.limits.as_mut().unwrap().calibration.llc_bytes = 32 << 20;
+            r2.run_one(0, &spec(Strategy::Contiguous, 8))
+                .unwrap()
+                .record
+        });
+        assert!(rec.cache_resident && rec.llc_bytes == 32 << 20, "{rec:?}");
+        assert!(rec.limit_note.contains("32 MiB last-level cache"));
     }
 
     #[test]

@@ -232,28 +232,51 @@ impl AttentionWorkload {
         Ok(())
     }
 
-    /// f64 attention output of (layer, seq) at `pos`, from the definition.
-    fn reference(&self, layer: usize, seq: usize, pos: usize) -> Vec<f64> {
+    /// f64 attention output of (layer, seq) at `pos` for the query heads of KV head `kh`
+    /// (`group × d` values), from the definition: the inputs regenerated from their seeds one
+    /// row at a time, never the cache, so memory stays O(group × d).
+    fn reference_group(&self, layer: usize, seq: usize, kh: usize, pos: usize) -> Vec<f64> {
         let (hq, hk, d, _) = self.dims();
+        let g = hq / hk;
         let lo = self
             .window(layer)
             .map_or(0, |w| (pos + 1).saturating_sub(w));
-        let to64 = |x: Vec<f32>| -> Vec<Vec<f64>> {
-            x.chunks(d)
-                .map(|r| r.iter().map(|&v| v as f64).collect())
-                .collect()
+        let q = self.rows(TAG_Q, layer, seq, pos, pos + 1, hq);
+        let queries: Vec<Vec<f64>> = q[kh * g * d..(kh + 1) * g * d]
+            .chunks(d)
+            .map(|r| r.iter().map(|&x| x as f64).collect())
+            .collect();
+        let head = |tag: u64, p: usize, out: &mut [f64]| {
+            let s = synth::stream(
+                self.spec.seed,
+                tag,
+                layer as u64,
+                self.source(seq, p),
+                p as u64,
+            );
+            for (c, o) in out.iter_mut().enumerate() {
+                // The same f32 value `rows` makes, then widened exactly.
+                *o = synth::uniform(s, (kh * d + c) as u64) as f64;
+            }
         };
-        let q = to64(self.rows(TAG_Q, layer, seq, pos, pos + 1, hq));
-        let k = to64(self.rows(TAG_K, layer, seq, lo, pos + 1, hk));
-        let v = to64(self.rows(TAG_V, layer, seq, lo, pos + 1, hk));
-        (0..hq)
-            .flat_map(|h| {
-                let kh = h / (hq / hk);
-                let keys: Vec<Vec<f64>> = k.iter().skip(kh).step_by(hk).cloned().collect();
-                let vals: Vec<Vec<f64>> = v.iter().skip(kh).step_by(hk).cloned().collect();
-                reference::attend(&q[h], &keys, &vals)
-            })
-            .collect()
+        reference::attend_streaming(&queries, lo..pos + 1, |p, k, v| {
+            head(TAG_K, p, k);
+            head(TAG_V, p, v);
+        })
+        .concat()
+    }
+
+    /// The f64 reference of every layer, sequence and head at `pos`, in the order of
+    /// `self.last` (`[layer][seq][head][d]`), computed in parallel, one task per (layer,
+    /// sequence, KV head).
+    fn reference_all(&self, pos: usize) -> Vec<f64> {
+        let (_, hk, _, b) = self.dims();
+        let layers = self.spec.shape.layers as usize;
+        (0..layers * b * hk)
+            .into_par_iter()
+            .map(|t| self.reference_group(t / (b * hk), t / hk % b, t % hk, pos))
+            .collect::<Vec<_>>()
+            .concat()
     }
 }
 
@@ -279,18 +302,12 @@ impl Workload for AttentionWorkload {
         }
         let pos = self.last_pos.expect("at least one output");
         let (hq, _, d, b) = self.dims();
+        // Every layer's output is checked, not a sample.
         let mut got = Vec::new();
-        let mut want = Vec::new();
         for layer in 0..self.spec.shape.layers as usize {
-            for seq in 0..b {
-                got.extend(
-                    self.last[layer][seq * hq * d..(seq + 1) * hq * d]
-                        .iter()
-                        .map(|&x| x as f64),
-                );
-                want.extend(self.reference(layer, seq, pos));
-            }
+            got.extend(self.last[layer][..b * hq * d].iter().map(|&x| x as f64));
         }
+        let want = self.reference_all(pos);
         self.reset()?;
         let rel_error = reference::rel_error(&got, &want);
         let cosine = reference::cosine(&got, &want);
