@@ -312,8 +312,8 @@ pub fn limits_for_run(
         let diff = calibration.fingerprint.differences(&here);
         if !diff.is_empty() {
             notes.push(format!(
-                "{} was measured on another machine ({}); % of limit compares with that \
-                 machine (run `kvbench calibrate` here for this one's limits)",
+                "{} does not match this machine ({}); % of limit compares with the machine \
+                 it was measured on (run `kvbench calibrate` here for this one's limits)",
                 p.display(),
                 diff.join(", ")
             ));

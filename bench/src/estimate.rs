@@ -3,7 +3,7 @@
 //! limit), so refusing a run because of it never refuses one that would have fitted.
 
 use crate::calibrate::Calibration;
-use crate::memory::{predicted_kv_bytes, weights_bytes};
+use crate::memory::{predicted_kv_bytes, weights_bytes, MemoryNeed};
 use crate::runner::TimingOptions;
 use kvbench_workloads::attention::PrefillMode;
 use kvbench_workloads::cpu::prefill::{prefill_flops, PrefillShape};
@@ -76,17 +76,28 @@ pub fn row_seconds(
     runs as f64 * run_s + reference_s
 }
 
-/// Seconds of every row, summed; `Err` when over `max_minutes`.
+/// Seconds of every row, summed; `Err` when over `max_minutes`. A row that will be refused
+/// because it cannot fit in `available` bytes costs nothing.
 pub fn check(
     specs: &[WorkloadSpec],
     prefill: PrefillMode,
     cal: &Calibration,
     timing: &TimingOptions,
     max_minutes: f64,
+    available: u64,
 ) -> Result<f64, TooLong> {
+    let fits = |s: &WorkloadSpec| {
+        predicted_kv_bytes(s).is_ok_and(|kv| MemoryNeed::of(s, kv).check(available).is_ok())
+    };
     let secs: Vec<f64> = specs
         .iter()
-        .map(|s| row_seconds(s, prefill, cal, timing))
+        .map(|s| {
+            if fits(s) {
+                row_seconds(s, prefill, cal, timing)
+            } else {
+                0.0
+            }
+        })
         .collect();
     let total: f64 = secs.iter().sum();
     if total / 60.0 <= max_minutes {
@@ -186,10 +197,31 @@ mod tests {
         assert!((got - want).abs() < 1e-9 * want, "{got} vs {want}");
         // Over the ceiling: refused with the figure.
         let many = vec![s; 1000];
-        let e = check(&many, PrefillMode::Attention, &cal(), &timing, 1.0).unwrap_err();
+        let e = check(
+            &many,
+            PrefillMode::Attention,
+            &cal(),
+            &timing,
+            1.0,
+            u64::MAX,
+        )
+        .unwrap_err();
         assert!(e.minutes > 1.0 && e.rows == 1000);
         assert!(e.to_string().contains("--max-minutes 1"), "{e}");
-        assert!(check(&many[..1], PrefillMode::Fill, &cal(), &timing, 1.0).is_ok());
+        assert!(check(
+            &many[..1],
+            PrefillMode::Fill,
+            &cal(),
+            &timing,
+            1.0,
+            u64::MAX
+        )
+        .is_ok());
+        // Rows refused for memory are not run, so they cost no time.
+        assert_eq!(
+            check(&many, PrefillMode::Attention, &cal(), &timing, 1.0, 1 << 20),
+            Ok(0.0)
+        );
     }
 
     #[test]

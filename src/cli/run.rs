@@ -438,7 +438,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
         None => sweep.specs.clone(),
     };
-    let secs = estimate::check(&mine, prefill, &limits.calibration, &timing, max_minutes)?;
+    let secs = estimate::check(
+        &mine,
+        prefill,
+        &limits.calibration,
+        &timing,
+        max_minutes,
+        env::available_memory(),
+    )?;
     eprintln!(
         "estimate: at least {:.1} minutes for {} rows at this machine's limits (--max-minutes {max_minutes})",
         secs / 60.0,
