@@ -129,6 +129,9 @@ pub struct Record {
     pub limit_exceeded: bool,
     /// Why a row is flagged and what to do, one line; empty when neither flag is set.
     pub limit_note: String,
+    /// Wall time of the verification against the f64 reference (one untimed run plus the
+    /// reference), to compare with the timed part.
+    pub verify_ms: f64,
 }
 
 impl Record {

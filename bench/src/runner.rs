@@ -95,7 +95,10 @@ impl Runner<'_> {
         if workload.prefill_fills() {
             record.prefill = "fill".into();
         }
-        match workload.verify() {
+        let verify_start = Instant::now();
+        let verified = workload.verify();
+        record.verify_ms = verify_start.elapsed().as_secs_f64() * 1e3;
+        match verified {
             Ok(v) => {
                 record.verified = v.passed;
                 record.rel_error = v.rel_error;

@@ -246,7 +246,8 @@ impl AttentionWorkload {
             .chunks(d)
             .map(|r| r.iter().map(|&x| x as f64).collect())
             .collect();
-        let head = |tag: u64, p: usize, out: &mut [f64]| {
+        let mut row = vec![0f32; d];
+        let mut head = |tag: u64, p: usize, out: &mut [f64]| {
             let s = synth::stream(
                 self.spec.seed,
                 tag,
@@ -254,9 +255,10 @@ impl AttentionWorkload {
                 self.source(seq, p),
                 p as u64,
             );
-            for (c, o) in out.iter_mut().enumerate() {
-                // The same f32 value `rows` makes, then widened exactly.
-                *o = synth::uniform(s, (kh * d + c) as u64) as f64;
+            // The same f32 values `rows` makes for this head, then widened exactly.
+            synth::fill_range(s, (kh * d) as u64, 1.0, &mut row);
+            for (o, &x) in out.iter_mut().zip(&row) {
+                *o = x as f64;
             }
         };
         reference::attend_streaming(&queries, lo..pos + 1, |p, k, v| {
@@ -288,17 +290,21 @@ impl Workload for AttentionWorkload {
     fn verify(&mut self) -> Result<Verification, WorkloadError> {
         self.reset()?;
         let prompt = self.spec.prompt as usize;
-        let mut steps = self.spec.gen as usize;
-        if self.mode == PrefillMode::Fill && self.cache.is_some() {
-            // A fill computes nothing to check: fill all but the last prompt token and
-            // produce that token with a decode step.
-            self.run_prefill(prompt - 1, PrefillMode::Fill)?;
-            steps += 1;
-        } else {
-            self.run_prefill(prompt, self.mode)?;
-        }
-        for _ in 0..steps {
+        let gen = self.spec.gen as usize;
+        if self.cache.is_some() && (self.mode == PrefillMode::Fill || gen > 0) {
+            // What is checked is the last position's output of every layer, over the cache
+            // at its longest. A decode step appends its K/V through the same `append` as a
+            // fill, so fill every earlier position and decode the last one: the same check
+            // at the cost of one decode step instead of `gen`.
+            self.run_prefill(prompt + gen - 1, PrefillMode::Fill)?;
             self.step()?;
+        } else {
+            // Without a cache (or a computed prefill with no decode steps) the output is the
+            // prefill's or every step's recomputation: run it as it is timed.
+            self.run_prefill(prompt, self.mode)?;
+            for _ in 0..gen {
+                self.step()?;
+            }
         }
         let pos = self.last_pos.expect("at least one output");
         let (hq, _, d, b) = self.dims();
