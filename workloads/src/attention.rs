@@ -396,3 +396,57 @@ pub(crate) fn verdict(rel_error: f64, cosine: f64, bound: f64) -> Verification {
         detail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Backend, OffloadConfig, Strategy, WorkloadKind};
+    use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
+
+    #[test]
+    fn streamed_reference_equals_the_definition_over_the_rows() {
+        let spec = WorkloadSpec {
+            kind: WorkloadKind::Attention,
+            backend: Backend::Cpu,
+            shape: ModelShape::uniform("t", 2, 4, 2, 8, 32, 64),
+            strategy: Strategy::Contiguous,
+            k_dtype: CacheDtype::new(DtypeKind::F32),
+            v_dtype: CacheDtype::new(DtypeKind::F32),
+            batch: 2,
+            prompt: 20,
+            gen: 3,
+            block_size: 16,
+            shared_prefix: 4,
+            window: Some(9),
+            mlp: false,
+            seed: 5,
+            offload: OffloadConfig::default(),
+        };
+        let w = AttentionWorkload::new(&spec, PrefillMode::Fill).unwrap();
+        let (hq, hk, d, pos) = (4, 2, 8, 22);
+        let lo = pos + 1 - 9;
+        let to64 = |x: Vec<f32>| -> Vec<Vec<f64>> {
+            x.chunks(d)
+                .map(|r| r.iter().map(|&v| v as f64).collect())
+                .collect()
+        };
+        // The two-pass definition over whole regenerated rows, head by head.
+        let mut want = Vec::new();
+        for layer in 0..2 {
+            for seq in 0..2 {
+                let q = to64(w.rows(TAG_Q, layer, seq, pos, pos + 1, hq));
+                let k = to64(w.rows(TAG_K, layer, seq, lo, pos + 1, hk));
+                let v = to64(w.rows(TAG_V, layer, seq, lo, pos + 1, hk));
+                for (h, qh) in q.iter().enumerate() {
+                    let kh = h / (hq / hk);
+                    let keys: Vec<_> = k.iter().skip(kh).step_by(hk).cloned().collect();
+                    let vals: Vec<_> = v.iter().skip(kh).step_by(hk).cloned().collect();
+                    want.extend(reference::attend(qh, &keys, &vals));
+                }
+            }
+        }
+        let got = w.reference_all(pos);
+        assert_eq!(got.len(), want.len());
+        assert!(reference::rel_error(&got, &want) < 1e-13);
+    }
+}
