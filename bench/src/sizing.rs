@@ -67,9 +67,11 @@ pub fn grow_attention_rows(
     for spec in specs.iter_mut() {
         if let Some(layers) = layers_for_memory(spec, llc_bytes, available) {
             let note = format!(
-                "{}: {} → {} layers, so a decode step reads more than {LLC_FACTOR} × the {} MiB \
-                 last-level cache (give --layers to choose, or --cache-resident to keep it small)",
+                "{} {}: {} → {} layers, so a decode step reads more than {LLC_FACTOR} × the {} \
+                 MiB last-level cache (give --layers to choose, or --cache-resident to keep it \
+                 small)",
                 spec.shape.name,
+                crate::runner::dtype_pair_label(spec),
                 spec.shape.layers,
                 layers,
                 llc_bytes >> 20
