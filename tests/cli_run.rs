@@ -484,3 +484,84 @@ fn cuda_rows_without_a_gpu_say_why_and_how_to_fix_it() {
         }
     }
 }
+
+/// An attention shape needs no --hidden (it defaults to q_heads × head_dim), a run too long
+/// for --max-minutes is refused with its estimate before anything runs, and --prefill names
+/// its valid values.
+#[test]
+fn attention_runs_are_estimated_and_prefill_is_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = calibration(dir.path());
+    let out = dir.path().join("a.csv");
+    let shape = [
+        "run",
+        "--workload",
+        "attention",
+        "--q-heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--head-dim",
+        "16",
+        "--gen",
+        "2",
+        "-r",
+        "1",
+        "--format",
+        "none",
+    ];
+    kvbench()
+        .args(shape)
+        .args(["--prompt", "64,32", "--layers", "1,2", "--prefill", "fill"])
+        .arg("--calibration")
+        .arg(&cal)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("estimate: at least"));
+    let rows = read_csv(&out);
+    let header = csv::Reader::from_path(&out)
+        .unwrap()
+        .headers()
+        .unwrap()
+        .clone();
+    let col = |r: &csv::StringRecord, name: &str| {
+        r[header.iter().position(|h| h == name).unwrap()].to_string()
+    };
+    // 2 layer counts × 2 prompts, hidden = 4 × 16, every row filled.
+    assert_eq!(rows.len(), 4);
+    assert!(rows
+        .iter()
+        .all(|r| col(r, "hidden") == "64" && col(r, "prefill") == "fill"));
+    let layers: Vec<String> = rows.iter().map(|r| col(r, "layers")).collect();
+    assert!(
+        layers.contains(&"1".into()) && layers.contains(&"2".into()),
+        "{layers:?}"
+    );
+    // The fixture's 20 GB/s makes a 2M-token prompt's causal prefill take hours.
+    kvbench()
+        .args(shape)
+        .args(["--prompt", "2000000", "--max-minutes", "1"])
+        .arg("--calibration")
+        .arg(&cal)
+        .arg("-o")
+        .arg(dir.path().join("b.csv"))
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("--max-minutes 1").and(predicate::str::contains("minutes")),
+        );
+    assert!(
+        !dir.path().join("b.csv").exists(),
+        "nothing is written for a refused run"
+    );
+    kvbench()
+        .args(shape)
+        .args(["--prompt", "64", "--prefill", "auto"])
+        .arg("--calibration")
+        .arg(&cal)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("valid: compute"));
+}

@@ -251,7 +251,8 @@ fn ctrl_c_before_the_first_row_keeps_the_previous_file() {
             "--prompt",
             "512",
         ])
-        .args(["--gen", "4096", "-r", "20", "--calibration"])
+        .args(["--gen", "4096", "-r", "20", "--max-minutes", "100000"])
+        .arg("--calibration")
         .arg(&cal)
         .arg("-o")
         .arg(&csv)

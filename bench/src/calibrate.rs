@@ -1,9 +1,17 @@
 //! Machine limits: read and copy bandwidth over arrays far larger than the last-level cache,
-//! and the f32 GEMM rate (the `gemm` crate). Every result is the best of several passes, as
-//! STREAM reports, because a ceiling is what the machine can do, not what it did on average
-//! while others shared it.
+//! and the f32 GEMM rate. A limit is the best the machine can do, so each figure is the
+//! maximum over several methods (read: plain, AVX2 and AVX-512 streams, software prefetch;
+//! GEMM: the `gemm` crate and an AVX-512 blocked kernel), each on one thread and on all, and
+//! each the best of several passes, as STREAM reports. Every method's figure is kept in the
+//! file so a reader can see which one set the limit.
 
-use crate::env;
+mod read;
+pub mod sgemm;
+
+pub use read::ReadMethod;
+
+use crate::env::{self, Fingerprint};
+use crate::runner::Limits;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -37,6 +45,20 @@ pub enum CalibrateError {
         value: u64,
         why: &'static str,
     },
+    #[error("--threads 0: give at least 1 (or leave it out to use every core)")]
+    NoThreads,
+    #[error("--buffer-mib 0: give at least 1 (MiB), or leave it out for 4 × the last-level cache")]
+    NoBuffer,
+    #[error("--gemm-n {0}: give at least 64 (the default, 4096, reaches peak on most CPUs)")]
+    GemmTooSmall(u32),
+}
+
+/// One method's figure: a read (GB/s) or GEMM (GFLOP/s) rate at a thread count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodFigure {
+    pub method: String,
+    pub threads: u32,
+    pub rate: f64,
 }
 
 /// This machine's measured ceilings, as stored in `results/calibration-<host>.json`.
@@ -55,20 +77,30 @@ pub struct Calibration {
     pub method: String,
     /// Largest cache level found in sysfs, 0 if unknown.
     pub llc_bytes: u64,
-    /// Size of each streamed array.
+    /// Size of the streamed array.
     pub buffer_bytes: u64,
-    /// Read bandwidth, one thread (GB/s, 1e9 bytes).
+    /// Read bandwidth, one thread: the best method's (GB/s, 1e9 bytes).
     pub read_gbps_1t: f64,
-    /// Read bandwidth, all threads (GB/s).
+    /// Read bandwidth, any thread count up to `threads`: the best method's (GB/s).
     pub read_gbps: f64,
     /// Copy bandwidth, all threads, bytes read + bytes written per second (GB/s, STREAM's count).
     pub copy_gbps: f64,
-    /// f32 GEMM rate, one thread (GFLOP/s, 2·m·n·k per product).
+    /// f32 GEMM rate, one thread, the best kernel's (GFLOP/s, 2·m·n·k per product).
     pub gemm_gflops_1t: f64,
-    /// f32 GEMM rate, all threads (GFLOP/s).
+    /// f32 GEMM rate, any thread count up to `threads`, the best kernel's (GFLOP/s).
     pub gemm_gflops: f64,
     /// Square GEMM size used.
     pub gemm_n: u32,
+    /// The machine the figures belong to; a stored file whose fingerprint differs from this
+    /// machine's is not used for it (empty in files written before fingerprints).
+    #[serde(default)]
+    pub fingerprint: Fingerprint,
+    /// Every read method's figure (GB/s), one thread and all.
+    #[serde(default)]
+    pub read_methods: Vec<MethodFigure>,
+    /// Every GEMM kernel's figure (GFLOP/s), one thread and all.
+    #[serde(default)]
+    pub gemm_methods: Vec<MethodFigure>,
     /// The GPU's limits, when calibrated with `--backend cuda`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuLimits>,
@@ -90,9 +122,9 @@ pub struct GpuLimits {
 /// How long and how large to measure.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalibrateOptions {
-    /// Bytes per streamed array; 0 = automatic (16 × LLC, at least 256 MiB).
+    /// Bytes of the streamed array; 0 = automatic (4 × LLC, at least 256 MiB).
     pub buffer_bytes: u64,
-    /// Timed passes per figure (best kept).
+    /// Timed passes per read figure (best kept); GEMM figures take at most 3.
     pub passes: u32,
     /// Square GEMM size.
     pub gemm_n: u32,
@@ -107,21 +139,54 @@ impl CalibrateOptions {
         CalibrateOptions {
             buffer_bytes: 0,
             passes: 5,
-            gemm_n: 1536,
+            gemm_n: 4096,
             threads,
             short: false,
         }
     }
 
-    /// A quick measurement (about a second) for a run that found no calibration file.
+    /// The same kernels on the same array for fewer passes and a smaller (still
+    /// peak-reaching) GEMM: what a run measures when it has no calibration for this machine.
     pub fn short(threads: usize) -> Self {
         CalibrateOptions {
-            buffer_bytes: 128 << 20,
+            buffer_bytes: 0,
             passes: 2,
-            gemm_n: 768,
+            gemm_n: 2048,
             threads,
             short: true,
         }
+    }
+
+    /// `kvbench calibrate`'s options from its flags, validated (0 = not given).
+    pub fn from_flags(
+        threads: usize,
+        short: bool,
+        passes: u32,
+        gemm_n: Option<u32>,
+        buffer_mib: Option<u64>,
+    ) -> Result<Self, CalibrateError> {
+        if threads == 0 {
+            return Err(CalibrateError::NoThreads);
+        }
+        let mut o = if short {
+            CalibrateOptions::short(threads)
+        } else {
+            CalibrateOptions {
+                passes,
+                ..CalibrateOptions::full(threads)
+            }
+        };
+        match gemm_n {
+            Some(n) if n < 64 => return Err(CalibrateError::GemmTooSmall(n)),
+            Some(n) => o.gemm_n = n,
+            None => {}
+        }
+        match buffer_mib {
+            Some(0) => return Err(CalibrateError::NoBuffer),
+            Some(mib) => o.buffer_bytes = mib << 20,
+            None => {}
+        }
+        Ok(o)
     }
 }
 
@@ -186,11 +251,116 @@ impl Calibration {
             self.gemm_gflops
         }
     }
+
+    /// The figures as `kvbench calibrate` prints them, every method on its own line.
+    pub fn render(&self) -> String {
+        let mut out = format!("{} — {} ({} threads)\n", self.host, self.cpu, self.threads);
+        out += &format!("  machine          {}\n", self.fingerprint);
+        out += &format!("  flags            {}\n", self.cpu_flags.join(" "));
+        out += &format!(
+            "  array            {} MiB (last-level cache {} MiB)\n",
+            self.buffer_bytes >> 20,
+            self.llc_bytes >> 20
+        );
+        for m in &self.read_methods {
+            out += &format!(
+                "  read {:<16} {} thr {:8.1} GB/s\n",
+                m.method, m.threads, m.rate
+            );
+        }
+        out += &format!("  read limit, 1 thread  {:8.1} GB/s\n", self.read_gbps_1t);
+        out += &format!("  read limit, all       {:8.1} GB/s\n", self.read_gbps);
+        out += &format!("  copy (r+w), all       {:8.1} GB/s\n", self.copy_gbps);
+        for m in &self.gemm_methods {
+            out += &format!(
+                "  gemm {:<16} {} thr {:8.1} GFLOP/s (n = {})\n",
+                m.method, m.threads, m.rate, self.gemm_n
+            );
+        }
+        out += &format!(
+            "  GEMM limit, 1 thread  {:8.1} GFLOP/s\n",
+            self.gemm_gflops_1t
+        );
+        out += &format!("  GEMM limit, all       {:8.1} GFLOP/s", self.gemm_gflops);
+        if let Some(g) = &self.gpu {
+            out += &format!("\n{}\n", g.device);
+            out += &format!("  copy (r+w)       {:8.1} GB/s\n", g.copy_gbps);
+            out += &format!("  f32 GEMM         {:8.1} GFLOP/s\n", g.gemm_f32_gflops);
+            out += &format!("  f16 GEMM         {:8.1} GFLOP/s", g.gemm_f16_gflops);
+        }
+        out
+    }
 }
 
 /// Where `kvbench calibrate` stores this host's calibration by default.
 pub fn default_path() -> PathBuf {
     PathBuf::from(format!("results/calibration-{}.json", env::host_name()))
+}
+
+/// The limits a run measures against, and notes saying where they came from: `explicit`
+/// (`--calibration`) is used as given, with a note when it belongs to another machine; the
+/// host's stored file is used only when its fingerprint is this machine's, otherwise (or
+/// without one) a short calibration is measured now and the note says why.
+pub fn limits_for_run(
+    explicit: Option<&Path>,
+    threads: usize,
+) -> Result<(Limits, Vec<String>), CalibrateError> {
+    let here = Fingerprint::current();
+    let mut notes = Vec::new();
+    if let Some(p) = explicit {
+        let calibration = Calibration::load(p)?;
+        let diff = calibration.fingerprint.differences(&here);
+        if !diff.is_empty() {
+            notes.push(format!(
+                "{} does not match this machine ({}); % of limit compares with the machine \
+                 it was measured on (run `kvbench calibrate` here for this one's limits)",
+                p.display(),
+                diff.join(", ")
+            ));
+        }
+        let source = p.display().to_string();
+        return Ok((
+            Limits {
+                calibration,
+                source,
+            },
+            notes,
+        ));
+    }
+    let default = default_path();
+    if default.exists() {
+        let calibration = Calibration::load(&default)?;
+        let diff = calibration.fingerprint.differences(&here);
+        if diff.is_empty() {
+            let source = default.display().to_string();
+            return Ok((
+                Limits {
+                    calibration,
+                    source,
+                },
+                notes,
+            ));
+        }
+        notes.push(format!(
+            "{} belongs to another machine ({}); measuring a short calibration for this one \
+             (run `kvbench calibrate` to store a full one)",
+            default.display(),
+            diff.join(", ")
+        ));
+    } else {
+        notes.push(format!(
+            "no {} found; measuring a short calibration (run `kvbench calibrate` for a full one)",
+            default.display()
+        ));
+    }
+    let calibration = calibrate(&CalibrateOptions::short(threads))?;
+    Ok((
+        Limits {
+            calibration,
+            source: "short".into(),
+        },
+        notes,
+    ))
 }
 
 /// Measure this machine.
@@ -203,9 +373,10 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
             threads,
             why: e.to_string(),
         })?;
-    let llc = last_level_cache_bytes();
+    let llc = env::last_level_cache_bytes();
+    // STREAM's rule: each array at least 4 × the caches, so no pass is served from them.
     let buffer_bytes = if opts.buffer_bytes == 0 {
-        (16 * llc).max(256 << 20)
+        (4 * llc).max(256 << 20)
     } else {
         opts.buffer_bytes
     };
@@ -218,21 +389,50 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
     }
     let words = (buffer_bytes / 8) as usize;
     let passes = opts.passes.max(1);
-    // Touch every page first so page faults are not timed.
-    let src: Vec<u64> = (0..words as u64).collect();
-    let mut dst = vec![0u64; words];
+    // Touch every page first (in parallel: a few GiB) so page faults are not timed.
+    let mut src = vec![0u64; words];
+    pool.install(|| {
+        src.par_chunks_mut(1 << 16)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (i, w) in chunk.iter_mut().enumerate() {
+                    *w = ((c << 16) + i) as u64;
+                }
+            })
+    });
 
-    let read_gbps_1t = best_gbps(passes, buffer_bytes, || {
-        std::hint::black_box(sum_words(&src));
-    });
-    let read_gbps = pool.install(|| {
-        best_gbps(passes, buffer_bytes, || {
-            std::hint::black_box(par_sum_words(&src, threads));
-        })
-    });
+    let mut read_methods = Vec::new();
+    for method in ReadMethod::available() {
+        // One untimed pass per method: clocks ramp and TLBs warm before the timed ones.
+        std::hint::black_box(method.sum(&src));
+        let one = best_gbps(passes, buffer_bytes, || {
+            std::hint::black_box(method.sum(&src));
+        });
+        read_methods.push(MethodFigure {
+            method: method.name().into(),
+            threads: 1,
+            rate: one,
+        });
+        if threads > 1 {
+            let all = pool.install(|| {
+                best_gbps(passes, buffer_bytes, || {
+                    std::hint::black_box(par_sum(&src, threads, method));
+                })
+            });
+            read_methods.push(MethodFigure {
+                method: method.name().into(),
+                threads: threads as u32,
+                rate: all,
+            });
+        }
+    }
+    // Copy half the array into a second one: reads + writes still span 1.5 × the array.
+    let half = &src[..words / 2];
+    let mut dst = vec![0u64; half.len()];
     let copy_gbps = pool.install(|| {
-        best_gbps(passes, 2 * buffer_bytes, || {
-            par_copy(&src, &mut dst, threads);
+        par_copy(half, &mut dst, threads);
+        best_gbps(passes, 2 * 8 * half.len() as u64, || {
+            par_copy(half, &mut dst, threads);
             std::hint::black_box(&dst);
         })
     });
@@ -240,9 +440,29 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
     drop(src);
 
     let n = opts.gemm_n.max(64) as usize;
-    let gemm_gflops_1t = gemm_rate(n, passes, 1);
-    let gemm_gflops = pool.install(|| gemm_rate(n, passes, threads));
+    let gemm_passes = passes.min(3);
+    let mut gemm_methods = Vec::new();
+    for kernel in GemmKernel::available() {
+        for t in thread_counts(threads) {
+            let rate = if t == 1 {
+                gemm_rate(kernel, n, gemm_passes, 1)
+            } else {
+                pool.install(|| gemm_rate(kernel, n, gemm_passes, t))
+            };
+            gemm_methods.push(MethodFigure {
+                method: kernel.name().into(),
+                threads: t as u32,
+                rate,
+            });
+        }
+    }
 
+    let best = |figs: &[MethodFigure], one_thread: bool| {
+        figs.iter()
+            .filter(|f| !one_thread || f.threads == 1)
+            .map(|f| f.rate)
+            .fold(0.0, f64::max)
+    };
     let environment = env::Environment::capture();
     Ok(Calibration {
         host: environment.host,
@@ -255,14 +475,27 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
         method: if opts.short { "short" } else { "full" }.into(),
         llc_bytes: llc,
         buffer_bytes: words as u64 * 8,
-        read_gbps_1t,
-        read_gbps,
+        read_gbps_1t: best(&read_methods, true),
+        // A run on `threads` threads can always do what fewer threads did.
+        read_gbps: best(&read_methods, false),
         copy_gbps,
-        gemm_gflops_1t,
-        gemm_gflops,
+        gemm_gflops_1t: best(&gemm_methods, true),
+        gemm_gflops: best(&gemm_methods, false),
         gemm_n: n as u32,
+        fingerprint: Fingerprint::current(),
+        read_methods,
+        gemm_methods,
         gpu: None,
     })
+}
+
+/// 1, and `threads` when it is more.
+fn thread_counts(threads: usize) -> Vec<usize> {
+    if threads > 1 {
+        vec![1, threads]
+    } else {
+        vec![1]
+    }
 }
 
 /// Best rate in GB/s of `passes` runs of `f`, each moving `bytes`.
@@ -277,17 +510,17 @@ fn best_gbps(passes: u32, bytes: u64, mut f: impl FnMut()) -> f64 {
     bytes as f64 / best / 1e9
 }
 
-/// Sum of all words; integer adds vectorize freely (no float reassociation), so the loop is
-/// limited by memory, not by the adder.
+/// Wrapping sum of all words (see [`read::sum_scalar`]).
 pub fn sum_words(words: &[u64]) -> u64 {
-    words.iter().fold(0u64, |a, &x| a.wrapping_add(x))
+    read::sum_scalar(words)
 }
 
-fn par_sum_words(words: &[u64], threads: usize) -> u64 {
+/// `method`'s sum over `threads` equal slices, one per thread.
+fn par_sum(words: &[u64], threads: usize, method: ReadMethod) -> u64 {
     let chunk = words.len().div_ceil(threads).max(1);
     words
         .par_chunks(chunk)
-        .map(sum_words)
+        .map(|c| method.sum(c))
         .reduce(|| 0, u64::wrapping_add)
 }
 
@@ -298,18 +531,58 @@ fn par_copy(src: &[u64], dst: &mut [u64], threads: usize) {
         .for_each(|(d, s)| d.copy_from_slice(s));
 }
 
-/// Best f32 GEMM rate (GFLOP/s) of an n×n×n product on `threads` threads.
-fn gemm_rate(n: usize, passes: u32, threads: usize) -> f64 {
+/// The f32 GEMM kernels the limit is the best of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GemmKernel {
+    /// The `gemm` crate (AVX2/FMA kernels on a stable compiler).
+    GemmCrate,
+    /// [`sgemm`]: blocked, AVX-512 micro-kernel.
+    Avx512Blocked,
+}
+
+impl GemmKernel {
+    fn available() -> Vec<GemmKernel> {
+        let mut k = vec![GemmKernel::GemmCrate];
+        if sgemm::has_avx512() {
+            k.push(GemmKernel::Avx512Blocked);
+        }
+        k
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            GemmKernel::GemmCrate => "gemm-crate",
+            GemmKernel::Avx512Blocked => "avx512-blocked",
+        }
+    }
+}
+
+/// Best f32 GEMM rate (GFLOP/s) of an n×n×n product with `kernel` on `threads` threads
+/// (inside the caller's pool when more than one).
+fn gemm_rate(kernel: GemmKernel, n: usize, passes: u32, threads: usize) -> f64 {
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.25).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.5).collect();
     let mut c = vec![0f32; n * n];
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+    let mut run = || match kernel {
+        GemmKernel::GemmCrate => {
+            let parallelism = if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            matmul(n, &a, &b, &mut c, parallelism)
+        }
+        GemmKernel::Avx512Blocked if threads > 1 => sgemm::matmul(n, n, n, &a, &b, &mut c),
+        GemmKernel::Avx512Blocked => {
+            // One band, on this thread: the current pool may have more.
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .map(|p| p.install(|| sgemm::matmul(n, n, n, &a, &b, &mut c)))
+                .unwrap_or_else(|_| sgemm::matmul(n, n, n, &a, &b, &mut c))
+        }
     };
-    let mut run = || matmul(n, &a, &b, &mut c, parallelism);
-    run(); // warm-up: packing buffers, thread start
+    run(); // warm-up: packing buffers, thread start, clocks
     let best = (0..passes.max(1))
         .map(|_| {
             let t = Instant::now();
@@ -321,7 +594,7 @@ fn gemm_rate(n: usize, passes: u32, threads: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
-/// c = a · b for row-major n×n f32 matrices.
+/// c = a · b for row-major n×n f32 matrices (the `gemm` crate).
 pub fn matmul(n: usize, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism) {
     assert!(a.len() == n * n && b.len() == n * n && c.len() == n * n);
     // SAFETY: the three slices each hold n·n elements (checked above), addressed row-major
@@ -351,27 +624,9 @@ pub fn matmul(n: usize, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallel
     }
 }
 
-/// Size of the largest CPU cache listed in sysfs (Linux), 0 if unknown.
+/// Size of the largest CPU cache listed in sysfs (see [`env::last_level_cache_bytes`]).
 pub fn last_level_cache_bytes() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("size")).ok())
-        .filter_map(|s| parse_cache_size(s.trim()))
-        .max()
-        .unwrap_or(0)
-}
-
-/// "32768K" / "8M" / "1024" (sysfs cache size) to bytes.
-fn parse_cache_size(s: &str) -> Option<u64> {
-    let (num, mult) = match s.chars().last()? {
-        'K' | 'k' => (&s[..s.len() - 1], 1 << 10),
-        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
-        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().ok().map(|n| n * mult)
+    env::last_level_cache_bytes()
 }
 
 /// SIMD features detected at run time that matter to the kernels.
@@ -412,19 +667,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cache_sizes_parse() {
-        assert_eq!(parse_cache_size("32768K"), Some(32 << 20));
-        assert_eq!(parse_cache_size("8M"), Some(8 << 20));
-        assert_eq!(parse_cache_size("512"), Some(512));
-        assert_eq!(parse_cache_size("x"), None);
-    }
-
-    #[test]
     fn kernels_compute_what_they_claim() {
         // Σ 0..n = n(n−1)/2
         let words: Vec<u64> = (0..100_003).collect();
         assert_eq!(sum_words(&words), 100_003 * 100_002 / 2);
-        assert_eq!(par_sum_words(&words, 3), 100_003 * 100_002 / 2);
+        for m in ReadMethod::available() {
+            assert_eq!(par_sum(&words, 3, m), 100_003 * 100_002 / 2, "{m:?}");
+        }
         let mut dst = vec![0; words.len()];
         par_copy(&words, &mut dst, 4);
         assert_eq!(dst, words);
@@ -457,6 +706,14 @@ mod tests {
         assert!(cal.gemm_gflops > 0.01 && cal.gemm_gflops < 100_000.0);
         assert_eq!(cal.method, "short");
         assert_eq!(cal.buffer_bytes, 16 << 20);
+        // Each limit is the best of its methods, and every available method was measured
+        // on one thread and on all.
+        let max = |f: &[MethodFigure]| f.iter().map(|m| m.rate).fold(0.0, f64::max);
+        assert_eq!(cal.read_gbps, max(&cal.read_methods));
+        assert_eq!(cal.gemm_gflops, max(&cal.gemm_methods));
+        assert_eq!(cal.read_methods.len(), 2 * ReadMethod::available().len());
+        assert!(cal.read_gbps >= cal.read_gbps_1t && cal.gemm_gflops >= cal.gemm_gflops_1t);
+        assert_eq!(cal.fingerprint, Fingerprint::current());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/cal.json");
         cal.save(&path).unwrap();
@@ -471,6 +728,8 @@ mod tests {
                 copy_gbps: 0.0,
                 gemm_gflops_1t: 0.0,
                 gemm_gflops: 0.0,
+                read_methods: vec![],
+                gemm_methods: vec![],
                 ..back
             },
             Calibration {
@@ -479,6 +738,8 @@ mod tests {
                 copy_gbps: 0.0,
                 gemm_gflops_1t: 0.0,
                 gemm_gflops: 0.0,
+                read_methods: vec![],
+                gemm_methods: vec![],
                 ..cal
             }
         );
@@ -497,6 +758,18 @@ mod tests {
         std::fs::write(&junk, "{not json").unwrap();
         let e = Calibration::load(&junk).unwrap_err().to_string();
         assert!(e.contains("junk.json") && e.contains("delete it"), "{e}");
+    }
+
+    #[test]
+    fn flags_are_validated_once_here() {
+        let e = |r: Result<CalibrateOptions, CalibrateError>| r.unwrap_err().to_string();
+        assert!(e(CalibrateOptions::from_flags(0, false, 5, None, None)).contains("--threads 0"));
+        assert!(
+            e(CalibrateOptions::from_flags(2, false, 5, None, Some(0))).contains("--buffer-mib 0")
+        );
+        assert!(e(CalibrateOptions::from_flags(2, false, 5, Some(8), None)).contains("--gemm-n 8"));
+        let o = CalibrateOptions::from_flags(2, true, 9, Some(512), Some(64)).unwrap();
+        assert!(o.short && o.gemm_n == 512 && o.buffer_bytes == 64 << 20);
     }
 
     #[test]

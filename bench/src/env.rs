@@ -55,6 +55,98 @@ impl Environment {
     }
 }
 
+/// What identifies a machine for its limits: a calibration measured on one is not used on
+/// another. The host name alone does not: VMs of different shapes share names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// CPU brand string.
+    pub cpu: String,
+    /// Logical cores.
+    pub cores: u32,
+    /// Largest cache level's size from sysfs, 0 if unknown.
+    pub llc_bytes: u64,
+    /// Total memory, rounded to whole GiB (the kernel's figure moves by a few MiB per boot).
+    pub mem_gib: u64,
+}
+
+impl Fingerprint {
+    /// This machine's, now.
+    pub fn current() -> Fingerprint {
+        let env = Environment::capture();
+        Fingerprint {
+            cpu: env.cpu,
+            cores: env.cores,
+            llc_bytes: last_level_cache_bytes(),
+            mem_gib: (env.mem_bytes + (1 << 29)) >> 30,
+        }
+    }
+
+    /// What differs from `other`, one `what: mine vs theirs` phrase each; empty when the
+    /// same machine.
+    pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
+        if *self == Fingerprint::default() {
+            return vec!["no machine fingerprint recorded".into()];
+        }
+        let mut d = Vec::new();
+        if self.cpu != other.cpu {
+            d.push(format!("cpu {:?} vs {:?}", self.cpu, other.cpu));
+        }
+        if self.cores != other.cores {
+            d.push(format!("cores {} vs {}", self.cores, other.cores));
+        }
+        if self.llc_bytes != other.llc_bytes {
+            d.push(format!(
+                "last-level cache {} MiB vs {} MiB",
+                self.llc_bytes >> 20,
+                other.llc_bytes >> 20
+            ));
+        }
+        if self.mem_gib != other.mem_gib {
+            d.push(format!(
+                "memory {} GiB vs {} GiB",
+                self.mem_gib, other.mem_gib
+            ));
+        }
+        d
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, {} cores, LLC {} MiB, {} GiB",
+            self.cpu,
+            self.cores,
+            self.llc_bytes >> 20,
+            self.mem_gib
+        )
+    }
+}
+
+/// Size of the largest CPU cache listed in sysfs (Linux), 0 if unknown.
+pub fn last_level_cache_bytes() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("size")).ok())
+        .filter_map(|s| parse_cache_size(s.trim()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// "32768K" / "8M" / "1024" (sysfs cache size) to bytes.
+fn parse_cache_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1 << 10),
+        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
+        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().map(|n| n * mult)
+}
+
 /// Memory the OS can give to new allocations right now.
 pub fn available_memory() -> u64 {
     let mut sys = sysinfo::System::new();
@@ -225,6 +317,42 @@ mod tests {
             let after = peak_rss_bytes();
             assert!(after + (32 << 20) < with_big, "{after} vs {with_big}");
         }
+    }
+
+    #[test]
+    fn cache_sizes_parse() {
+        assert_eq!(parse_cache_size("32768K"), Some(32 << 20));
+        assert_eq!(parse_cache_size("8M"), Some(8 << 20));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size("x"), None);
+    }
+
+    #[test]
+    fn fingerprints_name_what_differs() {
+        let here = Fingerprint {
+            cpu: "Intel Xeon".into(),
+            cores: 2,
+            llc_bytes: 480 << 20,
+            mem_gib: 24,
+        };
+        assert!(here.differences(&here.clone()).is_empty());
+        // The CI machine of the issue: same core count, another CPU and a 32 MiB L3.
+        let ci = Fingerprint {
+            cpu: "AMD EPYC".into(),
+            llc_bytes: 32 << 20,
+            ..here.clone()
+        };
+        let d = here.differences(&ci);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d[0].contains("AMD EPYC") && d[1].contains("480 MiB vs 32 MiB"),
+            "{d:?}"
+        );
+        // A file from before fingerprints never matches.
+        assert_eq!(Fingerprint::default().differences(&here).len(), 1);
+        assert!(Fingerprint::current()
+            .differences(&Fingerprint::current())
+            .is_empty());
     }
 
     #[test]

@@ -5,7 +5,9 @@ pub mod axes;
 pub mod calibrate;
 pub mod compare;
 pub mod env;
+pub mod estimate;
 pub mod export;
+pub mod flags;
 pub mod input;
 pub mod matrix;
 pub mod memory;
@@ -17,6 +19,7 @@ pub mod report;
 pub mod run_flags;
 pub mod runner;
 pub mod session;
+pub mod sizing;
 pub mod stats;
 pub mod suite;
 

@@ -208,7 +208,8 @@ impl Matrix {
             &self
                 .shapes
                 .iter()
-                .map(|s| s.name.clone())
+                // One shape at several --layers is several models.
+                .map(|s| format!("{} with {} layers", s.name, s.layers))
                 .collect::<Vec<_>>(),
         )?;
         once(

@@ -72,8 +72,9 @@ pub fn weights_bytes(spec: &WorkloadSpec) -> u64 {
     product(&[s.layers as u64, per_layer, 4])
 }
 
-/// The f64 reference recomputes without a cache, holding every token's K and V in f64.
-pub fn reference_bytes(spec: &WorkloadSpec) -> u64 {
+/// Every token's K and V of every layer in f64: what the decoder's reference holds, and about
+/// what `none` recomputes each step.
+pub fn f64_kv_bytes(spec: &WorkloadSpec) -> u64 {
     let s = &spec.shape;
     product(&[
         spec.batch as u64,
@@ -84,6 +85,22 @@ pub fn reference_bytes(spec: &WorkloadSpec) -> u64 {
         spec.max_len() as u64,
         8,
     ])
+}
+
+/// Memory of the f64 reference. The decoder's holds every token's K and V in f64; the
+/// attention workload's streams one row at a time per (layer, sequence, KV head) task, so it
+/// holds only each task's queries and accumulators (bounded, whatever the context).
+pub fn reference_bytes(spec: &WorkloadSpec) -> u64 {
+    match spec.kind {
+        WorkloadKind::Decoder => f64_kv_bytes(spec),
+        WorkloadKind::Attention => {
+            let s = &spec.shape;
+            let group = (s.q_heads / s.kv_heads.max(1)) as u64;
+            let tasks = spec.batch as u64 * s.layers as u64 * s.kv_heads as u64;
+            // Each task's result (group × d) lives until all are joined.
+            tasks * (group + 2) * s.head_dim as u64 * 8
+        }
+    }
 }
 
 /// Estimated host memory of one workload, by part.
@@ -103,7 +120,7 @@ impl MemoryNeed {
             (Backend::Cuda, _) => 0,
             (_, Strategy::Concat) => predicted_kv.saturating_mul(2),
             // `none` recomputes K/V for the whole sequence each step: about a cache's worth.
-            (_, Strategy::None) => reference_bytes(spec) / 2,
+            (_, Strategy::None) => f64_kv_bytes(spec) / 2,
             _ => predicted_kv,
         };
         MemoryNeed {

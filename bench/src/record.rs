@@ -117,6 +117,29 @@ pub struct Record {
     pub tier_fallbacks: u64,
     /// Blocks recomputed because the tier could not give them back.
     pub tier_recomputed_blocks: u64,
+    // --- whether the percentages mean what they say
+    /// Bytes one decode step touched (the KV of every layer at the longest context).
+    pub working_set_bytes: u64,
+    /// Last-level cache the working set was compared with (from the calibration).
+    pub llc_bytes: u64,
+    /// The decode step's working set was under 4 × the last-level cache: it was timed from
+    /// cache, not memory, and `pct_of_limit` is not a share of the memory limit.
+    pub cache_resident: bool,
+    /// Achieved bandwidth or GEMM rate above the calibrated limit: the limit is not one.
+    pub limit_exceeded: bool,
+    /// Why a row is flagged and what to do, one line; empty when neither flag is set.
+    pub limit_note: String,
+    /// Wall time of the verification against the f64 reference (one untimed run plus the
+    /// reference), to compare with the timed part.
+    pub verify_ms: f64,
+}
+
+impl Record {
+    /// Whether `pct_of_limit` / `prefill_pct_of_limit` may be read as a plain share of the
+    /// machine's limit (no flag set).
+    pub fn pct_is_plain(&self) -> bool {
+        !self.cache_resident && !self.limit_exceeded
+    }
 }
 
 /// Values of the `status` column.

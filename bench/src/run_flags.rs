@@ -18,7 +18,8 @@ use std::path::PathBuf;
 pub struct RunFlags {
     pub model: Option<Vec<String>>,
     pub config: Option<Vec<PathBuf>>,
-    pub layers: Option<u32>,
+    /// Layers of each shape (list); None: a registry model's own, 1 for an explicit shape.
+    pub layers: Option<Vec<u32>>,
     pub q_heads: Option<Vec<u32>>,
     pub kv_heads: Option<Vec<u32>>,
     pub head_dim: Option<Vec<u32>>,
@@ -43,6 +44,8 @@ pub struct RunFlags {
     pub redis_url: Option<String>,
     pub seed: u64,
     pub max_rows: u64,
+    /// --prefill as given (its default depends on whether this is the default suite).
+    pub prefill: Option<String>,
 }
 
 /// A sweep flag that cannot be used.
@@ -92,46 +95,68 @@ impl RunFlags {
             && self.backend.is_none()
             && self.tier.is_none()
             && self.layers.is_none()
+            && self.prefill.is_none()
             && !self.no_mlp
     }
 
     fn shapes(&self) -> Result<Vec<ModelShape>, RunFlagError> {
+        // One entry per --layers value; `None` = each shape's own (1 for an explicit one).
+        let layer_list: Vec<Option<u32>> = match &self.layers {
+            Some(v) => v.iter().copied().map(Some).collect(),
+            None => vec![None],
+        };
+        let mut shapes = Vec::new();
         if let Some(q_heads) = &self.q_heads {
-            let (kv, hd, hidden) = (
+            let (kv, hd) = (
                 self.kv_heads.as_deref().unwrap_or_default(),
                 self.head_dim.as_deref().unwrap_or_default(),
-                self.hidden.as_deref().unwrap_or_default(),
             );
-            let layers = self.layers.unwrap_or(1);
-            let mut shapes = Vec::new();
-            for &q in q_heads {
-                for &k in kv {
-                    for &d in hd {
-                        for &h in hidden {
-                            let inter = self
-                                .intermediate
-                                .unwrap_or_else(|| axes::default_intermediate(h));
-                            let name = format!("q{q}-kv{k}-d{d}-h{h}");
-                            shapes.push(ModelShape::uniform(&name, layers, q, k, d, h, inter));
+            for &layers in &layer_list {
+                for &q in q_heads {
+                    for &k in kv {
+                        for &d in hd {
+                            // Llama's width is q_heads × head_dim unless given.
+                            let hidden = self
+                                .hidden
+                                .clone()
+                                .unwrap_or_else(|| vec![q.saturating_mul(d)]);
+                            for h in hidden {
+                                let inter = self
+                                    .intermediate
+                                    .unwrap_or_else(|| axes::default_intermediate(h));
+                                let name = format!("q{q}-kv{k}-d{d}-h{h}");
+                                shapes.push(ModelShape::uniform(
+                                    &name,
+                                    layers.unwrap_or(1),
+                                    q,
+                                    k,
+                                    d,
+                                    h,
+                                    inter,
+                                ));
+                            }
                         }
                     }
                 }
             }
             return Ok(shapes);
         }
-        let mut shapes = Vec::new();
-        for name in self.model.iter().flatten() {
-            shapes.push(axes::registry_shape(name, self.layers)?);
-        }
-        for path in self.config.iter().flatten() {
-            shapes.push(axes::config_shape(path, self.layers)?);
+        for &layers in &layer_list {
+            for name in self.model.iter().flatten() {
+                shapes.push(axes::registry_shape(name, layers)?);
+            }
+            for path in self.config.iter().flatten() {
+                shapes.push(axes::config_shape(path, layers)?);
+            }
         }
         if shapes.is_empty() {
-            let mut s = suite::mini_shape(2);
-            if let Some(n) = self.layers {
-                axes::cut_layers(&mut s, n)?;
+            for &layers in &layer_list {
+                let mut s = suite::mini_shape(2);
+                if let Some(n) = layers {
+                    axes::cut_layers(&mut s, n)?;
+                }
+                shapes.push(s);
             }
-            shapes.push(s);
         }
         Ok(shapes)
     }

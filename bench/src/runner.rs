@@ -93,7 +93,13 @@ impl Runner<'_> {
             Ok(w) => w,
             Err(e) => return Some(finish(record, status::ERROR, e.to_string(), notes)),
         };
-        match workload.verify() {
+        if workload.prefill_fills() {
+            record.prefill = "fill".into();
+        }
+        let verify_start = Instant::now();
+        let verified = workload.verify();
+        record.verify_ms = verify_start.elapsed().as_secs_f64() * 1e3;
+        match verified {
             Ok(v) => {
                 record.verified = v.passed;
                 record.rel_error = v.rel_error;
@@ -258,6 +264,8 @@ impl Runner<'_> {
             r.limit_gflops = gflops;
             r.pct_of_limit = percent(r.achieved_gbps, r.limit_gbps);
             r.prefill_pct_of_limit = percent(r.achieved_gflops, r.limit_gflops);
+            let llc = self.limits.as_ref().map_or(0, |l| l.calibration.llc_bytes);
+            crate::flags::apply(r, llc, spec.backend == kvbench_workloads::Backend::Cpu);
         }
     }
 
@@ -294,7 +302,8 @@ impl Runner<'_> {
             k_dtype: spec.k_dtype.to_string(),
             v_dtype: spec.v_dtype.to_string(),
             cache_dtype: dtype_pair_label(spec),
-            prefill: prefill_mode(spec).into(),
+            // Until built: the workload says whether it fills (`--prefill fill`).
+            prefill: "compute".into(),
             bits_per_element: (spec.k_dtype.bits_per_element(head_dim)
                 + spec.v_dtype.bits_per_element(head_dim))
                 / 2.0,
@@ -327,18 +336,6 @@ pub fn dtype_pair_label(spec: &WorkloadSpec) -> String {
         v: spec.v_dtype,
     }
     .label()
-}
-
-/// What the prefill of `spec` does, as `workloads::build` chooses it.
-pub fn prefill_mode(spec: &WorkloadSpec) -> &'static str {
-    let fills = spec.kind == kvbench_workloads::WorkloadKind::Attention
-        && spec.backend == kvbench_workloads::Backend::Cpu
-        && spec.prompt > kvbench_workloads::build::AUTO_FILL_ABOVE;
-    if fills {
-        "fill"
-    } else {
-        "compute"
-    }
 }
 
 struct Timed {
@@ -496,6 +493,9 @@ mod tests {
             gemm_gflops_1t: 50.0,
             gemm_gflops: 100.0,
             gemm_n: 0,
+            fingerprint: Default::default(),
+            read_methods: vec![],
+            gemm_methods: vec![],
             gpu: None,
         }
     }
@@ -581,6 +581,31 @@ mod tests {
         assert_eq!(rec.bits_per_element, 16.0);
         assert_eq!(rec.prefill, "compute");
         assert!(rec.peak_rss_bytes > 0);
+        // The test calibration knows no cache size: nothing to flag by it; the fake's few
+        // bytes per step stay far under the 20 GB/s limit.
+        assert_eq!(rec.working_set_bytes, STEP_BYTES);
+        assert!(!rec.cache_resident && !rec.limit_exceeded && rec.limit_note.is_empty());
+    }
+
+    #[test]
+    fn a_step_that_fits_in_the_cache_is_flagged() {
+        let rec = with_runner(true, u64::MAX, None, |r, _| {
+            let mut r2 = Runner {
+                timing: r.timing.clone(),
+                env: r.env.clone(),
+                limits: r.limits.clone(),
+                shard: None,
+                build: r.build,
+                available_memory: r.available_memory,
+                stop: r.stop,
+            };
+            r2.limits.as_mut().unwrap().calibration.llc_bytes = 32 << 20;
+            r2.run_one(0, &spec(Strategy::Contiguous, 8))
+                .unwrap()
+                .record
+        });
+        assert!(rec.cache_resident && rec.llc_bytes == 32 << 20, "{rec:?}");
+        assert!(rec.limit_note.contains("32 MiB last-level cache"));
     }
 
     #[test]
@@ -619,19 +644,6 @@ mod tests {
         assert!((with.pct_of_limit - 100.0 * with.achieved_gbps / 3000.0).abs() < 1e-9);
         assert_eq!(with.gpu, "Test GPU");
         assert_eq!(with.backend, "cuda");
-    }
-
-    #[test]
-    fn long_cpu_attention_prompts_are_filled() {
-        let mut s = spec(
-            Strategy::Contiguous,
-            kvbench_workloads::build::AUTO_FILL_ABOVE,
-        );
-        assert_eq!(prefill_mode(&s), "compute");
-        s.prompt += 1;
-        assert_eq!(prefill_mode(&s), "fill");
-        s.kind = WorkloadKind::Decoder;
-        assert_eq!(prefill_mode(&s), "compute");
     }
 
     #[test]

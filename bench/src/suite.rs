@@ -1,11 +1,17 @@
-//! The default suite: what `kvbench run` runs with no sweep flags. Small shapes chosen so it
-//! finishes in under two minutes on two cores, and so the table answers four questions:
-//! cache vs none, paged vs contiguous, quantized memory saving vs error, GQA vs MHA.
+//! The default suite: what `kvbench run` runs with no sweep flags. Small shapes, so the table
+//! answers four questions quickly: cache vs none, paged vs contiguous, quantized memory saving
+//! vs error, GQA vs MHA; and decode attention from main memory, its rows grown (more layers)
+//! until a step reads more than 4 × this machine's last-level cache (`sizing`).
 
 use crate::matrix::{Matrix, MatrixError, Sweep};
 use kvbench_planner::dtype::{parse_kv_dtypes, KvDtypes};
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
+use kvbench_workloads::attention::PrefillMode;
 use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadKind};
+
+/// The suite's attention rows fill their 64K-token prompts rather than attend over them:
+/// they measure decode, and a causal prefill of every layer would take minutes.
+pub const PREFILL: PrefillMode = PrefillMode::Fill;
 
 /// A Llama-like shape scaled down: 2 layers, 8 query heads of 64, hidden 512, with `kv_heads`
 /// KV heads (8 = MHA, 2 = GQA with groups of 4).
@@ -88,10 +94,11 @@ pub fn default_suite(seed: u64) -> Vec<(&'static str, Matrix)> {
                 kinds: vec![WorkloadKind::Attention],
                 strategies: vec![Strategy::Contiguous, Strategy::Paged],
                 dtypes: dtypes(&["f16", "int8"]),
-                // Long enough that every row's KV (34 MiB for GQA int8 to 256 MiB for MHA f16)
-                // outgrows a 32 MiB last-level cache: the rows measure main-memory bandwidth.
+                // 17 MiB (GQA int8) to 128 MiB (MHA f16) of KV per layer; the run adds layers
+                // until a step reads more than 4 × the measured last-level cache, so the rows
+                // measure main memory on any machine. Few steps: each reads gigabytes.
                 prompts: vec![65536],
-                gens: vec![32],
+                gens: vec![8],
                 ..base(seed)
             },
         ),

@@ -3,15 +3,16 @@
 use super::out;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kvbench_bench::calibrate::{self, CalibrateOptions, Calibration};
+use kvbench_bench::calibrate;
 use kvbench_bench::env::{self, Environment};
 use kvbench_bench::export::{ExportManager, Format, Target};
 use kvbench_bench::matrix::Shard;
 use kvbench_bench::options::{self, defaults};
 use kvbench_bench::run_flags::RunFlags;
-use kvbench_bench::runner::{Limits, Runner, TimingOptions};
-use kvbench_bench::{session, suite, Status};
-use kvbench_workloads::{Backend, Strategy, WorkloadSpec};
+use kvbench_bench::runner::{Runner, TimingOptions};
+use kvbench_bench::{estimate, session, sizing, suite, Status};
+use kvbench_workloads::attention::PrefillMode;
+use kvbench_workloads::{Backend, BuildOptions, Strategy, WorkloadSpec};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,8 +32,8 @@ Examples:
   kvbench run
   kvbench run --model llama3-8b --layers 2 --strategy contiguous,paged --cache-dtype f16,int8 \\
       --prompt 512,2048 --gen 64 --batch 1,8 -o results/runs/llama.csv --format table,json,md
-  kvbench run --workload attention --q-heads 32 --kv-heads 32,8,1 --head-dim 128 --hidden 4096 \\
-      --prompt 4096 --gen 32
+  kvbench run --workload attention --q-heads 32 --kv-heads 32,8,1 --head-dim 128 \\
+      --prompt 4096 --gen 32 --prefill fill
   kvbench run --shard 2/4   # the second of four disjoint slices (merge with `kvbench report`)
 
 Exit status: 0 when every row is ok or refused, 1 when a workload failed verification or
@@ -67,12 +68,13 @@ pub struct RunOptions {
         conflicts_with = "q_heads"
     )]
     pub config: Option<Vec<PathBuf>>,
-    /// Keep only the first N layers of each model (real widths, fewer layers)
-    /// [default: all of a registry model's layers; 1 for an explicit shape].
-    #[arg(long, value_name = "N")]
-    pub layers: Option<u32>,
-    /// Explicit shape: query heads (with --kv-heads, --head-dim, --hidden).
-    #[arg(long, value_delimiter = ',', value_name = "N,..", requires_all = ["kv_heads", "head_dim", "hidden"])]
+    /// Layers of each shape, a comma list (a registry model keeps its first N)
+    /// [default: all of a registry model's layers, 1 for an explicit shape; attention rows
+    /// then grow until a decode step reads more than 4 × the last-level cache].
+    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    pub layers: Option<Vec<u32>>,
+    /// Explicit shape: query heads (with --kv-heads, --head-dim).
+    #[arg(long, value_delimiter = ',', value_name = "N,..", requires_all = ["kv_heads", "head_dim"])]
     pub q_heads: Option<Vec<u32>>,
     /// Explicit shape: KV heads (< q-heads for GQA, 1 for MQA).
     #[arg(long, value_delimiter = ',', value_name = "N,..", requires = "q_heads")]
@@ -80,7 +82,7 @@ pub struct RunOptions {
     /// Explicit shape: channels per head.
     #[arg(long, value_delimiter = ',', value_name = "N,..", requires = "q_heads")]
     pub head_dim: Option<Vec<u32>>,
-    /// Explicit shape: model width.
+    /// Explicit shape: model width [default: q-heads × head-dim, as Llama].
     #[arg(long, value_delimiter = ',', value_name = "N,..", requires = "q_heads")]
     pub hidden: Option<Vec<u32>>,
     /// Explicit shape: MLP inner width [default: 3.5 × hidden rounded to 64].
@@ -173,6 +175,18 @@ pub struct RunOptions {
     /// Run only the i-th of n disjoint slices of the sweep (1 <= i <= n), e.g. 2/4.
     #[arg(long, value_name = "i/n")]
     pub shard: Option<Shard>,
+    /// Prefill of attention workloads: compute (causal attention over the prompt, timed as
+    /// TTFT) or fill (only write the prompt's K/V rows, to reach long contexts quickly)
+    /// [default: compute; fill for the default suite].
+    #[arg(long, value_name = "MODE")]
+    pub prefill: Option<String>,
+    /// Keep attention rows at the layers given, even when a decode step then fits in the
+    /// last-level cache (a cache-resident measurement; such rows are flagged `cache_resident`).
+    #[arg(long)]
+    pub cache_resident: bool,
+    /// Refuse a run whose estimated duration (at the calibrated limits) exceeds this.
+    #[arg(long, default_value_t = 30.0, value_name = "MINUTES")]
+    pub max_minutes: f64,
     /// Calibration file with this machine's limits
     /// [default: results/calibration-<host>.json if present, else a short calibration now].
     #[arg(long, value_name = "PATH")]
@@ -218,7 +232,7 @@ impl RunOptions {
         RunFlags {
             model: self.model.clone(),
             config: self.config.clone(),
-            layers: self.layers,
+            layers: self.layers.clone(),
             q_heads: self.q_heads.clone(),
             kv_heads: self.kv_heads.clone(),
             head_dim: self.head_dim.clone(),
@@ -243,43 +257,9 @@ impl RunOptions {
             redis_url: self.redis_url.clone(),
             seed: self.seed,
             max_rows: self.max_rows,
+            prefill: self.prefill.clone(),
         }
     }
-}
-
-/// Calibration from `--calibration`, the host's default file, or a short measurement now.
-fn limits(path: Option<&Path>, threads: usize) -> Result<Limits> {
-    if let Some(p) = path {
-        let calibration = Calibration::load(p)?;
-        if calibration.host != env::host_name() {
-            eprintln!(
-                "note: {} was measured on {}, not on this machine ({}); % of limit compares \
-                 with that machine",
-                p.display(),
-                calibration.host,
-                env::host_name()
-            );
-        }
-        return Ok(Limits {
-            calibration,
-            source: p.display().to_string(),
-        });
-    }
-    let default = calibrate::default_path();
-    if default.exists() {
-        return Ok(Limits {
-            calibration: Calibration::load(&default)?,
-            source: default.display().to_string(),
-        });
-    }
-    eprintln!(
-        "note: no {} found; measuring a short calibration (run `kvbench calibrate` for a full one)",
-        default.display()
-    );
-    Ok(Limits {
-        calibration: calibrate::calibrate(&CalibrateOptions::short(threads))?,
-        source: "short".into(),
-    })
 }
 
 fn default_output(shard: Option<Shard>) -> PathBuf {
@@ -309,9 +289,50 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     for s in &sweep.skipped {
         eprintln!("note: skipped {}: {}", s.workload, s.why);
     }
-    let limits = limits(args.calibration.as_deref(), threads)?;
+    let prefill = match &args.prefill {
+        Some(name) => estimate::parse_prefill(name).map_err(anyhow::Error::msg)?,
+        None if flags.is_default_suite() => suite::PREFILL,
+        None => PrefillMode::Attention,
+    };
+    let max_minutes = estimate::parse_max_minutes(args.max_minutes).map_err(anyhow::Error::msg)?;
+    let (limits, notes) = calibrate::limits_for_run(args.calibration.as_deref(), threads)?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    let mut sweep = sweep;
+    if args.layers.is_none() && !args.cache_resident {
+        let llc = limits.calibration.llc_bytes;
+        for n in sizing::grow_attention_rows(&mut sweep.specs, llc, env::available_memory()) {
+            eprintln!("note: {n}");
+        }
+    }
+    let timing = TimingOptions {
+        warmup: args.warmup,
+        repetitions: args.repetitions,
+        threads: threads as u32,
+    };
+    let mine: Vec<WorkloadSpec> = match args.shard {
+        Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
+        None => sweep.specs.clone(),
+    };
+    let secs = estimate::check(
+        &mine,
+        prefill,
+        &limits.calibration,
+        &timing,
+        max_minutes,
+        env::available_memory(),
+    )?;
+    eprintln!(
+        "estimate: at least {:.1} minutes for {} rows at this machine's limits (--max-minutes {max_minutes})",
+        secs / 60.0,
+        mine.len()
+    );
 
-    let build = |spec: &WorkloadSpec| kvbench_workloads::build(spec);
+    let build_options = BuildOptions {
+        prefill: Some(prefill),
+    };
+    let build = |spec: &WorkloadSpec| kvbench_workloads::build_with(spec, build_options);
     let mut environment = Environment::capture();
     if sweep.specs.iter().any(|s| s.backend == Backend::Cuda) {
         // Name the GPU in CUDA rows; when there is none, each row says why in `detail`.
@@ -321,11 +342,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let available = env::available_memory;
     let runner = Runner {
-        timing: TimingOptions {
-            warmup: args.warmup,
-            repetitions: args.repetitions,
-            threads: threads as u32,
-        },
+        timing,
         env: environment,
         limits: Some(limits),
         shard: args.shard,
@@ -369,12 +386,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
     // The prefix-reuse scenario of this shard's offload workloads (tiers module).
-    let my_specs: Vec<_> = match args.shard {
-        Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
-        None => sweep.specs.clone(),
-    };
-    let scenario = kvbench_bench::offload::from_specs(&my_specs, args.repetitions)
-        .filter(|_| !result.interrupted);
+    let scenario =
+        kvbench_bench::offload::from_specs(&mine, args.repetitions).filter(|_| !result.interrupted);
     if let (Some(scenario), Target::File(_)) = (scenario, Target::parse(&csv_path)) {
         let rows = kvbench_bench::offload::run_prefix_reuse(&scenario)?;
         out::print_unless_closed(&format!("{}\n", kvbench_bench::offload::render(&rows)))?;
@@ -383,7 +396,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    if my_specs
+    if mine
         .iter()
         .any(|s| s.strategy == Strategy::Offload(kvbench_workloads::Tier::Redis))
     {

@@ -24,7 +24,7 @@ const TAG_V: u64 = 0x56;
 /// pattern, as in trained models, where cache errors show).
 const Q_SCALE: f32 = 3.0;
 
-/// What the prefill of an attention workload does.
+/// What the prefill of an attention workload does (`--prefill compute|fill`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrefillMode {
     /// Causal attention over the prompt, then its K/V written to the cache.
@@ -232,28 +232,53 @@ impl AttentionWorkload {
         Ok(())
     }
 
-    /// f64 attention output of (layer, seq) at `pos`, from the definition.
-    fn reference(&self, layer: usize, seq: usize, pos: usize) -> Vec<f64> {
+    /// f64 attention output of (layer, seq) at `pos` for the query heads of KV head `kh`
+    /// (`group × d` values), from the definition: the inputs regenerated from their seeds one
+    /// row at a time, never the cache, so memory stays O(group × d).
+    fn reference_group(&self, layer: usize, seq: usize, kh: usize, pos: usize) -> Vec<f64> {
         let (hq, hk, d, _) = self.dims();
+        let g = hq / hk;
         let lo = self
             .window(layer)
             .map_or(0, |w| (pos + 1).saturating_sub(w));
-        let to64 = |x: Vec<f32>| -> Vec<Vec<f64>> {
-            x.chunks(d)
-                .map(|r| r.iter().map(|&v| v as f64).collect())
-                .collect()
+        let q = self.rows(TAG_Q, layer, seq, pos, pos + 1, hq);
+        let queries: Vec<Vec<f64>> = q[kh * g * d..(kh + 1) * g * d]
+            .chunks(d)
+            .map(|r| r.iter().map(|&x| x as f64).collect())
+            .collect();
+        let mut row = vec![0f32; d];
+        let mut head = |tag: u64, p: usize, out: &mut [f64]| {
+            let s = synth::stream(
+                self.spec.seed,
+                tag,
+                layer as u64,
+                self.source(seq, p),
+                p as u64,
+            );
+            // The same f32 values `rows` makes for this head, then widened exactly.
+            synth::fill_range(s, (kh * d) as u64, 1.0, &mut row);
+            for (o, &x) in out.iter_mut().zip(&row) {
+                *o = x as f64;
+            }
         };
-        let q = to64(self.rows(TAG_Q, layer, seq, pos, pos + 1, hq));
-        let k = to64(self.rows(TAG_K, layer, seq, lo, pos + 1, hk));
-        let v = to64(self.rows(TAG_V, layer, seq, lo, pos + 1, hk));
-        (0..hq)
-            .flat_map(|h| {
-                let kh = h / (hq / hk);
-                let keys: Vec<Vec<f64>> = k.iter().skip(kh).step_by(hk).cloned().collect();
-                let vals: Vec<Vec<f64>> = v.iter().skip(kh).step_by(hk).cloned().collect();
-                reference::attend(&q[h], &keys, &vals)
-            })
-            .collect()
+        reference::attend_streaming(&queries, lo..pos + 1, |p, k, v| {
+            head(TAG_K, p, k);
+            head(TAG_V, p, v);
+        })
+        .concat()
+    }
+
+    /// The f64 reference of every layer, sequence and head at `pos`, in the order of
+    /// `self.last` (`[layer][seq][head][d]`), computed in parallel, one task per (layer,
+    /// sequence, KV head).
+    fn reference_all(&self, pos: usize) -> Vec<f64> {
+        let (_, hk, _, b) = self.dims();
+        let layers = self.spec.shape.layers as usize;
+        (0..layers * b * hk)
+            .into_par_iter()
+            .map(|t| self.reference_group(t / (b * hk), t / hk % b, t % hk, pos))
+            .collect::<Vec<_>>()
+            .concat()
     }
 }
 
@@ -265,32 +290,30 @@ impl Workload for AttentionWorkload {
     fn verify(&mut self) -> Result<Verification, WorkloadError> {
         self.reset()?;
         let prompt = self.spec.prompt as usize;
-        let mut steps = self.spec.gen as usize;
-        if self.mode == PrefillMode::Fill && self.cache.is_some() {
-            // A fill computes nothing to check: fill all but the last prompt token and
-            // produce that token with a decode step.
-            self.run_prefill(prompt - 1, PrefillMode::Fill)?;
-            steps += 1;
-        } else {
-            self.run_prefill(prompt, self.mode)?;
-        }
-        for _ in 0..steps {
+        let gen = self.spec.gen as usize;
+        if self.cache.is_some() && (self.mode == PrefillMode::Fill || gen > 0) {
+            // What is checked is the last position's output of every layer, over the cache
+            // at its longest. A decode step appends its K/V through the same `append` as a
+            // fill, so fill every earlier position and decode the last one: the same check
+            // at the cost of one decode step instead of `gen`.
+            self.run_prefill(prompt + gen - 1, PrefillMode::Fill)?;
             self.step()?;
+        } else {
+            // Without a cache (or a computed prefill with no decode steps) the output is the
+            // prefill's or every step's recomputation: run it as it is timed.
+            self.run_prefill(prompt, self.mode)?;
+            for _ in 0..gen {
+                self.step()?;
+            }
         }
         let pos = self.last_pos.expect("at least one output");
         let (hq, _, d, b) = self.dims();
+        // Every layer's output is checked, not a sample.
         let mut got = Vec::new();
-        let mut want = Vec::new();
         for layer in 0..self.spec.shape.layers as usize {
-            for seq in 0..b {
-                got.extend(
-                    self.last[layer][seq * hq * d..(seq + 1) * hq * d]
-                        .iter()
-                        .map(|&x| x as f64),
-                );
-                want.extend(self.reference(layer, seq, pos));
-            }
+            got.extend(self.last[layer][..b * hq * d].iter().map(|&x| x as f64));
         }
+        let want = self.reference_all(pos);
         self.reset()?;
         let rel_error = reference::rel_error(&got, &want);
         let cosine = reference::cosine(&got, &want);
@@ -331,8 +354,12 @@ impl Workload for AttentionWorkload {
         self.bytes_read
     }
 
+    fn prefill_fills(&self) -> bool {
+        self.mode == PrefillMode::Fill && self.cache.is_some()
+    }
+
     fn prefill_flops(&self) -> f64 {
-        if self.mode == PrefillMode::Fill && self.cache.is_some() {
+        if self.prefill_fills() {
             return 0.0;
         }
         let (hq, hk, d, b) = self.dims();
@@ -367,5 +394,59 @@ pub(crate) fn verdict(rel_error: f64, cosine: f64, bound: f64) -> Verification {
         cosine,
         bound,
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Backend, OffloadConfig, Strategy, WorkloadKind};
+    use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
+
+    #[test]
+    fn streamed_reference_equals_the_definition_over_the_rows() {
+        let spec = WorkloadSpec {
+            kind: WorkloadKind::Attention,
+            backend: Backend::Cpu,
+            shape: ModelShape::uniform("t", 2, 4, 2, 8, 32, 64),
+            strategy: Strategy::Contiguous,
+            k_dtype: CacheDtype::new(DtypeKind::F32),
+            v_dtype: CacheDtype::new(DtypeKind::F32),
+            batch: 2,
+            prompt: 20,
+            gen: 3,
+            block_size: 16,
+            shared_prefix: 4,
+            window: Some(9),
+            mlp: false,
+            seed: 5,
+            offload: OffloadConfig::default(),
+        };
+        let w = AttentionWorkload::new(&spec, PrefillMode::Fill).unwrap();
+        let (hq, hk, d, pos) = (4, 2, 8, 22);
+        let lo = pos + 1 - 9;
+        let to64 = |x: Vec<f32>| -> Vec<Vec<f64>> {
+            x.chunks(d)
+                .map(|r| r.iter().map(|&v| v as f64).collect())
+                .collect()
+        };
+        // The two-pass definition over whole regenerated rows, head by head.
+        let mut want = Vec::new();
+        for layer in 0..2 {
+            for seq in 0..2 {
+                let q = to64(w.rows(TAG_Q, layer, seq, pos, pos + 1, hq));
+                let k = to64(w.rows(TAG_K, layer, seq, lo, pos + 1, hk));
+                let v = to64(w.rows(TAG_V, layer, seq, lo, pos + 1, hk));
+                for (h, qh) in q.iter().enumerate() {
+                    let kh = h / (hq / hk);
+                    let keys: Vec<_> = k.iter().skip(kh).step_by(hk).cloned().collect();
+                    let vals: Vec<_> = v.iter().skip(kh).step_by(hk).cloned().collect();
+                    want.extend(reference::attend(qh, &keys, &vals));
+                }
+            }
+        }
+        let got = w.reference_all(pos);
+        assert_eq!(got.len(), want.len());
+        assert!(reference::rel_error(&got, &want) < 1e-13);
     }
 }

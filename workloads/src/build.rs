@@ -7,14 +7,10 @@ use crate::{Backend, Strategy, Workload, WorkloadError, WorkloadKind, WorkloadSp
 /// Choices `build` makes by default that a caller may want to fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BuildOptions {
-    /// Prefill of attention workloads; `None` = real attention up to
-    /// [`AUTO_FILL_ABOVE`] prompt tokens, a cache fill beyond.
+    /// Prefill of attention workloads, chosen by the caller (`--prefill`); `None` = real
+    /// causal attention over the prompt (`compute`), whatever its length.
     pub prefill: Option<PrefillMode>,
 }
-
-/// Prompts longer than this are filled rather than attended in attention workloads by
-/// default: causal attention over 32K tokens takes minutes on a small CPU.
-pub const AUTO_FILL_ABOVE: u32 = 8192;
 
 /// Build a ready-to-run workload (inputs, weights, empty cache) for `spec`.
 pub fn build(spec: &WorkloadSpec) -> Result<Box<dyn Workload>, WorkloadError> {
@@ -38,11 +34,7 @@ pub fn build_with(
     Ok(match spec.kind {
         WorkloadKind::Decoder => Box::new(DecoderWorkload::new(spec)?),
         WorkloadKind::Attention => {
-            let mode = opts.prefill.unwrap_or(if spec.prompt > AUTO_FILL_ABOVE {
-                PrefillMode::Fill
-            } else {
-                PrefillMode::Attention
-            });
+            let mode = opts.prefill.unwrap_or(PrefillMode::Attention);
             Box::new(AttentionWorkload::new(spec, mode)?)
         }
     })

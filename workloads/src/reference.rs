@@ -21,6 +21,47 @@ pub fn attend(q: &[f64], keys: &[Vec<f64>], values: &[Vec<f64>]) -> Vec<f64> {
     out
 }
 
+/// [`attend`] for the `queries` of one GQA group (each `d` values) over keys and values made
+/// one position at a time by `kv(p, k, v)` for `p` in `positions`: one pass with a running
+/// maximum (online softmax, Milakov & Gimelshein 2018), so memory is O(group × d) however
+/// long the context, and each K/V row is made once for the whole group. Equal to [`attend`]
+/// up to f64 rounding.
+pub fn attend_streaming(
+    queries: &[Vec<f64>],
+    positions: std::ops::Range<usize>,
+    mut kv: impl FnMut(usize, &mut [f64], &mut [f64]),
+) -> Vec<Vec<f64>> {
+    let d = queries.first().map_or(0, Vec::len);
+    let scale = 1.0 / (d as f64).sqrt();
+    let g = queries.len();
+    let mut max = vec![f64::NEG_INFINITY; g];
+    let mut total = vec![0.0f64; g];
+    let mut acc = vec![vec![0.0f64; d]; g];
+    let (mut k, mut v) = (vec![0.0f64; d], vec![0.0f64; d]);
+    for p in positions {
+        kv(p, &mut k, &mut v);
+        for h in 0..g {
+            let s = scale * queries[h].iter().zip(&k).map(|(a, b)| a * b).sum::<f64>();
+            if s > max[h] {
+                // Rescale what was summed against the old maximum.
+                let r = (max[h] - s).exp();
+                total[h] *= r;
+                acc[h].iter_mut().for_each(|a| *a *= r);
+                max[h] = s;
+            }
+            let w = (s - max[h]).exp();
+            total[h] += w;
+            for (a, x) in acc[h].iter_mut().zip(&v) {
+                *a += w * x;
+            }
+        }
+    }
+    for (a, t) in acc.iter_mut().zip(&total) {
+        a.iter_mut().for_each(|x| *x /= t);
+    }
+    acc
+}
+
 /// RMSNorm with weight `w` (ε = 1e-5).
 pub fn rms_norm(x: &[f64], w: &[f64]) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
@@ -122,6 +163,31 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_attention_equals_the_two_pass_definition() {
+        // Scores that rise and fall, so the running maximum is replaced several times.
+        let d = 16;
+        let n = 300;
+        let row = |p: usize, c: usize, t: f64| ((p * 31 + c * 7) as f64 * t).sin() * 2.0;
+        let keys: Vec<Vec<f64>> = (0..n)
+            .map(|p| (0..d).map(|c| row(p, c, 0.37)).collect())
+            .collect();
+        let vals: Vec<Vec<f64>> = (0..n)
+            .map(|p| (0..d).map(|c| row(p, c, 0.11)).collect())
+            .collect();
+        let queries: Vec<Vec<f64>> = (0..3)
+            .map(|h| (0..d).map(|c| row(h, c, 0.53) * 2.0).collect())
+            .collect();
+        let got = attend_streaming(&queries, 5..n, |p, k, v| {
+            k.copy_from_slice(&keys[p]);
+            v.copy_from_slice(&vals[p]);
+        });
+        for (h, q) in queries.iter().enumerate() {
+            let want = attend(q, &keys[5..], &vals[5..]);
+            assert!(rel_error(&got[h], &want) < 1e-13, "head {h}");
+        }
+    }
 
     #[test]
     fn attention_of_equal_scores_is_the_mean_of_values() {

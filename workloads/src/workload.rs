@@ -47,6 +47,11 @@ pub trait Workload {
     fn kv_bytes_read_last_step(&self) -> u64;
     /// Floating-point operations of the prefill (for achieved GFLOP/s).
     fn prefill_flops(&self) -> f64;
+    /// Whether the prefill only writes the prompt's K/V to the cache (`--prefill fill`)
+    /// rather than computing it (the `prefill` column).
+    fn prefill_fills(&self) -> bool {
+        false
+    }
     /// Device time of the last prefill or decode step measured with GPU events, in ms
     /// (CUDA); `None` where the wall clock is the only clock (CPU).
     fn device_time_ms(&self) -> Option<f64> {

@@ -115,6 +115,8 @@ pub fn role(column: &str) -> Role {
         }
         "outliers" | "peak_rss_bytes" | "device_bytes" | "weights_bytes" | "limit_gbps"
         | "limit_gflops" | "detail" | "ttft_samples" | "itl_samples" => Role::Info,
+        // Whether the percentages are plain ones follows from the rates and the machine.
+        "cache_resident" | "limit_exceeded" | "limit_note" | "verify_ms" => Role::Info,
         // Offload traffic depends on eviction timing and on faults the run recovered from.
         "tier_blocks_stored"
         | "tier_blocks_loaded"

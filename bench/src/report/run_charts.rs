@@ -22,6 +22,14 @@ fn timed(t: &CsvTable, r: usize) -> bool {
     s.is_empty() || s == "ok"
 }
 
+/// The row's `% of limit` is a plain share of the limit: neither `cache_resident` nor
+/// `limit_exceeded` is set (CSVs from before the flags have neither column).
+fn within_limit(t: &CsvTable, r: usize) -> bool {
+    ["cache_resident", "limit_exceeded"]
+        .iter()
+        .all(|c| matches!(t.get(r, c), "" | "0" | "false"))
+}
+
 /// Groups rows by a label, keeping first-seen order.
 fn group_by(
     rows: impl Iterator<Item = usize>,
@@ -71,8 +79,10 @@ fn per_machine(
     y_label: &str,
     (what, file): (&str, &str),
     y_log: bool,
+    keep: &dyn Fn(usize) -> bool,
 ) -> Vec<NamedChart> {
-    let rows = (0..t.len()).filter(|&r| timed(t, r) && t.num(r, y).is_some_and(|v| v > 0.0));
+    let rows =
+        (0..t.len()).filter(|&r| timed(t, r) && keep(r) && t.num(r, y).is_some_and(|v| v > 0.0));
     group_by(rows, |r| {
         format!("{} · {}", machine(t, r), t.get(r, "workload"))
     })
@@ -96,13 +106,23 @@ fn per_machine(
 pub fn tokens_per_s(t: &CsvTable) -> Vec<NamedChart> {
     let names = ("Decode tokens/s", "tokens-per-s");
     // Log scale: recomputing (none) is orders of magnitude slower than caching.
-    per_machine(t, "tokens_per_s", "decode tokens/s", names, true)
+    per_machine(t, "tokens_per_s", "decode tokens/s", names, true, &|_| true)
 }
 
 /// Median inter-token latency against context length, per machine.
 pub fn itl(t: &CsvTable) -> Vec<NamedChart> {
     let names = ("Inter-token latency (p50)", "itl");
-    per_machine(t, "itl_p50_ms", "ITL p50 (ms)", names, true)
+    per_machine(t, "itl_p50_ms", "ITL p50 (ms)", names, true, &|_| true)
+}
+
+/// Decode bandwidth as a share of the machine's read limit against context (the roofline
+/// view), per machine. Rows flagged `cache_resident` or `limit_exceeded` are left out: their
+/// percentage is not a share of the limit.
+pub fn pct_of_limit(t: &CsvTable) -> Vec<NamedChart> {
+    let names = ("Decode bandwidth, % of the read limit", "pct-of-limit");
+    per_machine(t, "pct_of_limit", "% of limit", names, false, &|r| {
+        within_limit(t, r)
+    })
 }
 
 /// KV bytes allocated against context, one line per strategy and dtype (machine-independent,
@@ -188,6 +208,7 @@ pub fn error_vs_bits(t: &CsvTable) -> Vec<NamedChart> {
 pub fn all(t: &CsvTable) -> Vec<NamedChart> {
     let mut out = tokens_per_s(t);
     out.extend(itl(t));
+    out.extend(pct_of_limit(t));
     out.extend(kv_memory(t));
     out.extend(error_vs_bits(t));
     out
@@ -223,6 +244,24 @@ mod tests {
             }
         }
         CsvTable::parse(&text, Path::new("r.csv")).unwrap()
+    }
+
+    #[test]
+    fn limit_charts_leave_flagged_rows_out() {
+        let text = "host,cpu,threads,workload,strategy,k_dtype,v_dtype,prompt,gen,status,pct_of_limit,cache_resident,limit_exceeded\n\
+                    a,X,2,attention,paged,f16,f16,512,32,ok,189,true,false\n\
+                    a,X,2,attention,paged,f16,f16,4096,32,ok,122,false,true\n\
+                    a,X,2,attention,paged,f16,f16,32768,32,ok,91,false,false\n";
+        let t = CsvTable::parse(text, Path::new("r.csv")).unwrap();
+        let charts = pct_of_limit(&t);
+        assert_eq!(charts.len(), 1);
+        let points: Vec<_> = charts[0]
+            .chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.clone())
+            .collect();
+        assert_eq!(points, vec![(32768.0, 91.0)]);
     }
 
     #[test]
