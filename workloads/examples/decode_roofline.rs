@@ -6,6 +6,9 @@
 //! max(bytes / bandwidth, flops / GEMM rate) and the ratio to it.
 //!
 //! `cargo run --release -p kvbench-workloads --example decode_roofline [-- quick|full|prefill]`
+//!
+//! `KVBENCH_ISA=scalar|avx2|avx512` runs the kernels of a lower instruction set than the
+//! detected one (to compare old and new kernels in one binary, alternating).
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
@@ -14,6 +17,20 @@ use kvbench_workloads::cpu::Isa;
 use kvbench_workloads::{Backend, OffloadConfig, Strategy, Workload, WorkloadKind, WorkloadSpec};
 use rayon::prelude::*;
 use std::time::Instant;
+
+/// The detected instruction set, or a lower one named by `KVBENCH_ISA`.
+fn isa() -> Isa {
+    let best = Isa::detect();
+    let want = match std::env::var("KVBENCH_ISA").as_deref() {
+        Ok("scalar") => Isa::Scalar,
+        Ok("avx2") => Isa::Avx2,
+        _ => best,
+    };
+    *Isa::available()
+        .iter()
+        .find(|&&i| i == want)
+        .unwrap_or(&best)
+}
 
 /// Best-of-5 all-thread read bandwidth over 512 MiB (bytes/s).
 fn read_bandwidth() -> f64 {
@@ -93,7 +110,9 @@ fn spec(
 
 /// Median decode step (s) and KV bytes it read.
 fn time_decode(sp: &WorkloadSpec) -> (f64, u64) {
-    let mut w = AttentionWorkload::new(sp, PrefillMode::Fill).expect("valid spec");
+    let mut w = AttentionWorkload::new(sp, PrefillMode::Fill)
+        .expect("valid spec")
+        .with_isa(isa());
     w.prefill().expect("fill");
     let mut times = Vec::new();
     for _ in 0..sp.gen {
@@ -114,7 +133,7 @@ fn main() {
     println!(
         "threads {}, isa {}, read bandwidth {:.1} GB/s, f32 GEMM {:.1} GFLOP/s\n",
         rayon::current_num_threads(),
-        Isa::detect().name(),
+        isa().name(),
         bw / 1e9,
         gemm / 1e9
     );
@@ -150,6 +169,8 @@ fn main() {
                 "bf16" => Bf16,
                 "int8" => Int8,
                 "int4" => Int4,
+                "fp8" | "fp8_e4m3" => Fp8E4m3,
+                "nf4" => Nf4,
                 _ => F16,
             }],
         ),
@@ -280,7 +301,7 @@ fn kernel() {
                         out: o,
                     })
                     .collect();
-                decode_attention(&mut jobs, hq / kv, Isa::detect());
+                decode_attention(&mut jobs, hq / kv, isa());
             }
             best = best.min(t.elapsed().as_secs_f64());
         }
@@ -328,7 +349,7 @@ fn incache() {
             let reps = 2000;
             let t = Instant::now();
             for _ in 0..reps {
-                std::hint::black_box(attend_rows(&view, &q, g, 0, s, Isa::detect()));
+                std::hint::black_box(attend_rows(&view, &q, g, 0, s, isa()));
             }
             let ns = t.elapsed().as_secs_f64() * 1e9 / (reps * s) as f64;
             println!(

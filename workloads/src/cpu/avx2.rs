@@ -1,4 +1,4 @@
-//! AVX2 + FMA + F16C tile kernels. Rows are converted or dequantized 8 lanes at a time in
+//! AVX2 + FMA + F16C tile kernels (for CPUs without AVX-512; see `avx512.rs`). Rows are converted or dequantized 8 lanes at a time in
 //! registers, inside the dot products (never into a copy of the cache). Blocks of rows and
 //! query heads share every loaded K/V vector, so GQA reads each KV byte once per tile.
 //! Each function's scalar twin is in `scalar.rs`; the tests compare them.
@@ -484,21 +484,31 @@ impl Format for Nf4 {
 }
 
 impl<const E5M2: bool> Format for Fp8Fmt<E5M2> {
-    type Row = (QuantRow, *const f32);
+    type Row = QuantRow;
     #[inline(always)]
     unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
-        let table = if E5M2 {
-            Fp8::E5m2.table()
-        } else {
-            Fp8::E4m3.table()
-        };
-        (quant_row(seg, r, 8), table.as_ptr())
+        let mut row = quant_row(seg, r, 8);
+        if !E5M2 {
+            // The e4m3 bits below make an f16 of 2^-8 the value.
+            row.scale.iter_mut().for_each(|s| *s *= 256.0);
+        }
+        row
     }
     #[inline(always)]
     unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
-        let b = _mm_loadl_epi64(row.0.codes.add(8 * j) as *const __m128i);
-        let v = _mm256_i32gather_ps::<4>(row.1, _mm256_cvtepu8_epi32(b));
-        _mm256_mul_ps(v, _mm256_set1_ps(row.0.scale[j >> row.0.shift]))
+        // Bit manipulation, no table: e5m2 is the top byte of an f16; e4m3 shifted left by
+        // 7 is an f16 of 2^-8 its value once the sign (now on bit 14) is carried to bit 15.
+        let x = _mm_cvtepu8_epi16(_mm_loadl_epi64(row.codes.add(8 * j) as *const __m128i));
+        let h = if E5M2 {
+            _mm_slli_epi16(x, 8)
+        } else {
+            let a = _mm_slli_epi16(x, 7);
+            _mm_add_epi16(a, _mm_and_si128(a, _mm_set1_epi16(0x4000)))
+        };
+        _mm256_mul_ps(
+            _mm256_cvtph_ps(h),
+            _mm256_set1_ps(row.scale[j >> row.shift]),
+        )
     }
 }
 

@@ -63,3 +63,79 @@ pub fn accumulate(
         }
     }
 }
+
+/// The rows of `pieces` (segment, first row, rows), decoded into `out` (`rows × d`).
+pub fn decode_tile(pieces: &[(&Segment, usize, usize)], out: &mut [f32]) {
+    let mut o = 0;
+    for &(seg, row0, n) in pieces {
+        let c = seg.codec;
+        let d = c.head_dim;
+        for r in row0..row0 + n {
+            let u = r / c.unit_tokens;
+            c.decode_row(
+                &seg.bytes[u * c.unit_bytes..(u + 1) * c.unit_bytes],
+                r % c.unit_tokens,
+                &mut out[o..o + d],
+            );
+            o += d;
+        }
+    }
+}
+
+/// `st[i·hp + h] = Σ_c k[i·d + c] · qt[c·hp + h]`: scores of `n` rows against queries stored
+/// transposed (`d × hp`, heads padded to `hp`).
+pub fn scores_wide(k: &[f32], n: usize, d: usize, qt: &[f32], hp: usize, st: &mut [f32]) {
+    for i in 0..n {
+        for h in 0..hp {
+            st[i * hp + h] = (0..d).map(|c| k[i * d + c] * qt[c * hp + h]).sum();
+        }
+    }
+}
+
+/// One tile of the online softmax over `st` (`n × hp`, a column per head): scores become
+/// exp(score − new max); `max`, `sum` advance; `corr[h]` = exp(old max − new max).
+pub fn softmax_wide(
+    st: &mut [f32],
+    n: usize,
+    hp: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    corr: &mut [f32],
+) {
+    let mut col = vec![0.0f32; n];
+    for h in 0..hp {
+        let m = (0..n).fold(max[h], |m, i| m.max(st[i * hp + h]));
+        let mut c = [max[h] - m];
+        super::exp_inplace(&mut c);
+        for (i, x) in col.iter_mut().enumerate() {
+            *x = st[i * hp + h] - m;
+        }
+        super::exp_inplace(&mut col);
+        for (i, x) in col.iter().enumerate() {
+            st[i * hp + h] = *x;
+        }
+        sum[h] = sum[h] * c[0] + col.iter().sum::<f32>();
+        max[h] = m;
+        corr[h] = c[0];
+    }
+}
+
+/// `acc[h·d + c] = acc[h·d + c] · corr[h] + Σ_i p[i·hp + h] · v[i·d + c]` for `heads` heads.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_wide(
+    v: &[f32],
+    n: usize,
+    d: usize,
+    p: &[f32],
+    hp: usize,
+    heads: usize,
+    corr: &[f32],
+    acc: &mut [f32],
+) {
+    for h in 0..heads {
+        for c in 0..d {
+            let a = &mut acc[h * d + c];
+            *a = *a * corr[h] + (0..n).map(|i| p[i * hp + h] * v[i * d + c]).sum::<f32>();
+        }
+    }
+}
