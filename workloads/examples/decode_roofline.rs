@@ -328,6 +328,7 @@ fn incache() {
         DtypeKind::Bf16,
         DtypeKind::Int8,
         DtypeKind::Int4,
+        DtypeKind::Fp8E4m3,
     ] {
         for g in [1usize, 4, 32] {
             let dt = CacheDtype::new(kind);
@@ -346,12 +347,14 @@ fn incache() {
             }
             let q = vec![0.01f32; g * d];
             let view = cache.view(0, 0, 0);
-            let reps = 2000;
-            let t = Instant::now();
-            for _ in 0..reps {
+            // Fastest of many short repetitions: robust to other processes taking the core.
+            let mut best = f64::MAX;
+            for _ in 0..2000 {
+                let t = Instant::now();
                 std::hint::black_box(attend_rows(&view, &q, g, 0, s, isa()));
+                best = best.min(t.elapsed().as_secs_f64());
             }
-            let ns = t.elapsed().as_secs_f64() * 1e9 / (reps * s) as f64;
+            let ns = best * 1e9 / s as f64;
             println!(
                 "in-cache {} G={g}: {:.2} ns per row ({:.1} GFLOP/s one thread)",
                 kind.name(),

@@ -350,6 +350,39 @@ macro_rules! with_format {
     };
 }
 
+/// Run `$body` with `$C` bound to the raw-code type of the quantized `$quant`.
+macro_rules! with_codes {
+    ($quant:expr, $C:ident => $body:expr) => {
+        match $quant {
+            Quant::Int { bits: 8, .. } => {
+                type $C = Int<8>;
+                $body
+            }
+            Quant::Int { bits: 4, .. } => {
+                type $C = Int<4>;
+                $body
+            }
+            Quant::Int { .. } => {
+                type $C = Int<2>;
+                $body
+            }
+            Quant::Nf4 => {
+                type $C = Nf4;
+                $body
+            }
+            Quant::Fp8(Fp8::E4m3) => {
+                type $C = Fp8Fmt<false>;
+                $body
+            }
+            Quant::Fp8(Fp8::E5m2) => {
+                type $C = Fp8Fmt<true>;
+                $body
+            }
+            Quant::F32 | Quant::F16 | Quant::Bf16 => unreachable!("float formats have no codes"),
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------
 // Fused kernels (few heads per KV head).
 
@@ -402,7 +435,12 @@ pub unsafe fn scores(
     out: &mut [f32],
     stride: usize,
 ) {
-    with_format!(seg.codec.quant, Fm => scores_fmt::<Fm>(seg, row0, n, q, heads, out, stride))
+    match seg.codec.quant {
+        Quant::F32 => scores_fmt::<F32>(seg, row0, n, q, heads, out, stride),
+        Quant::F16 => scores_fmt::<F16>(seg, row0, n, q, heads, out, stride),
+        Quant::Bf16 => scores_fmt::<Bf16>(seg, row0, n, q, heads, out, stride),
+        quant => with_codes!(quant, Cd => scores_q::<Cd>(seg, row0, n, q, heads, out, stride)),
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
@@ -530,7 +568,12 @@ pub unsafe fn accumulate_pieces(
     stride: usize,
     acc: &mut [f32],
 ) {
-    with_format!(pieces[0].0.codec.quant, Fm => accumulate_fmt::<Fm>(pieces, p, heads, stride, acc))
+    match pieces[0].0.codec.quant {
+        Quant::F32 => accumulate_fmt::<F32>(pieces, p, heads, stride, acc),
+        Quant::F16 => accumulate_fmt::<F16>(pieces, p, heads, stride, acc),
+        Quant::Bf16 => accumulate_fmt::<Bf16>(pieces, p, heads, stride, acc),
+        quant => with_codes!(quant, Cd => accumulate_q::<Cd>(pieces, p, heads, stride, acc)),
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
@@ -849,6 +892,379 @@ pub unsafe fn accumulate_wide(
                     accumulate_wide_block::<1, 1>(vp, n, d, ph, hp, ch, ah, j);
                     1
                 }
+            };
+        }
+        h += hb;
+    }
+}
+
+/// AVX-512 twin of [`super::scalar::softmax_row`].
+///
+/// # Safety
+/// The CPU must pass [`detected`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+pub unsafe fn softmax_row(x: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
+    let (n, p) = (x.len(), x.as_mut_ptr());
+    let mask = |i: usize| -> __mmask16 {
+        if n - i >= 16 {
+            0xffff
+        } else {
+            ((1u32 << (n - i)) - 1) as __mmask16
+        }
+    };
+    let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
+    for i in (0..n).step_by(16) {
+        mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(mv, mask(i), p.add(i)));
+    }
+    let m = max.max(_mm512_reduce_max_ps(mv));
+    let c = (*max - m).exp();
+    let (mb, mut s) = (_mm512_set1_ps(m), _mm512_setzero_ps());
+    for i in (0..n).step_by(16) {
+        let k = mask(i);
+        let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p.add(i)), mb));
+        _mm512_mask_storeu_ps(p.add(i), k, e);
+        s = _mm512_mask_add_ps(s, k, s, e);
+    }
+    *sum = *sum * c + _mm512_reduce_add_ps(s);
+    *max = m;
+    c
+}
+
+// ---------------------------------------------------------------------------------------
+// Fused kernels for quantized rows: each scale group's dot product is taken with the raw
+// codes, and the group's scale applied once (scores: `scale × (q · codes) + bias × Σq`;
+// values: the weight becomes `p × scale`, the bias is summed as a scalar and added once),
+// so no per-element dequantization multiply is paid.
+
+/// Raw codes of a quantized format, 16 lanes at a time, without their group's scale.
+trait Codes {
+    unsafe fn raw(codes: *const u8, j: usize) -> __m512;
+}
+
+impl Codes for Int<8> {
+    #[inline(always)]
+    unsafe fn raw(codes: *const u8, j: usize) -> __m512 {
+        let b = _mm_xor_si128(
+            _mm_loadu_si128(codes.add(16 * j) as *const __m128i),
+            _mm_set1_epi8(-128),
+        );
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))
+    }
+}
+
+impl Codes for Int<4> {
+    #[inline(always)]
+    unsafe fn raw(codes: *const u8, j: usize) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_sub_epi32(nibbles(codes, j), _mm512_set1_epi32(8)))
+    }
+}
+
+impl Codes for Int<2> {
+    #[inline(always)]
+    unsafe fn raw(codes: *const u8, j: usize) -> __m512 {
+        let w = (codes.add(4 * j) as *const u32).read_unaligned() as i32;
+        let sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let c = _mm512_and_si512(
+            _mm512_srlv_epi32(_mm512_set1_epi32(w), sh),
+            _mm512_set1_epi32(3),
+        );
+        _mm512_cvtepi32_ps(_mm512_sub_epi32(c, _mm512_set1_epi32(2)))
+    }
+}
+
+impl Codes for Nf4 {
+    #[inline(always)]
+    unsafe fn raw(codes: *const u8, j: usize) -> __m512 {
+        _mm512_permutexvar_ps(nibbles(codes, j), _mm512_loadu_ps(NF4_LEVELS.as_ptr()))
+    }
+}
+
+impl<const E5M2: bool> Codes for Fp8Fmt<E5M2> {
+    #[inline(always)]
+    unsafe fn raw(codes: *const u8, j: usize) -> __m512 {
+        fp8_lanes::<E5M2>(codes.add(16 * j))
+    }
+}
+
+/// Where a quantized segment keeps its group parameters, and how to read them.
+#[derive(Clone, Copy)]
+struct QuantLayout {
+    /// Bytes from a row's first code to its first parameter record.
+    params: usize,
+    rec: usize,
+    width: usize,
+    asym: bool,
+    /// The centre integer codes are read around (0 for fp8/nf4).
+    half: f32,
+    /// Power of two folded into the scale (fp8 e4m3: 256).
+    mult: f32,
+    /// log2 of the 16-lane chunks per group.
+    shift: u32,
+}
+
+impl QuantLayout {
+    fn new(c: &Codec) -> Self {
+        let width = c.dtype.scale_bytes as usize;
+        let asym = c.dtype.zero_point;
+        let (half, mult) = match c.quant {
+            Quant::Int { bits, .. } => ((1u32 << (bits - 1)) as f32, 1.0),
+            Quant::Fp8(f) => (0.0, fp8_mult(f == Fp8::E5m2)),
+            _ => (0.0, 1.0),
+        };
+        QuantLayout {
+            params: c.row_code_bytes,
+            rec: if asym { 2 * width } else { width },
+            width,
+            asym,
+            half,
+            mult,
+            shift: (c.group / 16).trailing_zeros(),
+        }
+    }
+
+    /// (scale, bias) of group `g` of the row at `codes`, for raw codes.
+    #[inline(always)]
+    unsafe fn params(&self, codes: *const u8, g: usize) -> (f32, f32) {
+        let at = codes.add(self.params + g * self.rec);
+        let s = read_scalar(at, self.width);
+        if self.asym {
+            (
+                s * self.mult,
+                read_scalar(at.add(self.width), self.width) + self.half * s,
+            )
+        } else {
+            (s * self.mult, 0.0)
+        }
+    }
+}
+
+/// Scores of `R` rows against `HB` heads for quantized codes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_block_q<C: Codes, const R: usize, const HB: usize>(
+    seg: &Segment,
+    lay: &QuantLayout,
+    r0: usize,
+    q: *const f32,
+    qsum: *const f32,
+    d: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    let (cpg, ng) = (1usize << lay.shift, d / (16 << lay.shift));
+    let mut rows = [std::ptr::null::<u8>(); R];
+    for (i, row) in rows.iter_mut().enumerate() {
+        *row = row_ptr(seg, r0 + i);
+    }
+    let mut tot = [[_mm512_setzero_ps(); R]; HB];
+    let mut bias = [[0.0f32; R]; HB];
+    for g in 0..ng {
+        let mut ga = [[_mm512_setzero_ps(); R]; HB];
+        for j in g * cpg..(g + 1) * cpg {
+            let mut kv = [_mm512_setzero_ps(); R];
+            for (k, row) in kv.iter_mut().zip(&rows) {
+                *k = C::raw(*row, j);
+            }
+            for (h, ga_h) in ga.iter_mut().enumerate() {
+                let qv = _mm512_loadu_ps(q.add(h * d + 16 * j));
+                for i in 0..R {
+                    ga_h[i] = _mm512_fmadd_ps(qv, kv[i], ga_h[i]);
+                }
+            }
+        }
+        for (i, row) in rows.iter().enumerate() {
+            let (s, b) = lay.params(*row, g);
+            let sv = _mm512_set1_ps(s);
+            for h in 0..HB {
+                tot[h][i] = _mm512_fmadd_ps(ga[h][i], sv, tot[h][i]);
+                if lay.asym {
+                    bias[h][i] += b * *qsum.add(h * ng + g);
+                }
+            }
+        }
+    }
+    for h in 0..HB {
+        for i in 0..R {
+            *out.add(h * stride + i) = _mm512_reduce_add_ps(tot[h][i]) + bias[h][i];
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn scores_q<C: Codes>(
+    seg: &Segment,
+    row0: usize,
+    n: usize,
+    q: &[f32],
+    heads: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let c = seg.codec;
+    let (d, ng) = (c.head_dim, c.head_dim / c.group);
+    assert!(q.len() >= heads * d && out.len() >= (heads - 1) * stride + n);
+    assert!((row0 + n) * c.unit_bytes <= seg.bytes.len());
+    let lay = QuantLayout::new(c);
+    // Σq of each (head, group), for the bias term.
+    let mut buf = [0.0f32; 256];
+    let mut heap = Vec::new();
+    let qsum: &mut [f32] = if heads * ng <= buf.len() {
+        &mut buf[..heads * ng]
+    } else {
+        heap.resize(heads * ng, 0.0);
+        &mut heap
+    };
+    if lay.asym {
+        for (i, s) in qsum.iter_mut().enumerate() {
+            *s = q[i * c.group..(i + 1) * c.group].iter().sum();
+        }
+    }
+    let (qp, op, sp) = (q.as_ptr(), out.as_mut_ptr(), qsum.as_ptr());
+    let mut h = 0;
+    while h < heads {
+        let hb = match heads - h {
+            4.. => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        let (qh, sh) = (qp.add(h * d), sp.add(h * ng));
+        let mut i = 0;
+        while i < n {
+            let left = n - i;
+            let (oh, r) = (op.add(h * stride + i), row0 + i);
+            i += match (hb, left) {
+                (4, 2..) => {
+                    scores_block_q::<C, 2, 4>(seg, &lay, r, qh, sh, d, oh, stride);
+                    2
+                }
+                (2, 4..) => {
+                    scores_block_q::<C, 4, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                    4
+                }
+                (1, 8..) => {
+                    scores_block_q::<C, 8, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                    8
+                }
+                (4, _) => {
+                    scores_block_q::<C, 1, 4>(seg, &lay, r, qh, sh, d, oh, stride);
+                    1
+                }
+                (2, _) => {
+                    scores_block_q::<C, 1, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                    1
+                }
+                _ => {
+                    scores_block_q::<C, 1, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                    1
+                }
+            };
+        }
+        h += hb;
+    }
+}
+
+/// `HB` heads × `J` chunks of accumulators for quantized codes, spanning `GB` whole scale
+/// groups (`GB = 1`: the `J` chunks lie inside one group).
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // gb indexes register arrays
+unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB: usize>(
+    pieces: &[Piece],
+    lay: &QuantLayout,
+    p: *const f32,
+    stride: usize,
+    acc: *mut f32,
+    d: usize,
+    j0: usize,
+) {
+    let g0 = j0 >> lay.shift;
+    let per = J / GB;
+    let mut a = [[_mm512_setzero_ps(); J]; HB];
+    let mut bias = [[0.0f32; GB]; HB];
+    let mut i = 0;
+    for &(seg, r0, m) in pieces {
+        for r in r0..r0 + m {
+            let row = row_ptr(seg, r);
+            let mut vv = [_mm512_setzero_ps(); J];
+            for (jj, v) in vv.iter_mut().enumerate() {
+                *v = C::raw(row, j0 + jj);
+            }
+            for gb in 0..GB {
+                let (s, b) = lay.params(row, g0 + gb);
+                for (h, ah) in a.iter_mut().enumerate() {
+                    let w = *p.add(h * stride + i);
+                    if lay.asym {
+                        bias[h][gb] += w * b;
+                    }
+                    let ws = _mm512_set1_ps(w * s);
+                    for jj in gb * per..(gb + 1) * per {
+                        ah[jj] = _mm512_fmadd_ps(ws, vv[jj], ah[jj]);
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+    for (h, ah) in a.iter().enumerate() {
+        for (jj, v) in ah.iter().enumerate() {
+            let bv = _mm512_set1_ps(bias[h][jj / per]);
+            let at = acc.add(h * d + 16 * (j0 + jj));
+            _mm512_storeu_ps(
+                at,
+                _mm512_add_ps(_mm512_loadu_ps(at), _mm512_add_ps(*v, bv)),
+            );
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn accumulate_q<C: Codes>(
+    pieces: &[Piece],
+    p: &[f32],
+    heads: usize,
+    stride: usize,
+    acc: &mut [f32],
+) {
+    let c = pieces[0].0.codec;
+    let d = c.head_dim;
+    let n = check_pieces(pieces);
+    assert!(acc.len() >= heads * d && p.len() >= (heads - 1) * stride + n);
+    let lay = QuantLayout::new(c);
+    let cpg = 1usize << lay.shift;
+    let chunks = d / 16;
+    let (pp, ap) = (p.as_ptr(), acc.as_mut_ptr());
+    macro_rules! blk {
+        ($hb:literal, $j:literal, $gb:literal, $ph:expr, $ah:expr, $jv:expr) => {{
+            accumulate_block_q::<C, $hb, $j, $gb>(pieces, &lay, $ph, stride, $ah, d, $jv);
+            $j
+        }};
+    }
+    let mut h = 0;
+    while h < heads {
+        let hb = match heads - h {
+            4.. => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        let (ph, ah) = (pp.add(h * stride), ap.add(h * d));
+        let mut j = 0;
+        while j < chunks {
+            let left = chunks - j;
+            // Blocks of J chunks start on a group boundary or inside one group.
+            j += match (hb, left, cpg) {
+                (4, 4.., 4..) => blk!(4, 4, 1, ph, ah, j),
+                (4, 4.., 2) => blk!(4, 4, 2, ph, ah, j),
+                (4, 4.., _) => blk!(4, 4, 4, ph, ah, j),
+                (2, 8.., 8..) => blk!(2, 8, 1, ph, ah, j),
+                (2, 8.., 4) => blk!(2, 8, 2, ph, ah, j),
+                (2, 8.., 2) => blk!(2, 8, 4, ph, ah, j),
+                (2, 8.., _) => blk!(2, 8, 8, ph, ah, j),
+                (1, 8.., 8..) => blk!(1, 8, 1, ph, ah, j),
+                (1, 8.., 4) => blk!(1, 8, 2, ph, ah, j),
+                (1, 8.., 2) => blk!(1, 8, 4, ph, ah, j),
+                (1, 8.., _) => blk!(1, 8, 8, ph, ah, j),
+                (4, _, _) => blk!(4, 1, 1, ph, ah, j),
+                (2, _, _) => blk!(2, 1, 1, ph, ah, j),
+                _ => blk!(1, 1, 1, ph, ah, j),
             };
         }
         h += hb;

@@ -2,7 +2,7 @@
 //! in tiles with an online softmax, split across threads flash-decoding style (each part
 //! keeps its own max, sum and output; parts merge exactly).
 
-use super::{exp_inplace, Isa};
+use super::Isa;
 use crate::cache::{HeadView, Segment};
 use rayon::prelude::*;
 
@@ -168,20 +168,12 @@ pub fn attend_rows(
         let n = filled;
         for h in 0..heads {
             let sh = &mut s[h * TILE..h * TILE + n];
-            let tile_max = sh.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let m = part.max[h].max(tile_max);
-            let correction = (part.max[h] - m).exp();
-            for x in sh.iter_mut() {
-                *x -= m;
-            }
-            exp_inplace(sh);
-            part.sum[h] = part.sum[h] * correction + sh.iter().sum::<f32>();
+            let correction = isa.softmax_row(sh, &mut part.max[h], &mut part.sum[h]);
             if correction != 1.0 {
                 part.acc[h * d..(h + 1) * d]
                     .iter_mut()
                     .for_each(|a| *a *= correction);
             }
-            part.max[h] = m;
         }
         vpieces.clear();
         vpieces.extend(

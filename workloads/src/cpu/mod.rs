@@ -137,6 +137,17 @@ impl Isa {
         scalar::softmax_wide(st, n, hp, max, sum, corr)
     }
 
+    /// One head's online-softmax tile (see [`scalar::softmax_row`]).
+    #[inline]
+    pub fn softmax_row(self, x: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx512 {
+            // SAFETY: as above.
+            return unsafe { avx512::softmax_row(x, max, sum) };
+        }
+        scalar::softmax_row(x, max, sum)
+    }
+
     /// `acc ← acc · corr + pᵀ v` (see [`scalar::accumulate_wide`]).
     #[allow(clippy::too_many_arguments)]
     pub fn accumulate_wide(

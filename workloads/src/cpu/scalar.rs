@@ -139,3 +139,18 @@ pub fn accumulate_wide(
         }
     }
 }
+
+/// One head's tile of the online softmax: `x ← exp(x − m)` for the new max `m` =
+/// max(`*max`, max x); `*sum ← *sum · c + Σ x`; returns the rescale factor c = exp(old − m).
+pub fn softmax_row(x: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
+    let tile_max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let m = max.max(tile_max);
+    let c = (*max - m).exp();
+    for v in x.iter_mut() {
+        *v -= m;
+    }
+    super::exp_inplace(x);
+    *sum = *sum * c + x.iter().sum::<f32>();
+    *max = m;
+    c
+}

@@ -310,6 +310,29 @@ fn fp8_bit_decode_equals_the_codec_table() {
 }
 
 #[test]
+fn softmax_row_equals_its_scalar_twin() {
+    for isa in Isa::available().into_iter().skip(1) {
+        for n in [1usize, 15, 16, 17, 64] {
+            // A fresh head, a running max below the tile's and one above it.
+            for start in [f32::NEG_INFINITY, 0.5, 10.0] {
+                let x: Vec<f32> = (0..n).map(|i| ((i * 7) % 13) as f32 * 0.7 - 3.0).collect();
+                let (mut a, mut b) = (x.clone(), x);
+                let (mut m1, mut l1, mut m2, mut l2) = (start, 2.0f32, start, 2.0f32);
+                let c1 = Isa::Scalar.softmax_row(&mut a, &mut m1, &mut l1);
+                let c2 = isa.softmax_row(&mut b, &mut m2, &mut l2);
+                assert_eq!((m1, c1), (m2, c2), "{isa:?} n {n} start {start}");
+                for (x, y) in a.iter().zip(&b).chain([(&l1, &l2)]) {
+                    assert!(
+                        (x - y).abs() <= 1e-6 * (1.0 + x.abs()),
+                        "{isa:?} n {n}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn fast_exp_is_accurate_over_the_softmax_range() {
     // Rounding x·log2(e) to f32 costs |x|·2^-24 relative; the polynomial ~1e-7.
     let inputs: Vec<f32> = (0..8_000).map(|i| -(i as f32) * 0.01).collect();
