@@ -212,34 +212,61 @@ fn main() {
     }
 }
 
-/// Prefill attention at 2048 tokens: achieved GFLOP/s against the GEMM rate.
+/// Prefill attention at 2048 tokens (causal, GQA-8 and MHA): achieved GFLOP/s against the
+/// GEMM rate, the detected ISA's kernels alternating with the AVX2 (`gemm` crate) path.
 fn prefill(gemm: f64) {
-    println!("| kv heads | prompt | prefill ms | GFLOP/s | % of GEMM |");
-    println!("|---|---|---|---|---|");
-    for kv in [32u32, 8] {
-        let sp = spec(
-            kv,
-            2048,
-            1,
-            CacheDtype::new(DtypeKind::F16),
-            Strategy::Contiguous,
-            0,
+    use kvbench_workloads::cpu::prefill::{prefill_attention_isa, prefill_flops, PrefillShape};
+    println!("| kv heads | prompt | isa | prefill ms | GFLOP/s | % of GEMM probe |");
+    println!("|---|---|---|---|---|---|");
+    let t = 2048usize;
+    for kv in [8usize, 32] {
+        let shape = PrefillShape {
+            q_heads: 32,
+            kv_heads: kv,
+            head_dim: 128,
+            window: None,
+        };
+        let mut q = vec![0.0f32; t * 32 * 128];
+        let mut k = vec![0.0f32; t * kv * 128];
+        let mut v = vec![0.0f32; t * kv * 128];
+        kvbench_workloads::synth::fill(
+            kvbench_workloads::synth::stream(1, 1, 0, 0, 0),
+            2.0,
+            &mut q,
         );
-        let mut w = AttentionWorkload::new(&sp, PrefillMode::Attention).expect("valid spec");
-        let mut best = f64::MAX;
+        kvbench_workloads::synth::fill(
+            kvbench_workloads::synth::stream(1, 2, 0, 0, 0),
+            1.0,
+            &mut k,
+        );
+        kvbench_workloads::synth::fill(
+            kvbench_workloads::synth::stream(1, 3, 0, 0, 0),
+            1.0,
+            &mut v,
+        );
+        let mut out = vec![0.0f32; q.len()];
+        let flops = prefill_flops(&shape, t);
+        let isas: Vec<Isa> = [Isa::Avx2, isa()]
+            .into_iter()
+            .filter(|i| Isa::available().contains(i))
+            .collect();
+        let mut best = vec![f64::MAX; isas.len()];
         for _ in 0..3 {
-            w.reset().expect("reset");
-            let t = Instant::now();
-            w.prefill().expect("prefill");
-            best = best.min(t.elapsed().as_secs_f64());
+            for (b, &i) in best.iter_mut().zip(&isas) {
+                let t0 = Instant::now();
+                prefill_attention_isa(&shape, t, &q, &k, &v, &mut out, i);
+                *b = b.min(t0.elapsed().as_secs_f64());
+            }
         }
-        let rate = w.prefill_flops() / best;
-        println!(
-            "| {kv} | 2048 | {:.1} | {:.1} | {:.0}% |",
-            best * 1e3,
-            rate / 1e9,
-            100.0 * rate / gemm
-        );
+        for (b, i) in best.iter().zip(&isas) {
+            println!(
+                "| {kv} | {t} | {} | {:.1} | {:.1} | {:.0}% |",
+                i.name(),
+                b * 1e3,
+                flops / b / 1e9,
+                100.0 * flops / b / gemm
+            );
+        }
     }
 }
 

@@ -769,7 +769,7 @@ unsafe fn exp16(x: __m512) -> __m512 {
 }
 
 /// AVX-512 twin of [`super::scalar::softmax_wide`]: one tile of the online softmax over
-/// `st` (`n × hp`), vectorized over heads. Replaces scores by exp(score − new max), updates
+/// `st` (`n × hp`), vectorized over heads; −inf scores (masked) weigh exactly 0. Replaces scores by exp(score − new max), updates
 /// `max` and `sum` (`hp` each) and writes each head's rescale factor into `corr`.
 ///
 /// # Safety
@@ -793,11 +793,17 @@ pub unsafe fn softmax_wide(
         for i in 0..n {
             m = _mm512_max_ps(m, _mm512_loadu_ps(sp.add(i * hp + o)));
         }
-        let c = exp16(_mm512_sub_ps(old, m));
+        // An unchanged max rescales by exactly 1 (also when both are −inf: no NaN).
+        let same = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(old, m);
+        let c = _mm512_mask_blend_ps(same, exp16(_mm512_sub_ps(old, m)), _mm512_set1_ps(1.0));
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut s = _mm512_setzero_ps();
         for i in 0..n {
             let at = sp.add(i * hp + o);
-            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(at), m));
+            let x = _mm512_loadu_ps(at);
+            // Masked (−inf) scores weigh exactly 0.
+            let live = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(x, ninf);
+            let e = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(x, m)));
             _mm512_storeu_ps(at, e);
             s = _mm512_add_ps(s, e);
         }

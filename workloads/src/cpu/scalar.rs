@@ -93,7 +93,8 @@ pub fn scores_wide(k: &[f32], n: usize, d: usize, qt: &[f32], hp: usize, st: &mu
 }
 
 /// One tile of the online softmax over `st` (`n × hp`, a column per head): scores become
-/// exp(score − new max); `max`, `sum` advance; `corr[h]` = exp(old max − new max).
+/// exp(score − new max), −inf (masked) scores 0; `max`, `sum` advance; `corr[h]` =
+/// exp(old max − new max), exactly 1 where the max did not change.
 pub fn softmax_wide(
     st: &mut [f32],
     n: usize,
@@ -107,12 +108,21 @@ pub fn softmax_wide(
         let m = (0..n).fold(max[h], |m, i| m.max(st[i * hp + h]));
         let mut c = [max[h] - m];
         super::exp_inplace(&mut c);
+        if max[h] == m {
+            // Also when both are −inf (a fully masked column): no NaN.
+            c[0] = 1.0;
+        }
         for (i, x) in col.iter_mut().enumerate() {
             *x = st[i * hp + h] - m;
         }
         super::exp_inplace(&mut col);
         for (i, x) in col.iter().enumerate() {
-            st[i * hp + h] = *x;
+            // Masked (−inf) scores weigh exactly 0.
+            st[i * hp + h] = if st[i * hp + h] == f32::NEG_INFINITY {
+                0.0
+            } else {
+                *x
+            };
         }
         sum[h] = sum[h] * c[0] + col.iter().sum::<f32>();
         max[h] = m;
