@@ -415,11 +415,100 @@ unsafe fn scores_block<F: Format, const R: usize, const HB: usize>(
             }
         }
     }
+    if R * HB == 16 {
+        let mut flat = [_mm512_setzero_ps(); 16];
+        for (h, acc_h) in acc.iter().enumerate() {
+            flat[h * R..(h + 1) * R].copy_from_slice(acc_h);
+        }
+        store_rows::<R, HB>(sum16(&flat), out, stride);
+        return;
+    }
     for (h, acc_h) in acc.iter().enumerate() {
         for (i, a) in acc_h.iter().enumerate() {
             *out.add(h * stride + i) = _mm512_reduce_add_ps(*a);
         }
     }
+}
+
+/// Lane `L` = the sum of the 16 lanes of `v[L]`: 16 horizontal sums in 45 shuffles and adds
+/// (a transpose-and-add tree) instead of 16 × 8 for one `reduce_add` each.
+#[inline(always)]
+unsafe fn sum16(v: &[__m512; 16]) -> __m512 {
+    // The tree leaves vector `L/4 + 4·(L%4)` in lane L; feed it the inputs in that order.
+    let w: [__m512; 16] = std::array::from_fn(|j| v[4 * (j % 4) + j / 4]);
+    // 512 → 256 lanes per vector: pairs of vectors share one register.
+    let mut s = [_mm512_setzero_ps(); 8];
+    for (i, si) in s.iter_mut().enumerate() {
+        let (a, b) = (w[2 * i], w[2 * i + 1]);
+        *si = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(a, b),
+            _mm512_shuffle_f32x4::<0xEE>(a, b),
+        );
+    }
+    // 256 → 128: four vectors per register, one 128-bit block each.
+    let mut u = [_mm512_setzero_ps(); 4];
+    for (i, ui) in u.iter_mut().enumerate() {
+        let (a, b) = (s[2 * i], s[2 * i + 1]);
+        *ui = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(a, b),
+            _mm512_shuffle_f32x4::<0xDD>(a, b),
+        );
+    }
+    // 128 → 64 → 32 inside each block.
+    let z0 = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x44>(u[0], u[1]),
+        _mm512_shuffle_ps::<0xEE>(u[0], u[1]),
+    );
+    let z1 = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x44>(u[2], u[3]),
+        _mm512_shuffle_ps::<0xEE>(u[2], u[3]),
+    );
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(z0, z1),
+        _mm512_shuffle_ps::<0xDD>(z0, z1),
+    )
+}
+
+/// Store lanes `h·R .. h·R + R` of `s` at `out + h·stride` (`R × HB = 16`).
+#[inline(always)]
+unsafe fn store_rows<const R: usize, const HB: usize>(s: __m512, out: *mut f32, stride: usize) {
+    match R {
+        16 => _mm512_storeu_ps(out, s),
+        8 => {
+            _mm256_storeu_ps(out, _mm512_castps512_ps256(s));
+            _mm256_storeu_ps(out.add(stride), _mm512_extractf32x8_ps::<1>(s));
+        }
+        4 => {
+            _mm_storeu_ps(out, _mm512_castps512_ps128(s));
+            _mm_storeu_ps(out.add(stride), _mm512_extractf32x4_ps::<1>(s));
+            _mm_storeu_ps(out.add(2 * stride), _mm512_extractf32x4_ps::<2>(s));
+            _mm_storeu_ps(out.add(3 * stride), _mm512_extractf32x4_ps::<3>(s));
+        }
+        _ => {
+            let mut lanes = [0.0f32; 16];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), s);
+            for h in 0..HB {
+                for i in 0..R {
+                    *out.add(h * stride + i) = lanes[h * R + i];
+                }
+            }
+        }
+    }
+}
+
+/// Test access to [`sum16`]: lane L of the result is the sum of `v[L]`.
+///
+/// # Safety
+/// The CPU must pass [`detected`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+pub unsafe fn sum16_of(v: &[[f32; 16]; 16]) -> [f32; 16] {
+    let mut x = [_mm512_setzero_ps(); 16];
+    for (xi, vi) in x.iter_mut().zip(v) {
+        *xi = _mm512_loadu_ps(vi.as_ptr());
+    }
+    let mut out = [0.0f32; 16];
+    _mm512_storeu_ps(out.as_mut_ptr(), sum16(&x));
+    out
 }
 
 /// AVX-512 twin of [`super::scalar::scores`].
@@ -473,9 +562,17 @@ unsafe fn scores_fmt<F: Format>(
                     scores_block::<F, 4, 4>(seg, r, qh, d, oh, stride);
                     4
                 }
+                (2, 8..) => {
+                    scores_block::<F, 8, 2>(seg, r, qh, d, oh, stride);
+                    8
+                }
                 (2, 4..) => {
                     scores_block::<F, 4, 2>(seg, r, qh, d, oh, stride);
                     4
+                }
+                (1, 16..) => {
+                    scores_block::<F, 16, 1>(seg, r, qh, d, oh, stride);
+                    16
                 }
                 (1, 8..) => {
                     scores_block::<F, 8, 1>(seg, r, qh, d, oh, stride);
@@ -1096,6 +1193,57 @@ unsafe fn scores_block_q<C: Codes, const R: usize, const HB: usize>(
     }
 }
 
+/// [`scores_block_q`] for rows of one scale group (int8, fp8 per row): the 16 dot products of
+/// raw codes are summed by [`sum16`] and scaled afterwards, one multiply-add for all 16.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_block_q1<C: Codes, const R: usize, const HB: usize>(
+    seg: &Segment,
+    lay: &QuantLayout,
+    r0: usize,
+    q: *const f32,
+    qsum: *const f32,
+    d: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    let mut rows = [std::ptr::null::<u8>(); R];
+    for (i, row) in rows.iter_mut().enumerate() {
+        *row = row_ptr(seg, r0 + i);
+    }
+    let mut acc = [[_mm512_setzero_ps(); R]; HB];
+    for j in 0..d / 16 {
+        let mut kv = [_mm512_setzero_ps(); R];
+        for (k, row) in kv.iter_mut().zip(&rows) {
+            *k = C::raw(*row, j);
+        }
+        for (h, acc_h) in acc.iter_mut().enumerate() {
+            let qv = _mm512_loadu_ps(q.add(h * d + 16 * j));
+            for i in 0..R {
+                acc_h[i] = _mm512_fmadd_ps(qv, kv[i], acc_h[i]);
+            }
+        }
+    }
+    let mut flat = [_mm512_setzero_ps(); 16];
+    let (mut sc, mut bi) = ([0.0f32; 16], [0.0f32; 16]);
+    for (h, acc_h) in acc.iter().enumerate() {
+        flat[h * R..(h + 1) * R].copy_from_slice(acc_h);
+    }
+    for (i, row) in rows.iter().enumerate() {
+        let (s, b) = lay.params(*row, 0);
+        for h in 0..HB {
+            sc[h * R + i] = s;
+            bi[h * R + i] = b * *qsum.add(h);
+        }
+    }
+    let v = _mm512_fmadd_ps(
+        sum16(&flat),
+        _mm512_loadu_ps(sc.as_ptr()),
+        _mm512_loadu_ps(bi.as_ptr()),
+    );
+    store_rows::<R, HB>(v, out, stride);
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn scores_q<C: Codes>(
     seg: &Segment,
@@ -1138,24 +1286,36 @@ unsafe fn scores_q<C: Codes>(
         while i < n {
             let left = n - i;
             let (oh, r) = (op.add(h * stride + i), row0 + i);
-            i += match (hb, left) {
-                (4, 2..) => {
+            i += match (hb, left, ng) {
+                (4, 4.., 1) => {
+                    scores_block_q1::<C, 4, 4>(seg, &lay, r, qh, sh, d, oh, stride);
+                    4
+                }
+                (2, 8.., 1) => {
+                    scores_block_q1::<C, 8, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                    8
+                }
+                (1, 16.., 1) => {
+                    scores_block_q1::<C, 16, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                    16
+                }
+                (4, 2.., _) => {
                     scores_block_q::<C, 2, 4>(seg, &lay, r, qh, sh, d, oh, stride);
                     2
                 }
-                (2, 4..) => {
+                (2, 4.., _) => {
                     scores_block_q::<C, 4, 2>(seg, &lay, r, qh, sh, d, oh, stride);
                     4
                 }
-                (1, 8..) => {
+                (1, 8.., _) => {
                     scores_block_q::<C, 8, 1>(seg, &lay, r, qh, sh, d, oh, stride);
                     8
                 }
-                (4, _) => {
+                (4, _, _) => {
                     scores_block_q::<C, 1, 4>(seg, &lay, r, qh, sh, d, oh, stride);
                     1
                 }
-                (2, _) => {
+                (2, _, _) => {
                     scores_block_q::<C, 1, 2>(seg, &lay, r, qh, sh, d, oh, stride);
                     1
                 }

@@ -163,17 +163,18 @@ fn simd_tiles_equal_the_scalar_twin(isa: Isa) {
         if k.axis != kvbench_planner::GroupAxis::Token {
             continue;
         }
-        let g = geometry(1, 128, 13, k, k, 16);
+        // 37 rows: every block shape (16, 8, 4 rows) and the 1-row tail.
+        let g = geometry(1, 128, 40, k, k, 16);
         let mut c = DenseCache::new(&g, false).unwrap();
-        filled(&mut c, 1, 128, 13, 2);
+        filled(&mut c, 1, 128, 40, 2);
         let view = c.view(0, 0, 0);
         let seg = &view.k[0];
         for heads in [1usize, 2, 3, 5, 8] {
             let q = query(heads, 128, 4);
-            let stride = 16;
+            let stride = 40;
             let (mut a, mut b) = (vec![0.0; heads * stride], vec![0.0; heads * stride]);
-            Isa::Scalar.scores(seg, 1, 11, &q, heads, &mut a, stride);
-            isa.scores(seg, 1, 11, &q, heads, &mut b, stride);
+            Isa::Scalar.scores(seg, 1, 37, &q, heads, &mut a, stride);
+            isa.scores(seg, 1, 37, &q, heads, &mut b, stride);
             for (x, y) in a.iter().zip(&b) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
@@ -183,8 +184,8 @@ fn simd_tiles_equal_the_scalar_twin(isa: Isa) {
             }
             let p: Vec<f32> = (0..heads * stride).map(|i| (i % 7) as f32 * 0.1).collect();
             let (mut a, mut b) = (vec![0.5; heads * 128], vec![0.5; heads * 128]);
-            Isa::Scalar.accumulate(seg, 1, 11, &p, heads, stride, &mut a);
-            isa.accumulate(seg, 1, 11, &p, heads, stride, &mut b);
+            Isa::Scalar.accumulate(seg, 1, 37, &p, heads, stride, &mut a);
+            isa.accumulate(seg, 1, 37, &p, heads, stride, &mut b);
             for (x, y) in a.iter().zip(&b) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
@@ -193,7 +194,7 @@ fn simd_tiles_equal_the_scalar_twin(isa: Isa) {
                 );
             }
             // The same rows cut into pieces, as a paged tile hands them over.
-            let pieces = [(seg, 1, 3), (seg, 4, 5), (seg, 9, 3)];
+            let pieces = [(seg, 1, 3), (seg, 4, 21), (seg, 25, 13)];
             let mut c = vec![0.5; heads * 128];
             isa.accumulate_pieces(&pieces, &p, heads, stride, &mut c);
             for (x, y) in a.iter().zip(&c) {
@@ -292,6 +293,22 @@ fn wide_kernels_equal_their_scalar_twins() {
                 }
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sum16_puts_each_vectors_sum_in_its_lane() {
+    if !Isa::available().contains(&Isa::Avx512) {
+        return;
+    }
+    // Distinct small integers: every sum is exact, so any misrouted lane shows.
+    let v: [[f32; 16]; 16] =
+        std::array::from_fn(|i| std::array::from_fn(|j| (i * 37 + j * j) as f32));
+    // SAFETY: AVX-512 is available (checked above).
+    let got = unsafe { avx512::sum16_of(&v) };
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(*g, v[i].iter().sum::<f32>(), "lane {i}");
     }
 }
 
