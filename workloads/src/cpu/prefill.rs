@@ -93,15 +93,17 @@ fn job_wide(
             vt[jj * d..][..d].copy_from_slice(&v[at..at + d]);
         }
         isa.scores_wide(&kt, tk, d, &qt, hp, &mut st);
-        // Causal (and window) mask: −inf scores get weight exactly 0 in `softmax_wide`.
+        // Causal (and window) mask: −inf scores get weight exactly 0 in `softmax_wide`. Key j
+        // is hidden from query rows r (token q0 + r/g) with q0 + r/g < j, and, with a window
+        // w, from those with q0 + r/g ≥ j + w: two contiguous runs of each key's row.
         for jj in 0..tk {
             let j = k0 + jj;
             let row = &mut st[jj * hp..][..rows];
-            for (r, x) in row.iter_mut().enumerate() {
-                let i = q0 + r / g;
-                if j > i || j < first_key(i, s.window) {
-                    *x = f32::NEG_INFINITY;
-                }
+            let future = (j.saturating_sub(q0) * g).min(rows);
+            row[..future].fill(f32::NEG_INFINITY);
+            if let Some(w) = s.window {
+                let past = ((j + w).saturating_sub(q0) * g).min(rows);
+                row[past.max(future)..].fill(f32::NEG_INFINITY);
             }
         }
         isa.softmax_wide(&mut st, tk, hp, &mut max, &mut sum, &mut corr);
