@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the CPU kernels and codecs, with throughput in bytes so
 //! criterion prints GB/s: decode attention per cache dtype (MHA and GQA, contiguous and
-//! paged), prefill attention, and codec encode/decode.
+//! paged), prefill attention, and codec encode/decode, on the detected instruction set
+//! (`Isa::detect`: AVX-512, else AVX2, else scalar).
 //!
 //! `cargo bench -p kvbench-bench --bench kernels` (all), or add a filter such as `decode/f16`.
 
@@ -37,7 +38,8 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     group.sample_size(10);
     use DtypeKind::*;
-    for (kv, layers) in [(32usize, 4usize), (8, 16)] {
+    // MHA, GQA-8 and MQA (the wide, tile-GEMM kernels on AVX-512).
+    for (kv, layers) in [(32usize, 4usize), (8, 16), (1, 64)] {
         for kind in [F32, F16, Bf16, Int8, Int4, Fp8E4m3, Nf4] {
             for paged in [false, true] {
                 if paged && kind != F16 {

@@ -6,6 +6,9 @@
 //! max(bytes / bandwidth, flops / GEMM rate) and the ratio to it.
 //!
 //! `cargo run --release -p kvbench-workloads --example decode_roofline [-- quick|full|prefill]`
+//!
+//! `KVBENCH_ISA=scalar|avx2|avx512` runs the kernels of a lower instruction set than the
+//! detected one (to compare old and new kernels in one binary, alternating).
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
@@ -14,6 +17,20 @@ use kvbench_workloads::cpu::Isa;
 use kvbench_workloads::{Backend, OffloadConfig, Strategy, Workload, WorkloadKind, WorkloadSpec};
 use rayon::prelude::*;
 use std::time::Instant;
+
+/// The detected instruction set, or a lower one named by `KVBENCH_ISA`.
+fn isa() -> Isa {
+    let best = Isa::detect();
+    let want = match std::env::var("KVBENCH_ISA").as_deref() {
+        Ok("scalar") => Isa::Scalar,
+        Ok("avx2") => Isa::Avx2,
+        _ => best,
+    };
+    *Isa::available()
+        .iter()
+        .find(|&&i| i == want)
+        .unwrap_or(&best)
+}
 
 /// Best-of-5 all-thread read bandwidth over 512 MiB (bytes/s).
 fn read_bandwidth() -> f64 {
@@ -93,7 +110,9 @@ fn spec(
 
 /// Median decode step (s) and KV bytes it read.
 fn time_decode(sp: &WorkloadSpec) -> (f64, u64) {
-    let mut w = AttentionWorkload::new(sp, PrefillMode::Fill).expect("valid spec");
+    let mut w = AttentionWorkload::new(sp, PrefillMode::Fill)
+        .expect("valid spec")
+        .with_isa(isa());
     w.prefill().expect("fill");
     let mut times = Vec::new();
     for _ in 0..sp.gen {
@@ -114,7 +133,7 @@ fn main() {
     println!(
         "threads {}, isa {}, read bandwidth {:.1} GB/s, f32 GEMM {:.1} GFLOP/s\n",
         rayon::current_num_threads(),
-        Isa::detect().name(),
+        isa().name(),
         bw / 1e9,
         gemm / 1e9
     );
@@ -150,6 +169,8 @@ fn main() {
                 "bf16" => Bf16,
                 "int8" => Int8,
                 "int4" => Int4,
+                "fp8" | "fp8_e4m3" => Fp8E4m3,
+                "nf4" => Nf4,
                 _ => F16,
             }],
         ),
@@ -191,34 +212,61 @@ fn main() {
     }
 }
 
-/// Prefill attention at 2048 tokens: achieved GFLOP/s against the GEMM rate.
+/// Prefill attention at 2048 tokens (causal, GQA-8 and MHA): achieved GFLOP/s against the
+/// GEMM rate, the detected ISA's kernels alternating with the AVX2 (`gemm` crate) path.
 fn prefill(gemm: f64) {
-    println!("| kv heads | prompt | prefill ms | GFLOP/s | % of GEMM |");
-    println!("|---|---|---|---|---|");
-    for kv in [32u32, 8] {
-        let sp = spec(
-            kv,
-            2048,
-            1,
-            CacheDtype::new(DtypeKind::F16),
-            Strategy::Contiguous,
-            0,
+    use kvbench_workloads::cpu::prefill::{prefill_attention_isa, prefill_flops, PrefillShape};
+    println!("| kv heads | prompt | isa | prefill ms | GFLOP/s | % of GEMM probe |");
+    println!("|---|---|---|---|---|---|");
+    let t = 2048usize;
+    for kv in [8usize, 32] {
+        let shape = PrefillShape {
+            q_heads: 32,
+            kv_heads: kv,
+            head_dim: 128,
+            window: None,
+        };
+        let mut q = vec![0.0f32; t * 32 * 128];
+        let mut k = vec![0.0f32; t * kv * 128];
+        let mut v = vec![0.0f32; t * kv * 128];
+        kvbench_workloads::synth::fill(
+            kvbench_workloads::synth::stream(1, 1, 0, 0, 0),
+            2.0,
+            &mut q,
         );
-        let mut w = AttentionWorkload::new(&sp, PrefillMode::Attention).expect("valid spec");
-        let mut best = f64::MAX;
+        kvbench_workloads::synth::fill(
+            kvbench_workloads::synth::stream(1, 2, 0, 0, 0),
+            1.0,
+            &mut k,
+        );
+        kvbench_workloads::synth::fill(
+            kvbench_workloads::synth::stream(1, 3, 0, 0, 0),
+            1.0,
+            &mut v,
+        );
+        let mut out = vec![0.0f32; q.len()];
+        let flops = prefill_flops(&shape, t);
+        let isas: Vec<Isa> = [Isa::Avx2, isa()]
+            .into_iter()
+            .filter(|i| Isa::available().contains(i))
+            .collect();
+        let mut best = vec![f64::MAX; isas.len()];
         for _ in 0..3 {
-            w.reset().expect("reset");
-            let t = Instant::now();
-            w.prefill().expect("prefill");
-            best = best.min(t.elapsed().as_secs_f64());
+            for (b, &i) in best.iter_mut().zip(&isas) {
+                let t0 = Instant::now();
+                prefill_attention_isa(&shape, t, &q, &k, &v, &mut out, i);
+                *b = b.min(t0.elapsed().as_secs_f64());
+            }
         }
-        let rate = w.prefill_flops() / best;
-        println!(
-            "| {kv} | 2048 | {:.1} | {:.1} | {:.0}% |",
-            best * 1e3,
-            rate / 1e9,
-            100.0 * rate / gemm
-        );
+        for (b, i) in best.iter().zip(&isas) {
+            println!(
+                "| {kv} | {t} | {} | {:.1} | {:.1} | {:.0}% |",
+                i.name(),
+                b * 1e3,
+                flops / b / 1e9,
+                100.0 * flops / b / gemm
+            );
+        }
     }
 }
 
@@ -280,7 +328,7 @@ fn kernel() {
                         out: o,
                     })
                     .collect();
-                decode_attention(&mut jobs, hq / kv, Isa::detect());
+                decode_attention(&mut jobs, hq / kv, isa());
             }
             best = best.min(t.elapsed().as_secs_f64());
         }
@@ -307,6 +355,7 @@ fn incache() {
         DtypeKind::Bf16,
         DtypeKind::Int8,
         DtypeKind::Int4,
+        DtypeKind::Fp8E4m3,
     ] {
         for g in [1usize, 4, 32] {
             let dt = CacheDtype::new(kind);
@@ -325,12 +374,14 @@ fn incache() {
             }
             let q = vec![0.01f32; g * d];
             let view = cache.view(0, 0, 0);
-            let reps = 2000;
-            let t = Instant::now();
-            for _ in 0..reps {
-                std::hint::black_box(attend_rows(&view, &q, g, 0, s, Isa::detect()));
+            // Fastest of many short repetitions: robust to other processes taking the core.
+            let mut best = f64::MAX;
+            for _ in 0..2000 {
+                let t = Instant::now();
+                std::hint::black_box(attend_rows(&view, &q, g, 0, s, isa()));
+                best = best.min(t.elapsed().as_secs_f64());
             }
-            let ns = t.elapsed().as_secs_f64() * 1e9 / (reps * s) as f64;
+            let ns = best * 1e9 / s as f64;
             println!(
                 "in-cache {} G={g}: {:.2} ns per row ({:.1} GFLOP/s one thread)",
                 kind.name(),

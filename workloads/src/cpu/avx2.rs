@@ -1,4 +1,4 @@
-//! AVX2 + FMA + F16C tile kernels. Rows are converted or dequantized 8 lanes at a time in
+//! AVX2 + FMA + F16C tile kernels (for CPUs without AVX-512; see `avx512.rs`). Rows are converted or dequantized 8 lanes at a time in
 //! registers, inside the dot products (never into a copy of the cache). Blocks of rows and
 //! query heads share every loaded K/V vector, so GQA reads each KV byte once per tile.
 //! Each function's scalar twin is in `scalar.rs`; the tests compare them.
@@ -47,7 +47,7 @@ struct Bf16;
 struct Int<const BITS: u32>;
 /// NF4 levels × absmax per group.
 struct Nf4;
-/// fp8 codes through a 256-entry table × scale per group.
+/// fp8 codes (decoded by bit manipulation) × scale per group.
 struct Fp8Fmt<const E5M2: bool>;
 
 #[inline(always)]
@@ -209,6 +209,8 @@ struct IntLayout {
     asym: bool,
     /// 2^(bits−1): the centre the codes are read around.
     half: f32,
+    /// Power of two folded into the scale (fp8 e4m3 codes are read as 2^-8 their value).
+    mult: f32,
 }
 
 impl IntLayout {
@@ -225,6 +227,11 @@ impl IntLayout {
             width,
             asym,
             half: (1u32 << (bits - 1)) as f32,
+            mult: if c.quant == Quant::Fp8(Fp8::E4m3) {
+                256.0
+            } else {
+                1.0
+            },
         }
     }
 
@@ -236,11 +243,11 @@ impl IntLayout {
         let s = read_scalar(at, self.width);
         if self.asym {
             (
-                s,
+                s * self.mult,
                 read_scalar(at.add(self.width), self.width) + self.half * s,
             )
         } else {
-            (s, 0.0)
+            (s * self.mult, 0.0)
         }
     }
 }
@@ -488,22 +495,20 @@ impl Format for Nf4 {
     }
 }
 
-impl<const E5M2: bool> Format for Fp8Fmt<E5M2> {
-    type Row = (QuantRow, *const f32);
+impl<const E5M2: bool> Codes for Fp8Fmt<E5M2> {
     #[inline(always)]
-    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
-        let table = if E5M2 {
-            Fp8::E5m2.table()
+    unsafe fn raw(codes: *const u8, j: usize) -> __m256 {
+        // Bit manipulation, no table: e5m2 is the top byte of an f16; e4m3 shifted left by
+        // 7 is an f16 of 2^-8 its value once the sign (now on bit 14) is carried to bit 15
+        // (the 2^8 is folded into the scale, see `IntLayout::mult`).
+        let x = _mm_cvtepu8_epi16(_mm_loadl_epi64(codes.add(8 * j) as *const __m128i));
+        let h = if E5M2 {
+            _mm_slli_epi16(x, 8)
         } else {
-            Fp8::E4m3.table()
+            let a = _mm_slli_epi16(x, 7);
+            _mm_add_epi16(a, _mm_and_si128(a, _mm_set1_epi16(0x4000)))
         };
-        (quant_row(seg, r, 8), table.as_ptr())
-    }
-    #[inline(always)]
-    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
-        let b = _mm_loadl_epi64(row.0.codes.add(8 * j) as *const __m128i);
-        let v = _mm256_i32gather_ps::<4>(row.1, _mm256_cvtepu8_epi32(b));
-        _mm256_mul_ps(v, _mm256_set1_ps(row.0.scale[j >> row.0.shift]))
+        _mm256_cvtph_ps(h)
     }
 }
 
@@ -573,8 +578,8 @@ pub unsafe fn scores(
         Quant::Int { bits: 4, .. } => scores_int::<Int<4>>(seg, row0, n, q, heads, out, stride),
         Quant::Int { .. } => scores_int::<Int<2>>(seg, row0, n, q, heads, out, stride),
         Quant::Nf4 => scores_fmt::<Nf4>(seg, row0, n, q, heads, out, stride),
-        Quant::Fp8(Fp8::E4m3) => scores_fmt::<Fp8Fmt<false>>(seg, row0, n, q, heads, out, stride),
-        Quant::Fp8(Fp8::E5m2) => scores_fmt::<Fp8Fmt<true>>(seg, row0, n, q, heads, out, stride),
+        Quant::Fp8(Fp8::E4m3) => scores_int::<Fp8Fmt<false>>(seg, row0, n, q, heads, out, stride),
+        Quant::Fp8(Fp8::E5m2) => scores_int::<Fp8Fmt<true>>(seg, row0, n, q, heads, out, stride),
     }
 }
 
@@ -702,8 +707,8 @@ pub unsafe fn accumulate_pieces(
         Quant::Int { bits: 4, .. } => accumulate_int::<Int<4>>(pieces, p, heads, stride, acc),
         Quant::Int { .. } => accumulate_int::<Int<2>>(pieces, p, heads, stride, acc),
         Quant::Nf4 => accumulate_fmt::<Nf4>(pieces, p, heads, stride, acc),
-        Quant::Fp8(Fp8::E4m3) => accumulate_fmt::<Fp8Fmt<false>>(pieces, p, heads, stride, acc),
-        Quant::Fp8(Fp8::E5m2) => accumulate_fmt::<Fp8Fmt<true>>(pieces, p, heads, stride, acc),
+        Quant::Fp8(Fp8::E4m3) => accumulate_int::<Fp8Fmt<false>>(pieces, p, heads, stride, acc),
+        Quant::Fp8(Fp8::E5m2) => accumulate_int::<Fp8Fmt<true>>(pieces, p, heads, stride, acc),
     }
 }
 

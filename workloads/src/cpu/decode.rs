@@ -2,7 +2,7 @@
 //! in tiles with an online softmax, split across threads flash-decoding style (each part
 //! keeps its own max, sum and output; parts merge exactly).
 
-use super::{exp_inplace, Isa};
+use super::Isa;
 use crate::cache::{HeadView, Segment};
 use rayon::prelude::*;
 
@@ -119,6 +119,14 @@ pub fn attend_rows(
     isa: Isa,
 ) -> Partial {
     let d = q.len() / heads;
+    if let (Some(k), Some(v)) = (view.k.first(), view.v.first()) {
+        if isa.wide(heads, k.codec, v.codec)
+            && view.k.iter().all(|s| s.codec == k.codec)
+            && view.v.iter().all(|s| s.codec == v.codec)
+        {
+            return attend_rows_wide(view, q, heads, begin, end, isa);
+        }
+    }
     let mut part = Partial::new(heads, d);
     let mut s = vec![0.0f32; heads * TILE];
     let (mut ki, mut kr) = locate(&view.k, begin);
@@ -160,20 +168,12 @@ pub fn attend_rows(
         let n = filled;
         for h in 0..heads {
             let sh = &mut s[h * TILE..h * TILE + n];
-            let tile_max = sh.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let m = part.max[h].max(tile_max);
-            let correction = (part.max[h] - m).exp();
-            for x in sh.iter_mut() {
-                *x -= m;
-            }
-            exp_inplace(sh);
-            part.sum[h] = part.sum[h] * correction + sh.iter().sum::<f32>();
+            let correction = isa.softmax_row(sh, &mut part.max[h], &mut part.sum[h]);
             if correction != 1.0 {
                 part.acc[h * d..(h + 1) * d]
                     .iter_mut()
                     .for_each(|a| *a *= correction);
             }
-            part.max[h] = m;
         }
         vpieces.clear();
         vpieces.extend(
@@ -183,6 +183,77 @@ pub fn attend_rows(
         );
         isa.accumulate_pieces(&vpieces, &s, heads, TILE, &mut part.acc);
     }
+    part
+}
+
+/// The rows `begin..end` of `segs` as tile pieces (segment index, first row, rows), at most
+/// `TILE` rows from `*at` on; advances `*at`.
+fn tile_pieces<'a>(
+    segs: &'a [Segment<'a>],
+    at: &mut (usize, usize),
+    rows: usize,
+    out: &mut Vec<(&'a Segment<'a>, usize, usize)>,
+) {
+    out.clear();
+    let mut left = rows;
+    while left > 0 {
+        let s = &segs[at.0];
+        let n = left.min(s.row0 + s.rows - at.1);
+        out.push((s, at.1, n));
+        left -= n;
+        at.1 += n;
+        if at.1 == s.row0 + s.rows {
+            at.0 += 1;
+            at.1 = segs.get(at.0).map_or(0, |s| s.row0);
+        }
+    }
+}
+
+/// [`attend_rows`] for many heads per KV head (large GQA groups, MQA): each tile of K and V
+/// is decoded once into f32 scratch, and scores and values are small GEMMs vectorized over
+/// the heads (queries held transposed, heads padded to a multiple of 16).
+fn attend_rows_wide(
+    view: &HeadView,
+    q: &[f32],
+    heads: usize,
+    begin: usize,
+    end: usize,
+    isa: Isa,
+) -> Partial {
+    let d = q.len() / heads;
+    let hp = heads.next_multiple_of(16);
+    let mut qt = vec![0.0f32; d * hp];
+    for h in 0..heads {
+        for c in 0..d {
+            qt[c * hp + h] = q[h * d + c];
+        }
+    }
+    let mut part = Partial::new(heads, d);
+    let (mut max, mut sum, mut corr) = (
+        vec![f32::NEG_INFINITY; hp],
+        vec![0.0f32; hp],
+        vec![0.0f32; hp],
+    );
+    let (mut kt, mut vt) = (vec![0.0f32; TILE * d], vec![0.0f32; TILE * d]);
+    let mut st = vec![0.0f32; TILE * hp];
+    let (mut ka, mut va) = (locate(&view.k, begin), locate(&view.v, begin));
+    let (mut kp, mut vp) = (Vec::with_capacity(TILE), Vec::with_capacity(TILE));
+    let mut r = begin;
+    while r < end {
+        let n = (end - r).min(TILE);
+        tile_pieces(&view.k, &mut ka, n, &mut kp);
+        tile_pieces(&view.v, &mut va, n, &mut vp);
+        prefetch_rows(&view.k, ka.0, ka.1, TILE);
+        prefetch_rows(&view.v, va.0, va.1, TILE);
+        isa.decode_tile(&kp, &mut kt);
+        isa.scores_wide(&kt, n, d, &qt, hp, &mut st);
+        isa.softmax_wide(&mut st, n, hp, &mut max, &mut sum, &mut corr);
+        isa.decode_tile(&vp, &mut vt);
+        isa.accumulate_wide(&vt, n, d, &st, hp, heads, &corr, &mut part.acc);
+        r += n;
+    }
+    part.max.copy_from_slice(&max[..heads]);
+    part.sum.copy_from_slice(&sum[..heads]);
     part
 }
 

@@ -3,6 +3,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod decode;
 pub mod matmul;
 pub mod prefill;
@@ -17,13 +19,21 @@ pub enum Isa {
     Scalar,
     /// AVX2 + FMA + F16C (x86-64-v3).
     Avx2,
+    /// AVX-512 F/BW/VL/DQ (with AVX2, FMA, F16C); formats it cannot take use AVX2.
+    Avx512,
 }
+
+/// A tile piece: rows `row .. row + n` of a segment.
+pub type Piece<'a> = (&'a Segment<'a>, usize, usize);
 
 impl Isa {
     /// The best instruction set this CPU supports.
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
+            if avx512::detected() && is_x86_feature_detected!("avx2") {
+                return Isa::Avx512;
+            }
             if is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c")
@@ -39,7 +49,124 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2+fma+f16c",
+            Isa::Avx512 => "avx512f/bw/vl/dq",
         }
+    }
+
+    /// Every instruction set this CPU can run, scalar first (for tests and comparisons).
+    pub fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i as u8 <= best as u8)
+            .collect()
+    }
+
+    /// The 16-lane kernels apply to this format on this ISA.
+    #[inline]
+    fn avx512_for(self, _c: &crate::codec::Codec) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx512 {
+            return avx512::supports(_c);
+        }
+        false
+    }
+
+    /// The 8-lane kernels apply to this format on this ISA.
+    #[inline]
+    fn avx2_for(self, _c: &crate::codec::Codec) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self, Isa::Avx2 | Isa::Avx512) {
+            return avx2::supports(_c);
+        }
+        false
+    }
+
+    /// Whether decode attention of `heads` query heads per KV head over rows of these
+    /// formats runs the wide kernels (dequantize a tile once, then GEMM over the heads).
+    /// Below 8 heads the fused kernels waste fewer lanes.
+    pub fn wide(self, heads: usize, k: &crate::codec::Codec, v: &crate::codec::Codec) -> bool {
+        heads >= 8 && self.avx512_for(k) && self.avx512_for(v)
+    }
+
+    /// The rows of `pieces` decoded into `out` (`rows × d`; see [`scalar::decode_tile`]).
+    pub fn decode_tile(self, pieces: &[Piece], out: &mut [f32]) {
+        let d = pieces.first().map_or(0, |p| p.0.codec.head_dim);
+        let mut off = 0;
+        for run in pieces.chunk_by(|a, b| a.0.codec == b.0.codec) {
+            let n: usize = run.iter().map(|r| r.2).sum();
+            let o = &mut out[off * d..(off + n) * d];
+            #[cfg(target_arch = "x86_64")]
+            if self.avx512_for(run[0].0.codec) {
+                // SAFETY: `Isa::Avx512` is only produced by `detect` on CPUs that pass
+                // `avx512::detected`; `run` shares one format.
+                unsafe { avx512::decode_tile(run, o) };
+                off += n;
+                continue;
+            }
+            scalar::decode_tile(run, o);
+            off += n;
+        }
+    }
+
+    /// Scores of f32 rows against transposed queries (see [`scalar::scores_wide`]).
+    pub fn scores_wide(self, k: &[f32], n: usize, d: usize, qt: &[f32], hp: usize, st: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx512 && hp.is_multiple_of(16) {
+            // SAFETY: as above.
+            return unsafe { avx512::scores_wide(k, n, d, qt, hp, st) };
+        }
+        scalar::scores_wide(k, n, d, qt, hp, st)
+    }
+
+    /// One online-softmax tile over head columns (see [`scalar::softmax_wide`]).
+    pub fn softmax_wide(
+        self,
+        st: &mut [f32],
+        n: usize,
+        hp: usize,
+        max: &mut [f32],
+        sum: &mut [f32],
+        corr: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx512 && hp.is_multiple_of(16) {
+            // SAFETY: as above.
+            return unsafe { avx512::softmax_wide(st, n, hp, max, sum, corr) };
+        }
+        scalar::softmax_wide(st, n, hp, max, sum, corr)
+    }
+
+    /// One head's online-softmax tile (see [`scalar::softmax_row`]).
+    #[inline]
+    pub fn softmax_row(self, x: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx512 {
+            // SAFETY: as above.
+            return unsafe { avx512::softmax_row(x, max, sum) };
+        }
+        scalar::softmax_row(x, max, sum)
+    }
+
+    /// `acc ← acc · corr + pᵀ v` (see [`scalar::accumulate_wide`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn accumulate_wide(
+        self,
+        v: &[f32],
+        n: usize,
+        d: usize,
+        p: &[f32],
+        hp: usize,
+        heads: usize,
+        corr: &[f32],
+        acc: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx512 && d.is_multiple_of(16) {
+            // SAFETY: as above.
+            return unsafe { avx512::accumulate_wide(v, n, d, p, hp, heads, corr, acc) };
+        }
+        scalar::accumulate_wide(v, n, d, p, hp, heads, corr, acc)
     }
 
     /// Scores of `n` rows of `seg` against `heads` query heads (see [`scalar::scores`]).
@@ -56,9 +183,16 @@ impl Isa {
         stride: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if self == Isa::Avx2 && avx2::supports(seg.codec) {
-            // SAFETY: `Isa::Avx2` is only produced by `detect` on CPUs with these features.
-            return unsafe { avx2::scores(seg, row0, n, q, heads, out, stride) };
+        {
+            if self.avx512_for(seg.codec) {
+                // SAFETY: `Isa::Avx512` is only produced by `detect` on CPUs with it.
+                return unsafe { avx512::scores(seg, row0, n, q, heads, out, stride) };
+            }
+            if self.avx2_for(seg.codec) {
+                // SAFETY: `Isa::Avx2`/`Avx512` are only produced by `detect` on CPUs with
+                // AVX2, FMA and F16C.
+                return unsafe { avx2::scores(seg, row0, n, q, heads, out, stride) };
+            }
         }
         scalar::scores(seg, row0, n, q, heads, out, stride)
     }
@@ -76,12 +210,7 @@ impl Isa {
         stride: usize,
         acc: &mut [f32],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if self == Isa::Avx2 && avx2::supports(seg.codec) {
-            // SAFETY: as above.
-            return unsafe { avx2::accumulate(seg, row0, n, p, heads, stride, acc) };
-        }
-        scalar::accumulate(seg, row0, n, p, heads, stride, acc)
+        self.accumulate_pieces(&[(seg, row0, n)], p, heads, stride, acc)
     }
 
     /// [`Isa::accumulate`] over consecutive pieces of one tile: weights `p[h·stride + i]`
@@ -89,7 +218,7 @@ impl Isa {
     /// together, so paged blocks do not each pay a call.
     pub fn accumulate_pieces(
         self,
-        pieces: &[(&Segment, usize, usize)],
+        pieces: &[Piece],
         p: &[f32],
         heads: usize,
         stride: usize,
@@ -100,11 +229,19 @@ impl Isa {
             let n: usize = run.iter().map(|r| r.2).sum();
             let pr = &p[off..];
             #[cfg(target_arch = "x86_64")]
-            if self == Isa::Avx2 && avx2::supports(run[0].0.codec) {
-                // SAFETY: as above; `run` shares one format.
-                unsafe { avx2::accumulate_pieces(run, pr, heads, stride, acc) };
-                off += n;
-                continue;
+            {
+                if self.avx512_for(run[0].0.codec) {
+                    // SAFETY: as in `scores`; `run` shares one format.
+                    unsafe { avx512::accumulate_pieces(run, pr, heads, stride, acc) };
+                    off += n;
+                    continue;
+                }
+                if self.avx2_for(run[0].0.codec) {
+                    // SAFETY: as in `scores`; `run` shares one format.
+                    unsafe { avx2::accumulate_pieces(run, pr, heads, stride, acc) };
+                    off += n;
+                    continue;
+                }
             }
             let mut o = 0;
             for &(seg, row0, m) in run {

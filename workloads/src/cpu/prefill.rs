@@ -4,6 +4,7 @@
 
 use super::exp_inplace;
 use super::matmul::{matmul, Mat, Par};
+use super::Isa;
 use rayon::prelude::*;
 
 const Q_TILE: usize = 64;
@@ -32,7 +33,8 @@ pub fn prefill_flops(s: &PrefillShape, t: usize) -> f64 {
 }
 
 /// `out[t][h][c]` for queries `q[t][h][c]` (t tokens at positions 0..t, scaled by 1/√d
-/// inside) against keys/values `k`, `v` of the same positions (`t × kv_heads × d`).
+/// inside) against keys/values `k`, `v` of the same positions (`t × kv_heads × d`), with
+/// the kernels of the detected instruction set.
 pub fn prefill_attention(
     s: &PrefillShape,
     t: usize,
@@ -40,6 +42,91 @@ pub fn prefill_attention(
     k: &[f32],
     v: &[f32],
     out: &mut [f32],
+) {
+    prefill_attention_isa(s, t, q, k, v, out, Isa::detect())
+}
+
+/// One (KV head, query tile) job through the wide decode kernels (AVX-512): the tile's query
+/// rows (token × head of the group) are the "heads" of `scores_wide` / `softmax_wide` /
+/// `accumulate_wide`, the key tile is copied contiguous once and shared by all of them.
+#[allow(clippy::too_many_arguments)]
+fn job_wide(
+    s: &PrefillShape,
+    h: usize,
+    q0: usize,
+    t: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    isa: Isa,
+) -> Vec<f32> {
+    let (hq, hk, d) = (s.q_heads, s.kv_heads, s.head_dim);
+    let g = hq / hk;
+    let scale = 1.0 / (d as f32).sqrt();
+    let tq = (t - q0).min(Q_TILE);
+    let rows = tq * g;
+    let hp = rows.next_multiple_of(16);
+    // Queries transposed (d × hp), pre-scaled; padding columns stay 0.
+    let mut qt = vec![0.0f32; d * hp];
+    for i in 0..tq {
+        for j in 0..g {
+            let src = &q[((q0 + i) * hq + h * g + j) * d..][..d];
+            for (c, x) in src.iter().enumerate() {
+                qt[c * hp + i * g + j] = x * scale;
+            }
+        }
+    }
+    let mut o = vec![0.0f32; rows * d];
+    let (mut max, mut sum, mut corr) = (
+        vec![f32::NEG_INFINITY; hp],
+        vec![0.0f32; hp],
+        vec![0.0f32; hp],
+    );
+    let (mut kt, mut vt) = (vec![0.0f32; K_TILE * d], vec![0.0f32; K_TILE * d]);
+    let mut st = vec![0.0f32; K_TILE * hp];
+    let k_lo = first_key(q0, s.window) / K_TILE * K_TILE;
+    let mut k0 = k_lo;
+    while k0 < q0 + tq {
+        let tk = (q0 + tq - k0).min(K_TILE);
+        for jj in 0..tk {
+            let at = ((k0 + jj) * hk + h) * d;
+            kt[jj * d..][..d].copy_from_slice(&k[at..at + d]);
+            vt[jj * d..][..d].copy_from_slice(&v[at..at + d]);
+        }
+        isa.scores_wide(&kt, tk, d, &qt, hp, &mut st);
+        // Causal (and window) mask: −inf scores get weight exactly 0 in `softmax_wide`. Key j
+        // is hidden from query rows r (token q0 + r/g) with q0 + r/g < j, and, with a window
+        // w, from those with q0 + r/g ≥ j + w: two contiguous runs of each key's row.
+        for jj in 0..tk {
+            let j = k0 + jj;
+            let row = &mut st[jj * hp..][..rows];
+            let future = (j.saturating_sub(q0) * g).min(rows);
+            row[..future].fill(f32::NEG_INFINITY);
+            if let Some(w) = s.window {
+                let past = ((j + w).saturating_sub(q0) * g).min(rows);
+                row[past.max(future)..].fill(f32::NEG_INFINITY);
+            }
+        }
+        isa.softmax_wide(&mut st, tk, hp, &mut max, &mut sum, &mut corr);
+        isa.accumulate_wide(&vt, tk, d, &st, hp, rows, &corr, &mut o);
+        k0 += tk;
+    }
+    for r in 0..rows {
+        let inv = 1.0 / sum[r];
+        o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= inv);
+    }
+    o
+}
+
+/// [`prefill_attention`] on a given instruction set (tests, comparisons).
+pub fn prefill_attention_isa(
+    s: &PrefillShape,
+    t: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    isa: Isa,
 ) {
     let (hq, hk, d) = (s.q_heads, s.kv_heads, s.head_dim);
     let g = hq / hk;
@@ -50,6 +137,9 @@ pub fn prefill_attention(
     let results: Vec<Vec<f32>> = jobs
         .par_iter()
         .map(|&(h, q0)| {
+            if isa == Isa::Avx512 && d.is_multiple_of(16) {
+                return job_wide(s, h, q0, t, q, k, v, isa);
+            }
             let tq = (t - q0).min(Q_TILE);
             let rows = tq * g;
             // Query rows (token, head of the group), gathered and pre-scaled.

@@ -1,5 +1,5 @@
 use super::decode::{decode_attention, DecodeJob};
-use super::prefill::{prefill_attention, PrefillShape};
+use super::prefill::{prefill_attention_isa, PrefillShape};
 use super::*;
 use crate::cache::{CacheGeometry, DenseCache, HeadView, KvCache, PagedCache};
 use crate::reference;
@@ -104,16 +104,16 @@ fn max_rel(a: &[f32], b: &[f64]) -> f64 {
 
 #[test]
 fn every_dtype_and_isa_matches_f64_attention_over_the_stored_rows() {
-    let isa = Isa::detect();
     for (k, v) in dtypes() {
-        for (heads, len) in [(1usize, 1usize), (4, 37), (8, 700)] {
+        // 8 and 32 heads take the wide (tile-GEMM) path where AVX-512 applies.
+        for (heads, len) in [(1usize, 1usize), (4, 37), (8, 700), (32, 130)] {
             let g = geometry(1, 64, len, k, v, 16);
             let mut c = DenseCache::new(&g, false).unwrap();
             filled(&mut c, 1, 64, len, 11);
             let view = c.view(0, 0, 0);
             let q = query(heads, 64, 5);
             let want = exact(&view, &q, heads);
-            for isa in [Isa::Scalar, isa] {
+            for isa in Isa::available() {
                 let got = run(&view, &q, heads, isa);
                 let err = max_rel(&got, &want);
                 assert!(
@@ -153,35 +153,39 @@ proptest! {
 
 #[test]
 fn simd_tiles_equal_the_scalar_twin_on_odd_row_counts_and_head_counts() {
-    if Isa::detect() == Isa::Scalar {
-        return;
+    for isa in Isa::available().into_iter().skip(1) {
+        simd_tiles_equal_the_scalar_twin(isa);
     }
+}
+
+fn simd_tiles_equal_the_scalar_twin(isa: Isa) {
     for (k, _) in dtypes() {
         if k.axis != kvbench_planner::GroupAxis::Token {
             continue;
         }
-        let g = geometry(1, 128, 13, k, k, 16);
+        // 37 rows: every block shape (16, 8, 4 rows) and the 1-row tail.
+        let g = geometry(1, 128, 40, k, k, 16);
         let mut c = DenseCache::new(&g, false).unwrap();
-        filled(&mut c, 1, 128, 13, 2);
+        filled(&mut c, 1, 128, 40, 2);
         let view = c.view(0, 0, 0);
         let seg = &view.k[0];
         for heads in [1usize, 2, 3, 5, 8] {
             let q = query(heads, 128, 4);
-            let stride = 16;
+            let stride = 40;
             let (mut a, mut b) = (vec![0.0; heads * stride], vec![0.0; heads * stride]);
-            Isa::Scalar.scores(seg, 1, 11, &q, heads, &mut a, stride);
-            Isa::Avx2.scores(seg, 1, 11, &q, heads, &mut b, stride);
+            Isa::Scalar.scores(seg, 1, 37, &q, heads, &mut a, stride);
+            isa.scores(seg, 1, 37, &q, heads, &mut b, stride);
             for (x, y) in a.iter().zip(&b) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
-                    "{:?} scores {x} vs {y}",
+                    "{:?} {isa:?} scores {x} vs {y}",
                     k.kind
                 );
             }
             let p: Vec<f32> = (0..heads * stride).map(|i| (i % 7) as f32 * 0.1).collect();
             let (mut a, mut b) = (vec![0.5; heads * 128], vec![0.5; heads * 128]);
-            Isa::Scalar.accumulate(seg, 1, 11, &p, heads, stride, &mut a);
-            Isa::Avx2.accumulate(seg, 1, 11, &p, heads, stride, &mut b);
+            Isa::Scalar.accumulate(seg, 1, 37, &p, heads, stride, &mut a);
+            isa.accumulate(seg, 1, 37, &p, heads, stride, &mut b);
             for (x, y) in a.iter().zip(&b) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
@@ -190,15 +194,167 @@ fn simd_tiles_equal_the_scalar_twin_on_odd_row_counts_and_head_counts() {
                 );
             }
             // The same rows cut into pieces, as a paged tile hands them over.
-            let pieces = [(seg, 1, 3), (seg, 4, 5), (seg, 9, 3)];
+            let pieces = [(seg, 1, 3), (seg, 4, 21), (seg, 25, 13)];
             let mut c = vec![0.5; heads * 128];
-            Isa::detect().accumulate_pieces(&pieces, &p, heads, stride, &mut c);
+            isa.accumulate_pieces(&pieces, &p, heads, stride, &mut c);
             for (x, y) in a.iter().zip(&c) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
                     "{:?} accumulate_pieces {x} vs {y}",
                     k.kind
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn wide_kernels_equal_their_scalar_twins() {
+    for isa in Isa::available().into_iter().skip(1) {
+        for (k, _) in dtypes() {
+            if k.axis != kvbench_planner::GroupAxis::Token {
+                continue;
+            }
+            let (len, d) = (29usize, 128usize);
+            let g = geometry(1, d, len, k, k, 8);
+            let mut c = PagedCache::new(&g).unwrap();
+            filled(&mut c, 1, d, len, 6);
+            let view = c.view(0, 0, 0);
+            // Rows 3..26, across paged blocks of 8.
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            for s in &view.k {
+                let (lo, hi) = (at.max(3), (at + s.rows).min(26));
+                if lo < hi {
+                    pieces.push((s, s.row0 + lo - at, hi - lo));
+                }
+                at += s.rows;
+            }
+            let n = 23;
+            let (mut a, mut b) = (vec![0.0; n * d], vec![0.0; n * d]);
+            Isa::Scalar.decode_tile(&pieces, &mut a);
+            isa.decode_tile(&pieces, &mut b);
+            // Equal up to rounding: the SIMD loaders read integer codes centred.
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-6 * (1.0 + x.abs()),
+                    "{:?} {isa:?} decode_tile {x} vs {y}",
+                    k.kind
+                );
+            }
+            for heads in [5usize, 16, 32, 40] {
+                let hp = heads.next_multiple_of(16);
+                let qt = query(hp, d, 8);
+                let (mut s1, mut s2) = (vec![0.0; n * hp], vec![0.0; n * hp]);
+                Isa::Scalar.scores_wide(&a, n, d, &qt, hp, &mut s1);
+                isa.scores_wide(&a, n, d, &qt, hp, &mut s2);
+                for (x, y) in s1.iter().zip(&s2) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                        "scores_wide {x} vs {y}"
+                    );
+                }
+                // A running max that some columns exceed and some do not; one column fresh.
+                let mut m1: Vec<f32> = (0..hp).map(|h| (h % 3) as f32 - 1.0).collect();
+                m1[0] = f32::NEG_INFINITY;
+                // Column 1 fully masked and fresh (as a causal prefill tile can be), column 2
+                // partly masked.
+                m1[1] = f32::NEG_INFINITY;
+                for i in 0..n {
+                    s1[i * hp + 1] = f32::NEG_INFINITY;
+                    s2[i * hp + 1] = f32::NEG_INFINITY;
+                    if i % 2 == 0 {
+                        s1[i * hp + 2] = f32::NEG_INFINITY;
+                        s2[i * hp + 2] = f32::NEG_INFINITY;
+                    }
+                }
+                let mut l1: Vec<f32> = (0..hp).map(|h| 1.0 + h as f32).collect();
+                let (mut m2, mut l2) = (m1.clone(), l1.clone());
+                let (mut c1, mut c2) = (vec![0.0; hp], vec![0.0; hp]);
+                Isa::Scalar.softmax_wide(&mut s1, n, hp, &mut m1, &mut l1, &mut c1);
+                isa.softmax_wide(&mut s2, n, hp, &mut m2, &mut l2, &mut c2);
+                // The scores differ in their last bits (summation order), so compare with the
+                // tolerance those bits carry through exp.
+                let pairs = s1.iter().zip(&s2).chain(l1.iter().zip(&l2));
+                for (x, y) in pairs.chain(c1.iter().zip(&c2)).chain(m1.iter().zip(&m2)) {
+                    assert!(
+                        x == y || (x - y).abs() <= 2e-5 * (1.0 + x.abs()),
+                        "softmax_wide {x} vs {y}"
+                    );
+                }
+                let (mut o1, mut o2) = (vec![0.25; heads * d], vec![0.25; heads * d]);
+                Isa::Scalar.accumulate_wide(&a, n, d, &s1, hp, heads, &c1, &mut o1);
+                isa.accumulate_wide(&a, n, d, &s1, hp, heads, &c1, &mut o2);
+                for (x, y) in o1.iter().zip(&o2) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                        "accumulate_wide {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sum16_puts_each_vectors_sum_in_its_lane() {
+    if !Isa::available().contains(&Isa::Avx512) {
+        return;
+    }
+    // Distinct small integers: every sum is exact, so any misrouted lane shows.
+    let v: [[f32; 16]; 16] =
+        std::array::from_fn(|i| std::array::from_fn(|j| (i * 37 + j * j) as f32));
+    // SAFETY: AVX-512 is available (checked above).
+    let got = unsafe { avx512::sum16_of(&v) };
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(*g, v[i].iter().sum::<f32>(), "lane {i}");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn fp8_bit_decode_equals_the_codec_table() {
+    use crate::codec::fp8::Fp8;
+    if !Isa::available().contains(&Isa::Avx512) {
+        return;
+    }
+    for fmt in [Fp8::E4m3, Fp8::E5m2] {
+        let table = fmt.table();
+        for base in (0..256).step_by(16) {
+            let codes: [u8; 16] = std::array::from_fn(|i| (base + i) as u8);
+            // SAFETY: AVX-512 is available (checked above).
+            let got = unsafe { avx512::fp8_decode16(fmt, &codes) };
+            for (c, g) in codes.iter().zip(got) {
+                // e5m2 codes with an all-ones exponent are IEEE inf/NaN; the saturating
+                // encoder never writes them (see `fp8_lanes`).
+                if fmt == Fp8::E5m2 && (c & 0x7c) == 0x7c {
+                    continue;
+                }
+                assert_eq!(g.to_bits(), table[*c as usize].to_bits(), "{fmt:?} {c:#x}");
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_row_equals_its_scalar_twin() {
+    for isa in Isa::available().into_iter().skip(1) {
+        for n in [1usize, 15, 16, 17, 64] {
+            // A fresh head, a running max below the tile's and one above it.
+            for start in [f32::NEG_INFINITY, 0.5, 10.0] {
+                let x: Vec<f32> = (0..n).map(|i| ((i * 7) % 13) as f32 * 0.7 - 3.0).collect();
+                let (mut a, mut b) = (x.clone(), x);
+                let (mut m1, mut l1, mut m2, mut l2) = (start, 2.0f32, start, 2.0f32);
+                let c1 = Isa::Scalar.softmax_row(&mut a, &mut m1, &mut l1);
+                let c2 = isa.softmax_row(&mut b, &mut m2, &mut l2);
+                assert_eq!((m1, c1), (m2, c2), "{isa:?} n {n} start {start}");
+                for (x, y) in a.iter().zip(&b).chain([(&l1, &l2)]) {
+                    assert!(
+                        (x - y).abs() <= 1e-6 * (1.0 + x.abs()),
+                        "{isa:?} n {n}: {x} vs {y}"
+                    );
+                }
             }
         }
     }
@@ -224,7 +380,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
     #[test]
     fn prefill_equals_causal_reference_attention(
-        t in 1usize..150, kv in 1usize..3, group in prop::sample::select(vec![1usize, 4]),
+        t in 1usize..600, kv in 1usize..3, group in prop::sample::select(vec![1usize, 4]),
         window in prop::option::of(1usize..40),
     ) {
         let (hq, d) = (kv * group, 16);
@@ -235,8 +391,9 @@ proptest! {
         synth::fill(synth::stream(1, 2, 0, 0, 0), 1.0, &mut k);
         synth::fill(synth::stream(1, 3, 0, 0, 0), 1.0, &mut v);
         let shape = PrefillShape { q_heads: hq, kv_heads: kv, head_dim: d, window };
+        for isa in Isa::available() {
         let mut out = vec![0.0; t * hq * d];
-        prefill_attention(&shape, t, &q, &k, &v, &mut out);
+        prefill_attention_isa(&shape, t, &q, &k, &v, &mut out, isa);
         for i in 0..t {
             let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
             for h in 0..hq {
@@ -245,8 +402,9 @@ proptest! {
                 let qh: Vec<f64> = q[(i * hq + h) * d..][..d].iter().map(|&a| a as f64).collect();
                 let want = reference::attend(&qh, &rows(&k), &rows(&v));
                 let got = &out[(i * hq + h) * d..][..d];
-                prop_assert!(max_rel(got, &want) < 2e-5, "t {} i {} h {}", t, i, h);
+                prop_assert!(max_rel(got, &want) < 2e-5, "{:?} t {} i {} h {}", isa, t, i, h);
             }
+        }
         }
     }
 }
