@@ -102,9 +102,13 @@ struct QuantRow {
     bias: [f32; MAX_GROUPS],
 }
 
+/// A group's stored scale or bias; a per-tensor row (`width` 0) stores none and uses the
+/// codec's fixed per-tensor scale.
 #[inline(always)]
 unsafe fn read_scalar(at: *const u8, width: usize) -> f32 {
-    if width == 2 {
+    if width == 0 {
+        crate::codec::PER_TENSOR_SCALE
+    } else if width == 2 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
             (at as *const u16).read_unaligned() as i32,
         )))
@@ -129,12 +133,7 @@ unsafe fn quant_row(seg: &Segment, r: usize, bits: u32) -> QuantRow {
     let params = codes.add(c.row_code_bytes);
     for g in 0..c.head_dim / c.group {
         let at = params.add(g * rec);
-        // A per-tensor fp8 row stores no scale: it is the codec's fixed one.
-        let s = if width == 0 {
-            crate::codec::PER_TENSOR_SCALE
-        } else {
-            read_scalar(at, width)
-        };
+        let s = read_scalar(at, width);
         row.scale[g] = s;
         row.bias[g] = if asym {
             read_scalar(at.add(width), width)

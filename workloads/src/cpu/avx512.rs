@@ -134,9 +134,13 @@ impl QuantRow {
     }
 }
 
+/// A group's stored scale or bias; a per-tensor row (`width` 0) stores none and uses the
+/// codec's fixed per-tensor scale.
 #[inline(always)]
 unsafe fn read_scalar(at: *const u8, width: usize) -> f32 {
-    if width == 2 {
+    if width == 0 {
+        crate::codec::PER_TENSOR_SCALE
+    } else if width == 2 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
             (at as *const u16).read_unaligned() as i32,
         )))
