@@ -157,6 +157,18 @@ fn work_and_inputs_are_bounded() {
     assert!(e.contains("larger than 16 MiB"), "{e}");
     let e = one_line_error(&["run", "--config", "/dev/zero"]);
     assert!(e.contains("larger than 16 MiB"), "{e}");
+    let e = one_line_error(&[
+        "run",
+        "--workload",
+        "attention",
+        "--prompt",
+        "8",
+        "--gen",
+        "1",
+        "--calibration",
+        "/dev/zero",
+    ]);
+    assert!(e.contains("larger than 1 MiB"), "{e}");
     let prompts: Vec<String> = (1..=2_000).map(|s| s.to_string()).collect();
     let e = one_line_error(&["run", "--prompt", &prompts.join(","), "--max-rows", "1000"]);
     assert!(

@@ -193,10 +193,12 @@ impl CalibrateOptions {
 impl Calibration {
     /// Read a calibration file.
     pub fn load(path: &Path) -> Result<Calibration, CalibrateError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| CalibrateError::Read {
-            path: path.into(),
-            cause,
-        })?;
+        // Capped like every input file: a calibration is a few KiB.
+        let text = crate::input::read_text(path, crate::input::CALIBRATION_CAP, "calibration JSON")
+            .map_err(|e| CalibrateError::Read {
+                path: path.into(),
+                cause: std::io::Error::other(e.to_string()),
+            })?;
         serde_json::from_str(&text).map_err(|cause| CalibrateError::Parse {
             path: path.into(),
             cause,

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 /// Largest config.json read (real ones are a few KiB).
 pub const CONFIG_CAP: u64 = 16 << 20;
+/// Largest calibration JSON read (real ones are a few KiB).
+pub const CALIBRATION_CAP: u64 = 1 << 20;
 /// Largest CSV `report` and `compare` read (a million run rows is about 600 MiB).
 pub const CSV_CAP: u64 = 1 << 30;
 

@@ -248,13 +248,20 @@ pub fn from_specs(specs: &[WorkloadSpec], repetitions: u32) -> Option<PrefixReus
 }
 
 /// Write the rows as CSV (header included).
-pub fn write_csv(rows: &[PrefixReuseRow], path: &std::path::Path) -> Result<(), csv::Error> {
-    let mut w = csv::Writer::from_path(path)?;
+/// Written whole or not at all, as every other output (export::atomic).
+pub fn write_csv(
+    rows: &[PrefixReuseRow],
+    path: &std::path::Path,
+) -> Result<(), crate::export::ExportError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        crate::export::ExportError::at(path)(std::io::Error::other(e.to_string()))
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
-        w.serialize(r)?;
+        w.serialize(r).map_err(|e| failed(&e))?;
     }
-    w.flush()?;
-    Ok(())
+    let bytes = w.into_inner().map_err(|e| failed(e.error()))?;
+    crate::export::atomic::write(path, &bytes)
 }
 
 /// Run the scenario for every tier.
