@@ -551,6 +551,30 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_value_in_any_combination_refuses_a_conflict_is_skipped() {
+        // hidden 0 is fine for attention (it reads no hidden size) but not for the decoder:
+        // the attention rows would run, yet the sweep is refused, naming the value.
+        let mut m = matrix();
+        m.kinds = vec![WorkloadKind::Attention, WorkloadKind::Decoder];
+        m.shapes[0].hidden = 0;
+        let e = m.expand().unwrap_err().to_string();
+        assert!(
+            e.contains("hidden 0") && e.contains("--workload attention"),
+            "{e}"
+        );
+        // Offload runs attention workloads only: the decoder's offload rows are skipped.
+        let mut m = matrix();
+        m.strategies = vec![
+            Strategy::Contiguous,
+            Strategy::Offload(kvbench_workloads::Tier::Host),
+        ];
+        let sweep = m.expand().unwrap();
+        assert_eq!(sweep.specs.len(), 2 * 2 * 2);
+        assert_eq!(sweep.skipped.len(), 2 * 2 * 2);
+        assert!(sweep.skipped[0].why.contains("--workload attention"));
+    }
+
+    #[test]
     fn shard_parsing() {
         assert_eq!(
             "2/4".parse::<Shard>().unwrap(),
