@@ -1,9 +1,11 @@
 //! The sweep matrix: a list of values on every axis, expanded to their cross product (as
-//! llama-bench does), validated once here so the runner only sees runnable workloads.
+//! llama-bench does). The matrix checks its axes (empty, zero, repeated values); every other
+//! rule is `WorkloadSpec::validate`, called on each combination, so the runner only sees
+//! runnable workloads.
 
 use kvbench_planner::dtype::KvDtypes;
-use kvbench_planner::{GroupAxis, ModelShape};
-use kvbench_workloads::{Backend, OffloadConfig, Strategy, WorkloadKind, WorkloadSpec};
+use kvbench_planner::ModelShape;
+use kvbench_workloads::{Backend, OffloadConfig, SpecError, Strategy, WorkloadKind, WorkloadSpec};
 
 /// A value on one axis that can never run, or an axis left empty.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -16,8 +18,9 @@ pub enum MatrixError {
         value: String,
         why: String,
     },
-    #[error("shape {name}: {why}")]
-    ImpossibleShape { name: String, why: String },
+    /// A value no combination can run (a shape, a dtype, a prefix longer than a prompt).
+    #[error(transparent)]
+    Spec(#[from] SpecError),
     #[error("no workload left to run: every combination was invalid ({first})")]
     NothingToRun { first: String },
     #[error(
@@ -119,12 +122,15 @@ impl Matrix {
                                                 seed: self.seed,
                                                 offload: self.offload.clone(),
                                             };
-                                            match combination_conflict(&spec) {
-                                                None => specs.push(spec),
-                                                Some(why) => skipped.push(Skipped {
-                                                    workload: describe(&spec),
-                                                    why,
-                                                }),
+                                            match spec.validate() {
+                                                Ok(()) => specs.push(spec),
+                                                Err(e) if e.is_conflict() => {
+                                                    skipped.push(Skipped {
+                                                        workload: describe(&spec),
+                                                        why: e.to_string(),
+                                                    })
+                                                }
+                                                Err(e) => return Err(e.into()),
                                             }
                                         }
                                     }
@@ -244,30 +250,13 @@ impl Matrix {
         once("gen", &self.gens)?;
         once("batch", &self.batches)?;
         once("block-size", &self.block_sizes)?;
-        let shortest = *self.prompts.iter().min().expect("checked non-empty");
-        if self.shared_prefix > shortest {
-            return Err(MatrixError::BadValue {
-                axis: "shared-prefix",
-                value: self.shared_prefix.to_string(),
-                why: format!(
-                    "it is longer than the shortest prompt ({shortest}); \
-                     the shared prefix is part of the prompt"
-                ),
-            });
-        }
-        for shape in &self.shapes {
-            check_shape(shape)?;
-        }
-        for pair in &self.dtypes {
-            check_residual(pair)?;
-        }
         Ok(())
     }
 }
 
 /// Paged layouts (and offload, which pages its working pool) vary over block size.
 pub fn is_paged(strategy: Strategy) -> bool {
-    matches!(strategy, Strategy::Paged | Strategy::Offload(_))
+    strategy.is_paged()
 }
 
 /// Refuses an axis that names one value twice.
@@ -300,97 +289,6 @@ fn positive(axis: &'static str, values: &[u32], why: &str) -> Result<(), MatrixE
         }),
         None => Ok(()),
     }
-}
-
-/// A shape that no workload can run: zero sizes or query heads not divisible into KV groups.
-pub fn check_shape(shape: &ModelShape) -> Result<(), MatrixError> {
-    let bad = |why: String| {
-        Err(MatrixError::ImpossibleShape {
-            name: shape.name.clone(),
-            why,
-        })
-    };
-    for (what, v) in [
-        ("layers", shape.layers),
-        ("q_heads", shape.q_heads),
-        ("kv_heads", shape.kv_heads),
-        ("head_dim", shape.head_dim),
-        ("hidden", shape.hidden),
-    ] {
-        if v == 0 {
-            return bad(format!("{what} is 0; every size must be at least 1"));
-        }
-    }
-    if !shape.q_heads.is_multiple_of(shape.kv_heads) {
-        return bad(format!(
-            "q_heads {} is not a multiple of kv_heads {}; each KV head serves a whole group \
-             of query heads (use kv_heads = q_heads for MHA, a divisor for GQA, 1 for MQA)",
-            shape.q_heads, shape.kv_heads
-        ));
-    }
-    if !shape.head_dim.is_multiple_of(2) {
-        return bad(format!(
-            "head_dim {} is odd; RoPE rotates channel pairs, so head_dim must be even",
-            shape.head_dim
-        ));
-    }
-    if shape.layer_kinds.len() != shape.layers as usize {
-        return bad(format!(
-            "{} layer kinds for {} layers",
-            shape.layer_kinds.len(),
-            shape.layers
-        ));
-    }
-    Ok(())
-}
-
-/// Keys grouped per channel (KIVI) flush whole groups of tokens out of the f16 residual, so
-/// the residual must hold at least one group.
-fn check_residual(pair: &KvDtypes) -> Result<(), MatrixError> {
-    let k = &pair.k;
-    if k.kind.is_float() || k.axis != GroupAxis::Channel || k.residual == 0 {
-        return Ok(());
-    }
-    // Channel groups run over tokens, so the group length does not depend on head_dim.
-    let group = k.group_len(0);
-    if k.residual < group {
-        return Err(MatrixError::BadValue {
-            axis: "residual",
-            value: k.residual.to_string(),
-            why: format!(
-                "{} groups keys over {group} tokens, so its f16 residual must hold at least \
-                 {group} tokens (e.g. {}/r{group})",
-                pair.label(),
-                pair.label().split('/').next().unwrap_or("kivi")
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// A combination of valid values that cannot run together (storage contract rules).
-fn combination_conflict(spec: &WorkloadSpec) -> Option<String> {
-    if !is_paged(spec.strategy) {
-        return None;
-    }
-    for d in [&spec.k_dtype, &spec.v_dtype] {
-        if d.residual > 0 && !d.kind.is_float() {
-            return Some(
-                "dtypes with an f16 residual (KIVI) are not paged; use contiguous or concat".into(),
-            );
-        }
-        if d.axis == GroupAxis::Channel && !d.kind.is_float() {
-            let g = d.group_len(spec.shape.head_dim);
-            if !spec.block_size.is_multiple_of(g) {
-                return Some(format!(
-                    "keys grouped over {g} tokens need a block size that is a multiple of {g} \
-                     (block size {})",
-                    spec.block_size
-                ));
-            }
-        }
-    }
-    None
 }
 
 /// One line naming a workload, for progress, notes and errors.
@@ -597,7 +495,10 @@ mod tests {
         let mut m = matrix();
         m.shared_prefix = 9;
         let e = m.expand().unwrap_err().to_string();
-        assert!(e.contains("shortest prompt (8)"), "{e}");
+        assert!(
+            e.contains("--shared-prefix 9 is longer than --prompt 8"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -647,6 +548,30 @@ mod tests {
             m.expand().unwrap_err(),
             MatrixError::NothingToRun { .. }
         ));
+    }
+
+    #[test]
+    fn a_bad_value_in_any_combination_refuses_a_conflict_is_skipped() {
+        // hidden 0 is fine for attention (it reads no hidden size) but not for the decoder:
+        // the attention rows would run, yet the sweep is refused, naming the value.
+        let mut m = matrix();
+        m.kinds = vec![WorkloadKind::Attention, WorkloadKind::Decoder];
+        m.shapes[0].hidden = 0;
+        let e = m.expand().unwrap_err().to_string();
+        assert!(
+            e.contains("hidden 0") && e.contains("--workload attention"),
+            "{e}"
+        );
+        // Offload runs attention workloads only: the decoder's offload rows are skipped.
+        let mut m = matrix();
+        m.strategies = vec![
+            Strategy::Contiguous,
+            Strategy::Offload(kvbench_workloads::Tier::Host),
+        ];
+        let sweep = m.expand().unwrap();
+        assert_eq!(sweep.specs.len(), 2 * 2 * 2);
+        assert_eq!(sweep.skipped.len(), 2 * 2 * 2);
+        assert!(sweep.skipped[0].why.contains("--workload attention"));
     }
 
     #[test]

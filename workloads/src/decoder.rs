@@ -94,12 +94,7 @@ impl DecoderWorkload {
             s.hidden as usize,
             s.intermediate as usize,
         );
-        if spec.mlp && inter == 0 {
-            return Err(WorkloadError::Invalid(format!(
-                "{} has intermediate size 0; give one or run with --no-mlp",
-                s.name
-            )));
-        }
+        spec.validate()?;
         let g = CacheGeometry::new(s, spec.window, spec.k_dtype, spec.v_dtype, 1, 1, 1, 0)
             .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
         let cache = cache::for_spec(spec).map_err(|e| WorkloadError::Invalid(e.to_string()))?;

@@ -16,7 +16,7 @@ pub mod tier;
 pub mod workload;
 
 pub use build::{build, build_with, BuildOptions};
-pub use spec::{Backend, OffloadConfig, Strategy, Tier, WorkloadKind, WorkloadSpec};
+pub use spec::{Backend, OffloadConfig, SpecError, Strategy, Tier, WorkloadKind, WorkloadSpec};
 pub use workload::{MemoryUse, Verification, Workload};
 
 /// Errors a user can cause or a backend can report while building or running a workload.
@@ -24,6 +24,8 @@ pub use workload::{MemoryUse, Verification, Workload};
 pub enum WorkloadError {
     #[error("invalid workload: {0}")]
     Invalid(String),
+    #[error("invalid workload: {0}")]
+    Spec(#[from] SpecError),
     #[error("{0}")]
     Backend(String),
 }

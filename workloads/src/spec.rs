@@ -3,6 +3,9 @@
 use kvbench_planner::{CacheDtype, ModelShape};
 use serde::{Deserialize, Serialize};
 
+mod validate;
+pub use validate::SpecError;
+
 /// How the KV cache is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

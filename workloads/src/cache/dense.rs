@@ -20,16 +20,6 @@ impl DenseCache {
     pub fn new(geom: &CacheGeometry, concat: bool) -> Result<Self, CacheError> {
         let kc = Codec::new(geom.k_dtype, geom.head_dim as u32)?;
         let vc = Codec::new(geom.v_dtype, geom.head_dim as u32)?;
-        if geom.has_residual()
-            && geom
-                .windows
-                .iter()
-                .any(|w| w.is_some_and(|w| w < geom.max_len))
-        {
-            return Err(CacheError::Unsupported(
-                "KIVI dtypes with an f16 residual cannot be combined with a sliding window; drop --window or --residual".into(),
-            ));
-        }
         let store = |c: &Codec, cap: usize| {
             let residual = if c.dtype.kind.is_float() {
                 0

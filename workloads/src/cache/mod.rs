@@ -129,11 +129,6 @@ impl CacheGeometry {
                 (AttentionKind::Full, None) => Ok(None),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if windows.iter().flatten().any(|&w| w == 0) {
-            return Err(CacheError::Unsupported(
-                "a sliding window of 0 tokens attends to nothing; use --window 1 or more".into(),
-            ));
-        }
         Ok(CacheGeometry {
             layers: shape.layers as usize,
             kv_heads: shape.kv_heads as usize,

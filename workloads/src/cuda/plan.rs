@@ -47,6 +47,8 @@ pub struct CudaPlan {
 impl CudaPlan {
     /// Validate a spec for the CUDA backend; every refusal names the value and the way out.
     pub fn new(spec: &WorkloadSpec) -> Result<CudaPlan, WorkloadError> {
+        // What any backend refuses first; below, only what the CUDA kernels cannot run.
+        spec.validate()?;
         let invalid = |m: String| Err(WorkloadError::Invalid(m));
         if spec.kind == WorkloadKind::Decoder {
             return invalid(
@@ -74,12 +76,6 @@ impl CudaPlan {
                 shape.name
             ));
         }
-        if shape.kv_heads == 0 || !shape.q_heads.is_multiple_of(shape.kv_heads) {
-            return invalid(format!(
-                "q_heads {} is not a multiple of kv_heads {}",
-                shape.q_heads, shape.kv_heads
-            ));
-        }
         let kernel = KernelConfig::new(
             shape.head_dim,
             GpuCodec::for_dtype(&spec.k_dtype)?,
@@ -87,8 +83,12 @@ impl CudaPlan {
         )?;
         let max_len = spec.max_len();
         let (lim_b, lim_pos, lim_head, _) = SYNTHETIC_LIMITS;
-        if spec.batch == 0 || spec.batch as u64 >= lim_b.min(65_536) {
-            return invalid(format!("batch {} must be between 1 and 65535", spec.batch));
+        if spec.batch as u64 >= lim_b.min(65_536) {
+            return invalid(format!(
+                "batch {} exceeds the CUDA workload's limit of 65535; lower --batch or use \
+                 --backend cpu",
+                spec.batch
+            ));
         }
         if max_len as u64 >= lim_pos {
             return invalid(format!(
@@ -97,9 +97,6 @@ impl CudaPlan {
         }
         if shape.q_heads as u64 > lim_head {
             return invalid(format!("q_heads {} exceeds 256", shape.q_heads));
-        }
-        if mode == CacheMode::Paged && spec.block_size == 0 {
-            return invalid("block size 0: give at least 1 token per block (vLLM uses 16)".into());
         }
         let block_size = match mode {
             CacheMode::Paged => spec.block_size,
@@ -366,6 +363,7 @@ mod tests {
         // Llama-3-8B-like, one layer, batch 32 at 32K in f16: 32 × 32K × 8 × 512 B = 4 GiB.
         let mut s = spec(Strategy::Contiguous, DtypeKind::F16);
         s.shape.layers = 1;
+        s.shape.layer_kinds.truncate(1);
         s.batch = 32;
         s.prompt = 32768;
         s.gen = 0;

@@ -72,11 +72,7 @@ impl OffloadWorkload {
                 spec.strategy
             )));
         };
-        if spec.kind == crate::spec::WorkloadKind::Decoder {
-            return Err(WorkloadError::Invalid(
-                "the offload strategy runs attention workloads (cache write + attention per layer); add --workload attention".into(),
-            ));
-        }
+        spec.validate()?;
         let geom = CacheGeometry::new(
             &spec.shape,
             spec.window,
