@@ -99,6 +99,55 @@ fn a_closed_stdout_ends_every_command_quietly() {
 }
 
 #[test]
+fn a_closed_stderr_costs_no_file_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = calibration(dir.path());
+    let csv = dir.path().join("run.csv");
+    let mut run: Vec<&str> = vec!["run"];
+    run.extend(TINY);
+    run.extend([
+        "--calibration",
+        cal.to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    // A run prints its notes and "wrote …" lines on stderr: with nobody reading them the
+    // run still succeeds and keeps its file.
+    let bin = assert_cmd::cargo::cargo_bin("kvbench");
+    let mut child = Command::new(bin)
+        .args(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+#[test]
+fn a_command_line_that_does_not_parse_is_one_line() {
+    for (args, says) in [
+        (vec!["run", "--bogus"], "'--bogus'"),
+        (vec!["plan", "--tp", "x"], "'--tp <TP>'"),
+        (vec!["plnn"], "similar subcommand exists: 'plan'"),
+        (vec!["compare"], "<BASELINE> <NEW>"),
+    ] {
+        let out = kvbench().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("--help'"), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn an_estimate_past_u64_is_refused_not_allocated() {
     // Weights of 2^20 layers × 3 × 2^30 × 2^31 f32 overflow u64: the row must be refused
     // with a total at least its largest part, not built.

@@ -70,6 +70,6 @@ pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
     let path = args.output.unwrap_or_else(calibrate::default_path);
     cal.save(&path)?;
     super::out::print(&format!("{}\n", cal.render()))?;
-    eprintln!("wrote {}", path.display());
+    super::out::say!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -27,3 +27,19 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     })
 }
+
+/// Writes one line to stderr. Unlike `eprintln!`, which panics when stderr is a closed pipe
+/// or a full disk, a note that cannot be shown is dropped: the files and exit status still
+/// say what happened.
+pub fn write_note(line: std::fmt::Arguments) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(line).and_then(|()| err.write_all(b"\n"));
+}
+
+/// `say!("wrote {}", path)`: [`write_note`] with `format!` arguments.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::out::write_note(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;

@@ -553,7 +553,7 @@ fn keep_fitting(results: Vec<anyhow::Result<Plan>>) -> anyhow::Result<Vec<Plan>>
         match r {
             Ok(p) => plans.push(p),
             Err(e) => {
-                eprintln!("skipped: {e:#}");
+                super::out::say!("skipped: {e:#}");
                 first_error.get_or_insert(e);
             }
         }

@@ -287,7 +287,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let flags = args.flags();
     let sweep = flags.sweep()?;
     for s in &sweep.skipped {
-        eprintln!("note: skipped {}: {}", s.workload, s.why);
+        out::say!("note: skipped {}: {}", s.workload, s.why);
     }
     let prefill = match &args.prefill {
         Some(name) => estimate::parse_prefill(name).map_err(anyhow::Error::msg)?,
@@ -297,13 +297,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let max_minutes = estimate::parse_max_minutes(args.max_minutes).map_err(anyhow::Error::msg)?;
     let (limits, notes) = calibrate::limits_for_run(args.calibration.as_deref(), threads)?;
     for n in notes {
-        eprintln!("note: {n}");
+        out::say!("note: {n}");
     }
     let mut sweep = sweep;
     if args.layers.is_none() && !args.cache_resident {
         let llc = limits.calibration.llc_bytes;
         for n in sizing::grow_attention_rows(&mut sweep.specs, llc, env::available_memory()) {
-            eprintln!("note: {n}");
+            out::say!("note: {n}");
         }
     }
     let timing = TimingOptions {
@@ -323,7 +323,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         max_minutes,
         env::available_memory(),
     )?;
-    eprintln!(
+    out::say!(
         "estimate: at least {:.1} minutes for {} rows at this machine's limits (--max-minutes {max_minutes})",
         secs / 60.0,
         mine.len()
@@ -355,7 +355,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .iter()
             .map(|(question, _)| *question)
             .collect();
-        eprintln!(
+        out::say!(
             "default suite (give any sweep flag to choose your own): {}",
             parts.join("; ")
         );
@@ -375,10 +375,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let (outlier_notes, other_notes): (Vec<_>, Vec<_>) =
         result.notes.iter().partition(|n| n.is_outliers());
     for note in other_notes {
-        eprintln!("note: {note}");
+        out::say!("note: {note}");
     }
     if !outlier_notes.is_empty() {
-        eprintln!(
+        out::say!(
             "note: {} of {} workloads had timing outliers (counted in the CSV's `outliers` column); {}",
             outlier_notes.len(),
             result.records.len(),
@@ -394,14 +394,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let path = csv_path.with_extension("prefix-reuse.csv");
         kvbench_bench::offload::write_csv(&rows, &path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        out::say!("wrote {}", path.display());
     }
     if mine
         .iter()
         .any(|s| s.strategy == Strategy::Offload(kvbench_workloads::Tier::Redis))
     {
         // Content-keyed blocks are shared by later runs on purpose; say how long they stay.
-        eprintln!(
+        out::say!(
             "note: the redis tier leaves its blocks in {} under kvbench:blk:* with a TTL of {} s \
              (delete them sooner with redis-cli --scan --pattern 'kvbench:blk:*' | xargs redis-cli del)",
             args.redis_url.as_deref().unwrap_or_default(),
@@ -409,16 +409,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
     for r in result.records.iter().filter(|r| r.status != Status::Ok) {
-        eprintln!(
+        out::say!(
             "{}: {} {} {} {}: {}",
-            r.status, r.model, r.workload, r.strategy, r.k_dtype, r.detail
+            r.status,
+            r.model,
+            r.workload,
+            r.strategy,
+            r.k_dtype,
+            r.detail
         );
     }
     for path in exports.files() {
-        eprintln!("wrote {} ({} rows)", path.display(), result.records.len());
+        out::say!("wrote {} ({} rows)", path.display(), result.records.len());
     }
     if result.interrupted {
-        eprintln!(
+        out::say!(
             "interrupted: {} workloads not run; the files keep every finished row",
             result.not_run
         );
