@@ -92,3 +92,57 @@ fn report_from_the_committed_samples_has_valid_charts_with_the_expected_series()
         assert!(line.contains('%'), "no saving against f16 in {line}");
     }
 }
+
+#[test]
+fn a_report_of_many_workloads_bounds_its_tables_and_charts() {
+    // 1,200 distinct workloads (the 1-thread sample with its seed renumbered): each table
+    // shows MAX_TABLE_ROWS of them and says how many more the merged CSV holds; a chart of
+    // more lines than a legend can name is left out with its count.
+    let sample = samples()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("1thread"))
+        .unwrap();
+    let mut reader = csv::Reader::from_path(&sample).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let (seed, model) = (
+        header.iter().position(|h| h == "seed").unwrap(),
+        header.iter().position(|h| h == "model").unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("many.csv");
+    let mut w = csv::Writer::from_path(&big).unwrap();
+    w.write_record(&header).unwrap();
+    let copies = 1_200usize.div_ceil(rows.len());
+    for i in 0..copies {
+        for r in &rows {
+            let mut r: Vec<String> = r.iter().map(str::to_string).collect();
+            r[seed] = i.to_string();
+            r[model] = format!("m{i}");
+            w.write_record(&r).unwrap();
+        }
+    }
+    w.flush().unwrap();
+    let total = copies * rows.len();
+    let out = dir.path().join("report");
+    let summary = write_report(&[big], &out).unwrap();
+    assert_eq!(summary.run_rows, total);
+    let md = std::fs::read_to_string(&summary.report).unwrap();
+    let hidden = total - super::write::MAX_TABLE_ROWS;
+    assert!(
+        md.contains(&format!("*{hidden} more rows are in the merged CSV")),
+        "{}",
+        &md[..2000]
+    );
+    // One model per copy and per strategy × dtype: far more lines than a legend names.
+    assert!(md.contains("left out:"), "{}", &md[..2000]);
+    for chart in &summary.charts {
+        let svg = std::fs::read_to_string(chart).unwrap();
+        let lines = svg.matches("<polyline").count();
+        assert!(
+            lines <= 2 * super::write::MAX_CHART_SERIES + 8,
+            "{}: {lines}",
+            chart.display()
+        );
+    }
+}

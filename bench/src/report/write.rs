@@ -28,6 +28,12 @@ pub struct ReportSummary {
     pub machines: Vec<String>,
 }
 
+/// Rows one table of report.md shows; the merged CSV beside it keeps them all. Past a few
+/// hundred rows a page stops answering its question, and 200,000 would make it ~90 MB.
+pub const MAX_TABLE_ROWS: usize = 1_000;
+/// Lines one chart draws; past this a legend cannot name them.
+pub const MAX_CHART_SERIES: usize = 48;
+
 /// A section and the charts shown under it.
 struct Part {
     section: Section,
@@ -200,14 +206,32 @@ fn build(
             part.section.title,
             part.section.table.rows.len()
         ));
+        let mut table = part.section.table;
+        let hidden = table.rows.len().saturating_sub(MAX_TABLE_ROWS);
+        table.rows.truncate(MAX_TABLE_ROWS);
         md.push_str(&format!(
             "\n## {}\n\n{}\n\n{}",
             part.section.title,
             part.section.intro,
-            part.section.table.render()
+            table.render()
         ));
+        if hidden > 0 {
+            md.push_str(&format!(
+                "\n*{hidden} more rows are in the merged CSV beside this page; report fewer \
+                 workloads at a time to see them here.*\n"
+            ));
+        }
         for c in part.charts {
             if c.chart.drawable_points() == 0 {
+                continue;
+            }
+            if c.chart.series.len() > MAX_CHART_SERIES {
+                md.push_str(&format!(
+                    "\n*Chart \"{}\" left out: {} lines (at most {MAX_CHART_SERIES} can be told \
+                     apart); report fewer workloads at a time to draw it.*\n",
+                    c.chart.title,
+                    c.chart.series.len()
+                ));
                 continue;
             }
             let path = charts_dir.join(&c.file);
