@@ -34,8 +34,8 @@ fn normalise(cell: &str) -> String {
 impl KeyColumns {
     /// The key columns of a pair of tables.
     pub fn of(base: &CsvTable, new: &CsvTable) -> Self {
-        let kb = key_columns(&base.columns);
-        let kn = key_columns(&new.columns);
+        let kb = key_columns(base.columns());
+        let kn = key_columns(new.columns());
         let shared: Vec<String> = kb.iter().filter(|c| kn.contains(c)).cloned().collect();
         let one_sided = kb
             .iter()

@@ -306,7 +306,7 @@ fn compare_named(
     // A gate the new run cannot be judged on fails; a metric only the new run has is a later
     // kvbench's addition, which the baseline cannot gate (a note below).
     if let Some(metric) = base
-        .columns
+        .columns()
         .iter()
         .find(|c| !new.has(c) && gated(&role(c), opts.timing))
     {
@@ -327,13 +327,13 @@ fn compare_named(
         ));
     }
     let metrics: Vec<(String, Role)> = base
-        .columns
+        .columns()
         .iter()
         .filter(|c| new.has(c))
         .map(|c| (c.clone(), role(c)))
         .filter(|(_, r)| matches!(r, Role::Exact | Role::Error(_) | Role::Timing { .. }))
         .collect();
-    for c in base.columns.iter().chain(&new.columns) {
+    for c in base.columns().iter().chain(new.columns()) {
         let in_both = base.has(c) && new.has(c);
         let is_metric = matches!(role(c), Role::Exact | Role::Error(_) | Role::Timing { .. });
         let note = format!("metric `{c}` is in only one of the runs; not compared");

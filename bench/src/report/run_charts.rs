@@ -139,7 +139,7 @@ pub fn kv_memory(t: &CsvTable) -> Vec<NamedChart> {
             let rs: Vec<usize> = rs
                 .into_iter()
                 .filter(|&r| {
-                    let cols = crate::compare::columns::key_columns(&t.columns);
+                    let cols = crate::compare::columns::key_columns(t.columns());
                     seen.insert(
                         cols.iter()
                             .map(|c| t.get(r, c).to_string())

@@ -50,7 +50,7 @@ fn by_machine(t: &CsvTable, rows: Vec<usize>) -> Vec<usize> {
 
 /// One row per workload key (the first seen): for machine-independent figures.
 fn one_per_key(t: &CsvTable, rows: &[usize]) -> Vec<usize> {
-    let keys = key_columns(&t.columns);
+    let keys = key_columns(t.columns());
     let mut seen = std::collections::HashSet::new();
     rows.iter()
         .copied()
@@ -160,7 +160,7 @@ pub fn memory(t: &CsvTable) -> Section {
 /// Quantization error against bytes saved, per cache dtype.
 pub fn quantization(t: &CsvTable) -> Section {
     let rows = ok_rows(t);
-    let keys = key_columns(&t.columns);
+    let keys = key_columns(t.columns());
     let not_dtype: Vec<&String> = keys
         .iter()
         .filter(|c| !matches!(c.as_str(), "k_dtype" | "v_dtype" | "cache_dtype"))

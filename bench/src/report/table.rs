@@ -1,7 +1,7 @@
 //! A CSV read by column name: the report and compare code never depend on column order, and
 //! columns they do not know (added by a newer runner) ride along untouched.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::ReportError;
@@ -10,7 +10,9 @@ use super::ReportError;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CsvTable {
     /// Column names in file order (after a merge: first-seen order).
-    pub columns: Vec<String>,
+    columns: Vec<String>,
+    /// Where each column is: reports look cells up by name millions of times.
+    positions: HashMap<String, usize>,
     /// One entry per data row, cells in `columns` order ("" where a row has no value).
     pub rows: Vec<Vec<String>>,
     /// Where each row came from (file and 1-based line), for error messages.
@@ -65,10 +67,10 @@ impl CsvTable {
                 return Err(bad(format!("column `{c}` appears twice in the header")));
             }
         }
-        let mut table = CsvTable {
-            columns,
-            ..Self::default()
-        };
+        let mut table = CsvTable::default();
+        for c in columns {
+            table.add_column(c);
+        }
         for record in reader.records() {
             let record = record.map_err(|e| bad(e.to_string()))?;
             let line = record.position().map_or(0, |p| p.line());
@@ -89,9 +91,26 @@ impl CsvTable {
         Ok(table)
     }
 
+    /// Column names in order.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Adds a column at the end, empty in every row so far (a no-op if present).
+    pub fn add_column(&mut self, name: String) {
+        if self.has(&name) {
+            return;
+        }
+        self.positions.insert(name.clone(), self.columns.len());
+        self.columns.push(name);
+        for r in &mut self.rows {
+            r.push(String::new());
+        }
+    }
+
     /// Position of a column, if present.
     pub fn index(&self, column: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c == column)
+        self.positions.get(column).copied()
     }
 
     /// Whether the table has a column.
@@ -129,12 +148,7 @@ impl CsvTable {
     /// Appends `other`'s rows, adding its unknown columns (earlier rows get "" there).
     pub fn append(&mut self, other: CsvTable) {
         for c in &other.columns {
-            if !self.has(c) {
-                self.columns.push(c.clone());
-                for r in &mut self.rows {
-                    r.push(String::new());
-                }
-            }
+            self.add_column(c.clone());
         }
         let map: Vec<usize> = other
             .columns

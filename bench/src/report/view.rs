@@ -51,7 +51,7 @@ pub fn slug(label: &str) -> String {
 /// The workload-key columns whose value differs among `rows`; `block_size` only when it
 /// tells rows apart beyond `strategy` (non-paged rows carry 0, so it usually just follows).
 pub fn varying(t: &CsvTable, rows: &[usize]) -> Vec<String> {
-    let cols: Vec<String> = key_columns(&t.columns)
+    let cols: Vec<String> = key_columns(t.columns())
         .into_iter()
         .filter(|c| {
             let first = rows.first().map(|&r| t.get(r, c));
