@@ -61,6 +61,22 @@ pub const PLAN_COLUMNS: &[&str] = &[
     "max_seqs_per_deployment",
     "max_seqs_shared_prefix",
     "batch_fits",
+    "weights_source",
+    "reserve_rule",
+    "reserve_activation_bytes",
+    "reserve_sampler_bytes",
+    "reserve_non_torch_bytes",
+    "reserve_cuda_graph_bytes",
+    "reserve_runtime_bytes",
+];
+
+/// The reserve component a column holds, by the name the engine module gives it.
+const RESERVE_COLUMNS: &[(&str, &str)] = &[
+    ("reserve_activation_bytes", "peak activation"),
+    ("reserve_sampler_bytes", "sampler"),
+    ("reserve_non_torch_bytes", "non-torch"),
+    ("reserve_cuda_graph_bytes", "CUDA graphs"),
+    ("reserve_runtime_bytes", "runtime"),
 ];
 
 fn opt<T: Into<Value>>(v: Option<T>) -> Value {
@@ -132,7 +148,22 @@ pub fn plan_row(p: &Plan) -> Vec<(String, Value)> {
                 .map_or(c.max_seqs_per_deployment, |f| f.max_seqs_per_deployment)
         })),
         opt(c.map(|c| c.batch_fits)),
+        opt(c.map(|c| c.weights_source.clone())),
+        opt(c.map(|c| match &c.reserve_detail {
+            Some(r) => r.follows.clone(),
+            None => c.reserve_note.clone(),
+        })),
     ];
+    // A component the engine's rule does not have (or a given --reserve) is empty.
+    let component = |name: &str| {
+        c.and_then(|c| c.reserve_detail.as_ref())
+            .and_then(|r| r.components.iter().find(|x| x.name == name))
+            .map(|x| x.bytes)
+    };
+    let values: Vec<Value> = values
+        .into_iter()
+        .chain(RESERVE_COLUMNS.iter().map(|(_, name)| opt(component(name))))
+        .collect();
     let mut row: Vec<(String, Value)> = PLAN_COLUMNS
         .iter()
         .map(|c| c.to_string())
@@ -195,11 +226,20 @@ mod tests {
         };
         let row = plan_row(&plan(&req).unwrap());
         assert_eq!(row.len(), PLAN_COLUMNS.len());
-        // With a GPU every figure is present (max context is bounded for full attention).
+        // With a GPU every figure is present (max context is bounded for full attention),
+        // but SGLang's one runtime reserve, which vLLM's rule splits into components.
         for (name, value) in &row {
-            assert!(!value.is_null(), "{name} is null");
+            assert_eq!(value.is_null(), name == "reserve_runtime_bytes", "{name}");
         }
         let get = |n: &str| row.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        // The component columns are the reserve, part by part.
+        let parts: u64 = RESERVE_COLUMNS
+            .iter()
+            .filter_map(|(c, _)| get(c).as_u64())
+            .sum();
+        assert_eq!(json!(parts), get("reserve_bytes_per_gpu"));
+        assert_eq!(get("reserve_rule"), json!("vLLM 0.21"));
+        assert_eq!(get("weights_source"), json!("parameters x bf16 (16 bits)"));
         assert_eq!(get("kv_saving_vs_mha"), json!(0.75));
         assert_eq!(get("batch_bytes"), json!(2u64 * 1024 * 131_072));
     }
