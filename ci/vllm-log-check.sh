@@ -17,6 +17,7 @@ cases=(
   "qwen3-14b-lmcache-1739.log|--config $logs/qwen3-14b-config.json --gpu h100|no"
   "qwen3-235b-fp8-tp4-vllm-21348.log|--gpu h100|yes"
   "fp8-kv-100k-vllm-25350.log|--model qwen3-30b-a3b --cache-dtype fp8 --gpu h100|no"
+  "deepseek-v2-lite-tp2-pp2-l4-vllm-20665.log|--gpu l4|yes"
 )
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "| log | model | logged tokens | kvbench from GPU | error | kvbench given KV memory | error |"

@@ -178,3 +178,85 @@ fn awq_config_is_sized_at_four_bits() {
         .stderr(predicate::str::contains("'hqq'"))
         .stderr(predicate::str::contains("--weights-dtype"));
 }
+
+/// The rows of `plan --vllm-log FILE` with `flags` (JSON), as (figure, logged, kvbench, diff).
+fn log_rows(file: &str, flags: &[&str]) -> Vec<(String, String, String, Option<f64>)> {
+    let out = kvbench()
+        .args(["plan", "--vllm-log"])
+        .arg(format!("{LOGS}/{file}"))
+        .args(flags)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    rows.iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (s("figure"), s("logged"), s("kvbench"), r["diff"].as_f64())
+        })
+        .collect()
+}
+
+#[test]
+fn pipeline_stages_each_size_their_own_cache() {
+    // vLLM PR #20665: DeepSeek-V2-Lite (MLA, 27 layers), tp 2 x pp 2 on L4. The log's own
+    // figures: stage 0 (ranks 0, 1) 12.13 GiB, stage 1 (ranks 2, 3) 11.33 GiB, 807,792
+    // tokens at max_model_len 1,024 (788.86x).
+    let rows = log_rows(
+        "deepseek-v2-lite-tp2-pp2-l4-vllm-20665.log",
+        &["--gpu", "l4"],
+    );
+    let get = |f: &str| {
+        rows.iter()
+            .find(|r| r.0 == f)
+            .unwrap_or_else(|| panic!("{rows:?}"))
+    };
+    assert_eq!(get("Available KV cache memory").1, "11.33 GiB");
+    assert_eq!(get("GPU KV cache size (tokens)").1, "807792");
+    assert_eq!(get("Maximum concurrency").1, "788.86x at 1024 tokens");
+    // By hand: 576 x 2 B = 1,152 B per layer and token; vLLM splits 27 layers [14, 13]
+    // (get_pp_indices); stage 0 binds: floor(12.13 GiB / (16 x 14 x 1,152 B)) = 50,473 blocks
+    // = 807,568 tokens, -0.03% (the log's GiB has 2 decimals).
+    let given = get("GPU KV cache size, from the logged KV memory");
+    assert_eq!(given.2, "807568");
+    assert!(given.3.unwrap().abs() < 0.005, "{given:?}");
+}
+
+#[test]
+fn banner_lines_give_version_and_model() {
+    // myoceane.fr (vLLM 0.19.0 on A100): the version and model come from the ASCII banner,
+    // the budget from the lines the post quotes; the log has no token line.
+    let rows = log_rows(
+        "gpt-oss-20b-a100-myoceane.log",
+        &["--gpu", "a100-80gb", "--weights-dtype", "mxfp4"],
+    );
+    let get = |f: &str| {
+        rows.iter()
+            .find(|r| r.0 == f)
+            .unwrap_or_else(|| panic!("{rows:?}"))
+    };
+    assert_eq!(get("weights per GPU (Model loading took)").1, "13.72 GiB");
+    assert_eq!(get("Available KV cache memory").1, "36.56 GiB");
+    assert!(rows.iter().all(|r| !r.0.starts_with("GPU KV cache size")));
+    kvbench()
+        .args([
+            "plan",
+            "--gpu",
+            "a100-80gb",
+            "--weights-dtype",
+            "mxfp4",
+            "--vllm-log",
+        ])
+        .arg(format!("{LOGS}/gpt-oss-20b-a100-myoceane.log"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("gpt-oss-20b"))
+        .stdout(predicate::str::contains(
+            "log of vLLM 0.19.0; rules follow vLLM 0.19",
+        ));
+}

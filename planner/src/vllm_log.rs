@@ -31,8 +31,11 @@ pub struct LoggedRun {
     pub weights_gib: Option<f64>,
     /// "Estimated CUDA graph memory: X GiB total".
     pub cuda_graph_gib: Option<f64>,
-    /// "Available KV cache memory: X GiB".
+    /// "Available KV cache memory: X GiB" (the first such line).
     pub available_kv_gib: Option<f64>,
+    /// Each "Available KV cache memory" line that names its worker, as (global rank, GiB):
+    /// with pipeline parallelism every stage logs its own budget.
+    pub available_kv_by_rank: Vec<(u32, f64)>,
     /// "GPU KV cache size: N tokens".
     pub kv_tokens: Option<u64>,
     /// "Maximum concurrency for N tokens per request: Xx" as (N, X).
@@ -97,6 +100,23 @@ fn arg(line: &str, key: &str) -> Option<String> {
     None
 }
 
+/// The word after `key` on the ASCII-art banner vLLM >= 0.18 prints (`█ version 0.19.0`,
+/// `█ model openai/gpt-oss-20b`), when the line is such a banner line.
+fn banner_word<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!("█ {key} "))? + "█ ".len() + key.len() + 1;
+    line[at..].split_whitespace().next()
+}
+
+/// The global rank a worker's line names, as `(VllmWorker rank=3 pid=..)` writes it.
+fn worker_rank(line: &str) -> Option<u32> {
+    let at = line.find("rank=")? + "rank=".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
 /// Parses a vLLM server log. Refuses a log with nothing recognisable, an SGLang log and a
 /// V0-engine log, each in one line saying so.
 pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
@@ -117,8 +137,12 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
     for line in text.lines() {
         if let Some(v) = value_after(line, "vLLM API server version ", &[' ', '\n'])
             .or_else(|| value_after(line, "LLM engine (v", &[')']))
+            .or_else(|| banner_word(line, "version"))
         {
             r.version.get_or_insert(v.to_string());
+        }
+        if r.model.is_none() {
+            r.model = banner_word(line, "model").map(str::to_string);
         }
         if line.contains("non-default args:") || line.contains("with config:") {
             let model = arg(line, "model").or_else(|| arg(line, "model_tag"));
@@ -190,6 +214,9 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
         }
         if let Some(v) = number_after(line, "Available KV cache memory:") {
             r.available_kv_gib.get_or_insert(v);
+            if let Some(rank) = worker_rank(line) {
+                r.available_kv_by_rank.push((rank, v));
+            }
         }
         if let Some(v) = number_after(line, "GPU KV cache size:") {
             r.kv_tokens.get_or_insert(v as u64);
@@ -226,6 +253,16 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
         ));
     }
     Ok(r)
+}
+
+impl LoggedRun {
+    /// The version whose rules apply: None for a source build without tags, which vLLM's
+    /// setuptools-scm fallback names `0.1.devN+g<sha>` (its number says nothing of its rules).
+    pub fn rules_version(&self) -> Option<&str> {
+        self.version
+            .as_deref()
+            .filter(|v| !v.starts_with("0.1.dev"))
+    }
 }
 
 /// The kvbench cache dtype name for vLLM's `kv_cache_dtype` ("auto" = the model's dtype).
@@ -336,6 +373,23 @@ mod tests {
         assert_eq!(r.kv_tokens, Some(42_656));
         assert_eq!(r.concurrency, Some((32_768, 1.30)));
         assert!(r.missing().is_empty());
+    }
+
+    #[test]
+    fn banner_dev_builds_and_worker_ranks() {
+        let log = "(APIServer pid=1) INFO [utils.py:299] ▄▄ ▄█ █ █ █ ▀▄▀ █ version 0.19.0\n\
+(APIServer pid=1) INFO [utils.py:299] █▄█▀ █ █ █ █ model openai/gpt-oss-20b\n\
+(VllmWorker rank=3 pid=9) INFO [gpu_worker.py:233] Available KV cache memory: 11.33 GiB\n\
+(VllmWorker rank=0 pid=7) INFO [gpu_worker.py:233] Available KV cache memory: 12.13 GiB\n";
+        let r = parse(log).unwrap();
+        assert_eq!(r.version.as_deref(), Some("0.19.0"));
+        assert_eq!(r.rules_version(), Some("0.19.0"));
+        assert_eq!(r.model.as_deref(), Some("openai/gpt-oss-20b"));
+        assert_eq!(r.available_kv_gib, Some(11.33));
+        assert_eq!(r.available_kv_by_rank, vec![(3, 11.33), (0, 12.13)]);
+        let r = parse("INFO [api_server.py:1623] vLLM API server version 0.1.dev7548+gbaba038\nGPU KV cache size: 16 tokens").unwrap();
+        assert_eq!(r.version.as_deref(), Some("0.1.dev7548+gbaba038"));
+        assert_eq!(r.rules_version(), None);
     }
 
     #[test]

@@ -43,6 +43,39 @@ pub fn default_max_num_seqs(total_bytes: u64, gpu_key: &str) -> u32 {
     }
 }
 
+/// Decoder layers on each pipeline stage, as `vllm/distributed/utils.py` `get_pp_indices`
+/// splits them (vLLM 0.9 to 0.21): `layers // pp` each, the remainder going one apiece to
+/// the stages before the last (27 layers on pp 2: [14, 13]).
+pub fn pp_stage_layers(layers: u32, pp: u32) -> Vec<u32> {
+    let pp = pp.max(1);
+    let mut parts = vec![layers / pp; pp as usize];
+    let rem = (layers % pp) as usize;
+    for i in 2..rem + 2 {
+        let at = parts.len() - i.min(parts.len());
+        parts[at] += 1;
+    }
+    parts
+}
+
+/// The KV budget per GPU that, spread over the largest stage's layers, gives the blocks vLLM
+/// allocates under pipeline parallelism: every stage sizes its own cache from its own
+/// "Available KV cache memory" and `kv_cache_utils.py` `unify_kv_cache_configs` then gives
+/// all stages the smallest block count. With uniform layers a stage's blocks are
+/// budget / (layers x page), so the binding stage is the one with the least budget per
+/// layer. `by_rank` is (global rank, bytes); rank = stage x tp + tp rank
+/// (`parallel_state.py` `initialize_model_parallel`). None when no stage is named.
+pub fn pp_binding_budget(by_rank: &[(u32, u64)], layers: u32, tp: u32, pp: u32) -> Option<u64> {
+    let stages = pp_stage_layers(layers, pp);
+    let largest = *stages.iter().max()? as f64;
+    by_rank
+        .iter()
+        .filter_map(|&(rank, bytes)| {
+            let stage_layers = *stages.get((rank / tp.max(1)) as usize)?;
+            (stage_layers > 0).then(|| (bytes as f64 * largest / stage_layers as f64) as u64)
+        })
+        .min()
+}
+
 /// Tokens of the fused-MoE chunk (VLLM_FUSED_MOE_CHUNK_SIZE's default).
 const MOE_CHUNK: u64 = 32_768;
 
@@ -194,6 +227,22 @@ pub fn reserve(
 mod tests {
     use super::*;
     use crate::registry;
+
+    #[test]
+    fn pipeline_stages_split_as_vllm_does() {
+        // get_pp_indices: the remainder goes one apiece to stages -2, -3, ...; [14, 13] is
+        // also what PR #20665's log implies (807,792 tokens = 12.13 GiB over 14 layers).
+        assert_eq!(pp_stage_layers(27, 2), vec![14, 13]);
+        assert_eq!(pp_stage_layers(32, 2), vec![16, 16]);
+        assert_eq!(pp_stage_layers(10, 4), vec![2, 3, 3, 2]);
+        assert_eq!(pp_stage_layers(7, 1), vec![7]);
+        // Stage 0 (14 layers) at 12 GiB binds before stage 1 (13 layers) at 11.33 GiB:
+        // 12 / 14 < 11.33 / 13.
+        let g = 1u64 << 30;
+        let by_rank = [(3, 11 * g + g / 3), (0, 12 * g)];
+        assert_eq!(pp_binding_budget(&by_rank, 27, 2, 2), Some(12 * g));
+        assert_eq!(pp_binding_budget(&[], 27, 2, 2), None);
+    }
 
     #[test]
     fn default_sequences_follow_the_gpu() {

@@ -55,6 +55,8 @@ fn model(args: &PlanArgs, log: &LoggedRun) -> anyhow::Result<(ModelInfo, Option<
 struct Sizing {
     free: Capacity,
     given_budget: Option<Capacity>,
+    /// How the given budget was read (one line, or the binding pipeline stage).
+    given_from: String,
 }
 
 fn size(
@@ -72,7 +74,7 @@ fn size(
     let mut engine = args.engine.options()?;
     engine.engine = Engine::Vllm;
     if engine.version.is_none() {
-        engine.version = log.version.as_deref().and_then(|v| v.parse().ok());
+        engine.version = log.rules_version().and_then(|v| v.parse().ok());
     }
     engine.max_num_seqs = engine.max_num_seqs.or(log.max_num_seqs);
     engine.enforce_eager = engine.enforce_eager || log.enforce_eager == Some(true);
@@ -140,16 +142,42 @@ fn size(
         (None, None) => parse_kv_dtypes("bf16")?,
     };
     let free = capacity(model, &kv, &dep, context, 1)?;
+    let bytes = |gib: f64| (gib * (1u64 << 30) as f64) as u64;
+    // With pp > 1 each stage logs its own budget; the stage with the least per layer binds.
+    let by_rank: Vec<(u32, u64)> = log
+        .available_kv_by_rank
+        .iter()
+        .map(|&(rank, gib)| (rank, bytes(gib)))
+        .collect();
+    let pp_budget = (pp > 1)
+        .then(|| vllm::pp_binding_budget(&by_rank, model.shape.layers, tp, pp))
+        .flatten();
     let given_budget = match log.available_kv_gib {
         Some(gib) => {
             let mut d = dep.clone();
-            d.kv_budget = Some((gib * (1u64 << 30) as f64) as u64);
+            d.kv_budget = Some(pp_budget.unwrap_or_else(|| bytes(gib)));
             Some(capacity(model, &kv, &d, context, 1)?)
         }
         None => None,
     };
     dep.kv_budget = None;
-    Ok((Sizing { free, given_budget }, dep, context))
+    let given_from = match pp_budget {
+        Some(b) => format!(
+            "pp {pp}: stages of {:?} layers, the stage with the least logged KV memory per layer binds ({:.2} GiB over the largest stage)",
+            vllm::pp_stage_layers(model.shape.layers, pp),
+            b as f64 / (1u64 << 30) as f64
+        ),
+        None => "the first logged line".to_string(),
+    };
+    Ok((
+        Sizing {
+            free,
+            given_budget,
+            given_from,
+        },
+        dep,
+        context,
+    ))
 }
 
 /// The token capacity as the log's vLLM version reports it, and the rule's name.
@@ -197,7 +225,10 @@ pub fn run(args: &PlanArgs, path: &std::path::Path) -> anyhow::Result<()> {
             logged: t.to_string(),
             kvbench: k.to_string(),
             diff: (t > 0).then(|| (k as f64 - t as f64) / t as f64),
-            explained_by: format!("block rounding only ({rule})"),
+            explained_by: format!(
+                "block rounding only ({rule}); KV memory from {}",
+                sizing.given_from
+            ),
         });
     }
     if args.format != super::Format::Table {
