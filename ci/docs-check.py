@@ -5,7 +5,8 @@ Every ```console block whose first line is `$ kvbench plan …` or `$ kvbench mo
 again; the block must equal the output, or, for a block trimmed to selected rows (marked by a
 line `(selected rows` after it or by fewer lines than the output), every line it shows must be
 a line of the output. Planner output depends on nothing but the build, so any difference
-means the docs are stale.  usage: ci/docs-check.py [--fix] BIN FILE...
+means the docs are stale. `--fix` rewrites stale blocks (a trimmed one keeps its rows,
+chosen by their first cell).  usage: ci/docs-check.py [--fix] BIN FILE...
 """
 import re
 import shlex
@@ -28,6 +29,25 @@ def segments(block):
     if command:
         out.append((command, "\n".join(shown)))
     return [(c, o) for c, o in out if re.match(r"\$ kvbench (plan|models)\b", c)]
+
+
+def label(line):
+    """The first cell of a table row ("│ weights per GPU │ …" is "weights per GPU")."""
+    cells = line.split("│")
+    return cells[1].strip() if len(cells) > 2 else None
+
+
+def trimmed_again(shown, actual):
+    """The output cut to the rows a trimmed block chose (by their first cell), with the
+    table's borders and any line the block showed as it was."""
+    labels = {label(l) for l in shown.splitlines()} - {None}
+    kept = set(shown.splitlines())
+    borders = any(l[:1] in "┌├└" for l in kept)
+    out = []
+    for line in actual.splitlines():
+        if (borders and line[:1] in "┌├└") or line in kept or (label(line) in labels):
+            out.append(line)
+    return "\n".join(out)
 
 
 def run(binary, command):
@@ -59,8 +79,9 @@ def main():
                 print(f"{path}: `{command}` differs from this build's output")
                 for l in (missing or shown.splitlines())[:3]:
                     print(f"    shown:  {l[:160]}")
-                if fix and not trimmed and shown:
-                    new = new.replace(f"{command}\n{shown}\n", f"{command}\n{actual}\n", 1)
+                if fix and shown:
+                    redone = trimmed_again(shown, actual) if trimmed else actual
+                    new = new.replace(f"{command}\n{shown}\n", f"{command}\n{redone}\n", 1)
         if fix and new != text:
             open(path, "w").write(new)
     if stale:

@@ -260,3 +260,37 @@ fn banner_lines_give_version_and_model() {
             "log of vLLM 0.19.0; rules follow vLLM 0.19",
         ));
 }
+
+#[test]
+fn registry_models_published_quantized_are_sized_as_stored() {
+    // gpt-oss model card (OpenAI, arXiv 2508.10925), table 1: the 120b checkpoint is
+    // 60.8 GiB (MXFP4 experts, the rest bf16), not 116.8B parameters x 2 B = 217.6 GiB.
+    let gib = |r: &serde_json::Value| r["weights_bytes_per_gpu"].as_f64().unwrap() / 1073741824.0;
+    let r = json_rows(&["--model", "gpt-oss-120b", "--gpu", "h200"]);
+    assert!((gib(&r[0]) - 60.8).abs() / 60.8 < 0.01, "{}", gib(&r[0]));
+    let source = r[0]["weights_source"].as_str().unwrap();
+    assert!(source.starts_with("quantization_config: MXFP4"), "{source}");
+    // --weights-dtype stays an explicit override: parameters x that dtype (on 4 GPUs, as
+    // 217.6 GiB fits no single one).
+    let r = json_rows(&[
+        "--model",
+        "gpt-oss-120b",
+        "--gpu",
+        "h200",
+        "--tp",
+        "4",
+        "--weights-dtype",
+        "bf16",
+    ]);
+    assert!(
+        (4.0 * gib(&r[0]) - 116.8e9 * 2.0 / 1073741824.0).abs() < 2.0,
+        "{}",
+        gib(&r[0])
+    );
+    // A model published in bf16 keeps parameters x bf16.
+    let r = json_rows(&["--model", "llama3-8b", "--gpu", "h100"]);
+    assert!(r[0]["weights_source"]
+        .as_str()
+        .unwrap()
+        .starts_with("parameters x bf16"));
+}

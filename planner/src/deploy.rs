@@ -16,7 +16,7 @@ use crate::pool::{blocks_per_request, pool_with_state, vllm_blocks_per_request, 
 use crate::registry::ModelInfo;
 use crate::shape::{AttentionKind, ModelShape};
 use crate::state::{layer_state_bytes, sequence_state_bytes};
-use crate::weights::Weights;
+use crate::weights::{TensorClass, Weights};
 
 const GIB: u64 = 1 << 30;
 
@@ -388,24 +388,45 @@ pub fn capacity(
         "parameters x {} ({} bits)",
         dep.weights.name, dep.weights.bits
     );
-    // --ep / --dp-attention split parameters by role; a checkpoint's figure is carried into
-    // that split at its mean bytes per parameter.
-    let (scale, weights, weights_source) = match &dep.weights_detail {
-        Some(w) if !splits_by_role => (1.0, w.per_gpu_bytes(dep.tp, dep.pp), w.source.describe()),
+    // A checkpoint's figure, per role: its routed experts and everything else each at their
+    // own bytes per parameter (gpt-oss: MXFP4 experts, bf16 rest), so the expert share and
+    // the --ep / --dp-attention split follow what is stored.
+    let (experts_bytes, weights, weights_source) = match &dep.weights_detail {
         Some(w) => {
-            let scale = w.per_gpu_bytes(1, 1) as f64 / (model.params * dep.weights.bits / 8.0);
-            (
-                scale,
-                (split.total() as f64 * scale).round() as u64,
-                format!(
-                    "{}, split by --ep/--dp-attention at its mean bytes per parameter",
-                    w.source.describe()
-                ),
-            )
+            let bpp = dep.weights.bits / 8.0;
+            let params = parallel::param_split(model);
+            let stored_experts: f64 = w
+                .classes
+                .iter()
+                .filter(|c| c.class == TensorClass::RoutedExperts)
+                .map(|c| c.bytes)
+                .sum();
+            let per = |stored: f64, params: f64| match params > 0.0 {
+                true => stored / (params * bpp),
+                false => 1.0,
+            };
+            let expert_scale = per(stored_experts, params.routed_experts);
+            let other_scale = per(
+                w.total_bytes() - stored_experts,
+                params.attention + params.rest,
+            );
+            let experts = (split.experts as f64 * expert_scale).round() as u64;
+            if splits_by_role {
+                let other = (split.other as f64 * other_scale).round() as u64;
+                (
+                    experts,
+                    experts + other,
+                    format!("{}, split by --ep/--dp-attention", w.source.describe()),
+                )
+            } else {
+                // Whole classes per stage (embeddings first, lm_head last), as vLLM loads.
+                let total = w.per_gpu_bytes(dep.tp, dep.pp);
+                (experts.min(total), total, w.source.describe())
+            }
         }
-        None if splits_by_role => (1.0, split.total(), dtype_source),
+        None if splits_by_role => (split.experts, split.total(), dtype_source),
         None => (
-            1.0,
+            split.experts,
             (model.params * dep.weights.bits / 8.0 / per_replica as f64).round() as u64,
             dtype_source,
         ),
@@ -539,7 +560,7 @@ pub fn capacity(
         weights_expert_bytes_per_gpu: if dep.kv_budget.is_some() {
             0
         } else {
-            (split.experts as f64 * scale).round() as u64
+            experts_bytes
         },
         attention_groups: dep.dp_attention,
         max_seqs_per_deployment: max_seqs

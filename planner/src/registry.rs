@@ -898,6 +898,19 @@ pub fn suggestions(name: &str, count: usize) -> Vec<String> {
     scored.into_iter().take(count).map(|(_, key)| key).collect()
 }
 
+/// The config.json of a registry model whose published checkpoint is stored quantized
+/// (its `quantization_config` says how), so that `--model NAME` sizes the weights a loader
+/// allocates rather than parameters x bf16. The files are the cited fixtures in
+/// planner/tests/fixtures (fixture-sources.md); models published in bf16 have none.
+pub fn published_config(key: &str) -> Option<&'static str> {
+    match key {
+        "gpt-oss-20b" => Some(include_str!("../tests/fixtures/gpt-oss-20b.json")),
+        "gpt-oss-120b" => Some(include_str!("../tests/fixtures/gpt-oss-120b.json")),
+        "deepseek-v3" => Some(include_str!("../tests/fixtures/deepseek-v3.json")),
+        _ => None,
+    }
+}
+
 /// Finds a registry model by any of its names (`llama3-70b`, `meta-llama/Meta-Llama-3-70B`,
 /// `Llama-3-70B-Instruct`, ...); an unknown name is an error listing the nearest names.
 pub fn find(name: &str) -> Result<ModelInfo, PlanError> {

@@ -179,7 +179,18 @@ pub struct DeployArgs {
 #[derive(Debug, Clone)]
 struct Checkpoint {
     config: String,
-    dir: std::path::PathBuf,
+    /// Where its safetensors may be (None: a registry model's published config).
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Checkpoint {
+    /// A registry model's published checkpoint, when it is stored quantized.
+    fn published(m: &ModelInfo) -> Option<Checkpoint> {
+        kvbench_planner::registry::published_config(&m.key).map(|c| Checkpoint {
+            config: c.to_string(),
+            dir: None,
+        })
+    }
 }
 
 /// The models asked for: registry names, then config.json files.
@@ -197,7 +208,10 @@ fn models_with_checkpoints(
     let mut out = Vec::new();
     for name in &args.model {
         match find_model(name) {
-            Ok(m) => out.push((m, None)),
+            Ok(m) => {
+                let published = Checkpoint::published(&m);
+                out.push((m, published))
+            }
             // org/name outside the registry: the local Hugging Face cache may hold it.
             Err(e) if name.contains('/') => {
                 let (text, path) =
@@ -207,7 +221,13 @@ fn models_with_checkpoints(
                 let dir = path
                     .parent()
                     .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf());
-                out.push((info, Some(Checkpoint { config: text, dir })));
+                out.push((
+                    info,
+                    Some(Checkpoint {
+                        config: text,
+                        dir: Some(dir),
+                    }),
+                ));
             }
             Err(e) => return Err(e.into()),
         }
@@ -241,7 +261,13 @@ fn models_with_checkpoints(
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        out.push((info, Some(Checkpoint { config: text, dir })));
+        out.push((
+            info,
+            Some(Checkpoint {
+                config: text,
+                dir: Some(dir),
+            }),
+        ));
     }
     if out.is_empty() {
         out.push((find_model("llama3-70b")?, None));
@@ -259,17 +285,22 @@ fn weights_for(
     let Some(c) = checkpoint else {
         return Ok(None);
     };
-    let context = || format!("weights of {}", c.dir.display());
-    match choice {
-        Some(w) => Ok(Some(
+    let context = || match &c.dir {
+        Some(dir) => format!("weights of {}", dir.display()),
+        None => "weights of the published checkpoint".to_string(),
+    };
+    let headers = match &c.dir {
+        Some(dir) => checkpoint::header_weights(dir).with_context(context)?,
+        None => None,
+    };
+    match (choice, headers) {
+        (Some(w), _) => Ok(Some(
             weights::from_config(&c.config, Some((w.name, w.bits))).with_context(context)?,
         )),
-        None => match checkpoint::header_weights(&c.dir).with_context(context)? {
-            Some(w) => Ok(Some(w)),
-            None => Ok(Some(
-                weights::from_config(&c.config, None).with_context(context)?,
-            )),
-        },
+        (None, Some(w)) => Ok(Some(w)),
+        (None, None) => Ok(Some(
+            weights::from_config(&c.config, None).with_context(context)?,
+        )),
     }
 }
 

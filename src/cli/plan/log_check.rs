@@ -37,7 +37,8 @@ fn model(args: &PlanArgs, log: &LoggedRun) -> anyhow::Result<(ModelInfo, Option<
     .unwrap_or(last);
     for candidate in [name, last, base] {
         if let Ok(m) = find_model(candidate) {
-            return Ok((m, None));
+            let published = Checkpoint::published(&m);
+            return Ok((m, published));
         }
     }
     let Some(path) = checkpoint::hf_cache_config(name) else {
@@ -47,7 +48,13 @@ fn model(args: &PlanArgs, log: &LoggedRun) -> anyhow::Result<(ModelInfo, Option<
         .with_context(|| format!("cannot read {}", path.display()))?;
     let info = parse_config(&text, name).with_context(|| format!("in {}", path.display()))?;
     let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    Ok((info, Some(Checkpoint { config: text, dir })))
+    Ok((
+        info,
+        Some(Checkpoint {
+            config: text,
+            dir: Some(dir),
+        }),
+    ))
 }
 
 /// The figures kvbench predicts for the logged deployment, from GPU + checkpoint alone, and
