@@ -287,6 +287,22 @@ fn registry_models_published_quantized_are_sized_as_stored() {
         "{}",
         gib(&r[0])
     );
+    // The table splits the weights into experts and the rest, each as stored (the experts
+    // were once sized at bf16 beside the MXFP4 total, and the rest underflowed).
+    for source in [
+        vec!["--model", "gpt-oss-120b"],
+        vec!["--config", "planner/tests/fixtures/gpt-oss-120b.json"],
+    ] {
+        kvbench()
+            .arg("plan")
+            .args(&source)
+            .args(["--gpu", "h200"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(
+                "(routed experts 56.7 GiB + the rest 3.96 GiB)",
+            ));
+    }
     // A model published in bf16 keeps parameters x bf16.
     let r = json_rows(&["--model", "llama3-8b", "--gpu", "h100"]);
     assert!(r[0]["weights_source"]
