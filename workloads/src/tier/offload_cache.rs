@@ -379,3 +379,164 @@ impl KvCache for OffloadCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::decode::decode_layer;
+    use crate::cpu::Isa;
+    use crate::spec::Tier;
+    use crate::tier::{BlockOut, HostStore, TierStore};
+    use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
+
+    const LEN: usize = 100;
+
+    /// 3 layers, 4 query heads over 2 KV heads of 32, 2 sequences of 100 tokens sharing 16,
+    /// blocks of 16 tokens: 7 blocks per layer of a sequence, the first one shared by both,
+    /// so 13 distinct blocks per layer, 39 in all.
+    fn geometry(dtype: DtypeKind) -> CacheGeometry {
+        let d = CacheDtype::new(dtype);
+        let shape = ModelShape::uniform("t", 3, 4, 2, 32, 128, 256);
+        CacheGeometry::new(&shape, None, d, d, 2, LEN as u32, 16, 16).unwrap()
+    }
+
+    fn synth() -> Synth {
+        Synth::new(7, 2, LEN, 16)
+    }
+
+    fn block_bytes(geom: &CacheGeometry) -> usize {
+        PagedCache::new(geom).unwrap().pool().block_bytes()
+    }
+
+    fn offload(geom: &CacheGeometry, store: Box<dyn TierStore>, limit: usize) -> OffloadCache {
+        OffloadCache::new(geom, synth(), Some(VerifiedTier::new(store)), limit, 1).unwrap()
+    }
+
+    /// Write every token of every (layer, sequence), as a prefill does, then decode each
+    /// layer for the whole batch through the shared decode path: every output's bits.
+    fn fill_and_decode(cache: &mut dyn KvCache, geom: &CacheGeometry) -> Vec<u32> {
+        let s = synth();
+        let (kvh, d) = (geom.kv_heads, geom.head_dim);
+        let (mut k, mut v) = (vec![0f32; kvh * d], vec![0f32; kvh * d]);
+        for layer in 0..geom.layers {
+            for seq in 0..geom.batch {
+                for pos in 0..LEN {
+                    s.kv(layer, seq, pos, &mut k, &mut v);
+                    cache.append(layer, seq, &k, &v).unwrap();
+                }
+            }
+        }
+        let qh = 4;
+        let mut bits = Vec::new();
+        for layer in 0..geom.layers {
+            let mut q = vec![0f32; geom.batch * qh * d];
+            for (seq, qs) in q.chunks_mut(qh * d).enumerate() {
+                s.q(layer, seq, LEN - 1, qs);
+                qs.iter_mut().for_each(|x| *x /= (d as f32).sqrt());
+            }
+            let mut out = vec![0f32; q.len()];
+            let isa = Isa::detect();
+            decode_layer(cache, layer, geom.batch, kvh, qh / kvh, &q, &mut out, isa).unwrap();
+            assert!(out.iter().all(|x| x.is_finite() && *x != 0.0));
+            bits.extend(out.iter().map(|x| x.to_bits()));
+        }
+        bits
+    }
+
+    #[test]
+    fn a_pool_that_holds_everything_decodes_bit_identical_to_paged() {
+        for dtype in [DtypeKind::F16, DtypeKind::Int8, DtypeKind::Int4] {
+            let g = geometry(dtype);
+            let paged = fill_and_decode(&mut PagedCache::new(&g).unwrap(), &g);
+            let store = Box::new(HostStore::new(block_bytes(&g), 64));
+            let mut cache = offload(&g, store, 39);
+            assert_eq!(fill_and_decode(&mut cache, &g), paged, "{dtype:?}");
+            assert_eq!(cache.counters(), &OffloadCounters::default());
+            assert_eq!(cache.tier_stats().blocks_written, 0);
+        }
+    }
+
+    #[test]
+    fn blocks_evicted_and_restored_by_prepare_decode_bit_identical_to_paged() {
+        for dtype in [DtypeKind::F16, DtypeKind::Int8, DtypeKind::Int4] {
+            let g = geometry(dtype);
+            let paged = fill_and_decode(&mut PagedCache::new(&g).unwrap(), &g);
+            let store = Box::new(HostStore::new(block_bytes(&g), 64));
+            // One layer of both sequences (2 × 7 blocks) resident at a time.
+            let limit = min_pool_blocks(&g);
+            assert_eq!(limit, 14);
+            let mut cache = offload(&g, store, limit);
+            assert_eq!(fill_and_decode(&mut cache, &g), paged, "{dtype:?}");
+            let (c, stats) = (cache.counters(), cache.tier_stats());
+            // Each layer's prepare evicts the least recently used blocks, the other layers',
+            // so every layer's 13 blocks come back once: 3 × 13.
+            assert_eq!(c.restores, 39, "{dtype:?}");
+            assert_eq!(stats.blocks_read, 39);
+            // Filling leaves 39 − 14 in the tier; each of the 39 restores evicts one more.
+            assert_eq!(c.evictions, 25 + 39, "{c:?}");
+            assert_eq!((c.fallbacks, stats.hash_failures), (0, 0));
+            assert!(cache.memory().kv_bytes_allocated <= (limit * block_bytes(&g)) as u64);
+        }
+    }
+
+    /// A host store whose loads fail once `ok_loads` loads went well, as a disk would.
+    struct FailingLoads {
+        inner: HostStore,
+        ok_loads: usize,
+    }
+
+    impl TierStore for FailingLoads {
+        fn tier(&self) -> Tier {
+            self.inner.tier()
+        }
+        fn put(&mut self, blocks: &[BlockOut<'_>]) -> Result<(), TierError> {
+            self.inner.put(blocks)
+        }
+        fn get(
+            &mut self,
+            keys: &[BlockKey],
+            out: &mut [Vec<u8>],
+        ) -> Result<Vec<Option<u64>>, TierError> {
+            if self.ok_loads == 0 {
+                return Err(TierError::Read {
+                    path: "/injected/blocks".into(),
+                    source: std::io::Error::other("injected read fault"),
+                });
+            }
+            self.ok_loads -= 1;
+            self.inner.get(keys, out)
+        }
+        fn remove(&mut self, keys: &[BlockKey]) -> Result<(), TierError> {
+            self.inner.remove(keys)
+        }
+        fn note(&self) -> String {
+            "fails loads on purpose".into()
+        }
+    }
+
+    #[test]
+    fn a_tier_fault_in_prepare_falls_back_counted_and_still_matches_paged() {
+        let g = geometry(DtypeKind::F16);
+        let paged = fill_and_decode(&mut PagedCache::new(&g).unwrap(), &g);
+        // Layer 0 of the first sequence loads; its second sequence's load fails.
+        let store = Box::new(FailingLoads {
+            inner: HostStore::new(block_bytes(&g), 64),
+            ok_loads: 1,
+        });
+        let mut cache = offload(&g, store, min_pool_blocks(&g));
+        assert_eq!(
+            fill_and_decode(&mut cache, &g),
+            paged,
+            "never a wrong result"
+        );
+        let c = cache.counters();
+        assert_eq!((c.fallbacks, c.restores), (1, 7), "{c:?}");
+        // Making room for the second sequence's 6 blocks of layer 0 left 14 − 6 resident:
+        // the other 39 − 8 were in the tier.
+        assert_eq!(c.recomputed_blocks, 31, "{c:?}");
+        let why = c.first_error.as_deref().unwrap();
+        assert!(why.contains("/injected/blocks") && why.contains("injected read fault"));
+        // The stats of the dropped tier are kept for the CSV.
+        assert_eq!(cache.tier_stats().blocks_read, 7);
+    }
+}
