@@ -339,9 +339,19 @@ pub fn min_pool_blocks(geom: &CacheGeometry) -> usize {
 }
 
 impl KvCache for OffloadCache {
-    /// Loads the layer first if needed, then evicts other layers' blocks beyond the limit.
+    /// Loads the layer first if part of it is in the tier, then evicts other layers' blocks
+    /// beyond the limit.
     fn append(&mut self, layer: usize, seq: usize, k: &[f32], v: &[f32]) -> Result<(), CacheError> {
-        self.ensure_layer(seq, layer)?;
+        // A resident layer is not touched block by block here: `prepare` marks it used
+        // before it is read, and doing it per token would cost more than the decode.
+        let pool = self.cache.pool();
+        if !self
+            .cache
+            .blocks(seq, layer)
+            .all(|(_, id)| pool.is_resident(id))
+        {
+            self.ensure_layer(seq, layer)?;
+        }
         self.cache.append(layer, seq, k, v)?;
         if let Some((bi, id)) = self.cache.blocks(seq, layer).last() {
             self.owner.insert(id, (seq, layer, bi));
