@@ -205,7 +205,7 @@ fn load(spec: &WorkloadSpec, reps: u32) -> Result<Loaded, WorkloadError> {
     for _ in 0..reps.max(1) {
         kvbench_workloads::Workload::reset(&mut w)?;
         w.prefill_fresh(prefix)?;
-        w.cache_mut().evict_all()?;
+        w.evict_all()?;
         let before = w.tier_stats();
         let (t, r) = timed(|| w.run_tokens(prefix, total));
         r?;

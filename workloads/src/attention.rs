@@ -221,8 +221,9 @@ impl AttentionWorkload {
                     );
                 }
                 let mut out = vec![0.0f32; b * hq * d];
-                let cache = self.cache.as_deref().expect("checked above");
-                bytes += decode_layer(cache, layer, b, hk, hq / hk, &q, &mut out, self.isa);
+                let cache = self.cache.as_deref_mut().expect("checked above");
+                bytes += decode_layer(cache, layer, b, hk, hq / hk, &q, &mut out, self.isa)
+                    .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
                 self.last[layer] = out;
             }
         }

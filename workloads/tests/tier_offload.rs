@@ -65,13 +65,17 @@ fn host_offload_is_lossless_for_every_dtype() {
 }
 
 #[test]
-fn a_pool_too_small_for_one_layer_is_refused_with_advice() {
-    let s = spec(Tier::Host, DtypeKind::F16, host(2));
-    let err = OffloadWorkload::new(&s, true).err().unwrap().to_string();
-    assert!(
-        err.contains("--pool-blocks 2") && err.contains("3 or more"),
-        "{err}"
-    );
+fn a_pool_too_small_for_one_layer_of_every_sequence_is_refused_with_advice() {
+    // A layer is decoded for the whole batch at once: 2 sequences × ceil(46/16) = 3 blocks.
+    for pool in [2, 5] {
+        let s = spec(Tier::Host, DtypeKind::F16, host(pool));
+        let err = OffloadWorkload::new(&s, true).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("--pool-blocks {pool}")) && err.contains("6 or more"),
+            "{err}"
+        );
+    }
+    assert!(OffloadWorkload::new(&spec(Tier::Host, DtypeKind::F16, host(6)), true).is_ok());
 }
 
 #[test]

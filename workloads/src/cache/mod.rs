@@ -29,6 +29,10 @@ pub enum CacheError {
     Pool(#[from] PoolError),
     #[error("{0}")]
     Unsupported(String),
+    /// An offload tier failed in a way the cache cannot recover from (misconfigured, full);
+    /// the tier's own message, which says how to fix it.
+    #[error("{0}")]
+    Tier(String),
     #[error(
         "sequence {seq} of layer {layer} is full at {max_len} tokens; raise the maximum length"
     )]
@@ -179,9 +183,15 @@ impl CacheGeometry {
 pub trait KvCache: Send + Sync {
     /// Append one token's K and V (`kv_heads × head_dim` each) to `seq` in `layer`.
     fn append(&mut self, layer: usize, seq: usize, k: &[f32], v: &[f32]) -> Result<(), CacheError>;
+    /// Make the rows of (layer, seq) resident before [`KvCache::view`]: a tiered cache loads
+    /// them back here (layouts that always hold every row have nothing to do).
+    fn prepare(&mut self, _layer: usize, _seq: usize) -> Result<(), CacheError> {
+        Ok(())
+    }
     /// Tokens appended to `seq` in `layer` so far (its next position).
     fn len(&self, layer: usize, seq: usize) -> usize;
-    /// The rows attention may see now for (layer, seq, head): the last `window` tokens.
+    /// The rows attention may see now for (layer, seq, head): the last `window` tokens
+    /// (after [`KvCache::prepare`] of (layer, seq)).
     fn view(&self, layer: usize, seq: usize, head: usize) -> HeadView<'_>;
     /// Exact bytes used and allocated now.
     fn memory(&self) -> MemoryUse;

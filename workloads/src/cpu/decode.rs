@@ -3,7 +3,7 @@
 //! keeps its own max, sum and output; parts merge exactly).
 
 use super::Isa;
-use crate::cache::{HeadView, Segment};
+use crate::cache::{CacheError, HeadView, KvCache, Segment};
 use rayon::prelude::*;
 
 /// Rows per tile: the score block (heads × TILE) stays in L1.
@@ -305,11 +305,13 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, isa: Isa) {
     }
 }
 
-/// Decode attention of one layer for every sequence: `q` and `out` are
-/// `batch × kv_heads × group × d` (q already scaled by 1/√d). Returns the KV bytes read.
+/// Decode attention of one layer for every sequence, over any cache layout: each
+/// sequence's rows made resident ([`KvCache::prepare`]), then every (sequence, KV head)
+/// attended in parallel. `q` and `out` are `batch × kv_heads × group × d` (q already scaled
+/// by 1/√d). Returns the KV bytes read.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_layer(
-    cache: &dyn crate::cache::KvCache,
+    cache: &mut dyn KvCache,
     layer: usize,
     batch: usize,
     kv_heads: usize,
@@ -317,7 +319,11 @@ pub fn decode_layer(
     q: &[f32],
     out: &mut [f32],
     isa: Isa,
-) -> u64 {
+) -> Result<u64, CacheError> {
+    for seq in 0..batch {
+        cache.prepare(layer, seq)?;
+    }
+    let cache = &*cache;
     let per_job = q.len() / (batch * kv_heads);
     let mut jobs: Vec<DecodeJob> = out
         .chunks_mut(per_job)
@@ -331,5 +337,5 @@ pub fn decode_layer(
         .collect();
     let bytes = jobs.iter().map(|j| j.view.bytes_read()).sum();
     decode_attention(&mut jobs, group, isa);
-    bytes
+    Ok(bytes)
 }

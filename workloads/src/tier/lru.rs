@@ -1,30 +1,33 @@
 //! Least-recently-used order of resident blocks.
 
 use crate::cache::BlockId;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
 
-/// Resident blocks ordered by last use.
+/// Resident blocks with the time of their last use. Touching is O(1) (a decode step touches
+/// every block of a layer); choosing victims sorts the candidates, which happens only when
+/// the pool is over its limit.
 #[derive(Debug, Default)]
 pub struct Lru {
     tick: u64,
-    last_use: HashMap<BlockId, u64>,
-    order: BTreeSet<(u64, BlockId)>,
+    /// Last use of each block by id; 0 = not tracked.
+    last_use: Vec<u64>,
 }
 
 impl Lru {
     /// Mark `id` as just used.
     pub fn touch(&mut self, id: BlockId) {
-        self.tick += 1;
-        if let Some(old) = self.last_use.insert(id, self.tick) {
-            self.order.remove(&(old, id));
+        let i = id.0 as usize;
+        if i >= self.last_use.len() {
+            self.last_use.resize(i + 1, 0);
         }
-        self.order.insert((self.tick, id));
+        self.tick += 1;
+        self.last_use[i] = self.tick;
     }
 
     /// Stop tracking `id` (evicted or freed).
     pub fn forget(&mut self, id: BlockId) {
-        if let Some(old) = self.last_use.remove(&id) {
-            self.order.remove(&(old, id));
+        if let Some(t) = self.last_use.get_mut(id.0 as usize) {
+            *t = 0;
         }
     }
 
@@ -36,18 +39,21 @@ impl Lru {
         pinned: &HashSet<BlockId>,
         keep: impl Fn(BlockId) -> bool,
     ) -> Vec<BlockId> {
-        self.order
+        let mut order: Vec<(u64, BlockId)> = self
+            .last_use
             .iter()
-            .map(|&(_, id)| id)
-            .filter(|id| !pinned.contains(id) && keep(*id))
-            .take(n)
-            .collect()
+            .enumerate()
+            .filter(|&(_, &t)| t > 0)
+            .map(|(i, &t)| (t, BlockId(i as u32)))
+            .filter(|&(_, id)| !pinned.contains(&id) && keep(id))
+            .collect();
+        order.sort_unstable();
+        order.into_iter().take(n).map(|(_, id)| id).collect()
     }
 
     /// Forget everything.
     pub fn clear(&mut self) {
         self.last_use.clear();
-        self.order.clear();
     }
 }
 

@@ -4,7 +4,6 @@
 //! checks every loaded block bit-exact against the hash it was stored with, and counts bytes,
 //! seconds and failures.
 
-pub mod attention;
 pub mod disk;
 pub mod hash;
 pub mod host;
@@ -57,8 +56,11 @@ pub struct BlockOut<'a> {
 }
 
 /// A place blocks can be evicted to and loaded back from. Stores move bytes; checking them
-/// is [`VerifiedTier`]'s job.
-pub trait TierStore {
+/// is [`VerifiedTier`]'s job. `Send + Sync` so an offloading cache is a [`KvCache`] the
+/// decode threads can read.
+///
+/// [`KvCache`]: crate::cache::KvCache
+pub trait TierStore: Send + Sync {
     /// Which tier this is.
     fn tier(&self) -> Tier;
     /// Store every block (batched, so disk writes and Redis round trips can be combined).
