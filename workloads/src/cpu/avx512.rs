@@ -43,7 +43,10 @@ pub fn supports(c: &Codec) -> bool {
         Quant::Int { bits, .. } => matches!(bits, 8 | 4 | 2),
         Quant::Fp8(_) | Quant::Nf4 => true,
     };
-    let scales = c.dtype.kind.is_float() || matches!(c.dtype.scale_bytes, 2 | 4);
+    // fp8's default one scale per tensor stores none per row (read_scalar gives the codec's
+    // constant); integer per-tensor layouts keep to the AVX2 path.
+    let per_tensor_fp8 = c.dtype.scale_bytes == 0 && matches!(c.quant, Quant::Fp8(_));
+    let scales = c.dtype.kind.is_float() || matches!(c.dtype.scale_bytes, 2 | 4) || per_tensor_fp8;
     fmt && scales
         && c.unit_tokens == 1
         && c.head_dim.is_multiple_of(16)
