@@ -37,10 +37,6 @@ pub fn layers_for_memory(spec: &WorkloadSpec, llc_bytes: u64, available: u64) ->
     }
     let target = target_bytes(llc_bytes);
     let bytes = |layers: u32| predicted_kv_bytes(&with_layers(spec, layers)).unwrap_or(0);
-    let fits = |layers: u32| {
-        let s = with_layers(spec, layers);
-        MemoryNeed::of(&s, bytes(layers)).check(available).is_ok()
-    };
     let now = spec.shape.layers.max(1);
     let per_layer = bytes(now) / now as u64;
     if bytes(now) >= target || per_layer == 0 {
@@ -50,37 +46,86 @@ pub fn layers_for_memory(spec: &WorkloadSpec, llc_bytes: u64, available: u64) ->
     while bytes(layers) < target && layers < MAX_LAYERS {
         layers += 1;
     }
-    while layers > now && !fits(layers) {
-        layers -= (layers - now).div_ceil(8).max(1);
-    }
+    let layers = layers_that_fit(spec, layers, available);
     (layers > now).then_some(layers)
 }
 
-/// Grow every CPU attention row of `specs` to [`layers_for_memory`]; returns one note per
-/// distinct change for the user.
+/// `wanted` layers, or fewer down to the row's own when memory would not hold them.
+fn layers_that_fit(spec: &WorkloadSpec, wanted: u32, available: u64) -> u32 {
+    let now = spec.shape.layers.max(1);
+    let fits = |layers: u32| {
+        let s = with_layers(spec, layers);
+        let bytes = predicted_kv_bytes(&s).unwrap_or(0);
+        MemoryNeed::of(&s, bytes).check(available).is_ok()
+    };
+    let mut layers = wanted.max(now);
+    while layers > now && !fits(layers) {
+        layers -= (layers - now).div_ceil(8).max(1);
+    }
+    layers
+}
+
+/// The rows of one comparison: the same shape, context and batch, differing only in
+/// strategy, cache dtype or block size.
+type Comparable = (String, u32, u32, u32, u32, Option<u32>, u32);
+
+fn comparable(s: &WorkloadSpec) -> Comparable {
+    (
+        s.shape.name.clone(),
+        s.shape.layers,
+        s.prompt,
+        s.gen,
+        s.batch,
+        s.window,
+        s.shared_prefix,
+    )
+}
+
+/// Grow the CPU attention rows of `specs` past [`target_bytes`]; returns one note per
+/// distinct change for the user. Rows that differ only in strategy, dtype or block size
+/// grow to the same layer count, the most any of them needs (so an int4 row is not timed
+/// over more layers than its f16 twin and their tokens/s compare), as far as memory holds.
 pub fn grow_attention_rows(
     specs: &mut [WorkloadSpec],
     llc_bytes: u64,
     available: u64,
 ) -> Vec<String> {
+    let mut wanted: std::collections::HashMap<Comparable, u32> = Default::default();
+    for spec in specs.iter() {
+        if let Some(layers) = layers_for_memory(spec, llc_bytes, available) {
+            let w = wanted.entry(comparable(spec)).or_insert(0);
+            *w = (*w).max(layers);
+        }
+    }
     let mut notes = Vec::new();
     for spec in specs.iter_mut() {
-        if let Some(layers) = layers_for_memory(spec, llc_bytes, available) {
-            let note = format!(
-                "{} {}: {} → {} layers, so a decode step reads more than {LLC_FACTOR} × the {} \
-                 MiB last-level cache (give --layers to choose, or --cache-resident to keep it \
-                 small)",
-                spec.shape.name,
-                crate::runner::dtype_pair_label(spec),
-                spec.shape.layers,
-                layers,
-                llc_bytes >> 20
-            );
-            if !notes.contains(&note) {
-                notes.push(note);
-            }
-            *spec = with_layers(spec, layers);
+        let Some(&want) = wanted.get(&comparable(spec)) else {
+            continue;
+        };
+        let layers = layers_that_fit(spec, want, available);
+        if layers <= spec.shape.layers {
+            continue;
         }
+        let note = format!(
+            "{}: {} → {} layers, so a decode step reads more than {LLC_FACTOR} × the {} MiB \
+             last-level cache{} (give --layers to choose, or --cache-resident to keep it small)",
+            spec.shape.name,
+            spec.shape.layers,
+            layers,
+            llc_bytes >> 20,
+            if layers < want {
+                format!(
+                    " ({} only: memory holds no more)",
+                    crate::runner::dtype_pair_label(spec)
+                )
+            } else {
+                String::new()
+            },
+        );
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+        *spec = with_layers(spec, layers);
     }
     notes
 }
@@ -147,5 +192,28 @@ mod tests {
         assert!(specs
             .iter()
             .all(|s| s.shape.layers == 9 && s.shape.layer_kinds.len() == 9));
+    }
+
+    #[test]
+    fn rows_that_compare_grow_to_the_same_layers() {
+        // f16 needs 9 layers of 16.06 MiB for a 32 MiB L3 (above); int8 stores 8224 tokens ×
+        // 8 heads × (64 codes + 4 B f32 scale) × 2 = 8.53 MiB a layer, so alone it needs
+        // ⌈136 / 8.53⌉ = 16 layers: both rows get 16, and their tokens/s compare.
+        let f16 = spec(WorkloadKind::Attention, 8192);
+        let mut int8 = f16.clone();
+        int8.k_dtype = CacheDtype::new(DtypeKind::Int8);
+        int8.v_dtype = int8.k_dtype;
+        assert_eq!(predicted_kv_bytes(&int8).unwrap(), 8224 * 8 * 68 * 2);
+        let alone = layers_for_memory(&int8, 32 << 20, u64::MAX).unwrap();
+        assert_eq!(alone, 16);
+        let mut specs = vec![f16.clone(), int8];
+        grow_attention_rows(&mut specs, 32 << 20, u64::MAX);
+        assert!(specs.iter().all(|s| s.shape.layers == alone), "{specs:?}");
+        // Another context is another comparison: it grows on its own (4128 × 2 KiB =
+        // 8.06 MiB a layer: ⌈136 / 8.06⌉ = 17).
+        let mut specs = vec![f16.clone(), spec(WorkloadKind::Attention, 4096)];
+        grow_attention_rows(&mut specs, 32 << 20, u64::MAX);
+        assert_eq!(specs[0].shape.layers, 9);
+        assert_eq!(specs[1].shape.layers, 17);
     }
 }
