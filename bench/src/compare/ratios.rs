@@ -46,15 +46,16 @@ fn ratios_in(
     };
     let mut out = HashMap::new();
     let positive = |m: Option<Measured>| m.filter(|m| m.value > 0.0);
+    let chosen = |r: usize| spec.only.iter().all(|(c, v)| table.get(r, c) == v);
     match (&spec.column, &spec.numerator, &spec.denominator) {
         (Some(col), Some(num), Some(den)) => {
             let mut denominators = HashMap::new();
-            for r in 0..table.len() {
+            for r in (0..table.len()).filter(|&r| chosen(r)) {
                 if table.get(r, col) == den {
                     denominators.insert(KeyColumns::key_of(table, r, &pair_cols), r);
                 }
             }
-            for r in 0..table.len() {
+            for r in (0..table.len()).filter(|&r| chosen(r)) {
                 if table.get(r, col) != num {
                     continue;
                 }
@@ -84,7 +85,7 @@ fn ratios_in(
             }
         }
         _ => {
-            for r in 0..table.len() {
+            for r in (0..table.len()).filter(|&r| chosen(r)) {
                 if let Some(m) = positive(measured(table, r, &spec.metric, spread)) {
                     out.insert(
                         KeyColumns::key_of(table, r, &pair_cols),

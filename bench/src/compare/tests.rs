@@ -297,6 +297,29 @@ fn in_run_ratios_ignore_a_uniformly_slower_machine() {
 }
 
 #[test]
+fn a_ratio_limited_by_only_counts_the_chosen_rows() {
+    let mut th = ci_like_ratios();
+    th.ratio[0].only = [("k_dtype".to_string(), "int8".to_string())].into();
+    let opts = Options {
+        thresholds: th,
+        timing: TimingMode::Ratios,
+        allow_missing: false,
+    };
+    let c = run(&sweep(1.0, 0.01), &sweep(1.0, 0.01), &opts);
+    let pairs: Vec<&Finding> = c
+        .findings
+        .iter()
+        .filter(|f| f.metric == "paged/contiguous tokens_per_s")
+        .collect();
+    // Of 2 dtypes × 2 prompts only the 2 int8 pairs, too few for a median (it needs 3).
+    assert_eq!(pairs.len(), 2, "{pairs:?}");
+    assert!(
+        pairs.iter().all(|f| f.workload.contains("prompt")),
+        "{pairs:?}"
+    );
+}
+
+#[test]
 fn in_run_ratios_catch_paged_falling_behind_contiguous() {
     let opts = Options {
         thresholds: ci_like_ratios(),

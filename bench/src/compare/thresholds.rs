@@ -59,6 +59,10 @@ pub struct RatioSpec {
     /// `block_size`, the `v_dtype` that follows `k_dtype`).
     #[serde(default)]
     pub ignore: Vec<String>,
+    /// Only rows whose columns have these values (`only = { workload = "decoder" }`): a
+    /// ratio whose one side runs for microseconds measures scheduler wake-ups, not the code.
+    #[serde(default)]
+    pub only: std::collections::BTreeMap<String, String>,
     /// Relative change allowed for the median over all pairs; defaults to the metric's
     /// timing threshold.
     pub threshold: Option<f64>,
