@@ -5,6 +5,7 @@
 //! each the best of several passes, as STREAM reports. Every method's figure is kept in the
 //! file so a reader can see which one set the limit.
 
+pub mod prefetch;
 mod read;
 pub mod sgemm;
 
@@ -47,6 +48,8 @@ pub enum CalibrateError {
     },
     #[error("--threads 0: give at least 1 (or leave it out to use every core)")]
     NoThreads,
+    #[error("the decode prefetch probe could not run: {why} (lower --buffer-mib)")]
+    Probe { why: String },
     #[error("--buffer-mib 0: give at least 1 (MiB), or leave it out for 4 × the last-level cache")]
     NoBuffer,
     #[error("--gemm-n {0}: give at least 64 (the default, 4096, reaches peak on most CPUs)")]
@@ -101,6 +104,10 @@ pub struct Calibration {
     /// Every GEMM kernel's figure (GFLOP/s), one thread and all.
     #[serde(default)]
     pub gemm_methods: Vec<MethodFigure>,
+    /// Whether the decode kernels' next-tile prefetch pays here (absent in files written
+    /// before it was measured: the kernels then keep it).
+    #[serde(default)]
+    pub tile_prefetch: Option<prefetch::TilePrefetch>,
     /// The GPU's limits, when calibrated with `--backend cuda`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuLimits>,
@@ -284,6 +291,9 @@ impl Calibration {
             self.gemm_gflops_1t
         );
         out += &format!("  GEMM limit, all       {:8.1} GFLOP/s", self.gemm_gflops);
+        if let Some(p) = &self.tile_prefetch {
+            out += &format!("\n  decode prefetch  {}", p.describe());
+        }
         if let Some(g) = &self.gpu {
             out += &format!("\n{}\n", g.device);
             out += &format!("  copy (r+w)       {:8.1} GB/s\n", g.copy_gbps);
@@ -440,6 +450,9 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
     });
     drop(dst);
     drop(src);
+    // The decode kernels over as many bytes as the read methods streamed.
+    let tile_prefetch = pool.install(|| prefetch::measure(buffer_bytes, passes));
+    let tile_prefetch = tile_prefetch.map_err(|why| CalibrateError::Probe { why })?;
 
     let n = opts.gemm_n.max(64) as usize;
     let gemm_passes = passes.min(3);
@@ -487,6 +500,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
         fingerprint: Fingerprint::current(),
         read_methods,
         gemm_methods,
+        tile_prefetch: Some(tile_prefetch),
         gpu: None,
     })
 }

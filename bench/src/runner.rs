@@ -496,6 +496,7 @@ mod tests {
             fingerprint: Default::default(),
             read_methods: vec![],
             gemm_methods: vec![],
+            tile_prefetch: None,
             gpu: None,
         }
     }

@@ -299,6 +299,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     for n in notes {
         out::say!("note: {n}");
     }
+    // The decode kernels prefetch as the calibration measured best on this machine.
+    if let Some(p) = &limits.calibration.tile_prefetch {
+        p.apply();
+        if !(p.contiguous.on && p.paged.on) {
+            out::say!(
+                "note: decode kernels' next-tile prefetch: {} ({})",
+                p.describe(),
+                limits.source
+            );
+        }
+    }
     let mut sweep = sweep;
     if args.layers.is_none() && !args.cache_resident {
         let llc = limits.calibration.llc_bytes;

@@ -135,6 +135,7 @@ pub fn attend_rows(
     // so the softmax bookkeeping is paid per TILE rows whatever the block size.
     let mut pieces: Vec<(usize, usize, usize, usize, usize, usize)> = Vec::with_capacity(TILE);
     let mut vpieces = Vec::with_capacity(TILE);
+    let prefetch = super::tile_prefetch(view.k.len());
     let mut r = begin;
     while r < end {
         pieces.clear();
@@ -160,8 +161,10 @@ pub fn attend_rows(
             }
         }
         // Ask for the next tile's rows now, so their memory latency overlaps this tile's work.
-        prefetch_rows(&view.k, ki, kr, TILE);
-        prefetch_rows(&view.v, vi, vr, TILE);
+        if prefetch {
+            prefetch_rows(&view.k, ki, kr, TILE);
+            prefetch_rows(&view.v, vi, vr, TILE);
+        }
         for &(pk, pkr, _, _, n, off) in &pieces {
             isa.scores(&view.k[pk], pkr, n, q, heads, &mut s[off..], TILE);
         }
@@ -238,13 +241,16 @@ fn attend_rows_wide(
     let mut st = vec![0.0f32; TILE * hp];
     let (mut ka, mut va) = (locate(&view.k, begin), locate(&view.v, begin));
     let (mut kp, mut vp) = (Vec::with_capacity(TILE), Vec::with_capacity(TILE));
+    let prefetch = super::tile_prefetch(view.k.len());
     let mut r = begin;
     while r < end {
         let n = (end - r).min(TILE);
         tile_pieces(&view.k, &mut ka, n, &mut kp);
         tile_pieces(&view.v, &mut va, n, &mut vp);
-        prefetch_rows(&view.k, ka.0, ka.1, TILE);
-        prefetch_rows(&view.v, va.0, va.1, TILE);
+        if prefetch {
+            prefetch_rows(&view.k, ka.0, ka.1, TILE);
+            prefetch_rows(&view.v, va.0, va.1, TILE);
+        }
         isa.decode_tile(&kp, &mut kt);
         isa.scores_wide(&kt, n, d, &qt, hp, &mut st);
         isa.softmax_wide(&mut st, n, hp, &mut max, &mut sum, &mut corr);

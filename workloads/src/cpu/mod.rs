@@ -11,6 +11,31 @@ pub mod prefill;
 pub mod scalar;
 
 use crate::cache::Segment;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether the decode kernels prefetch the next tile's K and V rows, for a contiguous row
+/// store and for paged blocks. It is a property of the machine, not of the code: on a Zen 5
+/// it costs a contiguous step up to 45 % while it saves a paged one 13-23 % (the hardware
+/// prefetchers follow one long run of rows but stop at every 4 KiB block), and on an older
+/// EPYC it halved a contiguous f32 step; so `kvbench calibrate` measures both and the runner
+/// sets them from there.
+static PREFETCH_CONTIGUOUS: AtomicBool = AtomicBool::new(true);
+static PREFETCH_PAGED: AtomicBool = AtomicBool::new(true);
+
+/// Turn the next-tile prefetch on or off, per layout, for every decode kernel of this process.
+pub fn set_tile_prefetch(contiguous: bool, paged: bool) {
+    PREFETCH_CONTIGUOUS.store(contiguous, Ordering::Relaxed);
+    PREFETCH_PAGED.store(paged, Ordering::Relaxed);
+}
+
+/// Whether to prefetch the next tile of rows spread over `segments` segments (one: a
+/// contiguous store; more: paged blocks). On unless a calibration said no.
+pub fn tile_prefetch(segments: usize) -> bool {
+    match segments > 1 {
+        true => PREFETCH_PAGED.load(Ordering::Relaxed),
+        false => PREFETCH_CONTIGUOUS.load(Ordering::Relaxed),
+    }
+}
 
 /// The instruction set a kernel runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
