@@ -60,7 +60,7 @@ impl TilePrefetch {
     }
 }
 
-fn probe_spec(layers: u32, context: u32, strategy: Strategy) -> WorkloadSpec {
+fn probe_spec(layers: u32, context: u32, strategy: Strategy, steps: u32) -> WorkloadSpec {
     let f16 = CacheDtype::new(DtypeKind::F16);
     WorkloadSpec {
         kind: WorkloadKind::Attention,
@@ -71,7 +71,7 @@ fn probe_spec(layers: u32, context: u32, strategy: Strategy) -> WorkloadSpec {
         v_dtype: f16,
         batch: 1,
         prompt: context,
-        gen: 2,
+        gen: steps,
         block_size: 16,
         shared_prefix: 0,
         window: None,
@@ -79,11 +79,6 @@ fn probe_spec(layers: u32, context: u32, strategy: Strategy) -> WorkloadSpec {
         seed: 7,
         offload: OffloadConfig::default(),
     }
-}
-
-/// Timed steps per setting for `passes` calibration passes (at least 3).
-fn passes_of(passes: u32) -> u32 {
-    passes.max(3)
 }
 
 /// Times decode steps over at least `bytes` of KV (a multiple of the last-level cache) with
@@ -104,9 +99,9 @@ pub fn measure(bytes: u64, passes: u32) -> Result<TilePrefetch, String> {
 fn probe(bytes: u64, passes: u32, strategy: Strategy) -> Result<PrefetchProbe, String> {
     let context = (bytes / TOKEN_BYTES).clamp(1024, CONTEXT);
     let layers = bytes.div_ceil(context * TOKEN_BYTES).clamp(1, 64) as u32;
-    let mut spec = probe_spec(layers, context as u32, strategy);
-    let steps = passes_of(passes);
-    spec.gen = 2 * steps + 2;
+    // Timed steps per setting: at least 3; plus one untimed step per setting.
+    let steps = passes.max(3);
+    let spec = probe_spec(layers, context as u32, strategy, 2 * steps + 2);
     let mut w = AttentionWorkload::new(&spec, PrefillMode::Fill).map_err(|e| e.to_string())?;
     w.prefill().map_err(|e| e.to_string())?;
     let set = |on: bool| cpu::set_tile_prefetch(on, on);
