@@ -737,6 +737,10 @@ mod tests {
         // JSON keeps ~17 significant digits; the last one may round.
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs();
         assert!(close(back.read_gbps, cal.read_gbps) && close(back.gemm_gflops, cal.gemm_gflops));
+        // The prefetch probe ran and its choices come back as stored.
+        let choices = |c: &Calibration| c.tile_prefetch.map(|p| (p.contiguous.on, p.paged.on));
+        assert!(cal.tile_prefetch.is_some());
+        assert_eq!(choices(&back), choices(&cal));
         assert_eq!(
             Calibration {
                 read_gbps_1t: 0.0,
@@ -746,6 +750,7 @@ mod tests {
                 gemm_gflops: 0.0,
                 read_methods: vec![],
                 gemm_methods: vec![],
+                tile_prefetch: None,
                 ..back
             },
             Calibration {
@@ -756,6 +761,7 @@ mod tests {
                 gemm_gflops: 0.0,
                 read_methods: vec![],
                 gemm_methods: vec![],
+                tile_prefetch: None,
                 ..cal
             }
         );

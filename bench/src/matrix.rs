@@ -521,6 +521,8 @@ mod tests {
     #[test]
     fn kivi_residual_must_hold_a_key_group() {
         let mut m = matrix();
+        // KIVI's values are grouped per token in 32s: head_dim 32 holds one group.
+        m.shapes = vec![ModelShape::uniform("tiny", 2, 4, 2, 32, 128, 128)];
         let (k, v) = CacheDtype::kivi(DtypeKind::Int2, 16);
         m.dtypes = vec![KvDtypes { k, v }];
         let e = m.expand().unwrap_err().to_string();
@@ -536,6 +538,7 @@ mod tests {
     #[test]
     fn kivi_is_not_paged_but_runs_contiguous() {
         let mut m = matrix();
+        m.shapes = vec![ModelShape::uniform("tiny", 2, 4, 2, 32, 128, 128)];
         let (k, v) = CacheDtype::kivi(DtypeKind::Int4, 32);
         m.dtypes = vec![KvDtypes { k, v }];
         let sweep = m.expand().unwrap();

@@ -84,6 +84,12 @@ pub enum SpecError {
          --workload attention"
     )]
     OffloadDecoder,
+    /// The K or V dtype cannot be stored at this head_dim (the codec's own rule).
+    #[error("{side}: {cause}")]
+    Codec {
+        side: &'static str,
+        cause: crate::codec::CodecError,
+    },
 }
 
 impl SpecError {
@@ -96,6 +102,12 @@ impl SpecError {
                 | SpecError::ResidualWindow
                 | SpecError::BlockSplitsGroup { .. }
                 | SpecError::OffloadDecoder
+                // A group size that does not divide this shape's head_dim: another shape of
+                // the sweep may take it.
+                | SpecError::Codec {
+                    cause: crate::codec::CodecError::GroupDoesNotDivide { .. },
+                    ..
+                }
         )
     }
 }
@@ -108,7 +120,24 @@ impl WorkloadSpec {
         check_shape(&self.shape, self.kind, self.mlp)?;
         self.check_lengths()?;
         check_residual(&self.k_dtype, &self.v_dtype)?;
+        self.check_codecs()?;
         self.check_combination()
+    }
+
+    /// A dtype's groups fit this head_dim, by the codec's own rule (else `build` would
+    /// refuse the row only after the sweep started). The codec's other refusals are about
+    /// the dtype alone and are met by the rules above or where the dtype is parsed.
+    fn check_codecs(&self) -> Result<(), SpecError> {
+        use crate::codec::{Codec, CodecError};
+        for (side, d) in [("keys", self.k_dtype), ("values", self.v_dtype)] {
+            match Codec::new(d, self.shape.head_dim) {
+                Err(cause @ CodecError::GroupDoesNotDivide { .. }) => {
+                    return Err(SpecError::Codec { side, cause })
+                }
+                _ => continue,
+            }
+        }
+        Ok(())
     }
 
     fn check_lengths(&self) -> Result<(), SpecError> {
@@ -344,9 +373,29 @@ mod tests {
     }
 
     #[test]
+    fn a_dtype_the_codec_cannot_store_at_this_head_dim_is_refused_before_building() {
+        // KIVI-4 stores values per token in int4 groups of 32: head_dim 16 cannot hold one
+        // (a row of the property test once ran into the codec instead).
+        let (k, v) = CacheDtype::kivi(kvbench_planner::DtypeKind::Int4, 128);
+        let e = err(|s| {
+            s.k_dtype = k;
+            s.v_dtype = v;
+            s.shape = ModelShape::uniform("t", 1, 4, 2, 16, 64, 64);
+        });
+        assert!(e.is_conflict(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("groups of 32 do not divide head_dim 16"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn kivi_residual_must_hold_a_key_group() {
-        // KIVI groups keys per channel over 32 tokens (Liu et al. 2024, group size 32).
+        // KIVI groups keys per channel over 32 tokens (Liu et al. 2024, group size 32); its
+        // values are grouped per token in 32s, so head_dim 32 holds one group.
         let mut s = spec();
+        s.shape = ModelShape::uniform("tiny", 2, 4, 2, 32, 128, 128);
         s.strategy = Strategy::Contiguous;
         (s.k_dtype, s.v_dtype) = CacheDtype::kivi(DtypeKind::Int2, 16);
         let e = s.validate().unwrap_err();
@@ -379,8 +428,10 @@ mod tests {
         );
         s.block_size = 64;
         assert_eq!(s.validate(), Ok(()));
-        // KIVI contiguous with a window shorter than prompt + gen (12 tokens here).
+        // KIVI contiguous with a window shorter than prompt + gen (12 tokens here), at a
+        // head_dim its value groups of 32 fit.
         let mut s = spec();
+        s.shape = ModelShape::uniform("tiny", 2, 4, 2, 32, 128, 128);
         s.strategy = Strategy::Contiguous;
         (s.k_dtype, s.v_dtype) = CacheDtype::kivi(DtypeKind::Int4, 32);
         s.window = Some(11);
