@@ -1,27 +1,9 @@
 //! `kvbench plan` driven as a user would: figures from REFERENCE.md, formats, sweeps, errors.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{kvbench, plan_json};
 use predicates::prelude::*;
-
-fn kvbench() -> Command {
-    Command::cargo_bin("kvbench").unwrap()
-}
-
-/// Runs `kvbench plan <args> --format json` and returns its rows.
-fn rows(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = kvbench()
-        .arg("plan")
-        .args(args)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn fixture(key: &str) -> String {
     format!(
@@ -42,7 +24,7 @@ fn default_table_answers_llama3_70b() {
 
 #[test]
 fn reference_bytes_per_token_through_the_cli() {
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "opt-13b,llama2-7b,llama3-70b,llama3.1-8b,qwen2.5-7b,deepseek-v3",
     ]);
@@ -58,17 +40,17 @@ fn reference_bytes_per_token_through_the_cli() {
 
 #[test]
 fn worked_example_512_mib_and_what_if_attention() {
-    let r = rows(&["--model", "llama2-7b", "--seq", "1024"]);
+    let r = plan_json(&["--model", "llama2-7b", "--seq", "1024"]);
     assert_eq!(r[0]["seq_bytes"], 536_870_912u64);
     // Llama-3-70B at 4096 tokens as MHA would need 10 GiB; GQA-8 saves 87.5%.
-    let r = rows(&["--model", "llama3-70b", "--attention", "mha"]);
+    let r = plan_json(&["--model", "llama3-70b", "--attention", "mha"]);
     assert_eq!(r[0]["seq_bytes"], 10u64 << 30);
     assert_eq!(r[0]["kv_heads"], 64);
 }
 
 #[test]
 fn attention_what_ifs_side_by_side() {
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-70b",
         "--attention",
@@ -85,7 +67,7 @@ fn attention_what_ifs_side_by_side() {
 
 #[test]
 fn sweeps_are_cross_products() {
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-8b,qwen3-8b",
         "--seq",
@@ -119,7 +101,7 @@ fn sweeps_are_cross_products() {
 
 #[test]
 fn k_and_v_dtypes_can_differ_and_bits_are_shown() {
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-8b",
         "--k-dtype",
@@ -131,14 +113,14 @@ fn k_and_v_dtypes_can_differ_and_bits_are_shown() {
     assert_eq!(r[0]["v_bits_per_element"], 4.5);
     // (8.5 + 4.5) / 32 of f16's 131,072 B/token.
     assert_eq!(r[0]["kv_bytes_per_token"], 131_072.0 * 13.0 / 32.0);
-    let r = rows(&["--model", "llama3-8b", "--cache-dtype", "kivi2/r64"]);
+    let r = plan_json(&["--model", "llama3-8b", "--cache-dtype", "kivi2/r64"]);
     assert_eq!(r[0]["cache_dtype"], "kivi2/r64");
     assert!(r[0]["paged_bytes"].is_null());
 }
 
 #[test]
 fn kv_budget_capacity_matches_vllm_blocks() {
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-70b",
         "--kv-budget",
@@ -174,7 +156,7 @@ fn gpu_capacity_states_its_reserve_and_bounds() {
         .stdout(predicate::str::contains("given (--reserve)"))
         .stdout(predicate::str::contains("token capacity"))
         .stdout(predicate::str::contains("decode bound"));
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-70b",
         "--gpu",
@@ -199,7 +181,7 @@ fn config_json_of_each_family_is_read() {
         ("qwen2.5-7b", 57_344.0),
         ("falcon-7b", 32.0 * 2.0 * 64.0 * 2.0),
     ] {
-        let r = rows(&["--config", &fixture(key)]);
+        let r = plan_json(&["--config", &fixture(key)]);
         assert_eq!(r[0]["kv_bytes_per_token"], per_token, "{key}");
     }
 }
@@ -227,8 +209,8 @@ fn every_fixture_config_sizes_like_its_registry_entry() {
         config_args.push(fixture(key));
     }
     config_args.extend(["--seq", "20000"].map(String::from));
-    let from_configs = rows(&config_args.iter().map(String::as_str).collect::<Vec<_>>());
-    let from_registry = rows(&["--model", &keys.join(","), "--seq", "20000"]);
+    let from_configs = plan_json(&config_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let from_registry = plan_json(&["--model", &keys.join(","), "--seq", "20000"]);
     assert_eq!(from_configs.len(), keys.len());
     for ((c, r), key) in from_configs.iter().zip(&from_registry).zip(&keys) {
         for column in [
@@ -251,14 +233,14 @@ fn config_directory_and_window_rules() {
     std::fs::create_dir(&model_dir).unwrap();
     std::fs::copy(fixture("mistral-7b-v0.1"), model_dir.join("config.json")).unwrap();
     let path = model_dir.to_str().unwrap();
-    let r = rows(&["--config", path, "--seq", "32768"]);
+    let r = plan_json(&["--config", path, "--seq", "32768"]);
     assert_eq!(r[0]["model"], "Mistral-7B-v0.1");
     // Window rule: 4096 tokens per layer; vLLM's: 4096 - 1 + 8192.
     assert_eq!(r[0]["seq_bytes"], 4096u64 * 131_072);
     assert_eq!(r[0]["window_rule"], "window");
-    let r = rows(&["--config", path, "--seq", "32768", "--window-rule", "vllm"]);
+    let r = plan_json(&["--config", path, "--seq", "32768", "--window-rule", "vllm"]);
     assert_eq!(r[0]["seq_bytes"], 12_287u64 * 131_072);
-    let r = rows(&[
+    let r = plan_json(&[
         "--config",
         path,
         "--seq",
@@ -275,7 +257,7 @@ fn config_directory_and_window_rules() {
 fn shared_prefix_and_block_size_show_in_rows() {
     // Llama-3-8B, 8 sequences of 1000 tokens, blocks of 16: 63 blocks each (1008 slots).
     // A 512-token shared prefix is 32 full blocks held once: 32 + 8 x 31 blocks.
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-8b",
         "--seq",
@@ -289,7 +271,7 @@ fn shared_prefix_and_block_size_show_in_rows() {
     assert_eq!(r[0]["paged_bytes"], 8 * 63 * block);
     assert_eq!(r[0]["paged_waste_bytes"], 8 * 8 * 131_072u64);
     assert_eq!(r[0]["shared_prefix_paged_bytes"], (32 + 8 * 31) * block);
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-8b",
         "--seq",
@@ -399,7 +381,7 @@ fn end_to_end_against_a_vllm_log() {
     // 9.37 GiB, KV 11.12 GiB, "# GPU blocks: 5691". Given that reserve (0.10 + 9.37), the
     // planner must land on the same blocks up to the logs' two-decimal rounding (±0.015 GiB,
     // about ±8 blocks of 2 MiB).
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-8b",
         "--gpu",
@@ -419,7 +401,7 @@ fn end_to_end_against_a_vllm_log() {
 fn hybrid_state_model_shows_kv_state_and_their_sum() {
     // Qwen3-Next-80B-A3B: 12 attention layers x 2 KiB = 24 KiB a token; 36 gated delta-net
     // layers of 1,097,728 B state (vLLM's gated_delta_net_state_shape, bf16).
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "qwen3-next-80b-a3b",
         "--seq",
@@ -449,14 +431,14 @@ fn hybrid_state_model_shows_kv_state_and_their_sum() {
         .stdout(predicate::str::contains("vLLM v0.11 hybrid allocator"))
         .stdout(predicate::str::contains("12 of 48 layers keep KV"));
     // --state-dtype float32: 24,576 x 2 + 524,288 x 4 = 2,146,304 B a layer.
-    let f32 = rows(&["--model", "qwen3-next-80b-a3b", "--state-dtype", "float32"]);
+    let f32 = plan_json(&["--model", "qwen3-next-80b-a3b", "--state-dtype", "float32"]);
     assert_eq!(f32[0]["state_bytes_per_seq"], 36 * 2_146_304);
 }
 
 #[test]
 fn what_fits_is_printed_and_seq_max_asks_for_it() {
     // Llama-3.1-8B on 10 GiB: 5120 blocks of 16 tokens; batch 1 holds 81,920 tokens.
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3.1-8b",
         "--seq",
@@ -485,7 +467,7 @@ fn what_fits_is_printed_and_seq_max_asks_for_it() {
         .stdout(predicate::str::contains("what fits at batch 8"));
     // Batch 4 at 32,768 tokens on 10 GiB: each takes 2048 of the 5120 blocks, 2 fit; 4
     // sequences share 1280 blocks each: 20,480 tokens.
-    let over = rows(&[
+    let over = plan_json(&[
         "--model",
         "llama3.1-8b",
         "--seq",
@@ -504,7 +486,7 @@ fn what_fits_is_printed_and_seq_max_asks_for_it() {
 fn shared_prefix_raises_concurrency() {
     // 4096-token sequences take 256 of 5120 blocks: 20. Sharing 2048 tokens holds 128
     // blocks once: (5120 - 128) / 128 = 39.
-    let r = rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3-8b",
         "--seq",
@@ -532,15 +514,15 @@ fn dp_attention_and_expert_parallel_deployments() {
         "--tp",
         "8",
     ];
-    let tp = rows(&base);
+    let tp = plan_json(&base);
     assert_eq!(tp[0]["max_seqs_per_deployment"], 149);
     let mut dp = base.to_vec();
     dp.push("--dp-attention");
-    let dp = rows(&dp);
+    let dp = plan_json(&dp);
     assert_eq!(dp[0]["attention_groups"], 8);
     assert_eq!(dp[0]["max_seqs_per_deployment"], 1192);
     // EP over 8 H200s in fp8: the routed experts' share per GPU is routed / 8.
-    let ep = rows(&[
+    let ep = plan_json(&[
         "--model",
         "deepseek-v3",
         "--gpu",
@@ -567,13 +549,13 @@ fn described_gpus_and_node_notes() {
             "fp16_tflops": 800, "fp8_tflops": null, "interconnect_gbps": 400, "node_gpus": 4}"#,
     )
     .unwrap();
-    let r = rows(&["--model", "llama3-8b", "--gpu-spec", spec.to_str().unwrap()]);
+    let r = plan_json(&["--model", "llama3-8b", "--gpu-spec", spec.to_str().unwrap()]);
     assert_eq!(r[0]["gpu"], "lab-gpu");
     assert_eq!(
         r[0]["usable_bytes_per_gpu"],
         (85_899_345_920.0f64 * 0.9) as u64
     );
-    let inline = rows(&[
+    let inline = plan_json(&[
         "--model",
         "llama3-8b",
         "--gpu-spec",

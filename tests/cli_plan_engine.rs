@@ -2,35 +2,18 @@
 //! 8.00 bits, the engine's reserve, and `--vllm-log` on the shipped log excerpts
 //! (tests/fixtures/vllm-logs/README.md cites each).
 
-use assert_cmd::Command;
+mod common;
+
+use common::{kvbench, plan_json};
 use predicates::prelude::*;
 
-fn kvbench() -> Command {
-    Command::cargo_bin("kvbench").unwrap()
-}
-
 const LOGS: &str = "tests/fixtures/vllm-logs";
-
-fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = kvbench()
-        .arg("plan")
-        .args(args)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn fp8_cache_is_one_byte_per_element() {
     // Llama-3.1-8B: 32 layers x 8 KV heads x 128 x 2 (K, V) x 1 B = 64 KiB per token, half
     // of f16's 128 KiB — what vLLM allocates for kv_cache_dtype=fp8.
-    let r = json_rows(&[
+    let r = plan_json(&[
         "--model",
         "llama3.1-8b",
         "--cache-dtype",
@@ -133,7 +116,7 @@ fn weights_come_from_the_safetensors_headers() {
         ),
         16,
     );
-    let r = json_rows(&["--config", dir.path().to_str().unwrap(), "--gpu", "h100"]);
+    let r = plan_json(&["--config", dir.path().to_str().unwrap(), "--gpu", "h100"]);
     assert_eq!(r[0]["weights_bytes_per_gpu"].as_u64(), Some(3 * g));
     // A corrupt header is one clear error.
     std::fs::write(dir.path().join("model.safetensors"), [255u8; 8]).unwrap();
@@ -160,7 +143,7 @@ fn awq_config_is_sized_at_four_bits() {
         "quantization_config":{"quant_method":"awq","bits":4,"group_size":128,"zero_point":true}}"#,
     )
     .unwrap();
-    let r = json_rows(&["--config", dir.path().to_str().unwrap(), "--gpu", "h100"]);
+    let r = plan_json(&["--config", dir.path().to_str().unwrap(), "--gpu", "h100"]);
     let gb = r[0]["weights_bytes_per_gpu"].as_f64().unwrap() / 1e9;
     assert!((gb - 39.77).abs() < 0.05, "{gb}");
     // An unknown method refuses, naming it and the override.
@@ -181,19 +164,10 @@ fn awq_config_is_sized_at_four_bits() {
 
 /// The rows of `plan --vllm-log FILE` with `flags` (JSON), as (figure, logged, kvbench, diff).
 fn log_rows(file: &str, flags: &[&str]) -> Vec<(String, String, String, Option<f64>)> {
-    let out = kvbench()
-        .args(["plan", "--vllm-log"])
-        .arg(format!("{LOGS}/{file}"))
-        .args(flags)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let log = format!("{LOGS}/{file}");
+    let mut args = vec!["--vllm-log", log.as_str()];
+    args.extend(flags);
+    let rows = plan_json(&args);
     rows.iter()
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
@@ -266,13 +240,13 @@ fn registry_models_published_quantized_are_sized_as_stored() {
     // gpt-oss model card (OpenAI, arXiv 2508.10925), table 1: the 120b checkpoint is
     // 60.8 GiB (MXFP4 experts, the rest bf16), not 116.8B parameters x 2 B = 217.6 GiB.
     let gib = |r: &serde_json::Value| r["weights_bytes_per_gpu"].as_f64().unwrap() / 1073741824.0;
-    let r = json_rows(&["--model", "gpt-oss-120b", "--gpu", "h200"]);
+    let r = plan_json(&["--model", "gpt-oss-120b", "--gpu", "h200"]);
     assert!((gib(&r[0]) - 60.8).abs() / 60.8 < 0.01, "{}", gib(&r[0]));
     let source = r[0]["weights_source"].as_str().unwrap();
     assert!(source.starts_with("quantization_config: MXFP4"), "{source}");
     // --weights-dtype stays an explicit override: parameters x that dtype (on 4 GPUs, as
     // 217.6 GiB fits no single one).
-    let r = json_rows(&[
+    let r = plan_json(&[
         "--model",
         "gpt-oss-120b",
         "--gpu",
@@ -304,7 +278,7 @@ fn registry_models_published_quantized_are_sized_as_stored() {
             ));
     }
     // A model published in bf16 keeps parameters x bf16.
-    let r = json_rows(&["--model", "llama3-8b", "--gpu", "h100"]);
+    let r = plan_json(&["--model", "llama3-8b", "--gpu", "h100"]);
     assert!(r[0]["weights_source"]
         .as_str()
         .unwrap()

@@ -12,7 +12,25 @@ pub fn kvbench() -> Command {
     Command::cargo_bin("kvbench").unwrap()
 }
 
+/// Runs `kvbench plan <args> --format json`, asserts it succeeded, and returns its rows.
+#[allow(dead_code)] // only the plan tests read plan rows
+pub fn plan_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = kvbench()
+        .arg("plan")
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A calibration file with round figures, so runs skip measuring.
+#[allow(dead_code)] // the plan tests need none
 pub fn calibration(dir: &Path) -> PathBuf {
     let path = dir.join("cal.json");
     std::fs::write(
