@@ -90,7 +90,9 @@ fn decode(c: &mut Criterion) {
                                     out: o,
                                 })
                                 .collect();
-                            decode_attention(&mut jobs, Q_HEADS / kv, Isa::detect());
+                            // A paged block holds every head: they are read together.
+                            let together = if cache.heads_share_blocks() { kv } else { 1 };
+                            decode_attention(&mut jobs, Q_HEADS / kv, together, Isa::detect());
                         }
                         black_box(&out);
                     })

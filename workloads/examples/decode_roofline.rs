@@ -126,8 +126,90 @@ fn time_decode(sp: &WorkloadSpec) -> (f64, u64) {
     (times[times.len() / 2], w.kv_bytes_read_last_step())
 }
 
+/// `layouts KV S DTYPE`: contiguous and paged built side by side and stepped alternately
+/// (16 rounds), so that both see the same machine state: median ms per step of each and
+/// their ratio.
+/// The dtype of a command-line word (f16 when unknown).
+fn dtype_named(word: &str) -> DtypeKind {
+    match word {
+        "f32" => DtypeKind::F32,
+        "bf16" => DtypeKind::Bf16,
+        "int8" => DtypeKind::Int8,
+        "int4" => DtypeKind::Int4,
+        "fp8" | "fp8_e4m3" => DtypeKind::Fp8E4m3,
+        "nf4" => DtypeKind::Nf4,
+        _ => DtypeKind::F16,
+    }
+}
+
+fn layouts() {
+    let args: Vec<String> = std::env::args().collect();
+    let kv: u32 = args[2].parse().expect("kv heads");
+    let s: u32 = args[3].parse().expect("context");
+    let kind = dtype_named(&args[4]);
+    let dt = CacheDtype::new(kind);
+    let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, 128);
+    let layers = std::env::var("KVB_LAYERS")
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or((512u64 << 20).div_ceil(layer_bytes).clamp(1, 64) as u32);
+    let rounds: u32 = std::env::var("KVB_ROUNDS")
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(16);
+    let only: Vec<Strategy> = match std::env::var("KVB_ONLY").as_deref() {
+        Ok("paged") => vec![Strategy::Paged],
+        Ok("contiguous") => vec![Strategy::Contiguous],
+        _ => vec![Strategy::Contiguous, Strategy::Paged],
+    };
+    let mut ws: Vec<AttentionWorkload> = only
+        .into_iter()
+        .map(|st| {
+            let mut w =
+                AttentionWorkload::new(&spec(kv, s, layers, dt, st, rounds + 1), PrefillMode::Fill)
+                    .expect("valid spec")
+                    .with_isa(isa());
+            w.prefill().expect("fill");
+            w.decode_step().expect("warm-up step");
+            w
+        })
+        .collect();
+    let mut times = vec![Vec::new(); ws.len()];
+    for _ in 0..rounds {
+        for (w, t) in ws.iter_mut().zip(&mut times) {
+            let t0 = Instant::now();
+            w.decode_step().expect("step");
+            t.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let med: Vec<f64> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort_by(|a, b| a.total_cmp(b));
+            t[t.len() / 2]
+        })
+        .collect();
+    if med.len() < 2 {
+        println!("{:.2} ms", med[0]);
+        return;
+    }
+    println!(
+        "kv {kv} S {s} {} layers {layers}: contiguous {:.2} ms, paged {:.2} ms, paged/contiguous speed {:.1} %",
+        kind.name(),
+        med[0],
+        med[1],
+        100.0 * med[0] / med[1]
+    );
+}
+
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "quick".into());
+    // `KVBENCH_PREFETCH=contiguous,paged` (each `on` or `off`): the next-tile prefetch per
+    // layout, as `kvbench calibrate` would choose it; both on when unset.
+    if let Ok(p) = std::env::var("KVBENCH_PREFETCH") {
+        let on: Vec<bool> = p.split(',').map(|x| x.trim() == "on").collect();
+        kvbench_workloads::cpu::set_tile_prefetch(on[0], *on.get(1).unwrap_or(&on[0]));
+    }
     let bw = read_bandwidth();
     let gemm = gemm_rate();
     println!(
@@ -149,6 +231,10 @@ fn main() {
         kernel();
         return;
     }
+    if mode == "layouts" {
+        layouts();
+        return;
+    }
     println!("| kv heads | S | dtype | strategy | layers | step ms | MB read | GB/s | read GB/s now | floor ms | × floor | tokens/s |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     use DtypeKind::*;
@@ -164,15 +250,7 @@ fn main() {
         "one" => (
             vec![one(3).parse().expect("S")],
             vec![one(2).parse().expect("kv heads")],
-            vec![match one(4).as_str() {
-                "f32" => F32,
-                "bf16" => Bf16,
-                "int8" => Int8,
-                "int4" => Int4,
-                "fp8" | "fp8_e4m3" => Fp8E4m3,
-                "nf4" => Nf4,
-                _ => F16,
-            }],
+            vec![dtype_named(&one(4))],
         ),
         _ => (vec![4096], vec![32, 8, 1], vec![F32, F16, Bf16, Int8, Int4]),
     };
@@ -328,7 +406,7 @@ fn kernel() {
                         out: o,
                     })
                     .collect();
-                decode_attention(&mut jobs, hq / kv, isa());
+                decode_attention(&mut jobs, hq / kv, 1, isa());
             }
             best = best.min(t.elapsed().as_secs_f64());
         }
@@ -346,7 +424,7 @@ fn kernel() {
 
 /// The same kernel over a small cache that stays in L2: compute cost per element.
 fn incache() {
-    use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache};
+    use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache, PagedCache};
     use kvbench_workloads::cpu::decode::attend_rows;
     let (s, d) = (256usize, 128usize);
     for kind in [
@@ -358,36 +436,43 @@ fn incache() {
         DtypeKind::Fp8E4m3,
     ] {
         for g in [1usize, 4, 32] {
-            let dt = CacheDtype::new(kind);
-            let shape = ModelShape::uniform("k", 1, g as u32, 1, d as u32, 4096, 0);
-            let geo =
-                CacheGeometry::new(&shape, None, dt, dt, 1, s as u32, 16, 0).expect("geometry");
-            let mut cache = DenseCache::new(&geo, false).expect("cache");
-            let mut k = vec![0.0f32; d];
-            for p in 0..s {
-                kvbench_workloads::synth::fill(
-                    kvbench_workloads::synth::stream(1, 1, 0, p as u64, 0),
-                    1.0,
-                    &mut k,
+            for paged in [false, true] {
+                let dt = CacheDtype::new(kind);
+                let shape = ModelShape::uniform("k", 1, g as u32, 1, d as u32, 4096, 0);
+                let geo =
+                    CacheGeometry::new(&shape, None, dt, dt, 1, s as u32, 16, 0).expect("geometry");
+                let mut cache: Box<dyn KvCache> = if paged {
+                    Box::new(PagedCache::new(&geo).expect("cache"))
+                } else {
+                    Box::new(DenseCache::new(&geo, false).expect("cache"))
+                };
+                let mut k = vec![0.0f32; d];
+                for p in 0..s {
+                    kvbench_workloads::synth::fill(
+                        kvbench_workloads::synth::stream(1, 1, 0, p as u64, 0),
+                        1.0,
+                        &mut k,
+                    );
+                    cache.append(0, 0, &k, &k).expect("room");
+                }
+                let q = vec![0.01f32; g * d];
+                let view = cache.view(0, 0, 0);
+                // Fastest of many short repetitions: robust to other processes taking the core.
+                let mut best = f64::MAX;
+                for _ in 0..2000 {
+                    let t = Instant::now();
+                    std::hint::black_box(attend_rows(&view, &q, g, 0, s, isa()));
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                let ns = best * 1e9 / s as f64;
+                println!(
+                    "in-cache {} G={g} {}: {:.2} ns per row ({:.1} GFLOP/s one thread)",
+                    kind.name(),
+                    if paged { "paged" } else { "dense" },
+                    ns,
+                    4.0 * (g * d) as f64 / ns
                 );
-                cache.append(0, 0, &k, &k).expect("room");
             }
-            let q = vec![0.01f32; g * d];
-            let view = cache.view(0, 0, 0);
-            // Fastest of many short repetitions: robust to other processes taking the core.
-            let mut best = f64::MAX;
-            for _ in 0..2000 {
-                let t = Instant::now();
-                std::hint::black_box(attend_rows(&view, &q, g, 0, s, isa()));
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let ns = best * 1e9 / s as f64;
-            println!(
-                "in-cache {} G={g}: {:.2} ns per row ({:.1} GFLOP/s one thread)",
-                kind.name(),
-                ns,
-                4.0 * (g * d) as f64 / ns
-            );
         }
     }
 }

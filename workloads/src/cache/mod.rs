@@ -193,6 +193,12 @@ pub trait KvCache: Send + Sync {
     /// The rows attention may see now for (layer, seq, head): the last `window` tokens
     /// (after [`KvCache::prepare`] of (layer, seq)).
     fn view(&self, layer: usize, seq: usize, head: usize) -> HeadView<'_>;
+    /// Whether one sequence's KV heads keep their rows side by side in shared blocks (a paged
+    /// block holds every head's rows of its tokens), so the kernels read those heads together,
+    /// block by block, rather than one head's short runs at a time.
+    fn heads_share_blocks(&self) -> bool {
+        false
+    }
     /// Exact bytes used and allocated now.
     fn memory(&self) -> MemoryUse;
     /// Drop every token (keep what a pool preallocated).

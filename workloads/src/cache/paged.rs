@@ -125,7 +125,10 @@ impl PagedCache {
         }
         let start = self.geom.windows[layer].map_or(0, |w| len.saturating_sub(w));
         let kb = self.geom.kv_heads * self.k_head_bytes;
-        for bi in start / b..=(len - 1) / b {
+        let blocks = start / b..=(len - 1) / b;
+        view.k.reserve(blocks.clone().count());
+        view.v.reserve(blocks.clone().count());
+        for bi in blocks {
             let id = t.blocks[bi].expect("blocks in the window are held");
             let bytes = self.pool.bytes(id)?;
             let row0 = start.saturating_sub(bi * b);
@@ -228,6 +231,10 @@ impl KvCache for PagedCache {
     fn view(&self, layer: usize, seq: usize, head: usize) -> HeadView<'_> {
         self.try_view(layer, seq, head)
             .expect("attention reads resident blocks only; restore evicted blocks first")
+    }
+
+    fn heads_share_blocks(&self) -> bool {
+        true
     }
 
     fn memory(&self) -> MemoryUse {

@@ -109,88 +109,9 @@ fn locate(segs: &[Segment], mut r: usize) -> (usize, usize) {
     (segs.len(), 0)
 }
 
-/// Attend `q` (`heads × d`, already scaled by 1/√d) to rows `begin..end` of `view`.
-pub fn attend_rows(
-    view: &HeadView,
-    q: &[f32],
-    heads: usize,
-    begin: usize,
-    end: usize,
-    isa: Isa,
-) -> Partial {
-    let d = q.len() / heads;
-    if let (Some(k), Some(v)) = (view.k.first(), view.v.first()) {
-        if isa.wide(heads, k.codec, v.codec)
-            && view.k.iter().all(|s| s.codec == k.codec)
-            && view.v.iter().all(|s| s.codec == v.codec)
-        {
-            return attend_rows_wide(view, q, heads, begin, end, isa);
-        }
-    }
-    let mut part = Partial::new(heads, d);
-    let mut s = vec![0.0f32; heads * TILE];
-    let (mut ki, mut kr) = locate(&view.k, begin);
-    let (mut vi, mut vr) = locate(&view.v, begin);
-    // A tile gathers up to TILE rows from consecutive segments (paged blocks are short),
-    // so the softmax bookkeeping is paid per TILE rows whatever the block size.
-    let mut pieces: Vec<(usize, usize, usize, usize, usize, usize)> = Vec::with_capacity(TILE);
-    let mut vpieces = Vec::with_capacity(TILE);
-    let prefetch = super::tile_prefetch(view.k.len());
-    let mut r = begin;
-    while r < end {
-        pieces.clear();
-        let mut filled = 0;
-        while filled < TILE && r < end {
-            let (ks, vs) = (&view.k[ki], &view.v[vi]);
-            let n = (end - r)
-                .min(TILE - filled)
-                .min(ks.row0 + ks.rows - kr)
-                .min(vs.row0 + vs.rows - vr);
-            pieces.push((ki, kr, vi, vr, n, filled));
-            filled += n;
-            r += n;
-            kr += n;
-            vr += n;
-            if kr == ks.row0 + ks.rows {
-                ki += 1;
-                kr = view.k.get(ki).map_or(0, |s| s.row0);
-            }
-            if vr == vs.row0 + vs.rows {
-                vi += 1;
-                vr = view.v.get(vi).map_or(0, |s| s.row0);
-            }
-        }
-        // Ask for the next tile's rows now, so their memory latency overlaps this tile's work.
-        if prefetch {
-            prefetch_rows(&view.k, ki, kr, TILE);
-            prefetch_rows(&view.v, vi, vr, TILE);
-        }
-        for &(pk, pkr, _, _, n, off) in &pieces {
-            isa.scores(&view.k[pk], pkr, n, q, heads, &mut s[off..], TILE);
-        }
-        let n = filled;
-        for h in 0..heads {
-            let sh = &mut s[h * TILE..h * TILE + n];
-            let correction = isa.softmax_row(sh, &mut part.max[h], &mut part.sum[h]);
-            if correction != 1.0 {
-                part.acc[h * d..(h + 1) * d]
-                    .iter_mut()
-                    .for_each(|a| *a *= correction);
-            }
-        }
-        vpieces.clear();
-        vpieces.extend(
-            pieces
-                .iter()
-                .map(|&(_, _, pv, pvr, n, _)| (&view.v[pv], pvr, n)),
-        );
-        isa.accumulate_pieces(&vpieces, &s, heads, TILE, &mut part.acc);
-    }
-    part
-}
-
-/// The rows `begin..end` of `segs` as tile pieces (segment index, first row, rows), at most
-/// `TILE` rows from `*at` on; advances `*at`.
+/// The rows of `segs` as tile pieces (segment, first row, rows): `rows` rows from `*at` on,
+/// crossing into the following segments (paged blocks are shorter than a tile); advances
+/// `*at`.
 fn tile_pieces<'a>(
     segs: &'a [Segment<'a>],
     at: &mut (usize, usize),
@@ -212,10 +133,168 @@ fn tile_pieces<'a>(
     }
 }
 
-/// [`attend_rows`] for many heads per KV head (large GQA groups, MQA): each tile of K and V
-/// is decoded once into f32 scratch, and scores and values are small GEMMs vectorized over
-/// the heads (queries held transposed, heads padded to a multiple of 16).
-fn attend_rows_wide(
+/// Per-tile buffers, reused from tile to tile and from head to head of one part.
+#[derive(Default)]
+struct Scratch<'a> {
+    /// Scores (`heads × TILE`, or `TILE × hp` on the wide path).
+    s: Vec<f32>,
+    /// A tile of K and of V decoded to f32 (wide path).
+    kt: Vec<f32>,
+    vt: Vec<f32>,
+    kp: Vec<(&'a Segment<'a>, usize, usize)>,
+    vp: Vec<(&'a Segment<'a>, usize, usize)>,
+}
+
+/// The wide path's state: queries transposed (`d × hp`, heads padded to a multiple of 16)
+/// and the softmax state per padded head.
+struct Wide {
+    hp: usize,
+    qt: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    corr: Vec<f32>,
+}
+
+/// Attention of one KV head's query heads to rows `begin..end` of its view, a tile at a
+/// time, so that a driver can finish one head before the next or interleave heads tile by
+/// tile.
+struct HeadAttention<'a> {
+    view: &'a HeadView<'a>,
+    q: &'a [f32],
+    heads: usize,
+    d: usize,
+    /// `Some` when the tile is dequantized once and scored as a small GEMM over the heads
+    /// (large GQA groups, MQA).
+    wide: Option<Wide>,
+    part: Partial,
+    k: (usize, usize),
+    v: (usize, usize),
+    next: usize,
+    end: usize,
+    isa: Isa,
+}
+
+impl<'a> HeadAttention<'a> {
+    /// Rows `begin..end` of `view`; `at` is where row `begin` lies in its K and V segments
+    /// ([`locate`]).
+    fn new(
+        view: &'a HeadView<'a>,
+        q: &'a [f32],
+        heads: usize,
+        (begin, end): (usize, usize),
+        at: ((usize, usize), (usize, usize)),
+        isa: Isa,
+    ) -> Self {
+        let d = q.len() / heads;
+        let wide = match (view.k.first(), view.v.first()) {
+            (Some(k), Some(v))
+                if isa.wide(heads, k.codec, v.codec)
+                    && view.k.iter().all(|s| s.codec == k.codec)
+                    && view.v.iter().all(|s| s.codec == v.codec) =>
+            {
+                let hp = heads.next_multiple_of(16);
+                let mut qt = vec![0.0f32; d * hp];
+                for h in 0..heads {
+                    for c in 0..d {
+                        qt[c * hp + h] = q[h * d + c];
+                    }
+                }
+                Some(Wide {
+                    hp,
+                    qt,
+                    max: vec![f32::NEG_INFINITY; hp],
+                    sum: vec![0.0; hp],
+                    corr: vec![0.0; hp],
+                })
+            }
+            _ => None,
+        };
+        HeadAttention {
+            view,
+            q,
+            heads,
+            d,
+            wide,
+            part: Partial::new(heads, d),
+            k: at.0,
+            v: at.1,
+            next: begin,
+            end,
+            isa,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.next >= self.end
+    }
+
+    /// Ask for the rows of the next tile, so that their memory latency overlaps other work.
+    fn prefetch_next_tile(&self) {
+        prefetch_rows(&self.view.k, self.k.0, self.k.1, TILE);
+        prefetch_rows(&self.view.v, self.v.0, self.v.1, TILE);
+    }
+
+    /// Attend the next tile of up to `TILE` rows; with `prefetch`, ask for the tile after it
+    /// before working on this one.
+    fn tile(&mut self, scratch: &mut Scratch<'a>, prefetch: bool) {
+        let (isa, heads, d) = (self.isa, self.heads, self.d);
+        let n = (self.end - self.next).min(TILE);
+        tile_pieces(&self.view.k, &mut self.k, n, &mut scratch.kp);
+        tile_pieces(&self.view.v, &mut self.v, n, &mut scratch.vp);
+        self.next += n;
+        if prefetch {
+            self.prefetch_next_tile();
+        }
+        if let Some(w) = &mut self.wide {
+            scratch.kt.resize(TILE * d, 0.0);
+            scratch.vt.resize(TILE * d, 0.0);
+            scratch.s.resize(TILE * w.hp, 0.0);
+            isa.decode_tile(&scratch.kp, &mut scratch.kt);
+            isa.scores_wide(&scratch.kt, n, d, &w.qt, w.hp, &mut scratch.s);
+            isa.softmax_wide(&mut scratch.s, n, w.hp, &mut w.max, &mut w.sum, &mut w.corr);
+            isa.decode_tile(&scratch.vp, &mut scratch.vt);
+            isa.accumulate_wide(
+                &scratch.vt,
+                n,
+                d,
+                &scratch.s,
+                w.hp,
+                heads,
+                &w.corr,
+                &mut self.part.acc,
+            );
+            return;
+        }
+        scratch.s.resize(heads * TILE, 0.0);
+        let mut off = 0;
+        for &(seg, row, m) in &scratch.kp {
+            isa.scores(seg, row, m, self.q, heads, &mut scratch.s[off..], TILE);
+            off += m;
+        }
+        let part = &mut self.part;
+        for h in 0..heads {
+            let sh = &mut scratch.s[h * TILE..h * TILE + n];
+            let correction = isa.softmax_row(sh, &mut part.max[h], &mut part.sum[h]);
+            if correction != 1.0 {
+                part.acc[h * d..(h + 1) * d]
+                    .iter_mut()
+                    .for_each(|a| *a *= correction);
+            }
+        }
+        isa.accumulate_pieces(&scratch.vp, &scratch.s, heads, TILE, &mut part.acc);
+    }
+
+    fn finish(mut self) -> Partial {
+        if let Some(w) = &self.wide {
+            self.part.max.copy_from_slice(&w.max[..self.heads]);
+            self.part.sum.copy_from_slice(&w.sum[..self.heads]);
+        }
+        self.part
+    }
+}
+
+/// Attend `q` (`heads × d`, already scaled by 1/√d) to rows `begin..end` of `view`.
+pub fn attend_rows(
     view: &HeadView,
     q: &[f32],
     heads: usize,
@@ -223,44 +302,56 @@ fn attend_rows_wide(
     end: usize,
     isa: Isa,
 ) -> Partial {
-    let d = q.len() / heads;
-    let hp = heads.next_multiple_of(16);
-    let mut qt = vec![0.0f32; d * hp];
-    for h in 0..heads {
-        for c in 0..d {
-            qt[c * hp + h] = q[h * d + c];
-        }
-    }
-    let mut part = Partial::new(heads, d);
-    let (mut max, mut sum, mut corr) = (
-        vec![f32::NEG_INFINITY; hp],
-        vec![0.0f32; hp],
-        vec![0.0f32; hp],
-    );
-    let (mut kt, mut vt) = (vec![0.0f32; TILE * d], vec![0.0f32; TILE * d]);
-    let mut st = vec![0.0f32; TILE * hp];
-    let (mut ka, mut va) = (locate(&view.k, begin), locate(&view.v, begin));
-    let (mut kp, mut vp) = (Vec::with_capacity(TILE), Vec::with_capacity(TILE));
+    let at = (locate(&view.k, begin), locate(&view.v, begin));
+    let mut head = HeadAttention::new(view, q, heads, (begin, end), at, isa);
+    let mut scratch = Scratch::default();
     let prefetch = super::tile_prefetch(view.k.len());
-    let mut r = begin;
-    while r < end {
-        let n = (end - r).min(TILE);
-        tile_pieces(&view.k, &mut ka, n, &mut kp);
-        tile_pieces(&view.v, &mut va, n, &mut vp);
-        if prefetch {
-            prefetch_rows(&view.k, ka.0, ka.1, TILE);
-            prefetch_rows(&view.v, va.0, va.1, TILE);
-        }
-        isa.decode_tile(&kp, &mut kt);
-        isa.scores_wide(&kt, n, d, &qt, hp, &mut st);
-        isa.softmax_wide(&mut st, n, hp, &mut max, &mut sum, &mut corr);
-        isa.decode_tile(&vp, &mut vt);
-        isa.accumulate_wide(&vt, n, d, &st, hp, heads, &corr, &mut part.acc);
-        r += n;
+    while !head.done() {
+        head.tile(&mut scratch, prefetch);
     }
-    part.max.copy_from_slice(&max[..heads]);
-    part.sum.copy_from_slice(&sum[..heads]);
-    part
+    head.finish()
+}
+
+/// [`attend_rows`] for several KV heads whose rows lie side by side in shared blocks (a
+/// paged block holds every head's rows of its tokens): tile by tile, each head's rows of
+/// the tile in turn, so that the blocks are read front to back as one stream instead of
+/// one short run per head and block (which the hardware prefetchers cannot follow: it cost
+/// a third of the bandwidth on a Zen 5). One [`Partial`] per view; every head sees the same
+/// tiles as [`attend_rows`] over the same range, so the results are the same.
+pub(crate) fn attend_heads_together(
+    jobs: &[DecodeJob],
+    heads: usize,
+    begin: usize,
+    end: usize,
+    isa: Isa,
+) -> Vec<Partial> {
+    // Views of shared blocks have the same segments: find row `begin` once.
+    let first = &jobs[0].view;
+    let at = (locate(&first.k, begin), locate(&first.v, begin));
+    let rows = |s: &[Segment]| s.iter().map(|x| (x.row0, x.rows)).collect::<Vec<_>>();
+    debug_assert!(jobs
+        .iter()
+        .all(|j| rows(&j.view.k) == rows(&first.k) && rows(&j.view.v) == rows(&first.v)));
+    let mut each: Vec<HeadAttention> = jobs
+        .iter()
+        .map(|j| HeadAttention::new(&j.view, j.q, heads, (begin, end), at, isa))
+        .collect();
+    let mut scratch = Scratch::default();
+    let prefetch = jobs
+        .first()
+        .is_some_and(|j| super::tile_prefetch(j.view.k.len()));
+    while each.first().is_some_and(|h| !h.done()) {
+        for i in 0..each.len() {
+            // The next head's rows of this tile are what this stream reads next.
+            if prefetch {
+                if let Some(next) = each.get(i + 1) {
+                    next.prefetch_next_tile();
+                }
+            }
+            each[i].tile(&mut scratch, false);
+        }
+    }
+    each.into_iter().map(HeadAttention::finish).collect()
 }
 
 /// One decode-attention job: a KV head's view and the query heads of its group.
@@ -274,39 +365,76 @@ pub struct DecodeJob<'a> {
 
 /// Run every job on the current rayon pool, splitting long views into parts so that all
 /// threads have work (flash-decoding), then merging each job's parts exactly.
-pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, isa: Isa) {
+///
+/// `together` consecutive jobs whose views share blocks (a sequence's KV heads in a paged
+/// cache, whose views have the same segments; 1 when each view is its own store) are
+/// attended in one pass over their blocks ([`attend_heads_together`]); their parts are
+/// aligned to whole tiles.
+pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: usize, isa: Isa) {
     let threads = rayon::current_num_threads();
     let total: usize = jobs.iter().map(|j| j.view.rows()).sum();
     // Aim for ~4 parts per thread overall, none shorter than 256 rows.
     let target = (total / (4 * threads)).max(256);
-    let parts: Vec<(usize, usize, usize)> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, j)| {
-            let rows = j.view.rows();
-            let n = rows.div_ceil(target).max(1);
-            (0..n).map(move |p| (i, rows * p / n, rows * (p + 1) / n))
+    let together = together.max(1);
+    // (first job, jobs, first row, end row)
+    let parts: Vec<(usize, usize, usize, usize)> = (0..jobs.len())
+        .step_by(together)
+        .flat_map(|first| {
+            let group = &jobs[first..(first + together).min(jobs.len())];
+            let rows = group[0].view.rows();
+            let alike = |j: &DecodeJob| {
+                j.view.rows() == rows
+                    && j.view.k.len() == group[0].view.k.len()
+                    && j.view.v.len() == group[0].view.v.len()
+            };
+            if group.len() > 1 && group.iter().all(alike) {
+                let per = (target / group.len()).max(256).next_multiple_of(TILE);
+                let n = rows.div_ceil(per).max(1);
+                let g = group.len();
+                (0..n)
+                    .map(|p| (first, g, p * per, ((p + 1) * per).min(rows)))
+                    .collect::<Vec<_>>()
+            } else {
+                group
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(o, j)| {
+                        let rows = j.view.rows();
+                        let n = rows.div_ceil(target).max(1);
+                        (0..n).map(move |p| (first + o, 1, rows * p / n, rows * (p + 1) / n))
+                    })
+                    .collect()
+            }
         })
         .collect();
-    let partials: Vec<Partial> = parts
+    let partials: Vec<Vec<Partial>> = parts
         .par_iter()
-        .map(|&(i, b, e)| attend_rows(&jobs[i].view, jobs[i].q, heads, b, e, isa))
+        .map(|&(first, n, b, e)| match n {
+            1 => vec![attend_rows(
+                &jobs[first].view,
+                jobs[first].q,
+                heads,
+                b,
+                e,
+                isa,
+            )],
+            _ => attend_heads_together(&jobs[first..first + n], heads, b, e, isa),
+        })
         .collect();
-    let mut it = parts.iter().zip(partials);
-    let mut current: Option<(usize, Partial)> = None;
-    loop {
-        let next = it.next();
-        match (&mut current, next) {
-            (Some((i, acc)), Some(((j, _, _), p))) if *i == *j => acc.merge(&p),
-            (cur, next) => {
-                if let Some((i, acc)) = cur.take() {
-                    acc.finish(jobs[i].out);
-                }
-                match next {
-                    Some(((j, _, _), p)) => current = Some((*j, p)),
-                    None => break,
-                }
+    // Fold each job's parts in row order.
+    let mut merged: Vec<Option<Partial>> = (0..jobs.len()).map(|_| None).collect();
+    for (&(first, _, _, _), ps) in parts.iter().zip(partials) {
+        for (i, p) in ps.into_iter().enumerate() {
+            match &mut merged[first + i] {
+                Some(acc) => acc.merge(&p),
+                slot => *slot = Some(p),
             }
+        }
+    }
+    for (job, part) in jobs.iter_mut().zip(merged) {
+        match part {
+            Some(p) => p.finish(job.out),
+            None => job.out.fill(0.0),
         }
     }
 }
@@ -331,9 +459,10 @@ pub fn decode_layer(
     }
     let cache = &*cache;
     let per_job = q.len() / (batch * kv_heads);
+    // In parallel: a paged view lists every block of the sequence.
     let mut jobs: Vec<DecodeJob> = out
-        .chunks_mut(per_job)
-        .zip(q.chunks(per_job))
+        .par_chunks_mut(per_job)
+        .zip(q.par_chunks(per_job))
         .enumerate()
         .map(|(i, (o, qg))| DecodeJob {
             view: cache.view(layer, i / kv_heads, i % kv_heads),
@@ -342,6 +471,11 @@ pub fn decode_layer(
         })
         .collect();
     let bytes = jobs.iter().map(|j| j.view.bytes_read()).sum();
-    decode_attention(&mut jobs, group, isa);
+    let together = if cache.heads_share_blocks() {
+        kv_heads
+    } else {
+        1
+    };
+    decode_attention(&mut jobs, group, together, isa);
     Ok(bytes)
 }

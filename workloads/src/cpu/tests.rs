@@ -80,7 +80,7 @@ fn run(view: &HeadView, q: &[f32], heads: usize, isa: Isa) -> Vec<f32> {
         q: &scaled,
         out: &mut out,
     }];
-    decode_attention(&mut jobs, heads, isa);
+    decode_attention(&mut jobs, heads, 1, isa);
     out
 }
 
@@ -448,6 +448,91 @@ fn the_tile_prefetch_changes_no_result() {
                 let off = run(&cache.view(0, 0, 0), &q, heads, isa);
                 set_tile_prefetch(true, true);
                 assert_eq!(on, off, "{isa:?} heads {heads}");
+            }
+        }
+    }
+}
+
+#[test]
+fn heads_read_together_get_the_results_of_heads_read_one_by_one() {
+    // A paged block holds every KV head's rows, so a sequence's heads are attended in one
+    // pass over the blocks; each head must still get exactly what it gets on its own (the
+    // same tiles in the same order), on the fused and the wide paths, for any block size
+    // and a range that starts and ends inside blocks.
+    use super::decode::{attend_heads_together, attend_rows};
+    let kv = 4;
+    // KIVI's f16 residual has no paged form.
+    for (k, v) in dtypes().into_iter().filter(|(k, _)| k.residual == 0) {
+        for block in [1usize, 7, 16, 64] {
+            let g = geometry(kv, 64, 300, k, v, block);
+            let mut paged = PagedCache::new(&g).unwrap();
+            filled(&mut paged, kv, 64, 300, 6);
+            for heads in [1usize, 3, 8] {
+                let qs: Vec<Vec<f32>> = (0..kv).map(|h| query(heads, 64, 20 + h as u64)).collect();
+                let mut outs = vec![vec![0.0f32; heads * 64]; kv];
+                let jobs: Vec<DecodeJob> = outs
+                    .iter_mut()
+                    .zip(&qs)
+                    .enumerate()
+                    .map(|(h, (out, q))| DecodeJob {
+                        view: paged.view(0, 0, h),
+                        q,
+                        out,
+                    })
+                    .collect();
+                for isa in Isa::available() {
+                    for (b, e) in [(0usize, 300usize), (13, 211)] {
+                        let together = attend_heads_together(&jobs, heads, b, e, isa);
+                        for (h, part) in together.iter().enumerate() {
+                            let alone = attend_rows(&jobs[h].view, jobs[h].q, heads, b, e, isa);
+                            assert_eq!(
+                                part.acc, alone.acc,
+                                "{k}/{v} block {block} heads {heads} {isa:?}"
+                            );
+                            assert_eq!(part.max, alone.max);
+                            assert_eq!(part.sum, alone.sum);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_paged_layer_decodes_every_head_as_the_f64_reference_does() {
+    // Through `decode_layer`, which reads a paged cache's heads together: each KV head's
+    // output against f64 attention over its own stored rows.
+    use super::decode::decode_layer;
+    let (kv, d, len) = (4usize, 64usize, 1000usize);
+    for kind in [DtypeKind::F16, DtypeKind::Int8] {
+        let dt = CacheDtype::new(kind);
+        let g = geometry(kv, d, len, dt, dt, 16);
+        let mut paged = PagedCache::new(&g).unwrap();
+        filled(&mut paged, kv, d, len, 8);
+        for group in [1usize, 8] {
+            let q = query(kv * group, d, 3);
+            let scaled: Vec<f32> = q.iter().map(|x| x / (d as f32).sqrt()).collect();
+            let mut out = vec![0.0f32; q.len()];
+            decode_layer(
+                &mut paged,
+                0,
+                1,
+                kv,
+                group,
+                &scaled,
+                &mut out,
+                Isa::detect(),
+            )
+            .unwrap();
+            for h in 0..kv {
+                let qh = &q[h * group * d..(h + 1) * group * d];
+                let want = exact(&paged.view(0, 0, h), qh, group);
+                let got = &out[h * group * d..(h + 1) * group * d];
+                assert!(
+                    max_rel(got, &want) < 2e-5,
+                    "{kind:?} group {group} head {h}"
+                );
             }
         }
     }

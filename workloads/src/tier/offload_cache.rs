@@ -374,6 +374,10 @@ impl KvCache for OffloadCache {
         self.cache.view(layer, seq, head)
     }
 
+    fn heads_share_blocks(&self) -> bool {
+        self.cache.heads_share_blocks()
+    }
+
     /// Memory of the working pool (evicted blocks are not in it).
     fn memory(&self) -> MemoryUse {
         self.cache.memory()
