@@ -535,7 +535,31 @@ pub unsafe fn scores(
         Quant::F32 => scores_fmt::<F32>(seg, row0, n, q, heads, out, stride),
         Quant::F16 => scores_fmt::<F16>(seg, row0, n, q, heads, out, stride),
         Quant::Bf16 => scores_fmt::<Bf16>(seg, row0, n, q, heads, out, stride),
-        quant => with_codes!(quant, Cd => scores_q::<Cd>(seg, row0, n, q, heads, out, stride)),
+        quant => with_codes!(quant, Cd => scores_q::<Cd>(&[(seg, row0, n)], q, heads, out, stride)),
+    }
+}
+
+/// [`scores`] over consecutive pieces of one tile (scores numbered across them), so that
+/// paged blocks share one setup: the quantized kernels' Σq per group is computed once.
+///
+/// # Safety
+/// As [`scores`]; every piece has the first one's format.
+pub unsafe fn scores_pieces(
+    pieces: &[Piece],
+    q: &[f32],
+    heads: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    match pieces[0].0.codec.quant {
+        Quant::F32 | Quant::F16 | Quant::Bf16 => {
+            let mut off = 0;
+            for &(seg, row0, n) in pieces {
+                scores(seg, row0, n, q, heads, &mut out[off..], stride);
+                off += n;
+            }
+        }
+        quant => with_codes!(quant, Cd => scores_q::<Cd>(pieces, q, heads, out, stride)),
     }
 }
 
@@ -1266,18 +1290,16 @@ unsafe fn scores_block_q1<C: Codes, const R: usize, const HB: usize>(
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn scores_q<C: Codes>(
-    seg: &Segment,
-    row0: usize,
-    n: usize,
+    pieces: &[Piece],
     q: &[f32],
     heads: usize,
     out: &mut [f32],
     stride: usize,
 ) {
-    let c = seg.codec;
+    let c = pieces[0].0.codec;
     let (d, ng) = (c.head_dim, c.head_dim / c.group);
-    assert!(q.len() >= heads * d && out.len() >= (heads - 1) * stride + n);
-    assert!((row0 + n) * c.unit_bytes <= seg.bytes.len());
+    let total = check_pieces(pieces);
+    assert!(q.len() >= heads * d && out.len() >= (heads - 1) * stride + total);
     let lay = QuantLayout::new(c);
     // Σq of each (head, group), for the bias term.
     let mut buf = [0.0f32; 256];
@@ -1293,59 +1315,64 @@ unsafe fn scores_q<C: Codes>(
             *s = q[i * c.group..(i + 1) * c.group].iter().sum();
         }
     }
-    let (qp, op, sp) = (q.as_ptr(), out.as_mut_ptr(), qsum.as_ptr());
-    let mut h = 0;
-    while h < heads {
-        let hb = match heads - h {
-            4.. => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
-        let (qh, sh) = (qp.add(h * d), sp.add(h * ng));
-        let mut i = 0;
-        while i < n {
-            let left = n - i;
-            let (oh, r) = (op.add(h * stride + i), row0 + i);
-            i += match (hb, left, ng) {
-                (4, 4.., 1) => {
-                    scores_block_q1::<C, 4, 4>(seg, &lay, r, qh, sh, d, oh, stride);
-                    4
-                }
-                (2, 8.., 1) => {
-                    scores_block_q1::<C, 8, 2>(seg, &lay, r, qh, sh, d, oh, stride);
-                    8
-                }
-                (1, 16.., 1) => {
-                    scores_block_q1::<C, 16, 1>(seg, &lay, r, qh, sh, d, oh, stride);
-                    16
-                }
-                (4, 2.., _) => {
-                    scores_block_q::<C, 2, 4>(seg, &lay, r, qh, sh, d, oh, stride);
-                    2
-                }
-                (2, 4.., _) => {
-                    scores_block_q::<C, 4, 2>(seg, &lay, r, qh, sh, d, oh, stride);
-                    4
-                }
-                (1, 8.., _) => {
-                    scores_block_q::<C, 8, 1>(seg, &lay, r, qh, sh, d, oh, stride);
-                    8
-                }
-                (4, _, _) => {
-                    scores_block_q::<C, 1, 4>(seg, &lay, r, qh, sh, d, oh, stride);
-                    1
-                }
-                (2, _, _) => {
-                    scores_block_q::<C, 1, 2>(seg, &lay, r, qh, sh, d, oh, stride);
-                    1
-                }
-                _ => {
-                    scores_block_q::<C, 1, 1>(seg, &lay, r, qh, sh, d, oh, stride);
-                    1
-                }
+    let (qp, sp) = (q.as_ptr(), qsum.as_ptr());
+    let mut off = 0;
+    for &(seg, row0, n) in pieces {
+        let op = out.as_mut_ptr().add(off);
+        let mut h = 0;
+        while h < heads {
+            let hb = match heads - h {
+                4.. => 4,
+                2 | 3 => 2,
+                _ => 1,
             };
+            let (qh, sh) = (qp.add(h * d), sp.add(h * ng));
+            let mut i = 0;
+            while i < n {
+                let left = n - i;
+                let (oh, r) = (op.add(h * stride + i), row0 + i);
+                i += match (hb, left, ng) {
+                    (4, 4.., 1) => {
+                        scores_block_q1::<C, 4, 4>(seg, &lay, r, qh, sh, d, oh, stride);
+                        4
+                    }
+                    (2, 8.., 1) => {
+                        scores_block_q1::<C, 8, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                        8
+                    }
+                    (1, 16.., 1) => {
+                        scores_block_q1::<C, 16, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                        16
+                    }
+                    (4, 2.., _) => {
+                        scores_block_q::<C, 2, 4>(seg, &lay, r, qh, sh, d, oh, stride);
+                        2
+                    }
+                    (2, 4.., _) => {
+                        scores_block_q::<C, 4, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                        4
+                    }
+                    (1, 8.., _) => {
+                        scores_block_q::<C, 8, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                        8
+                    }
+                    (4, _, _) => {
+                        scores_block_q::<C, 1, 4>(seg, &lay, r, qh, sh, d, oh, stride);
+                        1
+                    }
+                    (2, _, _) => {
+                        scores_block_q::<C, 1, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                        1
+                    }
+                    _ => {
+                        scores_block_q::<C, 1, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                        1
+                    }
+                };
+            }
+            h += hb;
         }
-        h += hb;
+        off += n;
     }
 }
 

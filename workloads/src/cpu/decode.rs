@@ -266,11 +266,7 @@ impl<'a> HeadAttention<'a> {
             return;
         }
         scratch.s.resize(heads * TILE, 0.0);
-        let mut off = 0;
-        for &(seg, row, m) in &scratch.kp {
-            isa.scores(seg, row, m, self.q, heads, &mut scratch.s[off..], TILE);
-            off += m;
-        }
+        isa.scores_pieces(&scratch.kp, self.q, heads, &mut scratch.s, TILE);
         let part = &mut self.part;
         for h in 0..heads {
             let sh = &mut scratch.s[h * TILE..h * TILE + n];

@@ -222,6 +222,36 @@ impl Isa {
         scalar::scores(seg, row0, n, q, heads, out, stride)
     }
 
+    /// [`Isa::scores`] over consecutive pieces of one tile: scores `out[h·stride + i]` are
+    /// numbered across the pieces. Runs of pieces in one format go to the SIMD kernel
+    /// together, so paged blocks share its setup.
+    pub fn scores_pieces(
+        self,
+        pieces: &[Piece],
+        q: &[f32],
+        heads: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let mut off = 0;
+        for run in pieces.chunk_by(|a, b| a.0.codec == b.0.codec) {
+            let n: usize = run.iter().map(|r| r.2).sum();
+            #[cfg(target_arch = "x86_64")]
+            if self.avx512_for(run[0].0.codec) {
+                // SAFETY: as in `scores`; `run` shares one format.
+                unsafe { avx512::scores_pieces(run, q, heads, &mut out[off..], stride) };
+                off += n;
+                continue;
+            }
+            let mut o = off;
+            for &(seg, row0, m) in run {
+                self.scores(seg, row0, m, q, heads, &mut out[o..], stride);
+                o += m;
+            }
+            off += n;
+        }
+    }
+
     /// Weighted sum of `n` rows of `seg` into `acc` (see [`scalar::accumulate`]).
     #[inline]
     #[allow(clippy::too_many_arguments)]
