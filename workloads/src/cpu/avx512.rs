@@ -1032,10 +1032,30 @@ pub unsafe fn accumulate_wide(
     }
 }
 
+/// [`softmax_row`] of each head's `n` scores (`s[h·stride ..]`), in one call so that the
+/// heads' reductions overlap; `corr[h]` gets each head's correction.
+///
+/// # Safety
+/// The CPU must pass [`detected`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+pub unsafe fn softmax_rows(
+    s: &mut [f32],
+    n: usize,
+    stride: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    corr: &mut [f32],
+) {
+    for (h, c) in corr.iter_mut().enumerate() {
+        *c = softmax_row(&mut s[h * stride..h * stride + n], &mut max[h], &mut sum[h]);
+    }
+}
+
 /// AVX-512 twin of [`super::scalar::softmax_row`].
 ///
 /// # Safety
 /// The CPU must pass [`detected`].
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 pub unsafe fn softmax_row(x: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
     let (n, p) = (x.len(), x.as_mut_ptr());
@@ -1051,7 +1071,8 @@ pub unsafe fn softmax_row(x: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
         mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(mv, mask(i), p.add(i)));
     }
     let m = max.max(_mm512_reduce_max_ps(mv));
-    let c = (*max - m).exp();
+    // exp(0) = 1 exactly: skip the libm call when the max holds (most tiles after the first).
+    let c = if m == *max { 1.0 } else { (*max - m).exp() };
     let (mb, mut s) = (_mm512_set1_ps(m), _mm512_setzero_ps());
     for i in (0..n).step_by(16) {
         let k = mask(i);

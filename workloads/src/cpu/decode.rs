@@ -141,6 +141,8 @@ struct Scratch<'a> {
     /// A tile of K and of V decoded to f32 (wide path).
     kt: Vec<f32>,
     vt: Vec<f32>,
+    /// Each head's softmax correction of the tile.
+    corr: Vec<f32>,
     kp: Vec<(&'a Segment<'a>, usize, usize)>,
     vp: Vec<(&'a Segment<'a>, usize, usize)>,
 }
@@ -171,6 +173,8 @@ struct HeadAttention<'a> {
     v: (usize, usize),
     next: usize,
     end: usize,
+    /// Rows per tile (at most `TILE`).
+    tile: usize,
     isa: Isa,
 }
 
@@ -183,6 +187,7 @@ impl<'a> HeadAttention<'a> {
         heads: usize,
         (begin, end): (usize, usize),
         at: ((usize, usize), (usize, usize)),
+        tile: usize,
         isa: Isa,
     ) -> Self {
         let d = q.len() / heads;
@@ -220,6 +225,7 @@ impl<'a> HeadAttention<'a> {
             v: at.1,
             next: begin,
             end,
+            tile: tile.clamp(1, TILE),
             isa,
         }
     }
@@ -230,15 +236,15 @@ impl<'a> HeadAttention<'a> {
 
     /// Ask for the rows of the next tile, so that their memory latency overlaps other work.
     fn prefetch_next_tile(&self) {
-        prefetch_rows(&self.view.k, self.k.0, self.k.1, TILE);
-        prefetch_rows(&self.view.v, self.v.0, self.v.1, TILE);
+        prefetch_rows(&self.view.k, self.k.0, self.k.1, self.tile);
+        prefetch_rows(&self.view.v, self.v.0, self.v.1, self.tile);
     }
 
-    /// Attend the next tile of up to `TILE` rows; with `prefetch`, ask for the tile after it
+    /// Attend the next tile of up to `self.tile` rows; with `prefetch`, ask for the tile after it
     /// before working on this one.
     fn tile(&mut self, scratch: &mut Scratch<'a>, prefetch: bool) {
         let (isa, heads, d) = (self.isa, self.heads, self.d);
-        let n = (self.end - self.next).min(TILE);
+        let n = (self.end - self.next).min(self.tile);
         tile_pieces(&self.view.k, &mut self.k, n, &mut scratch.kp);
         tile_pieces(&self.view.v, &mut self.v, n, &mut scratch.vp);
         self.next += n;
@@ -268,13 +274,14 @@ impl<'a> HeadAttention<'a> {
         scratch.s.resize(heads * TILE, 0.0);
         isa.scores_pieces(&scratch.kp, self.q, heads, &mut scratch.s, TILE);
         let part = &mut self.part;
-        for h in 0..heads {
-            let sh = &mut scratch.s[h * TILE..h * TILE + n];
-            let correction = isa.softmax_row(sh, &mut part.max[h], &mut part.sum[h]);
-            if correction != 1.0 {
+        scratch.corr.resize(heads, 1.0);
+        let corr = &mut scratch.corr;
+        isa.softmax_rows(&mut scratch.s, n, TILE, &mut part.max, &mut part.sum, corr);
+        for (h, &c) in corr.iter().enumerate() {
+            if c != 1.0 {
                 part.acc[h * d..(h + 1) * d]
                     .iter_mut()
-                    .for_each(|a| *a *= correction);
+                    .for_each(|a| *a *= c);
             }
         }
         isa.accumulate_pieces(&scratch.vp, &scratch.s, heads, TILE, &mut part.acc);
@@ -298,8 +305,20 @@ pub fn attend_rows(
     end: usize,
     isa: Isa,
 ) -> Partial {
+    attend_rows_in_tiles(view, q, heads, (begin, end), TILE, isa)
+}
+
+/// [`attend_rows`] in tiles of `tile` rows (at most `TILE`).
+pub(crate) fn attend_rows_in_tiles(
+    view: &HeadView,
+    q: &[f32],
+    heads: usize,
+    (begin, end): (usize, usize),
+    tile: usize,
+    isa: Isa,
+) -> Partial {
     let at = (locate(&view.k, begin), locate(&view.v, begin));
-    let mut head = HeadAttention::new(view, q, heads, (begin, end), at, isa);
+    let mut head = HeadAttention::new(view, q, heads, (begin, end), at, tile, isa);
     let mut scratch = Scratch::default();
     let prefetch = super::tile_prefetch(view.k.len());
     while !head.done() {
@@ -309,11 +328,12 @@ pub fn attend_rows(
 }
 
 /// [`attend_rows`] for several KV heads whose rows lie side by side in shared blocks (a
-/// paged block holds every head's rows of its tokens): tile by tile, each head's rows of
-/// the tile in turn, so that the blocks are read front to back as one stream instead of
+/// paged block holds every head's rows of its tokens): block by block, each head's rows of
+/// the block in turn, so that the blocks are read front to back as one stream instead of
 /// one short run per head and block (which the hardware prefetchers cannot follow: it cost
-/// a third of the bandwidth on a Zen 5). One [`Partial`] per view; every head sees the same
-/// tiles as [`attend_rows`] over the same range, so the results are the same.
+/// a third of the bandwidth on a Zen 5). A tile is one block (16 to `TILE` rows): a tile
+/// across several blocks would read as many short runs at once. One [`Partial`] per view,
+/// each what [`attend_rows_in_tiles`] gives that view alone with the same tile.
 pub(crate) fn attend_heads_together(
     jobs: &[DecodeJob],
     heads: usize,
@@ -328,26 +348,37 @@ pub(crate) fn attend_heads_together(
     debug_assert!(jobs
         .iter()
         .all(|j| rows(&j.view.k) == rows(&first.k) && rows(&j.view.v) == rows(&first.v)));
+    let tile = together_tile(first);
     let mut each: Vec<HeadAttention> = jobs
         .iter()
-        .map(|j| HeadAttention::new(&j.view, j.q, heads, (begin, end), at, isa))
+        .map(|j| HeadAttention::new(&j.view, j.q, heads, (begin, end), at, tile, isa))
         .collect();
     let mut scratch = Scratch::default();
     let prefetch = jobs
         .first()
         .is_some_and(|j| super::tile_prefetch(j.view.k.len()));
     while each.first().is_some_and(|h| !h.done()) {
-        for i in 0..each.len() {
-            // The next head's rows of this tile are what this stream reads next.
+        let heads_here = each.len();
+        for i in 0..heads_here {
+            // What is read next: the next head's rows of this tile, or after the last head,
+            // the first head's next tile.
             if prefetch {
-                if let Some(next) = each.get(i + 1) {
-                    next.prefetch_next_tile();
-                }
+                each[(i + 1) % heads_here].prefetch_next_tile();
             }
             each[i].tile(&mut scratch, false);
         }
     }
     each.into_iter().map(HeadAttention::finish).collect()
+}
+
+/// Rows per tile when heads are read together: the block size, within 16..=`TILE`.
+pub(crate) fn together_tile(view: &HeadView) -> usize {
+    view.k
+        .iter()
+        .map(|s| s.rows)
+        .max()
+        .unwrap_or(TILE)
+        .clamp(16, TILE)
 }
 
 /// One decode-attention job: a KV head's view and the query heads of its group.

@@ -173,6 +173,27 @@ impl Isa {
         scalar::softmax_row(x, max, sum)
     }
 
+    /// [`Isa::softmax_row`] of each head's `n` scores (`s[h·stride ..]`); `corr[h]` gets
+    /// each head's correction.
+    pub fn softmax_rows(
+        self,
+        s: &mut [f32],
+        n: usize,
+        stride: usize,
+        max: &mut [f32],
+        sum: &mut [f32],
+        corr: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx512 {
+            // SAFETY: as above.
+            return unsafe { avx512::softmax_rows(s, n, stride, max, sum, corr) };
+        }
+        for (h, c) in corr.iter_mut().enumerate() {
+            *c = self.softmax_row(&mut s[h * stride..h * stride + n], &mut max[h], &mut sum[h]);
+        }
+    }
+
     /// `acc ← acc · corr + pᵀ v` (see [`scalar::accumulate_wide`]).
     #[allow(clippy::too_many_arguments)]
     pub fn accumulate_wide(

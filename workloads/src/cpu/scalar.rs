@@ -155,7 +155,8 @@ pub fn accumulate_wide(
 pub fn softmax_row(x: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
     let tile_max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let m = max.max(tile_max);
-    let c = (*max - m).exp();
+    // exp(0) = 1 exactly: skip the libm call when the max holds (most tiles after the first).
+    let c = if m == *max { 1.0 } else { (*max - m).exp() };
     for v in x.iter_mut() {
         *v -= m;
     }

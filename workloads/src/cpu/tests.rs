@@ -459,7 +459,7 @@ fn heads_read_together_get_the_results_of_heads_read_one_by_one() {
     // pass over the blocks; each head must still get exactly what it gets on its own (the
     // same tiles in the same order), on the fused and the wide paths, for any block size
     // and a range that starts and ends inside blocks.
-    use super::decode::{attend_heads_together, attend_rows};
+    use super::decode::{attend_heads_together, attend_rows_in_tiles, together_tile};
     let kv = 4;
     // KIVI's f16 residual has no paged form.
     for (k, v) in dtypes().into_iter().filter(|(k, _)| k.residual == 0) {
@@ -483,8 +483,11 @@ fn heads_read_together_get_the_results_of_heads_read_one_by_one() {
                 for isa in Isa::available() {
                     for (b, e) in [(0usize, 300usize), (13, 211)] {
                         let together = attend_heads_together(&jobs, heads, b, e, isa);
+                        let tile = together_tile(&jobs[0].view);
                         for (h, part) in together.iter().enumerate() {
-                            let alone = attend_rows(&jobs[h].view, jobs[h].q, heads, b, e, isa);
+                            let view = &jobs[h].view;
+                            let alone =
+                                attend_rows_in_tiles(view, jobs[h].q, heads, (b, e), tile, isa);
                             assert_eq!(
                                 part.acc, alone.acc,
                                 "{k}/{v} block {block} heads {heads} {isa:?}"
