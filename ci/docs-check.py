@@ -60,6 +60,8 @@ def main():
     argv = sys.argv[1:]
     fix = argv[:1] == ["--fix"]
     argv = argv[1:] if fix else argv
+    if not argv:
+        sys.exit("usage: ci/docs-check.py [--fix] KVBENCH_BINARY FILE.md...")
     binary, files = argv[0], argv[1:]
     stale = 0
     for path in files:

@@ -8,7 +8,10 @@
 //! `cargo run --release -p kvbench-workloads --example decode_roofline [-- quick|full|prefill]`
 //!
 //! `KVBENCH_ISA=scalar|avx2|avx512` runs the kernels of a lower instruction set than the
-//! detected one (to compare old and new kernels in one binary, alternating).
+//! detected one (to compare old and new kernels in one binary, alternating);
+//! `KVBENCH_PREFETCH=on|off,on|off` sets the next-tile prefetch for contiguous and paged rows.
+//! `layouts KV S DTYPE` steps a contiguous and a paged cache of the same shape alternately
+//! (`KVB_ROUNDS`, `KVB_LAYERS`, `KVB_ONLY=contiguous|paged` adjust it, for profiling).
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
