@@ -18,7 +18,7 @@ cases=(
   "qwen3-235b-fp8-tp4-vllm-21348.log|--gpu h100|yes"
   "fp8-kv-100k-vllm-25350.log|--model qwen3-30b-a3b --cache-dtype fp8 --gpu h100|no"
   "deepseek-v2-lite-tp2-pp2-l4-vllm-20665.log|--gpu l4|yes"
-  "qwen3-30b-a3b-tp4-a10-vllm-17469.log|--model qwen3-30b-a3b --tp 4 --gpu a10g|yes"
+  "qwen3-30b-a3b-tp4-a10-vllm-17469.log|--model qwen3-30b-a3b --tp 4 --gpu a10|yes"
   "qwen3-8b-a5000-lmcache-3430.log|--model qwen3-8b --gpu rtx3090|no"
 )
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -205,6 +205,15 @@ impl BlockPool {
         Ok(bytes)
     }
 
+    /// [`BlockPool::evict`] for a block whose bytes are kept elsewhere already (a tier's
+    /// still-valid copy): they leave memory without being copied out.
+    pub fn discard(&mut self, id: BlockId) -> Result<(), PoolError> {
+        let slot = self.live(id)?.slot.ok_or(PoolError::Evicted(id))?;
+        self.handles[id.0 as usize].slot = None;
+        self.free_slots.push(slot);
+        Ok(())
+    }
+
     /// Bring an evicted block's bytes back into a free slot.
     pub fn restore(&mut self, id: BlockId, bytes: &[u8]) -> Result<(), PoolError> {
         if self.live(id)?.slot.is_some() {
@@ -308,11 +317,30 @@ mod tests {
     }
 
     #[test]
+    fn a_discarded_block_frees_its_slot_and_comes_back_from_a_copy() {
+        let mut p = BlockPool::new(4);
+        let a = p.allocate();
+        p.bytes_mut(a).unwrap().copy_from_slice(&[5, 6, 7, 8]);
+        let copy = p.bytes(a).unwrap().to_vec();
+        p.discard(a).unwrap();
+        assert_eq!(p.bytes(a), Err(PoolError::Evicted(a)));
+        assert_eq!(p.discard(a), Err(PoolError::Evicted(a)));
+        assert_eq!((p.resident_blocks(), p.live_blocks()), (0, 1));
+        let b = p.allocate();
+        assert_eq!(p.capacity_blocks(), 1, "the slot is reused");
+        p.bytes_mut(b).unwrap().fill(1);
+        p.restore(a, &copy).unwrap();
+        assert_eq!(p.bytes(a).unwrap(), &[5, 6, 7, 8]);
+        assert_eq!(p.bytes(b).unwrap(), &[1, 1, 1, 1]);
+    }
+
+    #[test]
     fn evict_and_restore_keep_the_bytes() {
         let mut p = BlockPool::new(4);
         let a = p.allocate();
         p.bytes_mut(a).unwrap().copy_from_slice(&[1, 2, 3, 4]);
         let out = p.evict(a).unwrap();
+        assert!(!p.is_resident(a));
         assert_eq!(out, vec![1, 2, 3, 4]);
         assert_eq!(p.bytes(a), Err(PoolError::Evicted(a)));
         assert_eq!(p.resident_blocks(), 0);

@@ -208,14 +208,14 @@ impl OffloadCache {
         let mut stale = Vec::new();
         let mut writes = Vec::new();
         for (&id, &key) in victims.iter().zip(&keys) {
-            let bytes = self.cache.pool_mut().evict(id)?;
             match self.clean.remove(&id) {
-                Some(old) if old == key => {}
+                // The tier's copy is this block: drop it from the pool, copying nothing.
+                Some(old) if old == key => self.cache.pool_mut().discard(id)?,
                 Some(old) => {
                     stale.push(old);
-                    writes.push((id, key, bytes));
+                    writes.push((id, key, self.cache.pool_mut().evict(id)?));
                 }
-                None => writes.push((id, key, bytes)),
+                None => writes.push((id, key, self.cache.pool_mut().evict(id)?)),
             }
         }
         let batch: Vec<(BlockKey, &[u8])> =
