@@ -310,6 +310,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
+    // Paged heads are read together only when a step reads past this machine's LLC.
+    kvbench_workloads::cpu::set_cache_bytes(limits.calibration.llc_bytes);
     let mut sweep = sweep;
     if args.layers.is_none() && !args.cache_resident {
         let llc = limits.calibration.llc_bytes;

@@ -199,6 +199,10 @@ pub trait KvCache: Send + Sync {
     fn heads_share_blocks(&self) -> bool {
         false
     }
+    /// KV bytes held in memory now: what a decode step over every layer reads, about.
+    fn resident_bytes(&self) -> u64 {
+        self.memory().kv_bytes_allocated
+    }
     /// Exact bytes used and allocated now.
     fn memory(&self) -> MemoryUse;
     /// Drop every token (keep what a pool preallocated).

@@ -237,6 +237,10 @@ impl KvCache for PagedCache {
         true
     }
 
+    fn resident_bytes(&self) -> u64 {
+        (self.pool.resident_blocks() * self.pool.block_bytes()) as u64
+    }
+
     fn memory(&self) -> MemoryUse {
         let b = self.geom.block_size;
         let mut tokens = 0u64;

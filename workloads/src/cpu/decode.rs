@@ -498,10 +498,11 @@ pub fn decode_layer(
         })
         .collect();
     let bytes = jobs.iter().map(|j| j.view.bytes_read()).sum();
-    let together = if cache.heads_share_blocks() {
-        kv_heads
-    } else {
-        1
+    // Heads that share blocks are read together when the step reads past the cache.
+    let together = match cache.heads_share_blocks() && super::heads_together(cache.resident_bytes())
+    {
+        true => kv_heads,
+        false => 1,
     };
     decode_attention(&mut jobs, group, together, isa);
     Ok(bytes)

@@ -11,7 +11,7 @@ pub mod prefill;
 pub mod scalar;
 
 use crate::cache::Segment;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Whether the decode kernels prefetch the next tile's K and V rows, for a contiguous row
 /// store and for paged blocks. It is a property of the machine, not of the code: on a Zen 5
@@ -35,6 +35,31 @@ pub fn tile_prefetch(segments: usize) -> bool {
         true => PREFETCH_PAGED.load(Ordering::Relaxed),
         false => PREFETCH_CONTIGUOUS.load(Ordering::Relaxed),
     }
+}
+
+/// The last-level cache the decode kernels may assume (bytes; 0 = unknown), set by the runner
+/// from the calibration.
+static CACHE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Tell the decode kernels how large this machine's last-level cache is.
+pub fn set_cache_bytes(bytes: u64) {
+    CACHE_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+/// Whether to read a sequence's KV heads together, block by block, when their rows share
+/// blocks and a decode step reads `resident_bytes` of KV. From main memory the block-by-block
+/// walk is faster (one stream instead of one short run per head and block); from cache it is
+/// slower, since each head's queries and accumulators come back from L2 at every switch.
+/// Measured on a Zen 5 (docs/performance.md, fifth round): below the 32 MiB LLC head by head
+/// was 1.2–1.5× faster, at and above it together was 1.05–1.3× faster. Together when the
+/// cache size is unknown.
+pub fn heads_together(resident_bytes: u64) -> bool {
+    reads_past_cache(resident_bytes, CACHE_BYTES.load(Ordering::Relaxed))
+}
+
+/// `resident_bytes` do not fit in a cache of `cache_bytes` (0: unknown, assume they do not).
+pub(crate) fn reads_past_cache(resident_bytes: u64, cache_bytes: u64) -> bool {
+    resident_bytes >= cache_bytes
 }
 
 /// The instruction set a kernel runs with.

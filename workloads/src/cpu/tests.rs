@@ -540,3 +540,14 @@ fn a_paged_layer_decodes_every_head_as_the_f64_reference_does() {
         }
     }
 }
+
+#[test]
+fn heads_are_read_together_only_past_the_cache() {
+    use super::reads_past_cache;
+    // 32 MiB LLC: a step of 16 MiB stays in cache (head by head), 32 MiB and more does not.
+    assert!(!reads_past_cache(16 << 20, 32 << 20));
+    assert!(reads_past_cache(32 << 20, 32 << 20));
+    assert!(reads_past_cache(1 << 30, 32 << 20));
+    // Unknown cache: together (the main-memory case, which the % of limit rows measure).
+    assert!(reads_past_cache(1 << 10, 0));
+}

@@ -378,6 +378,10 @@ impl KvCache for OffloadCache {
         self.cache.heads_share_blocks()
     }
 
+    fn resident_bytes(&self) -> u64 {
+        self.cache.resident_bytes()
+    }
+
     /// Memory of the working pool (evicted blocks are not in it).
     fn memory(&self) -> MemoryUse {
         self.cache.memory()
