@@ -354,9 +354,7 @@ pub(crate) fn attend_heads_together(
         .map(|j| HeadAttention::new(&j.view, j.q, heads, (begin, end), at, tile, isa))
         .collect();
     let mut scratch = Scratch::default();
-    let prefetch = jobs
-        .first()
-        .is_some_and(|j| super::tile_prefetch(j.view.k.len()));
+    let prefetch = super::tile_prefetch(first.k.len());
     while each.first().is_some_and(|h| !h.done()) {
         let heads_here = each.len();
         for i in 0..heads_here {

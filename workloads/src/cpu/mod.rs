@@ -49,7 +49,7 @@ pub fn set_cache_bytes(bytes: u64) {
 /// Whether to read a sequence's KV heads together, block by block, when their rows share
 /// blocks and a decode step reads `resident_bytes` of KV. From main memory the block-by-block
 /// walk is faster (one stream instead of one short run per head and block); from cache it is
-/// slower, since each head's queries and accumulators come back from L2 at every switch.
+/// slower (cause not found: the extra time did not grow with the number of head switches).
 /// Measured on a Zen 5 (docs/performance.md, fifth round): below the 32 MiB LLC head by head
 /// was 1.2–1.5× faster, at and above it together was 1.05–1.3× faster. Together when the
 /// cache size is unknown.
