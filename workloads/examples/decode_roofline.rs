@@ -9,7 +9,9 @@
 //!
 //! `KVBENCH_ISA=scalar|avx2|avx512` runs the kernels of a lower instruction set than the
 //! detected one (to compare old and new kernels in one binary, alternating);
-//! `KVBENCH_PREFETCH=on|off,on|off` sets the next-tile prefetch for contiguous and paged rows.
+//! `KVBENCH_PREFETCH=on|off,on|off` sets the next-tile prefetch for contiguous and paged rows;
+//! `KVBENCH_INTDOT=off` scores int8/int4 keys with the float kernels instead of the
+//! integer-dot (VNNI) ones.
 //! `layouts KV S DTYPE` steps a contiguous and a paged cache of the same shape alternately
 //! (`KVB_ROUNDS`, `KVB_LAYERS`, `KVB_ONLY=contiguous|paged` adjust it, for profiling).
 
@@ -212,6 +214,9 @@ fn main() {
     if let Ok(p) = std::env::var("KVBENCH_PREFETCH") {
         let on: Vec<bool> = p.split(',').map(|x| x.trim() == "on").collect();
         kvbench_workloads::cpu::set_tile_prefetch(on[0], *on.get(1).unwrap_or(&on[0]));
+    }
+    if std::env::var("KVBENCH_INTDOT").as_deref() == Ok("off") {
+        kvbench_workloads::cpu::set_integer_dot(false);
     }
     let bw = read_bandwidth();
     let gemm = gemm_rate();

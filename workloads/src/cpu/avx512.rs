@@ -73,7 +73,7 @@ struct Nf4;
 struct Fp8Fmt<const E5M2: bool>;
 
 #[inline(always)]
-unsafe fn row_ptr(seg: &Segment, r: usize) -> *const u8 {
+pub(crate) unsafe fn row_ptr(seg: &Segment, r: usize) -> *const u8 {
     seg.bytes.as_ptr().add(r * seg.codec.unit_bytes)
 }
 
@@ -440,7 +440,7 @@ unsafe fn scores_block<F: Format, const R: usize, const HB: usize>(
 /// Lane `L` = the sum of the 16 lanes of `v[L]`: 16 horizontal sums in 45 shuffles and adds
 /// (a transpose-and-add tree) instead of 16 × 8 for one `reduce_add` each.
 #[inline(always)]
-unsafe fn sum16(v: &[__m512; 16]) -> __m512 {
+pub(crate) unsafe fn sum16(v: &[__m512; 16]) -> __m512 {
     // The tree leaves vector `L/4 + 4·(L%4)` in lane L; feed it the inputs in that order.
     let w: [__m512; 16] = std::array::from_fn(|j| v[4 * (j % 4) + j / 4]);
     // 512 → 256 lanes per vector: pairs of vectors share one register.
@@ -1150,14 +1150,16 @@ impl<const E5M2: bool> Codes for Fp8Fmt<E5M2> {
 
 /// Where a quantized segment keeps its group parameters, and how to read them.
 #[derive(Clone, Copy)]
-struct QuantLayout {
+pub(crate) struct QuantLayout {
     /// Bytes from a row's first code to its first parameter record.
-    params: usize,
-    rec: usize,
-    width: usize,
-    asym: bool,
+    pub(crate) params: usize,
+    /// Bytes of one group's record (scale, zero point).
+    pub(crate) rec: usize,
+    /// Bytes of one scale or zero point.
+    pub(crate) width: usize,
+    pub(crate) asym: bool,
     /// The centre integer codes are read around (0 for fp8/nf4).
-    half: f32,
+    pub(crate) half: f32,
     /// Power of two folded into the scale (fp8 e4m3: 256).
     mult: f32,
     /// log2 of the 16-lane chunks per group.
@@ -1165,7 +1167,7 @@ struct QuantLayout {
 }
 
 impl QuantLayout {
-    fn new(c: &Codec) -> Self {
+    pub(crate) fn new(c: &Codec) -> Self {
         let width = c.dtype.scale_bytes as usize;
         let asym = c.dtype.zero_point;
         let (half, mult) = match c.quant {
@@ -1186,7 +1188,7 @@ impl QuantLayout {
 
     /// (scale, bias) of group `g` of the row at `codes`, for raw codes.
     #[inline(always)]
-    unsafe fn params(&self, codes: *const u8, g: usize) -> (f32, f32) {
+    pub(crate) unsafe fn params(&self, codes: *const u8, g: usize) -> (f32, f32) {
         let at = codes.add(self.params + g * self.rec);
         if self.asym && self.width == 2 {
             // Scale and zero point converted together.

@@ -168,6 +168,8 @@ struct HeadAttention<'a> {
     /// `Some` when the tile is dequantized once and scored as a small GEMM over the heads
     /// (large GQA groups, MQA).
     wide: Option<Wide>,
+    /// `q` split for integer dot products with int8/int4 keys, where the CPU has them.
+    iq: Option<super::vnni::IntQuery>,
     part: Partial,
     k: (usize, usize),
     v: (usize, usize),
@@ -214,12 +216,17 @@ impl<'a> HeadAttention<'a> {
             }
             _ => None,
         };
+        let iq = match (&wide, view.k.first()) {
+            (None, Some(k)) => isa.int_query(k.codec, q, heads),
+            _ => None,
+        };
         HeadAttention {
             view,
             q,
             heads,
             d,
             wide,
+            iq,
             part: Partial::new(heads, d),
             k: at.0,
             v: at.1,
@@ -272,7 +279,14 @@ impl<'a> HeadAttention<'a> {
             return;
         }
         scratch.s.resize(heads * TILE, 0.0);
-        isa.scores_pieces(&scratch.kp, self.q, heads, &mut scratch.s, TILE);
+        isa.scores_pieces(
+            &scratch.kp,
+            self.q,
+            self.iq.as_ref(),
+            heads,
+            &mut scratch.s,
+            TILE,
+        );
         let part = &mut self.part;
         scratch.corr.resize(heads, 1.0);
         let corr = &mut scratch.corr;

@@ -551,3 +551,66 @@ fn heads_are_read_together_only_past_the_cache() {
     // Unknown cache: together (the main-memory case, which the % of limit rows measure).
     assert!(reads_past_cache(1 << 10, 0));
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn integer_dot_scores_equal_the_exact_scores_to_f32_rounding() {
+    use super::vnni::{self, IntQuery};
+    if !vnni::detected() {
+        eprintln!("this CPU has no AVX-512 VNNI: the integer-dot kernel is not run here");
+        return;
+    }
+    use DtypeKind::*;
+    let f32_scales = |dt: CacheDtype| CacheDtype {
+        scale_bytes: 4,
+        ..dt
+    };
+    let formats = [
+        CacheDtype::new(Int8),
+        CacheDtype::new(Int4),
+        CacheDtype::q8_0(),
+        CacheDtype::q4_0(),
+        f32_scales(CacheDtype::new(Int4)),
+        CacheDtype::new(Int4).with_group(16).unwrap(),
+        CacheDtype::new(Int8).with_group(16).unwrap(),
+        CacheDtype::new(Int4).with_group(64).unwrap(),
+    ];
+    let mut worst = 0.0f64;
+    for dt in formats {
+        for d in [64usize, 128, 256] {
+            let g = geometry(1, d, 40, dt, dt, 16);
+            let mut c = DenseCache::new(&g, false).unwrap();
+            filled(&mut c, 1, d, 40, 9);
+            let view = c.view(0, 0, 0);
+            let seg = &view.k[0];
+            let rows = decoded(&view.k);
+            for heads in 1..=7usize {
+                let q = query(heads, d, 7 + heads as u64);
+                let iq = IntQuery::new(seg.codec, &q, heads)
+                    .unwrap_or_else(|| panic!("{dt:?} d {d}: no integer dot"));
+                // Rows 1..38 in three pieces (a paged tile's shape), out of order of size.
+                let pieces = [(seg, 1, 3), (seg, 4, 21), (seg, 25, 13)];
+                let stride = 40;
+                let mut got = vec![f32::NAN; heads * stride];
+                // SAFETY: `detected` holds; the pieces are in `iq`'s format.
+                unsafe { vnni::scores(&pieces, &iq, &mut got, stride) };
+                for h in 0..heads {
+                    let qh = &q[h * d..(h + 1) * d];
+                    for i in 0..37 {
+                        let k = &rows[1 + i];
+                        let exact: f64 = qh.iter().zip(k).map(|(&a, b)| a as f64 * b).sum();
+                        let size: f64 = qh.iter().zip(k).map(|(&a, b)| (a as f64 * b).abs()).sum();
+                        let err = (got[h * stride + i] as f64 - exact).abs() / size;
+                        worst = worst.max(err);
+                        assert!(
+                            err < 1e-6,
+                            "{dt:?} d {d} heads {heads} row {i}: {} vs {exact} ({err:e})",
+                            got[h * stride + i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("worst error relative to Σ|q·k|: {worst:e}");
+}
