@@ -614,3 +614,31 @@ fn integer_dot_scores_equal_the_exact_scores_to_f32_rounding() {
     }
     eprintln!("worst error relative to Σ|q·k|: {worst:e}");
 }
+
+#[test]
+fn a_long_mha_part_of_integer_keys_decodes_as_the_f64_reference_does() {
+    use super::decode::attend_rows;
+    use DtypeKind::*;
+    let d = 128;
+    for dt in [CacheDtype::new(Int8), CacheDtype::new(Int4), CacheDtype::q4_0()] {
+        let len = 1000;
+        let g = geometry(1, d, len, dt, dt, 16);
+        let mut c = DenseCache::new(&g, false).unwrap();
+        filled(&mut c, 1, d, len, 21);
+        let view = c.view(0, 0, 0);
+        let q = query(1, d, 8);
+        let want = exact(&view, &q, 1);
+        let scaled: Vec<f32> = q.iter().map(|x| x / (d as f32).sqrt()).collect();
+        for isa in Isa::available() {
+            // One part over every row: long enough for the integer dot where the CPU has it.
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 && super::vnni::detected() {
+                assert!(isa.int_query(view.k[0].codec, &scaled, 1).is_some());
+            }
+            let mut got = vec![0.0f32; d];
+            attend_rows(&view, &scaled, 1, 0, len, isa).finish(&mut got);
+            let err = max_rel(&got, &want);
+            assert!(err < 2e-5, "{:?} {isa:?}: {err}", dt.kind);
+        }
+    }
+}
