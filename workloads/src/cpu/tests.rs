@@ -620,7 +620,11 @@ fn a_long_mha_part_of_integer_keys_decodes_as_the_f64_reference_does() {
     use super::decode::attend_rows;
     use DtypeKind::*;
     let d = 128;
-    for dt in [CacheDtype::new(Int8), CacheDtype::new(Int4), CacheDtype::q4_0()] {
+    for dt in [
+        CacheDtype::new(Int8),
+        CacheDtype::new(Int4),
+        CacheDtype::q4_0(),
+    ] {
         let len = 1000;
         let g = geometry(1, d, len, dt, dt, 16);
         let mut c = DenseCache::new(&g, false).unwrap();
