@@ -1416,6 +1416,11 @@ unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB
     let per = J / GB;
     let mut a = [[_mm512_setzero_ps(); J]; HB];
     let mut bias = [[0.0f32; GB]; HB];
+    // f16 records of several groups are read as one vector per row (one load and one
+    // conversion instead of a scalar read per group); the bias sums stay in its lanes.
+    let vec_params = lay.width == 2 && GB >= 2 && GB * lay.rec <= 16;
+    let mut bias_lanes = [_mm256_setzero_ps(); HB];
+    let per_rec = (lay.rec / 2).max(1) as i32;
     let mut i = 0;
     for &(seg, r0, m) in pieces {
         for r in r0..r0 + m {
@@ -1423,6 +1428,36 @@ unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB
             let mut vv = [_mm512_setzero_ps(); J];
             for (jj, v) in vv.iter_mut().enumerate() {
                 *v = C::raw(row, j0 + jj);
+            }
+            if vec_params {
+                let at = row.add(lay.params + g0 * lay.rec);
+                let raw = match GB * lay.rec {
+                    16 => _mm_loadu_si128(at as *const __m128i),
+                    8 => _mm_loadl_epi64(at as *const __m128i),
+                    _ => _mm_cvtsi32_si128((at as *const u32).read_unaligned() as i32),
+                };
+                let rec = _mm256_cvtph_ps(raw);
+                let rec512 = _mm512_castps256_ps512(_mm256_mul_ps(rec, _mm256_set1_ps(lay.mult)));
+                if lay.asym {
+                    // Lane 2g + 1: z + half·s, the bias of centred codes (lane 2g: unused).
+                    let half = _mm256_set1_ps(lay.half);
+                    let b = _mm256_fmadd_ps(half, _mm256_moveldup_ps(rec), rec);
+                    for (h, bl) in bias_lanes.iter_mut().enumerate() {
+                        let w = _mm256_set1_ps(*p.add(h * stride + i));
+                        *bl = _mm256_fmadd_ps(w, b, *bl);
+                    }
+                }
+                for gb in 0..GB {
+                    let sv = _mm512_permutexvar_ps(_mm512_set1_epi32(gb as i32 * per_rec), rec512);
+                    for (h, ah) in a.iter_mut().enumerate() {
+                        let ws = _mm512_mul_ps(_mm512_set1_ps(*p.add(h * stride + i)), sv);
+                        for jj in gb * per..(gb + 1) * per {
+                            ah[jj] = _mm512_fmadd_ps(ws, vv[jj], ah[jj]);
+                        }
+                    }
+                }
+                i += 1;
+                continue;
             }
             for gb in 0..GB {
                 let (s, b) = lay.params(row, g0 + gb);
@@ -1438,6 +1473,15 @@ unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB
                 }
             }
             i += 1;
+        }
+    }
+    if vec_params && lay.asym {
+        for (h, bl) in bias_lanes.iter().enumerate() {
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *bl);
+            for gb in 0..GB {
+                bias[h][gb] = lanes[2 * gb + 1];
+            }
         }
     }
     for (h, ah) in a.iter().enumerate() {
