@@ -579,11 +579,7 @@ unsafe fn scores_fmt<F: Format>(
     let (qp, op) = (q.as_ptr(), out.as_mut_ptr());
     let mut h = 0;
     while h < heads {
-        let hb = match heads - h {
-            4.. => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
+        let hb = head_block(heads - h);
         let mut i = 0;
         while i < n {
             let left = n - i;
@@ -624,6 +620,39 @@ unsafe fn scores_fmt<F: Format>(
             };
         }
         h += hb;
+    }
+}
+
+/// Query heads the next register block takes when `left` heads remain: 4, 2 or 1.
+#[inline(always)]
+pub(crate) fn head_block(left: usize) -> usize {
+    match left {
+        4.. => 4,
+        2 | 3 => 2,
+        _ => 1,
+    }
+}
+
+/// `n` (≤ 16) f16 (`width` 2) or f32 scalars at `at` as f32 lanes, zeros after them; whole
+/// 4/8/16-byte runs use plain loads (a masked load that crosses a cache line costs several
+/// plain ones on a Zen 5).
+#[inline(always)]
+pub(crate) unsafe fn load_scalars(at: *const u8, n: usize, width: usize) -> __m512 {
+    match (width, n) {
+        (2, 2) => _mm512_zextps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            (at as *const u32).read_unaligned() as i32,
+        ))),
+        (2, 4) => _mm512_zextps256_ps512(_mm256_cvtph_ps(_mm_loadl_epi64(at as *const _))),
+        (2, 8) => _mm512_zextps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(at as *const _))),
+        (2, 16) => _mm512_cvtph_ps(_mm256_loadu_si256(at as *const _)),
+        (2, _) => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+            ((1u32 << n) - 1) as u16,
+            at as *const i16,
+        )),
+        (_, 4) => _mm512_zextps128_ps512(_mm_loadu_ps(at as *const f32)),
+        (_, 8) => _mm512_zextps256_ps512(_mm256_loadu_ps(at as *const f32)),
+        (_, 16) => _mm512_loadu_ps(at as *const f32),
+        _ => _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, at as *const f32),
     }
 }
 
@@ -719,11 +748,7 @@ unsafe fn accumulate_fmt<F: Format>(
     let (pp, ap) = (p.as_ptr(), acc.as_mut_ptr());
     let mut h = 0;
     while h < heads {
-        let hb = match heads - h {
-            4.. => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
+        let hb = head_block(heads - h);
         let (ph, ah) = (pp.add(h * stride), ap.add(h * d));
         let mut j = 0;
         while j < chunks {
@@ -1344,11 +1369,7 @@ unsafe fn scores_q<C: Codes>(
         let op = out.as_mut_ptr().add(off);
         let mut h = 0;
         while h < heads {
-            let hb = match heads - h {
-                4.. => 4,
-                2 | 3 => 2,
-                _ => 1,
-            };
+            let hb = head_block(heads - h);
             let (qh, sh) = (qp.add(h * d), sp.add(h * ng));
             let mut i = 0;
             while i < n {
@@ -1431,12 +1452,7 @@ unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB
             }
             if vec_params {
                 let at = row.add(lay.params + g0 * lay.rec);
-                let raw = match GB * lay.rec {
-                    16 => _mm_loadu_si128(at as *const __m128i),
-                    8 => _mm_loadl_epi64(at as *const __m128i),
-                    _ => _mm_cvtsi32_si128((at as *const u32).read_unaligned() as i32),
-                };
-                let rec = _mm256_cvtph_ps(raw);
+                let rec = _mm512_castps512_ps256(load_scalars(at, GB * lay.rec / 2, 2));
                 let rec512 = _mm512_castps256_ps512(_mm256_mul_ps(rec, _mm256_set1_ps(lay.mult)));
                 if lay.asym {
                     // Lane 2g + 1: z + half·s, the bias of centred codes (lane 2g: unused).
@@ -1520,11 +1536,7 @@ unsafe fn accumulate_q<C: Codes>(
     }
     let mut h = 0;
     while h < heads {
-        let hb = match heads - h {
-            4.. => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
+        let hb = head_block(heads - h);
         let (ph, ah) = (pp.add(h * stride), ap.add(h * d));
         let mut j = 0;
         while j < chunks {

@@ -9,11 +9,6 @@ use rayon::prelude::*;
 /// Rows per tile: the score block (heads × TILE) stays in L1.
 const TILE: usize = 64;
 
-/// Fewest rows a part scores by integer dot products: splitting q costs ~0.2 µs per head
-/// and part (d 128, Zen 5) and saves ~1 ns per int8 row, so shorter parts (short contexts,
-/// the CI matrix's 32–128 tokens) keep the float kernels.
-const INT_DOT_MIN_ROWS: usize = 256;
-
 /// Online-softmax state of one part of the rows.
 #[derive(Debug, Clone)]
 pub struct Partial {
@@ -222,7 +217,7 @@ impl<'a> HeadAttention<'a> {
             _ => None,
         };
         let iq = match (&wide, view.k.first()) {
-            (None, Some(k)) if end - begin >= INT_DOT_MIN_ROWS => isa.int_query(k.codec, q, heads),
+            (None, Some(k)) => isa.int_query(k.codec, q, heads, end - begin),
             _ => None,
         };
         HeadAttention {

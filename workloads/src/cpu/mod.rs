@@ -42,6 +42,9 @@ pub fn tile_prefetch(segments: usize) -> bool {
 /// switched off to compare the two, e.g. by `decode_roofline`).
 static INTEGER_DOT: AtomicBool = AtomicBool::new(true);
 
+/// Fewest rows a decode part scores by integer dot products (see [`Isa::int_query`]).
+pub const INT_DOT_MIN_ROWS: usize = 256;
+
 /// Turn the integer-dot score kernels ([`vnni`]) on or off for this process.
 pub fn set_integer_dot(on: bool) {
     INTEGER_DOT.store(on, Ordering::Relaxed);
@@ -278,21 +281,26 @@ impl Isa {
         scalar::scores(seg, row0, n, q, heads, out, stride)
     }
 
-    /// `q` (`heads × d`) prepared for integer dot products against rows of format `k`
-    /// ([`vnni`]), when this ISA has them for it; `None` leaves scoring to the float kernels.
-    ///
-    /// One query head per KV head (MHA) only: there the float kernels convert every code for
-    /// one head, and the integer dot scores int8 keys in 0.7× and int4 keys in 0.65× their
-    /// time (in cache, Zen 5). With more heads the float kernels share each conversion
-    /// across them, and the integer dot, which pays its three parts per head, was slower:
-    /// 1.1× at 2 heads and 1.5× at 4 for int8.
+    /// `q` (`heads × d`) prepared for integer dot products against `rows` rows of format `k`
+    /// ([`vnni`]), when this ISA has them for it and they pay; `None` leaves scoring to the
+    /// float kernels. Measured in cache on a Zen 5 (docs/performance.md, sixth round):
+    /// - one query head per KV head (MHA) only: there the float kernels convert every code
+    ///   for one head, and the integer dot scores int8 keys in 0.7× and int4 keys in 0.65×
+    ///   their time. With more heads the float kernels share each conversion across them,
+    ///   while the integer dot pays its three parts per head: int8 1.1× slower at 2 heads and
+    ///   1.5× at 4 (int4 0.9× at 2 heads, even at 4);
+    /// - at least [`INT_DOT_MIN_ROWS`] rows: splitting q costs ~0.2 µs per head (d 128) and
+    ///   saves ~1 ns per int8 row, so short parts (short contexts, the CI matrix's 32–128
+    ///   tokens) keep the float kernels.
     pub fn int_query(
         self,
         k: &crate::codec::Codec,
         q: &[f32],
         heads: usize,
+        rows: usize,
     ) -> Option<vnni::IntQuery> {
-        if heads == 1 && self.avx512_for(k) && INTEGER_DOT.load(Ordering::Relaxed) {
+        let pays = heads == 1 && rows >= INT_DOT_MIN_ROWS;
+        if pays && self.avx512_for(k) && INTEGER_DOT.load(Ordering::Relaxed) {
             return vnni::IntQuery::new(k, q, heads);
         }
         None

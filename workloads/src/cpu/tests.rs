@@ -637,7 +637,7 @@ fn a_long_mha_part_of_integer_keys_decodes_as_the_f64_reference_does() {
             // One part over every row: long enough for the integer dot where the CPU has it.
             #[cfg(target_arch = "x86_64")]
             if isa == Isa::Avx512 && super::vnni::detected() {
-                assert!(isa.int_query(view.k[0].codec, &scaled, 1).is_some());
+                assert!(isa.int_query(view.k[0].codec, &scaled, 1, len).is_some());
             }
             let mut got = vec![0.0f32; d];
             attend_rows(&view, &scaled, 1, 0, len, isa).finish(&mut got);

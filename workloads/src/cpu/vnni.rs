@@ -41,6 +41,9 @@ pub struct IntQuery {
     groups_per_chunk: usize,
     /// Each lane's scalar within its chunk's parameter records (when `grouped`).
     lane_rec: [i32; 16],
+    /// Per chunk, the scalars of its parameter records the row holds (when `grouped`; a
+    /// partial last chunk holds fewer groups).
+    chunk_scalars: [usize; 4],
     /// `heads × chunks × PARTS × part_bytes`: the parts in code order.
     parts: Vec<i8>,
     /// `heads × spans × PARTS × 16`: each lane's starting value, −offset · Σ part (a span
@@ -91,7 +94,11 @@ impl IntQuery {
             grouped,
             groups_per_chunk: chunk_elems / group,
             lane_rec: std::array::from_fn(|lane| (lane / lanes_per_group * per_rec) as i32),
-            parts: vec![0; heads * chunks * PARTS * iq_part_bytes(bits)],
+            chunk_scalars: std::array::from_fn(|ch| {
+                let groups_here = (d / group).saturating_sub(ch * (chunk_elems / group));
+                groups_here.min(chunk_elems / group) * per_rec
+            }),
+            parts: vec![0; heads * chunks * PARTS * part_bytes(bits)],
             init: vec![0; heads * spans * PARTS * 16],
             qlane: vec![0.0; heads * spans * 16],
             mult: vec![0.0; heads * PARTS],
@@ -136,7 +143,7 @@ impl IntQuery {
 }
 
 /// Bytes of one part of one chunk: 64, or for int4 the even and the odd elements' 64 each.
-fn iq_part_bytes(bits: u32) -> usize {
+fn part_bytes(bits: u32) -> usize {
     CHUNK_BYTES * (8 / bits as usize)
 }
 
@@ -156,9 +163,9 @@ pub use kernel::scores;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_op_in_unsafe_fn)]
 mod kernel {
-    use super::{iq_part_bytes, IntQuery, CHUNK_BYTES, PARTS, SPLIT};
+    use super::{part_bytes, IntQuery, CHUNK_BYTES, PARTS, SPLIT};
     use crate::cache::Segment;
-    use crate::cpu::avx512::{row_ptr, sum16, Piece, QuantLayout};
+    use crate::cpu::avx512::{head_block, load_scalars, row_ptr, sum16, Piece, QuantLayout};
     use std::arch::x86_64::*;
 
     /// Fill `iq`'s parts, part scales and lane starting values from `q`.
@@ -168,7 +175,7 @@ mod kernel {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
     pub(super) unsafe fn split(iq: &mut IntQuery, q: &[f32]) {
         let d = iq.codec.head_dim;
-        let (bits, pb, spans) = (iq.bits, iq_part_bytes(iq.bits), iq.spans());
+        let (bits, pb, spans) = (iq.bits, part_bytes(iq.bits), iq.spans());
         let chunk_elems = 16 * (32 / bits as usize);
         let ones = _mm512_set1_epi8(1);
         // Even and odd elements of 32 (int4's low and high nibbles).
@@ -304,12 +311,12 @@ mod kernel {
             let mut h = 0;
             while h < iq.heads {
                 let o = op.add(h * stride + off);
-                h += match (iq.bits, iq.heads - h) {
-                    (8, 4..) => shape!(8, 4, seg, row0, n, h, o),
-                    (8, 2 | 3) => shape!(8, 2, seg, row0, n, h, o),
+                h += match (iq.bits, head_block(iq.heads - h)) {
+                    (8, 4) => shape!(8, 4, seg, row0, n, h, o),
+                    (8, 2) => shape!(8, 2, seg, row0, n, h, o),
                     (8, _) => shape!(8, 1, seg, row0, n, h, o),
-                    (_, 4..) => shape!(4, 4, seg, row0, n, h, o),
-                    (_, 2 | 3) => shape!(4, 2, seg, row0, n, h, o),
+                    (_, 4) => shape!(4, 4, seg, row0, n, h, o),
+                    (_, 2) => shape!(4, 2, seg, row0, n, h, o),
                     _ => shape!(4, 1, seg, row0, n, h, o),
                 };
             }
@@ -366,7 +373,7 @@ mod kernel {
         h0: usize,
         mult: &[[__m512; PARTS]; HB],
     ) -> [__m512; HB] {
-        let pb = iq_part_bytes(BITS);
+        let pb = part_bytes(BITS);
         let spans = if GROUPED { C } else { 1 };
         // The row's codes, chunk by chunk (int4: low and high nibbles apart).
         let nib = _mm512_set1_epi8(15);
@@ -456,11 +463,8 @@ mod kernel {
         }
         // The chunk's records side by side, then each lane its group's. Records past the
         // row's last group (a partial last chunk) read as zero.
-        let groups = iq.codec.head_dim / iq.codec.group;
-        let valid = gpc.min(groups - ch * gpc);
-        let scalars = valid * lay.rec / lay.width;
         let at = row.add(lay.params + ch * gpc * lay.rec);
-        let v = load_scalars(at, scalars, lay.width);
+        let v = load_scalars(at, iq.chunk_scalars[ch], lay.width);
         let rec = _mm512_loadu_si512(iq.lane_rec.as_ptr() as *const _);
         let scale = _mm512_permutexvar_ps(rec, v);
         if !lay.asym {
@@ -472,23 +476,5 @@ mod kernel {
             scale,
             _mm512_fmadd_ps(_mm512_set1_ps(lay.half), scale, zero),
         )
-    }
-
-    /// `n` (≤ 16) f16 or f32 scalars at `at` as f32 lanes, zeros after them.
-    #[inline(always)]
-    unsafe fn load_scalars(at: *const u8, n: usize, width: usize) -> __m512 {
-        match (width, n) {
-            (2, 4) => _mm512_zextps256_ps512(_mm256_cvtph_ps(_mm_loadl_epi64(at as *const _))),
-            (2, 8) => _mm512_zextps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(at as *const _))),
-            (2, 16) => _mm512_cvtph_ps(_mm256_loadu_si256(at as *const _)),
-            (2, _) => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
-                ((1u32 << n) - 1) as u16,
-                at as *const i16,
-            )),
-            (_, 4) => _mm512_zextps128_ps512(_mm_loadu_ps(at as *const f32)),
-            (_, 8) => _mm512_zextps256_ps512(_mm256_loadu_ps(at as *const f32)),
-            (_, 16) => _mm512_loadu_ps(at as *const f32),
-            _ => _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, at as *const f32),
-        }
     }
 }
