@@ -13,7 +13,8 @@
 //! `KVBENCH_INTDOT=off` scores int8/int4 keys with the float kernels instead of the
 //! integer-dot (VNNI) ones.
 //! `layouts KV S DTYPE` steps a contiguous and a paged cache of the same shape alternately
-//! (`KVB_ROUNDS`, `KVB_LAYERS`, `KVB_ONLY=contiguous|paged` adjust it, for profiling).
+//! (`KVB_ROUNDS`, `KVB_LAYERS`, `KVB_ONLY=contiguous|paged` adjust it, for profiling);
+//! `KVB_BLOCK` sets the paged block size (16), `KVB_LLC` the cache size the kernels assume.
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
@@ -22,6 +23,14 @@ use kvbench_workloads::cpu::Isa;
 use kvbench_workloads::{Backend, OffloadConfig, Strategy, Workload, WorkloadKind, WorkloadSpec};
 use rayon::prelude::*;
 use std::time::Instant;
+
+/// The number in environment variable `name`, or `default` when it is unset or not a number.
+fn env_or(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(default)
+}
 
 /// The detected instruction set, or a lower one named by `KVBENCH_ISA`.
 fn isa() -> Isa {
@@ -104,7 +113,7 @@ fn spec(
         batch: 1,
         prompt: s,
         gen: steps,
-        block_size: 16,
+        block_size: env_or("KVB_BLOCK", 16),
         shared_prefix: 0,
         window: None,
         mlp: false,
@@ -154,14 +163,11 @@ fn layouts() {
     let kind = dtype_named(&args[4]);
     let dt = CacheDtype::new(kind);
     let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, 128);
-    let layers = std::env::var("KVB_LAYERS")
-        .ok()
-        .and_then(|x| x.parse().ok())
-        .unwrap_or((512u64 << 20).div_ceil(layer_bytes).clamp(1, 64) as u32);
-    let rounds: u32 = std::env::var("KVB_ROUNDS")
-        .ok()
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(16);
+    let layers = env_or(
+        "KVB_LAYERS",
+        (512u64 << 20).div_ceil(layer_bytes).clamp(1, 64) as u32,
+    );
+    let rounds = env_or("KVB_ROUNDS", 16);
     let only: Vec<Strategy> = match std::env::var("KVB_ONLY").as_deref() {
         Ok("paged") => vec![Strategy::Paged],
         Ok("contiguous") => vec![Strategy::Contiguous],
@@ -217,6 +223,11 @@ fn main() {
     }
     if std::env::var("KVBENCH_INTDOT").as_deref() == Ok("off") {
         kvbench_workloads::cpu::set_integer_dot(false);
+    }
+    // `KVB_LLC=BYTES`: the last-level cache the kernels assume (the runner passes the
+    // calibration's); above the KV bytes, paged heads are read one by one instead of together.
+    if let Ok(c) = std::env::var("KVB_LLC") {
+        kvbench_workloads::cpu::set_cache_bytes(c.parse().expect("KVB_LLC is a byte count"));
     }
     let bw = read_bandwidth();
     let gemm = gemm_rate();
