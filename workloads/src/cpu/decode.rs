@@ -68,10 +68,104 @@ impl Partial {
     }
 }
 
-/// Prefetch the next `n` rows from row `r` of segment `i` on, crossing into the following
-/// segments (paged blocks are shorter than a tile).
-#[inline]
-fn prefetch_rows(segs: &[Segment], mut i: usize, mut r: usize, mut n: usize) {
+/// Rows a tile will read, asked for ahead of time a few cache lines at a time. One burst of
+/// prefetches for a whole tile (66 lines for a 16-row int8 block of K and V) stalls the core
+/// until most of its lines arrive (more misses than it can track at once); spread over the
+/// tile's work, the same lines overlap it. Measured on a Zen 5 (docs/performance.md, seventh
+/// round), a paged int8 MHA step at 32K (two layers): one burst 31.6 ms, two 23.6–25.2 ms,
+/// [`Ahead::BURSTS`] 20.9–22.7 ms; a contiguous int4 step with one burst per tile took 2×
+/// the step without prefetch, with four bursts the same.
+#[derive(Default)]
+pub(super) struct Ahead<'a> {
+    /// Byte runs still to ask for, in order.
+    runs: Vec<&'a [u8]>,
+    /// The next line to ask for: (run, byte offset in it).
+    at: (usize, usize),
+    /// Lines per burst.
+    burst: usize,
+}
+
+impl<'a> Ahead<'a> {
+    /// Bursts a tile's prefetches are spread over (one before each of its four steps).
+    pub(super) const BURSTS: usize = 4;
+
+    /// Ask for the K and V rows `rows` (from [`HeadAttention::next_rows`]) over the next
+    /// [`Self::BURSTS`] calls of [`Self::issue`], forgetting what is left of earlier asks.
+    pub(super) fn ask(&mut self, rows: [Rows<'a>; 2]) {
+        self.runs.clear();
+        self.at = (0, 0);
+        for (segs, i, r, n) in rows {
+            push_runs(segs, i, r, n, &mut self.runs);
+        }
+        let lines: usize = self.runs.iter().map(|r| r.len().div_ceil(64)).sum();
+        self.burst = lines.div_ceil(Self::BURSTS);
+    }
+
+    /// Ask for nothing more.
+    fn clear(&mut self) {
+        self.runs.clear();
+        self.burst = 0;
+    }
+
+    /// Ask for the next burst of lines.
+    #[inline]
+    fn issue(&mut self) {
+        self.burst_with(|line| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch reads nothing and cannot fault; `line` is inside a run.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = line;
+        });
+    }
+
+    /// Hand the next burst's line addresses to `ask`.
+    #[inline]
+    pub(super) fn burst_with(&mut self, mut ask: impl FnMut(*const u8)) {
+        let mut left = self.burst;
+        while left > 0 {
+            let Some(run) = self.runs.get(self.at.0) else {
+                return;
+            };
+            match run.get(self.at.1..) {
+                Some(rest) if !rest.is_empty() => ask(rest.as_ptr()),
+                _ => {
+                    self.at = (self.at.0 + 1, 0);
+                    continue;
+                }
+            }
+            self.at.1 += 64;
+            left -= 1;
+        }
+    }
+}
+
+/// Rows to read: (segments, segment index, row in it, rows), crossing into the following
+/// segments.
+pub(super) type Rows<'a> = (&'a [Segment<'a>], usize, usize, usize);
+
+/// What a tile asks for ahead while it works ([`HeadAttention::tile`]).
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    Nothing,
+    /// The same head's next tile.
+    Own,
+    /// These K and V rows (another head's next tile).
+    These([Rows<'a>; 2]),
+}
+
+/// The bytes of `n` rows from row `r` of segment `i` on, one run per segment, appended to
+/// `out` (paged blocks are shorter than a tile).
+fn push_runs<'a>(
+    segs: &'a [Segment<'a>],
+    mut i: usize,
+    mut r: usize,
+    mut n: usize,
+    out: &mut Vec<&'a [u8]>,
+) {
     while n > 0 {
         let Some(seg) = segs.get(i) else { return };
         let c = seg.codec;
@@ -79,16 +173,9 @@ fn prefetch_rows(segs: &[Segment], mut i: usize, mut r: usize, mut n: usize) {
         let take = n.min((seg.row0 + seg.rows).saturating_sub(r));
         let lo = (r * row_bytes).min(seg.bytes.len());
         let hi = ((r + take) * row_bytes).min(seg.bytes.len());
-        #[cfg(target_arch = "x86_64")]
-        for off in (lo..hi).step_by(64) {
-            // SAFETY: a prefetch of an address inside the slice reads nothing and cannot fault.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(seg.bytes.as_ptr().add(off) as *const i8);
-            }
+        if hi > lo {
+            out.push(&seg.bytes[lo..hi]);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (lo, hi);
         if take == 0 && r < seg.row0 + seg.rows {
             return;
         }
@@ -145,6 +232,8 @@ struct Scratch<'a> {
     corr: Vec<f32>,
     kp: Vec<(&'a Segment<'a>, usize, usize)>,
     vp: Vec<(&'a Segment<'a>, usize, usize)>,
+    /// The rows asked for ahead of the next tile.
+    ahead: Ahead<'a>,
 }
 
 /// The wide path's state: queries transposed (`d × hp`, heads padded to a multiple of 16)
@@ -241,31 +330,42 @@ impl<'a> HeadAttention<'a> {
         self.next >= self.end
     }
 
-    /// Ask for the rows of the next tile, so that their memory latency overlaps other work.
-    fn prefetch_next_tile(&self) {
-        prefetch_rows(&self.view.k, self.k.0, self.k.1, self.tile);
-        prefetch_rows(&self.view.v, self.v.0, self.v.1, self.tile);
+    /// The K and V rows of this head's next tile.
+    fn next_rows(&self) -> [Rows<'a>; 2] {
+        let n = (self.end - self.next).min(self.tile);
+        [
+            (&self.view.k, self.k.0, self.k.1, n),
+            (&self.view.v, self.v.0, self.v.1, n),
+        ]
     }
 
-    /// Attend the next tile of up to `self.tile` rows; with `prefetch`, ask for the tile after it
-    /// before working on this one.
-    fn tile(&mut self, scratch: &mut Scratch<'a>, prefetch: bool) {
+    /// Attend the next tile of up to `self.tile` rows, asking in bursts, while it works, for
+    /// the rows `ahead` names: another head's next tile, or with [`Ask::Own`] this head's
+    /// tile after this one (so that their memory latency overlaps this tile's work).
+    fn tile(&mut self, scratch: &mut Scratch<'a>, ahead: Ask<'a>) {
         let (isa, heads, d) = (self.isa, self.heads, self.d);
         let n = (self.end - self.next).min(self.tile);
         tile_pieces(&self.view.k, &mut self.k, n, &mut scratch.kp);
         tile_pieces(&self.view.v, &mut self.v, n, &mut scratch.vp);
         self.next += n;
-        if prefetch {
-            self.prefetch_next_tile();
+        match ahead {
+            Ask::Nothing => scratch.ahead.clear(),
+            Ask::Own => scratch.ahead.ask(self.next_rows()),
+            Ask::These(rows) => scratch.ahead.ask(rows),
         }
+        // One burst of the rows ahead before each of the tile's four steps.
         if let Some(w) = &mut self.wide {
             scratch.kt.resize(TILE * d, 0.0);
             scratch.vt.resize(TILE * d, 0.0);
             scratch.s.resize(TILE * w.hp, 0.0);
+            scratch.ahead.issue();
             isa.decode_tile(&scratch.kp, &mut scratch.kt);
+            scratch.ahead.issue();
             isa.scores_wide(&scratch.kt, n, d, &w.qt, w.hp, &mut scratch.s);
             isa.softmax_wide(&mut scratch.s, n, w.hp, &mut w.max, &mut w.sum, &mut w.corr);
+            scratch.ahead.issue();
             isa.decode_tile(&scratch.vp, &mut scratch.vt);
+            scratch.ahead.issue();
             isa.accumulate_wide(
                 &scratch.vt,
                 n,
@@ -279,6 +379,7 @@ impl<'a> HeadAttention<'a> {
             return;
         }
         scratch.s.resize(heads * TILE, 0.0);
+        scratch.ahead.issue();
         isa.scores_pieces(
             &scratch.kp,
             self.q,
@@ -290,6 +391,7 @@ impl<'a> HeadAttention<'a> {
         let part = &mut self.part;
         scratch.corr.resize(heads, 1.0);
         let corr = &mut scratch.corr;
+        scratch.ahead.issue();
         isa.softmax_rows(&mut scratch.s, n, TILE, &mut part.max, &mut part.sum, corr);
         for (h, &c) in corr.iter().enumerate() {
             if c != 1.0 {
@@ -298,7 +400,9 @@ impl<'a> HeadAttention<'a> {
                     .for_each(|a| *a *= c);
             }
         }
+        scratch.ahead.issue();
         isa.accumulate_pieces(&scratch.vp, &scratch.s, heads, TILE, &mut part.acc);
+        scratch.ahead.issue();
     }
 
     fn finish(mut self) -> Partial {
@@ -334,9 +438,12 @@ pub(crate) fn attend_rows_in_tiles(
     let at = (locate(&view.k, begin), locate(&view.v, begin));
     let mut head = HeadAttention::new(view, q, heads, (begin, end), at, tile, isa);
     let mut scratch = Scratch::default();
-    let prefetch = super::tile_prefetch(view.k.len());
+    let ask = match super::tile_prefetch(view.k.len()) {
+        true => Ask::Own,
+        false => Ask::Nothing,
+    };
     while !head.done() {
-        head.tile(&mut scratch, prefetch);
+        head.tile(&mut scratch, ask);
     }
     head.finish()
 }
@@ -374,10 +481,11 @@ pub(crate) fn attend_heads_together(
         for i in 0..heads_here {
             // What is read next: the next head's rows of this tile, or after the last head,
             // the first head's next tile.
-            if prefetch {
-                each[(i + 1) % heads_here].prefetch_next_tile();
-            }
-            each[i].tile(&mut scratch, false);
+            let ask = match prefetch {
+                true => Ask::These(each[(i + 1) % heads_here].next_rows()),
+                false => Ask::Nothing,
+            };
+            each[i].tile(&mut scratch, ask);
         }
     }
     each.into_iter().map(HeadAttention::finish).collect()

@@ -454,6 +454,46 @@ fn the_tile_prefetch_changes_no_result() {
 }
 
 #[test]
+fn the_rows_asked_ahead_are_every_line_of_them_once_in_a_few_bursts() {
+    // 30 rows from row 5 of block 1 on cross blocks 1, 2 and 3 (16-token blocks of int8
+    // rows, 68 bytes at d 64): their K and V bytes are asked for line by line, in order,
+    // in at most BURSTS bursts of equal size.
+    use super::decode::Ahead;
+    let dt = CacheDtype::new(DtypeKind::Int8);
+    let g = geometry(2, 64, 100, dt, dt, 16);
+    let mut paged = PagedCache::new(&g).unwrap();
+    filled(&mut paged, 2, 64, 100, 3);
+    let view = paged.view(0, 0, 1);
+    let row = view.k[0].codec.unit_bytes;
+    assert_eq!(row, 68);
+    let mut want = Vec::new();
+    for segs in [&view.k, &view.v] {
+        for (b, rows) in [(1usize, 5..16usize), (2, 0..16), (3, 0..3)] {
+            let base = segs[b].bytes.as_ptr();
+            for off in (rows.start * row..rows.end * row).step_by(64) {
+                want.push(base.wrapping_add(off));
+            }
+        }
+    }
+    let mut ahead = Ahead::default();
+    ahead.ask([(&view.k, 1, 5, 30), (&view.v, 1, 5, 30)]);
+    let per = want.len().div_ceil(Ahead::BURSTS);
+    let mut got = Vec::new();
+    for _ in 0..Ahead::BURSTS {
+        let before = got.len();
+        ahead.burst_with(|p| got.push(p));
+        assert!(
+            got.len() - before <= per,
+            "a burst of {}",
+            got.len() - before
+        );
+    }
+    assert_eq!(got, want);
+    ahead.burst_with(|p| got.push(p));
+    assert_eq!(got.len(), want.len(), "nothing is asked twice");
+}
+
+#[test]
 fn heads_read_together_get_the_results_of_heads_read_one_by_one() {
     // A paged block holds every KV head's rows, so a sequence's heads are attended in one
     // pass over the blocks; each head must still get exactly what it gets on its own (the
