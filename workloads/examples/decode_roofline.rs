@@ -106,7 +106,15 @@ fn spec(
     WorkloadSpec {
         kind: WorkloadKind::Attention,
         backend: Backend::Cpu,
-        shape: ModelShape::uniform("roofline", layers, 32, kv, 128, 4096, 14336),
+        shape: ModelShape::uniform(
+            "roofline",
+            layers,
+            env_or("KVB_Q", 32),
+            kv,
+            env_or("KVB_D", 128),
+            4096,
+            14336,
+        ),
         strategy,
         k_dtype: dt,
         v_dtype: dt,
@@ -162,7 +170,7 @@ fn layouts() {
     let s: u32 = args[3].parse().expect("context");
     let kind = dtype_named(&args[4]);
     let dt = CacheDtype::new(kind);
-    let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, 128);
+    let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, env_or("KVB_D", 128));
     let layers = env_or(
         "KVB_LAYERS",
         (512u64 << 20).div_ceil(layer_bytes).clamp(1, 64) as u32,
