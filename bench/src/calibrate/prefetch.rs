@@ -1,8 +1,10 @@
 //! Whether the decode kernels' next-tile prefetch pays on this machine, for a contiguous store
 //! and for paged blocks: the same decode step (GQA-8, head_dim 128, f16, KV streamed from
-//! memory) timed with and without it, alternating. It differs by machine and layout: on a
-//! Zen 5 it cost a contiguous step 17-45 % and saved a paged one 13-23 %; on an older EPYC it
-//! halved a contiguous f32 step. So it is measured here, like the limits, never assumed.
+//! memory) timed with and without it, alternating. It differs by machine, layout and build: on
+//! a Zen 5 it cost a contiguous step 17-45 % and saved a paged one 13-23 % while a tile's
+//! prefetches went out in one burst, and saves both since they are spread over the tile's work
+//! (docs/performance.md, seventh round); on an older EPYC it halved a contiguous f32 step. So it
+//! is measured here, like the limits, never assumed.
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
