@@ -14,7 +14,8 @@
 //! integer-dot (VNNI) ones.
 //! `layouts KV S DTYPE` steps a contiguous and a paged cache of the same shape alternately
 //! (`KVB_ROUNDS`, `KVB_LAYERS`, `KVB_ONLY=contiguous|paged` adjust it, for profiling);
-//! `KVB_BLOCK` sets the paged block size (16), `KVB_LLC` the cache size the kernels assume.
+//! `KVB_BLOCK` sets the paged block size (16), `KVB_LLC` the cache size the kernels assume, and
+//! `KVB_Q` / `KVB_D` the query heads and head_dim (32 × 128) of this table and of `layouts`.
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
@@ -30,6 +31,12 @@ fn env_or(name: &str, default: u32) -> u32 {
         .ok()
         .and_then(|x| x.parse().ok())
         .unwrap_or(default)
+}
+
+/// Query heads and head_dim of every decode shape here: 32 × 128 unless `KVB_Q` / `KVB_D`
+/// say otherwise (e.g. 8 × 64, the default suite's mini models).
+fn query_shape() -> (u32, u32) {
+    (env_or("KVB_Q", 32), env_or("KVB_D", 128))
 }
 
 /// The detected instruction set, or a lower one named by `KVBENCH_ISA`.
@@ -103,18 +110,11 @@ fn spec(
     strategy: Strategy,
     steps: u32,
 ) -> WorkloadSpec {
+    let (hq, d) = query_shape();
     WorkloadSpec {
         kind: WorkloadKind::Attention,
         backend: Backend::Cpu,
-        shape: ModelShape::uniform(
-            "roofline",
-            layers,
-            env_or("KVB_Q", 32),
-            kv,
-            env_or("KVB_D", 128),
-            4096,
-            14336,
-        ),
+        shape: ModelShape::uniform("roofline", layers, hq, kv, d, 4096, 14336),
         strategy,
         k_dtype: dt,
         v_dtype: dt,
@@ -170,7 +170,7 @@ fn layouts() {
     let s: u32 = args[3].parse().expect("context");
     let kind = dtype_named(&args[4]);
     let dt = CacheDtype::new(kind);
-    let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, env_or("KVB_D", 128));
+    let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, query_shape().1);
     let layers = env_or(
         "KVB_LAYERS",
         (512u64 << 20).div_ceil(layer_bytes).clamp(1, 64) as u32,
@@ -290,13 +290,14 @@ fn main() {
                         continue;
                     }
                     // Enough layers that the step streams ≥ 512 MB: nothing served from cache.
-                    let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, 128);
+                    let (hq, d) = query_shape();
+                    let layer_bytes = 2 * kv as u64 * s as u64 * dt.quantized_bytes(1, d);
                     let layers = (512u64 << 20).div_ceil(layer_bytes).clamp(1, 64) as u32;
                     let sp = spec(kv, s, layers, dt, strategy, 8);
                     let (t, bytes) = time_decode(&sp);
                     // The machine is shared: measure the ceiling again right after each row.
                     let bw = read_bandwidth();
-                    let flops = 4.0 * 32.0 * s as f64 * 128.0 * layers as f64;
+                    let flops = 4.0 * hq as f64 * s as f64 * d as f64 * layers as f64;
                     let floor = (bytes as f64 / bw).max(flops / gemm);
                     println!(
                         "| {kv} | {s} | {} | {:?} | {layers} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} |",

@@ -122,16 +122,16 @@ impl<'a> Ahead<'a> {
         });
     }
 
-    /// Hand the next burst's line addresses to `ask`.
+    /// Hand the next burst's line addresses to `each_line`.
     #[inline]
-    pub(super) fn burst_with(&mut self, mut ask: impl FnMut(*const u8)) {
+    pub(super) fn burst_with(&mut self, mut each_line: impl FnMut(*const u8)) {
         let mut left = self.burst;
         while left > 0 {
             let Some(run) = self.runs.get(self.at.0) else {
                 return;
             };
             match run.get(self.at.1..) {
-                Some(rest) if !rest.is_empty() => ask(rest.as_ptr()),
+                Some(rest) if !rest.is_empty() => each_line(rest.as_ptr()),
                 _ => {
                     self.at = (self.at.0 + 1, 0);
                     continue;
@@ -330,9 +330,14 @@ impl<'a> HeadAttention<'a> {
         self.next >= self.end
     }
 
+    /// Rows of this head's next tile.
+    fn next_len(&self) -> usize {
+        (self.end - self.next).min(self.tile)
+    }
+
     /// The K and V rows of this head's next tile.
     fn next_rows(&self) -> [Rows<'a>; 2] {
-        let n = (self.end - self.next).min(self.tile);
+        let n = self.next_len();
         [
             (&self.view.k, self.k.0, self.k.1, n),
             (&self.view.v, self.v.0, self.v.1, n),
@@ -344,7 +349,7 @@ impl<'a> HeadAttention<'a> {
     /// tile after this one (so that their memory latency overlaps this tile's work).
     fn tile(&mut self, scratch: &mut Scratch<'a>, ahead: Ask<'a>) {
         let (isa, heads, d) = (self.isa, self.heads, self.d);
-        let n = (self.end - self.next).min(self.tile);
+        let n = self.next_len();
         tile_pieces(&self.view.k, &mut self.k, n, &mut scratch.kp);
         tile_pieces(&self.view.v, &mut self.v, n, &mut scratch.vp);
         self.next += n;
