@@ -1095,7 +1095,12 @@ pub unsafe fn softmax_row(x: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
     for i in (0..n).step_by(16) {
         mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(mv, mask(i), p.add(i)));
     }
-    let m = max.max(_mm512_reduce_max_ps(mv));
+    // Most tiles after the first hold no score above the running max: a compare, not a
+    // horizontal reduction, tells so (the same m either way).
+    let m = match _mm512_cmp_ps_mask::<_CMP_GT_OQ>(mv, _mm512_set1_ps(*max)) {
+        0 => *max,
+        _ => max.max(_mm512_reduce_max_ps(mv)),
+    };
     // exp(0) = 1 exactly: skip the libm call when the max holds (most tiles after the first).
     let c = if m == *max { 1.0 } else { (*max - m).exp() };
     let (mb, mut s) = (_mm512_set1_ps(m), _mm512_setzero_ps());

@@ -220,6 +220,21 @@ fn tile_pieces<'a>(
     }
 }
 
+/// Ask for the descriptor of segment `i` (the `Segment` itself, not its rows), if there is one.
+#[inline]
+fn prefetch_segment(segs: &[Segment], i: usize) {
+    if let Some(s) = segs.get(i) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch reads nothing and cannot fault.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(s as *const Segment as *const i8);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = s;
+    }
+}
+
 /// Per-tile buffers, reused from tile to tile and from head to head of one part.
 #[derive(Default)]
 struct Scratch<'a> {
@@ -353,6 +368,11 @@ impl<'a> HeadAttention<'a> {
         tile_pieces(&self.view.k, &mut self.k, n, &mut scratch.kp);
         tile_pieces(&self.view.v, &mut self.v, n, &mut scratch.vp);
         self.next += n;
+        // The descriptor of the segment after the next: in the paged walk every head's
+        // list is read one block a tile, far apart, so each would miss (8 % of a paged int4
+        // step at 32K on a Zen 5, perf).
+        prefetch_segment(&self.view.k, self.k.0 + 1);
+        prefetch_segment(&self.view.v, self.v.0 + 1);
         match ahead {
             Ask::Nothing => scratch.ahead.clear(),
             Ask::Own => scratch.ahead.ask(self.next_rows()),
