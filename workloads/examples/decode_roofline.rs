@@ -15,7 +15,8 @@
 //! `layouts KV S DTYPE` steps a contiguous and a paged cache of the same shape alternately
 //! (`KVB_ROUNDS`, `KVB_LAYERS`, `KVB_ONLY=contiguous|paged` adjust it, for profiling);
 //! `KVB_BLOCK` sets the paged block size (16), `KVB_LLC` the cache size the kernels assume, and
-//! `KVB_Q` / `KVB_D` the query heads and head_dim (32 × 128) of this table and of `layouts`.
+//! `KVB_Q` / `KVB_D` the query heads and head_dim (32 × 128) of this table and of `layouts`;
+//! `KVB_TT` the rows per tile of the paged walk that reads heads together (one block).
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
@@ -229,6 +230,8 @@ fn main() {
         let on: Vec<bool> = p.split(',').map(|x| x.trim() == "on").collect();
         kvbench_workloads::cpu::set_tile_prefetch(on[0], *on.get(1).unwrap_or(&on[0]));
     }
+    // `KVB_TT=ROWS`: rows per tile of the paged walk that reads heads together (one block).
+    kvbench_workloads::cpu::set_together_rows(env_or("KVB_TT", 0) as usize);
     if std::env::var("KVBENCH_INTDOT").as_deref() == Ok("off") {
         kvbench_workloads::cpu::set_integer_dot(false);
     }

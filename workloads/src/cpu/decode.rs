@@ -516,14 +516,14 @@ pub(crate) fn attend_heads_together(
     each.into_iter().map(HeadAttention::finish).collect()
 }
 
-/// Rows per tile when heads are read together: the block size, within 16..=`TILE`.
+/// Rows per tile when heads are read together: the block size, or the rows
+/// [`super::set_together_rows`] asked for, within 16..=`TILE`.
 pub(crate) fn together_tile(view: &HeadView) -> usize {
-    view.k
-        .iter()
-        .map(|s| s.rows)
-        .max()
-        .unwrap_or(TILE)
-        .clamp(16, TILE)
+    match super::together_rows() {
+        0 => view.k.iter().map(|s| s.rows).max().unwrap_or(TILE),
+        rows => rows,
+    }
+    .clamp(16, TILE)
 }
 
 /// One decode-attention job: a KV head's view and the query heads of its group.
