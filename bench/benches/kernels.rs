@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache, PagedCache};
 use kvbench_workloads::codec::Codec;
-use kvbench_workloads::cpu::decode::{decode_attention, DecodeJob};
+use kvbench_workloads::cpu::decode::{decode_attention, DecodeJob, Together};
 use kvbench_workloads::cpu::prefill::{prefill_attention, prefill_flops, PrefillShape};
 use kvbench_workloads::cpu::Isa;
 use kvbench_workloads::synth;
@@ -91,7 +91,10 @@ fn decode(c: &mut Criterion) {
                                 })
                                 .collect();
                             // A paged block holds every head: they are read together.
-                            let together = if cache.heads_share_blocks() { kv } else { 1 };
+                            let together = match cache.heads_share_blocks() {
+                                true => Together { heads: kv, rows: 0 },
+                                false => Together::NOT,
+                            };
                             decode_attention(&mut jobs, Q_HEADS / kv, together, Isa::detect());
                         }
                         black_box(&out);

@@ -25,8 +25,9 @@ pub struct TooLong {
     pub max: f64,
 }
 
-/// Seconds of one row at the limits: verification (one untimed run plus the f64 reference)
-/// and `warmup + repetitions` timed runs of prefill and every decode step.
+/// Seconds of one row at the limits: verification (one untimed run plus the f64 reference),
+/// `warmup + repetitions` timed runs of prefill and every decode step, and a paged row's
+/// tuning.
 pub fn row_seconds(
     spec: &WorkloadSpec,
     prefill: PrefillMode,
@@ -73,7 +74,12 @@ pub fn row_seconds(
     // The reference reads each cached element once more, in f64.
     let reference_s = 4.0 * kv / (gbps * 1e9);
     let runs = 1 + timing.warmup + timing.repetitions.max(1);
-    runs as f64 * run_s + reference_s
+    // A paged attention row's tuning fills the prompt in and times up to 12 decode steps.
+    let tune_s = match spec.kind == WorkloadKind::Attention && spec.strategy == Strategy::Paged {
+        true => 2.0 * kv / (cal.copy_gbps.max(1.0) * 1e9) + spec.gen.min(12) as f64 * step_s,
+        false => 0.0,
+    };
+    runs as f64 * run_s + reference_s + tune_s
 }
 
 /// Seconds of every row, summed; `Err` when over `max_minutes`. A row that will be refused

@@ -21,6 +21,9 @@ pub enum Note {
         recomputed_blocks: u64,
         error: String,
     },
+    /// What a workload's tuning chose for this machine, and on what figures
+    /// ([`kvbench_workloads::Workload::tune`]).
+    Tuned { workload: String, detail: String },
     /// The layout allocated other than the planner predicted.
     LayoutMismatch {
         workload: String,
@@ -39,7 +42,9 @@ impl Note {
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Note::Outliers { workload, detail } => write!(f, "{workload}: {detail}"),
+            Note::Outliers { workload, detail } | Note::Tuned { workload, detail } => {
+                write!(f, "{workload}: {detail}")
+            }
             Note::TierFallback {
                 workload,
                 tier,

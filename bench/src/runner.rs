@@ -96,6 +96,15 @@ impl Runner<'_> {
         if workload.prefill_fills() {
             record.prefill = "fill".into();
         }
+        // Tuned before it is verified, so that what is timed is what was checked.
+        match workload.tune() {
+            Ok(Some(detail)) => notes.push(Note::Tuned {
+                workload: crate::matrix::describe(spec),
+                detail,
+            }),
+            Ok(None) => {}
+            Err(e) => return Some(finish(record, status::ERROR, e.to_string(), notes)),
+        }
         let verify_start = Instant::now();
         let verified = workload.verify();
         record.verify_ms = verify_start.elapsed().as_secs_f64() * 1e3;
@@ -426,6 +435,12 @@ mod tests {
             self.calls.reset.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
+        /// Paged rows have something to choose; says whether it came before the verification.
+        fn tune(&mut self) -> Result<Option<String>, WorkloadError> {
+            let verified = self.calls.verify.load(Ordering::SeqCst);
+            Ok((self.spec.strategy == Strategy::Paged)
+                .then(|| format!("chose a tile with {verified} verifications done")))
+        }
         fn prefill(&mut self) -> Result<(), WorkloadError> {
             self.calls.prefill.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(2 * self.step);
@@ -586,6 +601,26 @@ mod tests {
         // bytes per step stay far under the 20 GB/s limit.
         assert_eq!(rec.working_set_bytes, STEP_BYTES);
         assert!(!rec.cache_resident && !rec.limit_exceeded && rec.limit_note.is_empty());
+    }
+
+    #[test]
+    fn what_a_workload_tuned_is_a_note_and_comes_before_its_verification() {
+        let (paged, contiguous) = with_runner(true, u64::MAX, None, |r, _| {
+            (
+                r.run_one(0, &spec(Strategy::Paged, 8)).unwrap(),
+                r.run_one(1, &spec(Strategy::Contiguous, 8)).unwrap(),
+            )
+        });
+        let said: Vec<String> = paged.notes.iter().map(|n| n.to_string()).collect();
+        assert!(
+            said.iter()
+                .any(|n| n.ends_with(": chose a tile with 0 verifications done")),
+            "{said:?}"
+        );
+        assert!(!contiguous
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::Tuned { .. })));
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! (`KVB_ROUNDS`, `KVB_LAYERS`, `KVB_ONLY=contiguous|paged` adjust it, for profiling);
 //! `KVB_BLOCK` sets the paged block size (16), `KVB_LLC` the cache size the kernels assume, and
 //! `KVB_Q` / `KVB_D` the query heads and head_dim (32 × 128) of this table and of `layouts`;
-//! `KVB_TT` the rows per tile of the paged walk that reads heads together (one block).
+//! `KVB_TT` the rows per tile of the paged walk that reads heads together (one block), or with
+//! `KVB_TT=tune` in `layouts` the tile the runner's tuning chooses.
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
@@ -135,7 +136,8 @@ fn spec(
 fn time_decode(sp: &WorkloadSpec) -> (f64, u64) {
     let mut w = AttentionWorkload::new(sp, PrefillMode::Fill)
         .expect("valid spec")
-        .with_isa(isa());
+        .with_isa(isa())
+        .with_walk_rows(env_or("KVB_TT", 0) as usize);
     w.prefill().expect("fill");
     let mut times = Vec::new();
     for _ in 0..sp.gen {
@@ -189,6 +191,15 @@ fn layouts() {
                 AttentionWorkload::new(&spec(kv, s, layers, dt, st, rounds + 1), PrefillMode::Fill)
                     .expect("valid spec")
                     .with_isa(isa());
+            w = match std::env::var("KVB_TT").as_deref() {
+                Ok("tune") => {
+                    if let Some(chose) = w.tune().expect("tune") {
+                        println!("{st:?}: {chose}");
+                    }
+                    w
+                }
+                _ => w.with_walk_rows(env_or("KVB_TT", 0) as usize),
+            };
             w.prefill().expect("fill");
             w.decode_step().expect("warm-up step");
             w
@@ -230,8 +241,6 @@ fn main() {
         let on: Vec<bool> = p.split(',').map(|x| x.trim() == "on").collect();
         kvbench_workloads::cpu::set_tile_prefetch(on[0], *on.get(1).unwrap_or(&on[0]));
     }
-    // `KVB_TT=ROWS`: rows per tile of the paged walk that reads heads together (one block).
-    kvbench_workloads::cpu::set_together_rows(env_or("KVB_TT", 0) as usize);
     if std::env::var("KVBENCH_INTDOT").as_deref() == Ok("off") {
         kvbench_workloads::cpu::set_integer_dot(false);
     }
@@ -389,7 +398,7 @@ fn prefill(gemm: f64) {
 /// probe so both see the same machine load.
 fn kernel() {
     use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache};
-    use kvbench_workloads::cpu::decode::{decode_attention, DecodeJob};
+    use kvbench_workloads::cpu::decode::{decode_attention, DecodeJob, Together};
     let (s, d, hq) = (4096usize, 128usize, 32usize);
     for (kv, kind) in [
         (32usize, DtypeKind::F16),
@@ -443,7 +452,7 @@ fn kernel() {
                         out: o,
                     })
                     .collect();
-                decode_attention(&mut jobs, hq / kv, 1, isa());
+                decode_attention(&mut jobs, hq / kv, Together::NOT, isa());
             }
             best = best.min(t.elapsed().as_secs_f64());
         }

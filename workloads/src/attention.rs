@@ -8,7 +8,7 @@
 
 use crate::accuracy::pair_bound;
 use crate::cache::{self, KvCache};
-use crate::cpu::decode::decode_layer;
+use crate::cpu::decode::{decode_layer, reads_heads_together, TILE};
 use crate::cpu::prefill::{prefill_attention, prefill_flops, PrefillShape};
 use crate::cpu::Isa;
 use crate::reference;
@@ -16,6 +16,7 @@ use crate::synth;
 use crate::workload::{MemoryUse, Verification, Workload};
 use crate::{WorkloadError, WorkloadSpec};
 use rayon::prelude::*;
+use std::time::Instant;
 
 const TAG_Q: u64 = 0x51;
 const TAG_K: u64 = 0x4b;
@@ -46,6 +47,9 @@ pub struct AttentionWorkload {
     /// Position the last outputs belong to.
     last_pos: Option<usize>,
     bytes_read: u64,
+    /// Rows per tile where a paged cache's heads are read together (0: one block; see
+    /// [`crate::cpu::decode::Together`]), as [`Workload::tune`] chose it.
+    walk_rows: usize,
 }
 
 impl AttentionWorkload {
@@ -61,6 +65,7 @@ impl AttentionWorkload {
             last: vec![Vec::new(); spec.shape.layers as usize],
             last_pos: None,
             bytes_read: 0,
+            walk_rows: 0,
         })
     }
 
@@ -68,6 +73,60 @@ impl AttentionWorkload {
     pub fn with_isa(mut self, isa: Isa) -> Self {
         self.isa = isa;
         self
+    }
+
+    /// Read a paged cache's heads together in tiles of `rows` rows (0: one block) instead of
+    /// what [`Workload::tune`] would choose (measurements of one setting).
+    pub fn with_walk_rows(mut self, rows: usize) -> Self {
+        self.walk_rows = rows;
+        self
+    }
+
+    /// The paged walk's tile, chosen by timing this workload's own decode steps with tiles of
+    /// one block and of [`TILE`] rows, alternating (up to 12 steps), after the prompt is
+    /// filled in: fastest    /// step of each, and [`TILE`] rows only when at least 3 % faster. `None` (one block) where
+    /// there is no choice: no paged cache whose heads are read together, or fewer than 4
+    /// decode steps to time. The cache is left reset.
+    fn tune_walk(&mut self) -> Result<Option<String>, WorkloadError> {
+        let choices = [0, TILE];
+        let steps = (self.spec.gen as usize).min(12);
+        if steps < 4
+            || !self
+                .cache
+                .as_deref()
+                .is_some_and(|c| c.heads_share_blocks())
+        {
+            return Ok(None);
+        }
+        self.reset()?;
+        self.run_prefill(self.spec.prompt as usize, PrefillMode::Fill)?;
+        if !self.cache.as_deref().is_some_and(reads_heads_together) {
+            self.reset()?;
+            return Ok(None);
+        }
+        let mut best = [f64::INFINITY; 2];
+        // The first step of each untimed (pages and clocks settle), then the rest in turn.
+        for i in 0..steps {
+            self.walk_rows = choices[i % 2];
+            let t = Instant::now();
+            self.step()?;
+            if i >= 2 {
+                best[i % 2] = best[i % 2].min(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let tile_wins = best[1] < 0.97 * best[0];
+        self.walk_rows = choices[tile_wins as usize];
+        self.reset()?;
+        Ok(Some(format!(
+            "paged walk in tiles of {} (fastest step with one block {:.2} ms, with {TILE} rows \
+             {:.2} ms)",
+            match tile_wins {
+                true => format!("{TILE} rows"),
+                false => "one block".into(),
+            },
+            best[0],
+            best[1]
+        )))
     }
 
     fn dims(&self) -> (usize, usize, usize, usize) {
@@ -222,7 +281,8 @@ impl AttentionWorkload {
                 }
                 let mut out = vec![0.0f32; b * hq * d];
                 let cache = self.cache.as_deref_mut().expect("checked above");
-                bytes += decode_layer(cache, layer, b, hk, hq / hk, &q, &mut out, self.isa)
+                let walk = self.walk_rows;
+                bytes += decode_layer(cache, layer, b, hk, hq / hk, &q, &mut out, walk, self.isa)
                     .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
                 self.last[layer] = out;
             }
@@ -345,6 +405,10 @@ impl Workload for AttentionWorkload {
         self.step()
     }
 
+    fn tune(&mut self) -> Result<Option<String>, WorkloadError> {
+        self.tune_walk()
+    }
+
     fn memory(&self) -> MemoryUse {
         self.cache
             .as_ref()
@@ -403,6 +467,68 @@ mod tests {
     use super::*;
     use crate::{Backend, OffloadConfig, Strategy, WorkloadKind};
     use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
+
+    fn tuning_spec(strategy: Strategy, gen: u32) -> WorkloadSpec {
+        WorkloadSpec {
+            kind: WorkloadKind::Attention,
+            backend: Backend::Cpu,
+            shape: ModelShape::uniform("t", 2, 8, 4, 64, 512, 0),
+            strategy,
+            k_dtype: CacheDtype::new(DtypeKind::Int8),
+            v_dtype: CacheDtype::new(DtypeKind::Int8),
+            batch: 1,
+            prompt: 700,
+            gen,
+            block_size: 16,
+            shared_prefix: 0,
+            window: None,
+            mlp: false,
+            seed: 3,
+            offload: OffloadConfig::default(),
+        }
+    }
+
+    #[test]
+    fn a_paged_workload_tunes_its_walk_and_still_verifies() {
+        // The kernels assume no cache size in tests, so a paged cache's heads are read
+        // together: the two tiles are timed and the faster kept, only by 3 % or more.
+        let mut w =
+            AttentionWorkload::new(&tuning_spec(Strategy::Paged, 6), PrefillMode::Fill).unwrap();
+        let said = w.tune().unwrap().expect("a choice to make");
+        let ms: Vec<f64> = said
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|x| x.contains('.'))
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(ms.len(), 2, "{said}");
+        assert!(ms.iter().all(|&t| t > 0.0), "{said}");
+        let want = if ms[1] < 0.97 * ms[0] { TILE } else { 0 };
+        assert_eq!(w.walk_rows, want, "{said}");
+        assert!(said.starts_with(match want {
+            0 => "paged walk in tiles of one block",
+            _ => "paged walk in tiles of 64 rows",
+        }));
+        // Left reset, and what it will time is what it verifies.
+        assert_eq!((w.pos, w.last_pos), (0, None));
+        assert!(w.verify().unwrap().passed);
+        for rows in [0, TILE] {
+            let mut fixed =
+                AttentionWorkload::new(&tuning_spec(Strategy::Paged, 6), PrefillMode::Fill)
+                    .unwrap()
+                    .with_walk_rows(rows);
+            assert!(fixed.verify().unwrap().passed, "rows {rows}");
+        }
+    }
+
+    #[test]
+    fn there_is_nothing_to_tune_without_shared_blocks_or_steps_to_time() {
+        for (strategy, gen) in [(Strategy::Contiguous, 6), (Strategy::Paged, 3)] {
+            let mut w =
+                AttentionWorkload::new(&tuning_spec(strategy, gen), PrefillMode::Fill).unwrap();
+            assert_eq!(w.tune().unwrap(), None, "{strategy:?} gen {gen}");
+            assert_eq!(w.walk_rows, 0);
+        }
+    }
 
     #[test]
     fn streamed_reference_equals_the_definition_over_the_rows() {

@@ -243,7 +243,7 @@ impl DecoderWorkload {
                 let inv = 1.0 / (d as f32).sqrt();
                 q.iter_mut().for_each(|x| *x *= inv);
                 let cache = self.cache.as_deref_mut().expect("decode needs a cache");
-                bytes += decode_layer(cache, l, n, hk, hq / hk, &q, &mut att, self.isa)
+                bytes += decode_layer(cache, l, n, hk, hq / hk, &q, &mut att, 0, self.isa)
                     .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
             }
             if l + 1 == self.layers.len() {

@@ -37,6 +37,12 @@ pub trait Workload {
     fn prefill(&mut self) -> Result<(), crate::WorkloadError>;
     /// Generate one token for every sequence (one ITL sample).
     fn decode_step(&mut self) -> Result<(), crate::WorkloadError>;
+    /// Choose, by timing a few of its own decode steps, how the kernels run this workload on
+    /// this machine, before it is verified and timed; says what was chosen and on what
+    /// figures. `None`: nothing to choose. Leaves the workload reset.
+    fn tune(&mut self) -> Result<Option<String>, crate::WorkloadError> {
+        Ok(None)
+    }
     /// Wait for queued device work (no-op on the CPU); called before reading clocks.
     fn synchronize(&mut self) -> Result<(), crate::WorkloadError> {
         Ok(())

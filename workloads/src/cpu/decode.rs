@@ -7,7 +7,7 @@ use crate::cache::{CacheError, HeadView, KvCache, Segment};
 use rayon::prelude::*;
 
 /// Rows per tile: the score block (heads × TILE) stays in L1.
-const TILE: usize = 64;
+pub const TILE: usize = 64;
 
 /// Online-softmax state of one part of the rows.
 #[derive(Debug, Clone)]
@@ -477,14 +477,15 @@ pub(crate) fn attend_rows_in_tiles(
 /// paged block holds every head's rows of its tokens): block by block, each head's rows of
 /// the block in turn, so that the blocks are read front to back as one stream instead of
 /// one short run per head and block (which the hardware prefetchers cannot follow: it cost
-/// a third of the bandwidth on a Zen 5). A tile is one block (16 to `TILE` rows): a tile
-/// across several blocks would read as many short runs at once. One [`Partial`] per view,
-/// each what [`attend_rows_in_tiles`] gives that view alone with the same tile.
+/// a third of the bandwidth on a Zen 5). A tile is one block (16 to `TILE` rows), or
+/// `walk_rows` rows across blocks ([`Together`]: fewer tiles, but as many short runs at once
+/// as blocks in a tile). One [`Partial`] per view, each what [`attend_rows_in_tiles`] gives
+/// that view alone with the same tile.
 pub(crate) fn attend_heads_together(
     jobs: &[DecodeJob],
     heads: usize,
-    begin: usize,
-    end: usize,
+    (begin, end): (usize, usize),
+    walk_rows: usize,
     isa: Isa,
 ) -> Vec<Partial> {
     // Views of shared blocks have the same segments: find row `begin` once.
@@ -494,7 +495,7 @@ pub(crate) fn attend_heads_together(
     debug_assert!(jobs
         .iter()
         .all(|j| rows(&j.view.k) == rows(&first.k) && rows(&j.view.v) == rows(&first.v)));
-    let tile = together_tile(first);
+    let tile = together_tile(first, walk_rows);
     let mut each: Vec<HeadAttention> = jobs
         .iter()
         .map(|j| HeadAttention::new(&j.view, j.q, heads, (begin, end), at, tile, isa))
@@ -516,14 +517,35 @@ pub(crate) fn attend_heads_together(
     each.into_iter().map(HeadAttention::finish).collect()
 }
 
-/// Rows per tile when heads are read together: the block size, or the rows
-/// [`super::set_together_rows`] asked for, within 16..=`TILE`.
-pub(crate) fn together_tile(view: &HeadView) -> usize {
-    match super::together_rows() {
+/// Rows per tile when heads are read together: `rows`, or with 0 the block size, within
+/// 16..=`TILE`.
+pub(crate) fn together_tile(view: &HeadView, rows: usize) -> usize {
+    match rows {
         0 => view.k.iter().map(|s| s.rows).max().unwrap_or(TILE),
         rows => rows,
     }
     .clamp(16, TILE)
+}
+
+/// How [`decode_attention`] reads jobs whose views share blocks (a sequence's KV heads in a
+/// paged cache): `heads` consecutive jobs at once, block by block ([`attend_heads_together`]),
+/// in tiles of `rows` rows (0: one block).
+///
+/// One block a tile keeps the walk one stream through memory, which a memory-bound step
+/// needs; a compute-bound one pays a tile's fixed cost (about 50 ns on a Zen 5) every block
+/// instead. On a Zen 5, 64-row tiles against one block: int4 and nf4 13-27 % faster at MHA
+/// 32K, fp8 9 %, f16 and int8 15-25 % slower; at 8 × 64 heads f16 and int8 faster too
+/// (docs/performance.md, eighth round). So the runner times both on the workload itself
+/// ([`crate::attention::AttentionWorkload`]'s `tune`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Together {
+    pub heads: usize,
+    pub rows: usize,
+}
+
+impl Together {
+    /// Every job on its own.
+    pub const NOT: Together = Together { heads: 1, rows: 0 };
 }
 
 /// One decode-attention job: a KV head's view and the query heads of its group.
@@ -538,15 +560,19 @@ pub struct DecodeJob<'a> {
 /// Run every job on the current rayon pool, splitting long views into parts so that all
 /// threads have work (flash-decoding), then merging each job's parts exactly.
 ///
-/// `together` consecutive jobs whose views share blocks (a sequence's KV heads in a paged
-/// cache, whose views have the same segments; 1 when each view is its own store) are
+/// `together.heads` consecutive jobs whose views share blocks (a sequence's KV heads in a
+/// paged cache, whose views have the same segments; 1 when each view is its own store) are
 /// attended in one pass over their blocks ([`attend_heads_together`]); their parts are
 /// aligned to whole tiles.
-pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: usize, isa: Isa) {
+pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: Together, isa: Isa) {
     let threads = rayon::current_num_threads();
     let total: usize = jobs.iter().map(|j| j.view.rows()).sum();
     // Aim for ~4 parts per thread overall, none shorter than 256 rows.
     let target = (total / (4 * threads)).max(256);
+    let Together {
+        heads: together,
+        rows: walk_rows,
+    } = together;
     let together = together.max(1);
     // (first job, jobs, first row, end row)
     let parts: Vec<(usize, usize, usize, usize)> = (0..jobs.len())
@@ -590,7 +616,7 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: usize, i
                 e,
                 isa,
             )],
-            _ => attend_heads_together(&jobs[first..first + n], heads, b, e, isa),
+            _ => attend_heads_together(&jobs[first..first + n], heads, (b, e), walk_rows, isa),
         })
         .collect();
     // Fold each job's parts in row order.
@@ -614,7 +640,8 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: usize, i
 /// Decode attention of one layer for every sequence, over any cache layout: each
 /// sequence's rows made resident ([`KvCache::prepare`]), then every (sequence, KV head)
 /// attended in parallel. `q` and `out` are `batch × kv_heads × group × d` (q already scaled
-/// by 1/√d). Returns the KV bytes read.
+/// by 1/√d). `walk_rows`: rows per tile where a sequence's heads are read together
+/// ([`Together`]; 0: one block). Returns the KV bytes read.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_layer(
     cache: &mut dyn KvCache,
@@ -624,6 +651,7 @@ pub fn decode_layer(
     group: usize,
     q: &[f32],
     out: &mut [f32],
+    walk_rows: usize,
     isa: Isa,
 ) -> Result<u64, CacheError> {
     for seq in 0..batch {
@@ -644,11 +672,19 @@ pub fn decode_layer(
         .collect();
     let bytes = jobs.iter().map(|j| j.view.bytes_read()).sum();
     // Heads that share blocks are read together when the step reads past the cache.
-    let together = match cache.heads_share_blocks() && super::heads_together(cache.resident_bytes())
-    {
-        true => kv_heads,
-        false => 1,
+    let together = match reads_heads_together(cache) {
+        true => Together {
+            heads: kv_heads,
+            rows: walk_rows,
+        },
+        false => Together::NOT,
     };
     decode_attention(&mut jobs, group, together, isa);
     Ok(bytes)
+}
+
+/// Whether [`decode_layer`] reads a sequence's KV heads of `cache` together, block by block:
+/// their rows share blocks and a step reads past the last-level cache.
+pub fn reads_heads_together(cache: &dyn KvCache) -> bool {
+    cache.heads_share_blocks() && super::heads_together(cache.resident_bytes())
 }

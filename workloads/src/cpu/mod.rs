@@ -12,7 +12,7 @@ pub mod scalar;
 pub mod vnni;
 
 use crate::cache::Segment;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Whether the decode kernels prefetch the next tile's K and V rows, for a contiguous row
 /// store and for paged blocks. It is a property of the machine, not of the code: on a Zen 5
@@ -36,24 +36,6 @@ pub fn tile_prefetch(segments: usize) -> bool {
         true => PREFETCH_PAGED.load(Ordering::Relaxed),
         false => PREFETCH_CONTIGUOUS.load(Ordering::Relaxed),
     }
-}
-
-/// Rows per tile of the paged walk that reads a sequence's heads together (0: one block).
-/// One block keeps the walk one stream through memory, which memory-bound formats need; a
-/// compute-bound one pays a tile's fixed cost (about 50 ns on a Zen 5) per block instead.
-/// Measured on a Zen 5 at 32K, MHA, 64 rows against 16: int4 and nf4 13-27 % faster, fp8 9 %,
-/// int8 and f16 15-25 % slower; at 8 × 64 heads f16 and int8 faster too (docs/performance.md,
-/// eighth round). Which one wins depends on the shape, format and machine, so it is a setting
-/// for measurements (`decode_roofline`), not yet chosen by a probe.
-static TOGETHER_ROWS: AtomicUsize = AtomicUsize::new(0);
-
-/// Set the rows per tile of the paged together walk (0: one block, the default).
-pub fn set_together_rows(rows: usize) {
-    TOGETHER_ROWS.store(rows, Ordering::Relaxed);
-}
-
-pub(crate) fn together_rows() -> usize {
-    TOGETHER_ROWS.load(Ordering::Relaxed)
 }
 
 /// Whether int8/int4 scores use the integer-dot kernels where the CPU has them (on unless

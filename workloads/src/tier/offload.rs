@@ -200,6 +200,7 @@ impl OffloadWorkload {
                     qh / kvh,
                     &q,
                     &mut out,
+                    0,
                     self.isa,
                 )
                 .map_err(workload_err)?;

@@ -454,7 +454,18 @@ mod tests {
             }
             let mut out = vec![0f32; q.len()];
             let isa = Isa::detect();
-            decode_layer(cache, layer, geom.batch, kvh, qh / kvh, &q, &mut out, isa).unwrap();
+            decode_layer(
+                cache,
+                layer,
+                geom.batch,
+                kvh,
+                qh / kvh,
+                &q,
+                &mut out,
+                0,
+                isa,
+            )
+            .unwrap();
             assert!(out.iter().all(|x| x.is_finite() && *x != 0.0));
             bits.extend(out.iter().map(|x| x.to_bits()));
         }
