@@ -84,9 +84,9 @@ impl AttentionWorkload {
 
     /// The paged walk's tile, chosen by timing this workload's own decode steps with tiles of
     /// one block and of [`TILE`] rows, alternating (up to 12 steps), after the prompt is
-    /// filled in: fastest    /// step of each, and [`TILE`] rows only when at least 3 % faster. `None` (one block) where
-    /// there is no choice: no paged cache whose heads are read together, or fewer than 4
-    /// decode steps to time. The cache is left reset.
+    /// filled in: the fastest step of each, and [`TILE`] rows only when at least 3 % faster.
+    /// `None` (one block) where there is no choice: no paged cache whose heads are read
+    /// together, or fewer than 4 decode steps to time. The cache is left reset.
     fn tune_walk(&mut self) -> Result<Option<String>, WorkloadError> {
         let choices = [0, TILE];
         let steps = (self.spec.gen as usize).min(12);

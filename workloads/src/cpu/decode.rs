@@ -533,13 +533,15 @@ pub(crate) fn together_tile(view: &HeadView, rows: usize) -> usize {
 ///
 /// One block a tile keeps the walk one stream through memory, which a memory-bound step
 /// needs; a compute-bound one pays a tile's fixed cost (about 50 ns on a Zen 5) every block
-/// instead. On a Zen 5, 64-row tiles against one block: int4 and nf4 13-27 % faster at MHA
-/// 32K, fp8 9 %, f16 and int8 15-25 % slower; at 8 × 64 heads f16 and int8 faster too
-/// (docs/performance.md, eighth round). So the runner times both on the workload itself
-/// ([`crate::attention::AttentionWorkload`]'s `tune`).
+/// instead. On a Zen 5 at MHA 32K, 64-row tiles against one block: int4 and nf4 13-27 %
+/// faster, fp8 9 %, f16 15-25 % slower, int8 either way as the memory got busier; at 8 × 64
+/// heads f16 and int8 faster (docs/performance.md, eighth round). So the runner times both
+/// on the workload itself ([`crate::attention::AttentionWorkload`]'s `tune`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Together {
+    /// Consecutive jobs read together (1: each on its own).
     pub heads: usize,
+    /// Rows per tile of their walk (0: one block).
     pub rows: usize,
 }
 
