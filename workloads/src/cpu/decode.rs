@@ -528,7 +528,7 @@ pub(crate) fn together_tile(view: &HeadView, rows: usize) -> usize {
 }
 
 /// How [`decode_attention`] reads jobs whose views share blocks (a sequence's KV heads in a
-/// paged cache): `heads` consecutive jobs at once, block by block ([`attend_heads_together`]),
+/// paged cache): `heads` consecutive jobs at once, block by block (`attend_heads_together`),
 /// in tiles of `rows` rows (0: one block).
 ///
 /// One block a tile keeps the walk one stream through memory, which a memory-bound step

@@ -5,7 +5,10 @@
 //!
 //! Prefill and decode run the kernels and thread pool every other layout runs
 //! ([`prefill_attention`], [`decode_layer`]); the cache's `prepare` is the only addition,
-//! so `offload` rows are comparable with `paged` rows.
+//! so `offload` rows are comparable with `paged` rows. One difference: the walk through the
+//! blocks keeps one block a tile, while a `paged` row may have tuned it to 64 rows (its note
+//! says so; [`crate::attention::AttentionWorkload`]), because an offload step's tier loads
+//! would make the timing of the two tiles noisy.
 
 use super::offload_cache::{OffloadCache, OffloadCounters};
 use super::synth::Synth;
