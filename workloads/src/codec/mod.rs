@@ -86,6 +86,13 @@ pub struct Codec {
 }
 
 impl Codec {
+    /// Whether `other` is this format: by address first (every segment of one store points
+    /// at one codec), by value otherwise. The kernels ask for every piece of a tile.
+    #[inline]
+    pub fn same(&self, other: &Codec) -> bool {
+        std::ptr::eq(self, other) || self == other
+    }
+
     /// Validate `dtype` for `head_dim` and derive its byte layout.
     pub fn new(dtype: CacheDtype, head_dim: u32) -> Result<Self, CodecError> {
         let name = dtype.kind.name();

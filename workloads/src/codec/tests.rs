@@ -208,3 +208,20 @@ fn int8_codes_are_exact_for_multiples_of_the_scale() {
         assert!((x - y).abs() < 1e-6, "{x} vs {y}");
     }
 }
+
+#[test]
+fn a_codec_is_the_same_as_itself_and_its_copies_and_no_other() {
+    let dtypes = all_dtypes();
+    for (i, a) in dtypes.iter().enumerate() {
+        let c = Codec::new(*a, 128).unwrap();
+        let copy = c;
+        assert!(c.same(&c) && c.same(&copy) && copy.same(&c), "{a:?}");
+        assert!(
+            !c.same(&Codec::new(*a, 64).unwrap()),
+            "{a:?}: head_dim differs"
+        );
+        for b in &dtypes[i + 1..] {
+            assert!(!c.same(&Codec::new(*b, 128).unwrap()), "{a:?} vs {b:?}");
+        }
+    }
+}

@@ -665,7 +665,7 @@ fn check_pieces(pieces: &[Piece]) -> usize {
     pieces
         .iter()
         .map(|&(seg, r0, n)| {
-            assert!(seg.codec == c && (r0 + n) * c.unit_bytes <= seg.bytes.len());
+            assert!(seg.codec.same(c) && (r0 + n) * c.unit_bytes <= seg.bytes.len());
             n
         })
         .sum()

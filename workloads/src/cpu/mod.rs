@@ -156,7 +156,7 @@ impl Isa {
     pub fn decode_tile(self, pieces: &[Piece], out: &mut [f32]) {
         let d = pieces.first().map_or(0, |p| p.0.codec.head_dim);
         let mut off = 0;
-        for run in pieces.chunk_by(|a, b| a.0.codec == b.0.codec) {
+        for run in pieces.chunk_by(|a, b| a.0.codec.same(b.0.codec)) {
             let n: usize = run.iter().map(|r| r.2).sum();
             let o = &mut out[off * d..(off + n) * d];
             #[cfg(target_arch = "x86_64")]
@@ -320,7 +320,7 @@ impl Isa {
         stride: usize,
     ) {
         let mut off = 0;
-        for run in pieces.chunk_by(|a, b| a.0.codec == b.0.codec) {
+        for run in pieces.chunk_by(|a, b| a.0.codec.same(b.0.codec)) {
             let n: usize = run.iter().map(|r| r.2).sum();
             #[cfg(target_arch = "x86_64")]
             if let Some(iq) = iq.filter(|iq| iq.is_for(run[0].0.codec) && iq.heads() == heads) {
@@ -374,7 +374,7 @@ impl Isa {
         acc: &mut [f32],
     ) {
         let mut off = 0;
-        for run in pieces.chunk_by(|a, b| a.0.codec == b.0.codec) {
+        for run in pieces.chunk_by(|a, b| a.0.codec.same(b.0.codec)) {
             let n: usize = run.iter().map(|r| r.2).sum();
             let pr = &p[off..];
             #[cfg(target_arch = "x86_64")]

@@ -274,10 +274,12 @@ mod kernel {
     /// The CPU must pass [`super::detected`]; every piece is in the format `iq` was made for.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
     pub unsafe fn scores(pieces: &[Piece], iq: &IntQuery, out: &mut [f32], stride: usize) {
+        let first = pieces[0].0.codec;
+        assert!(iq.is_for(first));
         let total: usize = pieces
             .iter()
             .map(|&(seg, r0, n)| {
-                assert!(iq.is_for(seg.codec) && (r0 + n) * seg.codec.unit_bytes <= seg.bytes.len());
+                assert!(seg.codec.same(first) && (r0 + n) * first.unit_bytes <= seg.bytes.len());
                 n
             })
             .sum();
