@@ -274,7 +274,10 @@ mod kernel {
     /// The CPU must pass [`super::detected`]; every piece is in the format `iq` was made for.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
     pub unsafe fn scores(pieces: &[Piece], iq: &IntQuery, out: &mut [f32], stride: usize) {
-        let first = pieces[0].0.codec;
+        let Some(&(seg0, _, _)) = pieces.first() else {
+            return;
+        };
+        let first = seg0.codec;
         assert!(iq.is_for(first));
         let total: usize = pieces
             .iter()
