@@ -92,8 +92,8 @@ fn decode(c: &mut Criterion) {
                                 .collect();
                             // A paged block holds every head: they are read together.
                             let together = match cache.heads_share_blocks() {
-                                true => Together { heads: kv, rows: 0 },
-                                false => Together::NOT,
+                                true => Together { jobs: kv, rows: 0 },
+                                false => Together::ALONE,
                             };
                             decode_attention(&mut jobs, Q_HEADS / kv, together, Isa::detect());
                         }

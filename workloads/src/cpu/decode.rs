@@ -110,16 +110,7 @@ impl<'a> Ahead<'a> {
     /// Ask for the next burst of lines.
     #[inline]
     fn issue(&mut self) {
-        self.burst_with(|line| {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch reads nothing and cannot fault; `line` is inside a run.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = line;
-        });
+        self.burst_with(prefetch_line);
     }
 
     /// Hand the next burst's line addresses to `each_line`.
@@ -220,18 +211,25 @@ fn tile_pieces<'a>(
     }
 }
 
+/// Ask for the cache line at `p` into every level (a hint: nothing where the target has
+/// no prefetch instruction).
+#[inline]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and cannot fault, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Ask for the descriptor of segment `i` (the `Segment` itself, not its rows), if there is one.
 #[inline]
 fn prefetch_segment(segs: &[Segment], i: usize) {
     if let Some(s) = segs.get(i) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch reads nothing and cannot fault.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(s as *const Segment as *const i8);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = s;
+        prefetch_line(s as *const Segment as *const u8);
     }
 }
 
@@ -369,8 +367,8 @@ impl<'a> HeadAttention<'a> {
         tile_pieces(&self.view.v, &mut self.v, n, &mut scratch.vp);
         self.next += n;
         // The descriptor of the segment after the next: in the paged walk every head's
-        // list is read one block a tile, far apart, so each would miss (8 % of a paged int4
-        // step at 32K on a Zen 5, perf).
+        // list is read one block a tile, far apart, so each would miss (the K and V
+        // descriptor loads held 8 % of all perf samples of a paged int4 run at 32K, Zen 5).
         prefetch_segment(&self.view.k, self.k.0 + 1);
         prefetch_segment(&self.view.v, self.v.0 + 1);
         match ahead {
@@ -528,26 +526,26 @@ pub(crate) fn together_tile(view: &HeadView, rows: usize) -> usize {
 }
 
 /// How [`decode_attention`] reads jobs whose views share blocks (a sequence's KV heads in a
-/// paged cache): `heads` consecutive jobs at once, block by block (`attend_heads_together`),
+/// paged cache): `jobs` consecutive jobs at once, block by block (`attend_heads_together`),
 /// in tiles of `rows` rows (0: one block).
 ///
 /// One block a tile keeps the walk one stream through memory, which a memory-bound step
 /// needs; a compute-bound one pays a tile's fixed cost (about 50 ns on a Zen 5) every block
 /// instead. On a Zen 5 at MHA 32K, 64-row tiles against one block: int4 and nf4 13-27 %
-/// faster, fp8 9 %, f16 15-25 % slower, int8 either way as the memory got busier; at 8 × 64
+/// faster, fp8 9 %, f16 18-24 % slower, int8 either way as the memory got busier; at 8 × 64
 /// heads f16 and int8 faster (docs/performance.md, eighth round). So the runner times both
 /// on the workload itself ([`crate::attention::AttentionWorkload`]'s `tune`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Together {
     /// Consecutive jobs read together (1: each on its own).
-    pub heads: usize,
+    pub jobs: usize,
     /// Rows per tile of their walk (0: one block).
     pub rows: usize,
 }
 
 impl Together {
     /// Every job on its own.
-    pub const NOT: Together = Together { heads: 1, rows: 0 };
+    pub const ALONE: Together = Together { jobs: 1, rows: 0 };
 }
 
 /// One decode-attention job: a KV head's view and the query heads of its group.
@@ -562,7 +560,7 @@ pub struct DecodeJob<'a> {
 /// Run every job on the current rayon pool, splitting long views into parts so that all
 /// threads have work (flash-decoding), then merging each job's parts exactly.
 ///
-/// `together.heads` consecutive jobs whose views share blocks (a sequence's KV heads in a
+/// `together.jobs` consecutive jobs whose views share blocks (a sequence's KV heads in a
 /// paged cache, whose views have the same segments; 1 when each view is its own store) are
 /// attended in one pass over their blocks ([`attend_heads_together`]); their parts are
 /// aligned to whole tiles.
@@ -572,7 +570,7 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: Together
     // Aim for ~4 parts per thread overall, none shorter than 256 rows.
     let target = (total / (4 * threads)).max(256);
     let Together {
-        heads: together,
+        jobs: together,
         rows: walk_rows,
     } = together;
     let together = together.max(1);
@@ -676,10 +674,10 @@ pub fn decode_layer(
     // Heads that share blocks are read together when the step reads past the cache.
     let together = match reads_heads_together(cache) {
         true => Together {
-            heads: kv_heads,
+            jobs: kv_heads,
             rows: walk_rows,
         },
-        false => Together::NOT,
+        false => Together::ALONE,
     };
     decode_attention(&mut jobs, group, together, isa);
     Ok(bytes)

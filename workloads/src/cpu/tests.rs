@@ -80,7 +80,7 @@ fn run(view: &HeadView, q: &[f32], heads: usize, isa: Isa) -> Vec<f32> {
         q: &scaled,
         out: &mut out,
     }];
-    decode_attention(&mut jobs, heads, Together::NOT, isa);
+    decode_attention(&mut jobs, heads, Together::ALONE, isa);
     out
 }
 
