@@ -129,6 +129,42 @@ fn user_errors_are_one_clear_line() {
         .stderr(predicate::str::contains("--prompt"));
 }
 
+#[test]
+fn a_cache_too_large_to_count_is_refused_before_any_row_runs() {
+    // Found by cli_properties: 2^32 sequences of 2^32 tokens. Before, the row ran into the
+    // planner's overflow and the run printed two errors (the row's and the summary's).
+    let dir = tempfile::tempdir().unwrap();
+    let cal = calibration(dir.path());
+    let out = dir.path().join("x.csv");
+    let assert = kvbench()
+        .args([
+            "run",
+            "--workload",
+            "attention",
+            "--q-heads",
+            "4",
+            "--kv-heads",
+            "2",
+        ])
+        .args(["--head-dim", "16", "--batch", "4294967295"])
+        .args(["--shared-prefix", "4294967295", "-o"])
+        .arg(&out)
+        .arg("--calibration")
+        .arg(&cal)
+        .assert()
+        .failure()
+        .code(1);
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].ends_with("bytes does not fit in 64 bits; use smaller sizes"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().last(), Some(errors[0]));
+    assert!(!out.exists(), "no report for a sweep refused up front");
+}
+
 /// A tiny sweep: 2 batches × 2 prompts × 3 strategies = 12 workloads.
 const TINY: &[&str] = &[
     "--q-heads",

@@ -42,6 +42,19 @@ pub fn predicted_kv_bytes(spec: &WorkloadSpec) -> Result<u64, kvbench_planner::e
     })
 }
 
+/// Refuse, before anything runs, a sweep with a workload whose KV cache cannot even be
+/// counted (more than 16 EiB): an impossible shape, named with its sizes' error.
+pub fn check_countable(specs: &[WorkloadSpec]) -> Result<(), String> {
+    for spec in specs {
+        if let Err(e @ kvbench_planner::error::PlanError::TooLarge { .. }) =
+            predicted_kv_bytes(spec)
+        {
+            return Err(format!("{}: {e}", crate::matrix::describe(spec)));
+        }
+    }
+    Ok(())
+}
+
 /// Product of user sizes, saturating at `u64::MAX`: an estimate that overflows is "more
 /// than any machine has", never a wrapped total smaller than its parts.
 fn product(factors: &[u64]) -> u64 {

@@ -60,6 +60,9 @@ pub enum PlanError {
     /// A layout that cannot hold the requested dtype or shape.
     #[error("{0}")]
     Layout(String),
+    /// A byte total past 16 EiB: sizes no machine can hold, nor a u64 count.
+    #[error("{bytes} bytes does not fit in 64 bits; use smaller sizes")]
+    TooLarge { bytes: u128 },
     /// A safetensors file or index that cannot be read as one.
     #[error("safetensors {file}: {reason}")]
     Safetensors { file: String, reason: String },

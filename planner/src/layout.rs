@@ -250,11 +250,7 @@ pub fn allocated_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
 
 /// Converts a byte total computed wide back to u64, refusing sizes past 16 EiB.
 fn fits_u64(total: u128) -> Result<u64, PlanError> {
-    u64::try_from(total).map_err(|_| {
-        PlanError::Layout(format!(
-            "{total} bytes does not fit in 64 bits; use smaller sizes"
-        ))
-    })
+    u64::try_from(total).map_err(|_| PlanError::TooLarge { bytes: total })
 }
 
 /// Bytes of the tokens actually stored (shared prefix counted once for paged layouts);

@@ -328,6 +328,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Some(s) => s.select(&sweep.specs).into_iter().map(|(_, s)| s).collect(),
         None => sweep.specs.clone(),
     };
+    kvbench_bench::memory::check_countable(&mine).map_err(anyhow::Error::msg)?;
     let secs = estimate::check(
         &mine,
         prefill,
