@@ -729,6 +729,9 @@ pub unsafe fn accumulate_pieces(
         Quant::F32 => accumulate_fmt::<F32>(pieces, p, heads, stride, acc),
         Quant::F16 => accumulate_fmt::<F16>(pieces, p, heads, stride, acc),
         Quant::Bf16 => accumulate_fmt::<Bf16>(pieces, p, heads, stride, acc),
+        _ if nibble_pairs_fit(pieces[0].0.codec) => {
+            accumulate_nibbles(pieces, p, heads, stride, acc)
+        }
         quant => with_codes!(quant, Cd => accumulate_q::<Cd>(pieces, p, heads, stride, acc)),
     }
 }
@@ -1425,6 +1428,64 @@ unsafe fn scores_q<C: Codes>(
     }
 }
 
+/// One row's `GB` group records, f16 side by side (scale, and zero point when
+/// asymmetric), times each head's weight: (p·s, p·z) per group. Returns the weights of the
+/// codes, p·s broadcast per head and group; `sums` collects the products of asymmetric
+/// records, from which [`record_bias`] makes the bias.
+#[inline(always)]
+unsafe fn record_weights<const HB: usize, const GB: usize>(
+    row: *const u8,
+    lay: &QuantLayout,
+    g0: usize,
+    p: *const f32,
+    stride: usize,
+    sums: &mut [__m512; HB],
+) -> [[__m512; GB]; HB] {
+    let at = row.add(lay.params + g0 * lay.rec);
+    let mut rec = load_scalars(at, GB * lay.rec / 2, 2);
+    if lay.mult != 1.0 {
+        rec = _mm512_mul_ps(rec, _mm512_set1_ps(lay.mult));
+    }
+    let per_rec = (lay.rec / 2).max(1) as i32;
+    let mut ws = [[_mm512_setzero_ps(); GB]; HB];
+    for (h, wh) in ws.iter_mut().enumerate() {
+        let wrec = _mm512_mul_ps(_mm512_set1_ps(*p.add(h * stride)), rec);
+        if lay.asym {
+            sums[h] = _mm512_add_ps(sums[h], wrec);
+        }
+        for (gb, w) in wh.iter_mut().enumerate() {
+            *w = _mm512_permutexvar_ps(_mm512_set1_epi32(gb as i32 * per_rec), wrec);
+        }
+    }
+    ws
+}
+
+/// Each head's bias per group from [`record_weights`]' sums, for centred codes:
+/// Σ p·(z + half·s) when asymmetric, else none.
+#[inline(always)]
+unsafe fn record_bias<const HB: usize, const GB: usize>(
+    sums: &[__m512; HB],
+    lay: &QuantLayout,
+) -> [[f32; GB]; HB] {
+    let per_rec = (lay.rec / 2).max(1);
+    let mut bias = [[0.0f32; GB]; HB];
+    for (h, s) in sums.iter().enumerate() {
+        let mut lanes = [0.0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), *s);
+        for (gb, b) in bias[h].iter_mut().enumerate() {
+            if lay.asym {
+                *b = lanes[gb * per_rec + 1] + lay.half * lanes[gb * per_rec];
+            }
+        }
+    }
+    bias
+}
+
+/// Whether a row's `groups` records are read as one vector: f16, several, in 16 bytes.
+fn records_as_vector(lay: &QuantLayout, groups: usize) -> bool {
+    lay.width == 2 && groups >= 2 && groups * lay.rec <= 16
+}
+
 /// `HB` heads × `J` chunks of accumulators for quantized codes, spanning `GB` whole scale
 /// groups (`GB = 1`: the `J` chunks lie inside one group).
 #[inline(always)]
@@ -1440,13 +1501,10 @@ unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB
 ) {
     let g0 = j0 >> lay.shift;
     let per = J / GB;
+    let vec_params = records_as_vector(lay, GB);
     let mut a = [[_mm512_setzero_ps(); J]; HB];
     let mut bias = [[0.0f32; GB]; HB];
-    // f16 records of several groups are read as one vector per row (one load and one
-    // conversion instead of a scalar read per group); the bias sums stay in its lanes.
-    let vec_params = lay.width == 2 && GB >= 2 && GB * lay.rec <= 16;
-    let mut bias_lanes = [_mm256_setzero_ps(); HB];
-    let per_rec = (lay.rec / 2).max(1) as i32;
+    let mut sums = [_mm512_setzero_ps(); HB];
     let mut i = 0;
     for &(seg, r0, m) in pieces {
         for r in r0..r0 + m {
@@ -1456,24 +1514,11 @@ unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB
                 *v = C::raw(row, j0 + jj);
             }
             if vec_params {
-                let at = row.add(lay.params + g0 * lay.rec);
-                let rec = _mm512_castps512_ps256(load_scalars(at, GB * lay.rec / 2, 2));
-                let rec512 = _mm512_castps256_ps512(_mm256_mul_ps(rec, _mm256_set1_ps(lay.mult)));
-                if lay.asym {
-                    // Lane 2g + 1: z + half·s, the bias of centred codes (lane 2g: unused).
-                    let half = _mm256_set1_ps(lay.half);
-                    let b = _mm256_fmadd_ps(half, _mm256_moveldup_ps(rec), rec);
-                    for (h, bl) in bias_lanes.iter_mut().enumerate() {
-                        let w = _mm256_set1_ps(*p.add(h * stride + i));
-                        *bl = _mm256_fmadd_ps(w, b, *bl);
-                    }
-                }
-                for gb in 0..GB {
-                    let sv = _mm512_permutexvar_ps(_mm512_set1_epi32(gb as i32 * per_rec), rec512);
-                    for (h, ah) in a.iter_mut().enumerate() {
-                        let ws = _mm512_mul_ps(_mm512_set1_ps(*p.add(h * stride + i)), sv);
+                let ws = record_weights::<HB, GB>(row, lay, g0, p.add(i), stride, &mut sums);
+                for (ah, wh) in a.iter_mut().zip(&ws) {
+                    for (gb, w) in wh.iter().enumerate() {
                         for jj in gb * per..(gb + 1) * per {
-                            ah[jj] = _mm512_fmadd_ps(ws, vv[jj], ah[jj]);
+                            ah[jj] = _mm512_fmadd_ps(*w, vv[jj], ah[jj]);
                         }
                     }
                 }
@@ -1496,14 +1541,8 @@ unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB
             i += 1;
         }
     }
-    if vec_params && lay.asym {
-        for (h, bl) in bias_lanes.iter().enumerate() {
-            let mut lanes = [0.0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *bl);
-            for gb in 0..GB {
-                bias[h][gb] = lanes[2 * gb + 1];
-            }
-        }
+    if vec_params {
+        bias = record_bias::<HB, GB>(&sums, lay);
     }
     for (h, ah) in a.iter().enumerate() {
         for (jj, v) in ah.iter().enumerate() {
@@ -1514,6 +1553,166 @@ unsafe fn accumulate_block_q<C: Codes, const HB: usize, const J: usize, const GB
                 _mm512_add_ps(_mm512_loadu_ps(at), _mm512_add_ps(*v, bv)),
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Value sums of 4-bit codes (int4, nf4) read 32 channels at a time: 16 code bytes widened
+// once to 32-bit lanes give the low nibbles (even channels) and, shifted, the high ones
+// (odd channels), each turned into its level by one permute. The accumulators hold the
+// channels in that order and are interleaved once, when stored: a third of the work of
+// unpacking the nibbles to channel order for every row.
+
+/// The 16 levels of a 4-bit format as f32 lanes: the centred integer codes, or NF4's table.
+#[inline(always)]
+unsafe fn nibble_levels(quant: Quant) -> __m512 {
+    match quant {
+        Quant::Nf4 => _mm512_loadu_ps(NF4_LEVELS.as_ptr()),
+        _ => _mm512_setr_ps(
+            -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
+        ),
+    }
+}
+
+/// Whether [`accumulate_nibbles`] takes these codes: 4-bit, whole 32-channel chunks, and
+/// scale groups of whole chunks.
+fn nibble_pairs_fit(c: &Codec) -> bool {
+    let four_bit = matches!(c.quant, Quant::Nf4 | Quant::Int { bits: 4, .. });
+    four_bit && c.head_dim.is_multiple_of(32) && c.group.is_multiple_of(32)
+}
+
+/// `HB` heads × `M` chunks of 32 channels, spanning `GB` whole scale groups (`GB = 1`: the
+/// chunks lie inside one group); accumulator `2m` holds chunk `m`'s even channels, `2m + 1`
+/// its odd ones.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // gb indexes register arrays
+unsafe fn accumulate_block_n<const HB: usize, const M: usize, const GB: usize>(
+    pieces: &[Piece],
+    lay: &QuantLayout,
+    levels: __m512,
+    p: *const f32,
+    stride: usize,
+    acc: *mut f32,
+    d: usize,
+    m0: usize,
+) {
+    let g0 = (2 * m0) >> lay.shift;
+    let per = M / GB;
+    let vec_params = records_as_vector(lay, GB);
+    let mut a = [[[_mm512_setzero_ps(); 2]; M]; HB];
+    let mut bias = [[0.0f32; GB]; HB];
+    let mut sums = [_mm512_setzero_ps(); HB];
+    let mut i = 0;
+    for &(seg, r0, n) in pieces {
+        for r in r0..r0 + n {
+            let row = row_ptr(seg, r);
+            let mut vv = [[_mm512_setzero_ps(); 2]; M];
+            for (m, v) in vv.iter_mut().enumerate() {
+                let x =
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(row.add(16 * (m0 + m)) as *const __m128i));
+                v[0] = _mm512_permutexvar_ps(x, levels);
+                v[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(x, 4), levels);
+            }
+            if vec_params {
+                let ws = record_weights::<HB, GB>(row, lay, g0, p.add(i), stride, &mut sums);
+                for (ah, wh) in a.iter_mut().zip(&ws) {
+                    for (gb, w) in wh.iter().enumerate() {
+                        for m in gb * per..(gb + 1) * per {
+                            ah[m][0] = _mm512_fmadd_ps(*w, vv[m][0], ah[m][0]);
+                            ah[m][1] = _mm512_fmadd_ps(*w, vv[m][1], ah[m][1]);
+                        }
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            for gb in 0..GB {
+                let (s, b) = lay.params(row, g0 + gb);
+                for (h, ah) in a.iter_mut().enumerate() {
+                    let w = *p.add(h * stride + i);
+                    if lay.asym {
+                        bias[h][gb] += w * b;
+                    }
+                    let ws = _mm512_set1_ps(w * s);
+                    for m in gb * per..(gb + 1) * per {
+                        ah[m][0] = _mm512_fmadd_ps(ws, vv[m][0], ah[m][0]);
+                        ah[m][1] = _mm512_fmadd_ps(ws, vv[m][1], ah[m][1]);
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+    if vec_params {
+        bias = record_bias::<HB, GB>(&sums, lay);
+    }
+    // Channel 2k of a chunk is lane k of its even half, 2k + 1 lane k of its odd half.
+    let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (h, ah) in a.iter().enumerate() {
+        for (m, [even, odd]) in ah.iter().enumerate() {
+            let bv = _mm512_set1_ps(bias[h][m / per]);
+            let at = acc.add(h * d + 32 * (m0 + m));
+            for (half, idx) in [first, second].into_iter().enumerate() {
+                let v = _mm512_permutex2var_ps(*even, idx, *odd);
+                let o = at.add(16 * half);
+                _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), _mm512_add_ps(v, bv)));
+            }
+        }
+    }
+}
+
+/// [`accumulate_q`] for 4-bit codes that [`nibble_pairs_fit`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn accumulate_nibbles(
+    pieces: &[Piece],
+    p: &[f32],
+    heads: usize,
+    stride: usize,
+    acc: &mut [f32],
+) {
+    let c = pieces[0].0.codec;
+    let d = c.head_dim;
+    let n = check_pieces(pieces);
+    assert!(acc.len() >= heads * d && p.len() >= (heads - 1) * stride + n);
+    let lay = QuantLayout::new(c);
+    let levels = nibble_levels(c.quant);
+    // Scale groups in chunks of 32 channels.
+    let cpg = (1usize << lay.shift) / 2;
+    let chunks = d / 32;
+    let (pp, ap) = (p.as_ptr(), acc.as_mut_ptr());
+    macro_rules! blk {
+        ($hb:literal, $m:literal, $gb:literal, $ph:expr, $ah:expr, $mv:expr) => {{
+            accumulate_block_n::<$hb, $m, $gb>(pieces, &lay, levels, $ph, stride, $ah, d, $mv);
+            $m
+        }};
+    }
+    let mut h = 0;
+    while h < heads {
+        let hb = head_block(heads - h);
+        let (ph, ah) = (pp.add(h * stride), ap.add(h * d));
+        let mut m = 0;
+        while m < chunks {
+            // Blocks of M chunks start on a group boundary or inside one group.
+            m += match (hb, chunks - m, cpg) {
+                (4, 2.., 2..) => blk!(4, 2, 1, ph, ah, m),
+                (4, 2.., _) => blk!(4, 2, 2, ph, ah, m),
+                (4, _, _) => blk!(4, 1, 1, ph, ah, m),
+                (2, 4.., 4..) => blk!(2, 4, 1, ph, ah, m),
+                (2, 4.., 2) => blk!(2, 4, 2, ph, ah, m),
+                (2, 4.., _) => blk!(2, 4, 4, ph, ah, m),
+                (2, 2.., 2..) => blk!(2, 2, 1, ph, ah, m),
+                (2, 2.., _) => blk!(2, 2, 2, ph, ah, m),
+                (2, _, _) => blk!(2, 1, 1, ph, ah, m),
+                (_, 4.., 4..) => blk!(1, 4, 1, ph, ah, m),
+                (_, 4.., 2) => blk!(1, 4, 2, ph, ah, m),
+                (_, 4.., _) => blk!(1, 4, 4, ph, ah, m),
+                (_, 2.., 2..) => blk!(1, 2, 1, ph, ah, m),
+                (_, 2.., _) => blk!(1, 2, 2, ph, ah, m),
+                _ => blk!(1, 1, 1, ph, ah, m),
+            };
+        }
+        h += hb;
     }
 }
 
