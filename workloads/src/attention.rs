@@ -24,6 +24,9 @@ const TAG_V: u64 = 0x56;
 /// Queries are drawn wider than keys so softmax is far from uniform (a peaked attention
 /// pattern, as in trained models, where cache errors show).
 const Q_SCALE: f32 = 3.0;
+/// Tokens a fill makes and appends at a time (at 32 KV heads × 128 f32, 4 MiB each of K
+/// and V: within a last-level cache).
+const FILL_TOKENS: usize = 256;
 
 /// What the prefill of an attention workload does (`--prefill compute|fill`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,8 +177,23 @@ impl AttentionWorkload {
         heads: usize,
     ) -> Vec<f32> {
         let d = self.spec.shape.head_dim as usize;
-        let scale = if tag == TAG_Q { Q_SCALE } else { 1.0 };
         let mut out = vec![0.0f32; (p1 - p0) * heads * d];
+        self.rows_into(tag, layer, seq, p0, heads, &mut out);
+        out
+    }
+
+    /// [`Self::rows`] into `out`, from position `p0` on: `out.len() / (heads × d)` rows.
+    fn rows_into(
+        &self,
+        tag: u64,
+        layer: usize,
+        seq: usize,
+        p0: usize,
+        heads: usize,
+        out: &mut [f32],
+    ) {
+        let d = self.spec.shape.head_dim as usize;
+        let scale = if tag == TAG_Q { Q_SCALE } else { 1.0 };
         out.par_chunks_mut(heads * d)
             .enumerate()
             .for_each(|(i, row)| {
@@ -189,7 +207,6 @@ impl AttentionWorkload {
                 );
                 synth::fill(s, scale, row);
             });
-        out
     }
 
     /// Causal attention of positions `0..t` of (layer, seq); returns the last position's output.
@@ -211,14 +228,20 @@ impl AttentionWorkload {
 
     fn fill(&mut self, p0: usize, p1: usize) -> Result<(), WorkloadError> {
         let (_, hk, d, b) = self.dims();
+        // A few hundred tokens at a time: the rows stay in the cache between being made and
+        // being encoded, and the buffers are made once.
+        let run = FILL_TOKENS.min(p1.saturating_sub(p0)).max(1);
+        let (mut k, mut v) = (vec![0.0f32; run * hk * d], vec![0.0f32; run * hk * d]);
         for layer in 0..self.spec.shape.layers as usize {
             for seq in 0..b {
-                let k = self.rows(TAG_K, layer, seq, p0, p1, hk);
-                let v = self.rows(TAG_V, layer, seq, p0, p1, hk);
-                let cache = self.cache.as_mut().expect("fill needs a cache");
-                for (kr, vr) in k.chunks(hk * d).zip(v.chunks(hk * d)) {
+                for from in (p0..p1).step_by(run) {
+                    let n = run.min(p1 - from);
+                    let (kr, vr) = (&mut k[..n * hk * d], &mut v[..n * hk * d]);
+                    self.rows_into(TAG_K, layer, seq, from, hk, kr);
+                    self.rows_into(TAG_V, layer, seq, from, hk, vr);
+                    let cache = self.cache.as_mut().expect("fill needs a cache");
                     cache
-                        .append(layer, seq, kr, vr)
+                        .append_tokens(layer, seq, n, kr, vr)
                         .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
                 }
             }

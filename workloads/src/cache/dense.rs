@@ -1,10 +1,11 @@
 //! Concat and contiguous caches: one [`RowStore`] per (layer, sequence, KV head) for K and V.
 
 use super::rows::{Growth, RowStore};
-use super::{CacheError, CacheGeometry, HeadView, KvCache};
+use super::{append_each, CacheError, CacheGeometry, HeadView, KvCache};
 use crate::codec::Codec;
 use crate::workload::MemoryUse;
 use kvbench_planner::dtype::residual_split;
+use rayon::prelude::*;
 
 /// A cache whose rows live in per-head buffers: `concat` (grown by copying) or `contiguous`
 /// (preallocated to each layer's capacity; a ring for sliding windows).
@@ -70,6 +71,34 @@ impl KvCache for DenseCache {
             vs.push(&v[h * hd..(h + 1) * hd])?;
         }
         self.lens[layer][seq] += 1;
+        Ok(())
+    }
+
+    fn append_tokens(
+        &mut self,
+        layer: usize,
+        seq: usize,
+        tokens: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<(), CacheError> {
+        if self.lens[layer][seq] + tokens > self.geom.max_len {
+            // The token that does not fit is refused as its own append would be.
+            return append_each(self, layer, seq, tokens, k, v);
+        }
+        let (hd, heads) = (self.geom.head_dim, self.geom.kv_heads);
+        let push = |store: &mut RowStore, rows: &[f32], h: usize| {
+            (0..tokens).try_for_each(|t| store.push(&rows[(t * heads + h) * hd..][..hd]))
+        };
+        // Every head's K and V store on its own.
+        self.stores[layer][seq]
+            .par_iter_mut()
+            .enumerate()
+            .try_for_each(|(h, (ks, vs))| {
+                let (a, b) = rayon::join(|| push(ks, k, h), || push(vs, v, h));
+                a.and(b)
+            })?;
+        self.lens[layer][seq] += tokens;
         Ok(())
     }
 

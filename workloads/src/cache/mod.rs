@@ -179,10 +179,41 @@ impl CacheGeometry {
     }
 }
 
+/// [`KvCache::append_tokens`] one token at a time.
+pub(crate) fn append_each<C: KvCache + ?Sized>(
+    cache: &mut C,
+    layer: usize,
+    seq: usize,
+    tokens: usize,
+    k: &[f32],
+    v: &[f32],
+) -> Result<(), CacheError> {
+    if tokens == 0 {
+        return Ok(());
+    }
+    let row = k.len() / tokens;
+    for (kr, vr) in k.chunks_exact(row).zip(v.chunks_exact(row)) {
+        cache.append(layer, seq, kr, vr)?;
+    }
+    Ok(())
+}
+
 /// The one small API every cache layout offers.
 pub trait KvCache: Send + Sync {
     /// Append one token's K and V (`kv_heads × head_dim` each) to `seq` in `layer`.
     fn append(&mut self, layer: usize, seq: usize, k: &[f32], v: &[f32]) -> Result<(), CacheError>;
+    /// Append `tokens` consecutive tokens' K and V (`tokens × kv_heads × head_dim` each), as
+    /// that many [`KvCache::append`] calls would; layouts may encode them in parallel.
+    fn append_tokens(
+        &mut self,
+        layer: usize,
+        seq: usize,
+        tokens: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<(), CacheError> {
+        append_each(self, layer, seq, tokens, k, v)
+    }
     /// Make the rows of (layer, seq) resident before [`KvCache::view`]: a tiered cache loads
     /// them back here (layouts that always hold every row have nothing to do).
     fn prepare(&mut self, _layer: usize, _seq: usize) -> Result<(), CacheError> {

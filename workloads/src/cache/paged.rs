@@ -4,9 +4,10 @@
 //! prefix are held once for the batch; `fork` shares every block and copies on write.
 
 use super::pool::{BlockId, BlockPool};
-use super::{CacheError, CacheGeometry, HeadView, KvCache, Segment};
+use super::{append_each, CacheError, CacheGeometry, HeadView, KvCache, Segment};
 use crate::codec::Codec;
 use crate::workload::MemoryUse;
+use rayon::prelude::*;
 use std::collections::HashSet;
 
 #[derive(Debug, Clone, Default)]
@@ -152,10 +153,13 @@ impl PagedCache {
     }
 }
 
-impl KvCache for PagedCache {
-    fn append(&mut self, layer: usize, seq: usize, k: &[f32], v: &[f32]) -> Result<(), CacheError> {
+impl PagedCache {
+    /// The block and row the next token of (layer, seq) goes to, with the block table and
+    /// length updated for it: `None` when the token lies in a shared prefix block another
+    /// sequence holds (nothing to write). The caller writes the row, then frees what falls
+    /// out of a window ([`PagedCache::free_outside_window`]).
+    fn place(&mut self, layer: usize, seq: usize) -> Result<Option<(BlockId, usize)>, CacheError> {
         let b = self.geom.block_size;
-        let hd = self.geom.head_dim;
         let pos = self.tables[seq][layer].len;
         if pos >= self.geom.max_len {
             return Err(CacheError::Full {
@@ -181,7 +185,7 @@ impl KvCache for PagedCache {
                 }
                 if self.tables[seq][layer].blocks[bi] == Some(id) {
                     self.tables[seq][layer].len += 1;
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -197,30 +201,122 @@ impl KvCache for PagedCache {
             Some(id) => id,
         };
         self.tables[seq][layer].blocks[bi] = Some(id);
-        let row = pos % b;
-        let (kb, vb) = (self.k_head_bytes, self.v_head_bytes);
+        self.tables[seq][layer].len += 1;
+        Ok(Some((id, pos % b)))
+    }
+
+    /// Free the blocks of (layer, seq) entirely before its window `[len − w, len)`.
+    fn free_outside_window(&mut self, layer: usize, seq: usize) -> Result<(), CacheError> {
+        let Some(w) = self.geom.windows[layer] else {
+            return Ok(());
+        };
+        let t = &mut self.tables[seq][layer];
+        let first_needed = t.len.saturating_sub(w) / self.geom.block_size;
+        for slot in t.blocks[..first_needed].iter_mut() {
+            if let Some(id) = slot.take() {
+                self.pool.release(id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a paged cache's codes go: its codecs and the byte layout of a block.
+struct BlockLayout<'a> {
+    kc: &'a Codec,
+    vc: &'a Codec,
+    heads: usize,
+    head_dim: usize,
+    k_head_bytes: usize,
+    v_head_bytes: usize,
+}
+
+impl<'a> BlockLayout<'a> {
+    fn new(kc: &'a Codec, vc: &'a Codec, geom: &CacheGeometry, kb: usize, vb: usize) -> Self {
+        BlockLayout {
+            kc,
+            vc,
+            heads: geom.kv_heads,
+            head_dim: geom.head_dim,
+            k_head_bytes: kb,
+            v_head_bytes: vb,
+        }
+    }
+
+    /// Encode one token's K and V (`heads × head_dim` each) into row `row` of a block.
+    fn write(&self, bytes: &mut [u8], row: usize, k: &[f32], v: &[f32]) {
+        let (hd, heads) = (self.head_dim, self.heads);
         let (ku, vu) = (self.kc.unit_bytes, self.vc.unit_bytes);
-        let heads = self.geom.kv_heads;
-        let bytes = self.pool.bytes_mut(id)?;
         for h in 0..heads {
-            let ko = h * kb + row * ku;
+            let ko = h * self.k_head_bytes + row * ku;
             self.kc
                 .encode_unit(&k[h * hd..(h + 1) * hd], &mut bytes[ko..ko + ku]);
-            let vo = heads * kb + h * vb + row * vu;
+            let vo = heads * self.k_head_bytes + h * self.v_head_bytes + row * vu;
             self.vc
                 .encode_unit(&v[h * hd..(h + 1) * hd], &mut bytes[vo..vo + vu]);
         }
-        let t = &mut self.tables[seq][layer];
-        t.len += 1;
-        if let Some(w) = self.geom.windows[layer] {
-            // Free the blocks entirely before the window [len − w, len).
-            let first_needed = t.len.saturating_sub(w) / b;
-            for slot in t.blocks[..first_needed].iter_mut() {
-                if let Some(id) = slot.take() {
-                    self.pool.release(id)?;
+    }
+}
+
+impl KvCache for PagedCache {
+    fn append(&mut self, layer: usize, seq: usize, k: &[f32], v: &[f32]) -> Result<(), CacheError> {
+        let Some((id, row)) = self.place(layer, seq)? else {
+            return Ok(());
+        };
+        let layout = BlockLayout::new(
+            &self.kc,
+            &self.vc,
+            &self.geom,
+            self.k_head_bytes,
+            self.v_head_bytes,
+        );
+        layout.write(self.pool.bytes_mut(id)?, row, k, v);
+        self.free_outside_window(layer, seq)
+    }
+
+    fn append_tokens(
+        &mut self,
+        layer: usize,
+        seq: usize,
+        tokens: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<(), CacheError> {
+        // A window frees blocks as tokens arrive (a later token's block may be an earlier
+        // one's, reused), and a token that does not fit is refused on its own: one by one.
+        let len = self.tables[seq][layer].len;
+        if self.geom.windows[layer].is_some() || len + tokens > self.geom.max_len {
+            return append_each(self, layer, seq, tokens, k, v);
+        }
+        // Blocks and rows first, in token order, as `append` places them; then the codes,
+        // each block's rows by one task.
+        let mut runs: Vec<(BlockId, Vec<(usize, usize)>)> = Vec::new();
+        for t in 0..tokens {
+            if let Some((id, row)) = self.place(layer, seq)? {
+                match runs.last_mut() {
+                    Some((last, rows)) if *last == id => rows.push((row, t)),
+                    _ => runs.push((id, vec![(row, t)])),
                 }
             }
         }
+        let ids: Vec<BlockId> = runs.iter().map(|(id, _)| *id).collect();
+        let per = k.len() / tokens.max(1);
+        let layout = BlockLayout::new(
+            &self.kc,
+            &self.vc,
+            &self.geom,
+            self.k_head_bytes,
+            self.v_head_bytes,
+        );
+        self.pool
+            .blocks_mut(&ids)?
+            .into_par_iter()
+            .zip(&runs)
+            .for_each(|(bytes, (_, rows))| {
+                for &(row, t) in rows {
+                    layout.write(bytes, row, &k[t * per..][..per], &v[t * per..][..per]);
+                }
+            });
         Ok(())
     }
 

@@ -21,6 +21,8 @@ pub enum PoolError {
     NotLive(BlockId),
     #[error("block {0:?} is evicted; restore it before reading or writing it")]
     Evicted(BlockId),
+    #[error("block {0:?} was asked for twice in one write")]
+    Twice(BlockId),
     #[error("block {0:?} is already resident")]
     Resident(BlockId),
     #[error("restoring block {id:?} needs {want} bytes, got {got}")]
@@ -183,6 +185,30 @@ impl BlockPool {
     pub fn bytes_mut(&mut self, id: BlockId) -> Result<&mut [u8], PoolError> {
         let slot = self.live(id)?.slot.ok_or(PoolError::Evicted(id))?;
         Ok(self.slot_mut(slot))
+    }
+
+    /// The bytes of distinct resident blocks, in the order of `ids`, for writing them at
+    /// once (in parallel).
+    pub fn blocks_mut(&mut self, ids: &[BlockId]) -> Result<Vec<&mut [u8]>, PoolError> {
+        let slots = ids
+            .iter()
+            .map(|&id| self.live(id)?.slot.ok_or(PoolError::Evicted(id)))
+            .collect::<Result<Vec<u32>, PoolError>>()?;
+        let bb = self.block_bytes;
+        let room = self.room;
+        let firsts: Vec<usize> = self.chunks.iter().map(|c| c.first).collect();
+        let mut all: Vec<Option<&mut [u8]>> = Vec::with_capacity(room);
+        for (i, ch) in self.chunks.iter_mut().enumerate() {
+            let blocks = firsts.get(i + 1).unwrap_or(&room) - ch.first;
+            let pieces = ch.bytes[ch.start..]
+                .chunks_exact_mut(bb.max(1))
+                .take(blocks);
+            all.extend(pieces.map(Some));
+        }
+        ids.iter()
+            .zip(slots)
+            .map(|(&id, s)| all[s as usize].take().ok_or(PoolError::Twice(id)))
+            .collect()
     }
 
     /// A new block holding a copy of `id`'s bytes (copy-on-write); `id` keeps its references.

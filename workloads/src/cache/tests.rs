@@ -290,3 +290,67 @@ fn kivi_keeps_the_last_tokens_in_f16_and_flushes_whole_groups() {
         assert_eq!(view.rows(), 161);
     }
 }
+
+/// Every (layer, seq, head)'s K and V rows, decoded, and the memory the cache holds.
+fn contents(c: &dyn KvCache, g: &CacheGeometry) -> (Vec<Vec<Vec<f32>>>, MemoryUse) {
+    let mut rows = Vec::new();
+    for l in 0..g.layers {
+        for s in 0..g.batch {
+            for h in 0..g.kv_heads {
+                let view = c.view(l, s, h);
+                rows.push(decode(&view.k));
+                rows.push(decode(&view.v));
+            }
+        }
+    }
+    (rows, c.memory())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn appending_tokens_in_runs_stores_what_appending_them_one_by_one_does(
+        kv_heads in 1usize..4, batch in 1usize..3, len in 1usize..80, block in 1usize..20,
+        runs in prop::collection::vec(1usize..40, 1..8), window in prop::option::of(1usize..40),
+        shared in 0usize..40, int4 in any::<bool>(),
+    ) {
+        let mut g = geom(2, kv_heads, 32, batch, 80);
+        g.block_size = block;
+        g.shared_prefix = shared.min(len);
+        g.windows = vec![window, None];
+        if int4 {
+            (g.k_dtype, g.v_dtype) = (CacheDtype::new(DtypeKind::Int4), CacheDtype::new(DtypeKind::Int8));
+        }
+        for strategy in ["concat", "contiguous", "paged"] {
+            let (mut one, mut many) = (make(strategy, &g), make(strategy, &g));
+            // As a workload fills: sequence by sequence, the shared prefix from sequence 0.
+            for l in 0..g.layers {
+                for s in 0..g.batch {
+                    let src = |pos: usize| if pos < g.shared_prefix { 0 } else { s };
+                    let (mut pos, mut r) = (0, 0);
+                    while pos < len {
+                        let n = runs[r % runs.len()].min(len - pos);
+                        let (mut k, mut v) = (Vec::new(), Vec::new());
+                        for p in pos..pos + n {
+                            let (kr, vr) = (row(&g, l, src(p), p, false), row(&g, l, src(p), p, true));
+                            one.append(l, s, &kr, &vr).unwrap();
+                            k.extend(kr);
+                            v.extend(vr);
+                        }
+                        many.append_tokens(l, s, n, &k, &v).unwrap();
+                        pos += n;
+                        r += 1;
+                    }
+                }
+            }
+            prop_assert_eq!(contents(one.as_ref(), &g), contents(many.as_ref(), &g), "{}", strategy);
+            // Past the end: refused as the token that does not fit would be, the rest kept.
+            let more = 80 - len + 1;
+            let k = row(&g, 1, 0, 0, false).repeat(more);
+            let v = row(&g, 1, 0, 0, true).repeat(more);
+            let err = many.append_tokens(1, 0, more, &k, &v).unwrap_err();
+            prop_assert!(matches!(err, CacheError::Full { .. }), "{}", err);
+            prop_assert_eq!(many.len(1, 0), 80);
+        }
+    }
+}

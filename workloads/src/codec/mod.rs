@@ -14,6 +14,7 @@ pub mod fp8;
 pub mod nf4;
 
 use fp8::Fp8;
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use kvbench_planner::{CacheDtype, DtypeKind, GroupAxis};
 use nf4::{nearest_level, NF4_LEVELS};
@@ -275,36 +276,56 @@ impl Codec {
                     o.copy_from_slice(&x.to_le_bytes());
                 }
             }
+            // Converted a run at a time (the half crate's slice conversion uses F16C where
+            // the CPU has it), then stored little-endian.
             Quant::F16 => {
-                for (o, x) in out.chunks_exact_mut(2).zip(rows) {
-                    o.copy_from_slice(&f16::from_f32(*x).to_le_bytes());
+                let mut buf = [f16::ZERO; CONVERT_RUN];
+                for (o, x) in out
+                    .chunks_mut(2 * CONVERT_RUN)
+                    .zip(rows.chunks(CONVERT_RUN))
+                {
+                    let b = &mut buf[..x.len()];
+                    b.convert_from_f32_slice(x);
+                    for (o, h) in o.chunks_exact_mut(2).zip(b.iter()) {
+                        o.copy_from_slice(&h.to_le_bytes());
+                    }
                 }
             }
             Quant::Bf16 => {
-                for (o, x) in out.chunks_exact_mut(2).zip(rows) {
-                    o.copy_from_slice(&bf16::from_f32(*x).to_le_bytes());
+                let mut buf = [bf16::ZERO; CONVERT_RUN];
+                for (o, x) in out
+                    .chunks_mut(2 * CONVERT_RUN)
+                    .zip(rows.chunks(CONVERT_RUN))
+                {
+                    let b = &mut buf[..x.len()];
+                    b.convert_from_f32_slice(x);
+                    for (o, h) in o.chunks_exact_mut(2).zip(b.iter()) {
+                        o.copy_from_slice(&h.to_le_bytes());
+                    }
                 }
             }
             _ if self.unit_tokens == 1 => {
                 // Token groups: contiguous channels of the one row.
                 let pb = self.param_bytes();
                 let po = self.params_offset();
-                let mut codes = vec![0u32; self.group];
+                let (mut stack, mut heap) = ([0u32; 256], Vec::new());
+                let codes = code_buffer(&mut stack, &mut heap, self.group);
                 for (g, vals) in rows.chunks_exact(self.group).enumerate() {
                     let params = &mut out[po + g * pb..po + (g + 1) * pb];
-                    self.quantize_group(vals.iter().copied(), params, &mut codes);
-                    self.put_codes(out, g * self.group, &codes);
+                    self.quantize_group(vals.iter().copied(), params, codes);
+                    self.put_codes(out, g * self.group, codes);
                 }
             }
             _ => {
                 // Channel groups (KIVI keys): one channel over the unit's tokens.
                 let pb = self.param_bytes();
                 let po = self.params_offset();
-                let mut codes = vec![0u32; self.unit_tokens];
+                let (mut stack, mut heap) = ([0u32; 256], Vec::new());
+                let codes = code_buffer(&mut stack, &mut heap, self.unit_tokens);
                 for ch in 0..hd {
                     let vals = (0..self.unit_tokens).map(|t| rows[t * hd + ch]);
                     let params = &mut out[po + ch * pb..po + (ch + 1) * pb];
-                    self.quantize_group(vals, params, &mut codes);
+                    self.quantize_group(vals, params, codes);
                     for (t, &code) in codes.iter().enumerate() {
                         self.put_code(out, t, ch, code);
                     }
@@ -369,7 +390,7 @@ impl Codec {
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 fill_codes(
                     codes,
-                    vals.map(|x| round_even((x - zero) * inv).clamp(0.0, levels) as u32),
+                    vals.map(|x| round_clamped((x - zero) * inv, 0.0, levels) as u32),
                 )
             }
             Quant::Int {
@@ -377,12 +398,12 @@ impl Codec {
                 asymmetric: false,
             } => {
                 let qmax = ((1u32 << (bits - 1)) - 1) as f32;
-                let off = (1u32 << (bits - 1)) as f32;
+                let off = 1i32 << (bits - 1);
                 let scale = self.write_scalar(absmax / qmax, params);
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 fill_codes(
                     codes,
-                    vals.map(|x| (round_even(x * inv).clamp(-qmax, qmax) + off) as u32),
+                    vals.map(|x| (round_clamped(x * inv, -qmax, qmax) + off) as u32),
                 )
             }
             Quant::F32 | Quant::F16 | Quant::Bf16 => unreachable!("float kinds have no groups"),
@@ -428,13 +449,27 @@ impl Codec {
     }
 }
 
-/// Round half to even without a libm call: adding and removing 1.5·2^23 leaves the
-/// nearest integer for |x| < 2^22 (codes are at most 255 in magnitude).
+/// Values a float encoding converts at a time.
+const CONVERT_RUN: usize = 256;
+
+/// Room for one group's `n` codes: on the stack when the group is small (every default
+/// layout), as an encoding runs once per row and head.
+fn code_buffer<'a>(stack: &'a mut [u32; 256], heap: &'a mut Vec<u32>, n: usize) -> &'a mut [u32] {
+    if n <= stack.len() {
+        return &mut stack[..n];
+    }
+    heap.resize(n, 0);
+    heap
+}
+
+/// The nearest integer to `x` (ties to even) within the whole numbers `lo..=hi`
+/// (|lo|, |hi| < 2^22; NaN gives `lo`), without a libm call or a float-to-int conversion,
+/// so that a group's loop vectorizes: after adding 1.5·2^23 the integer is the low bits.
 #[inline]
-fn round_even(x: f32) -> f32 {
+fn round_clamped(x: f32, lo: f32, hi: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-4_194_304.0, 4_194_304.0);
-    (x + MAGIC) - MAGIC
+    let y = x.max(lo).min(hi) + MAGIC;
+    y.to_bits() as i32 - MAGIC.to_bits() as i32
 }
 
 fn fill_codes(codes: &mut [u32], it: impl Iterator<Item = u32>) {
