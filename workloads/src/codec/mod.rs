@@ -312,7 +312,7 @@ impl Codec {
                 let codes = code_buffer(&mut stack, &mut heap, self.group);
                 for (g, vals) in rows.chunks_exact(self.group).enumerate() {
                     let params = &mut out[po + g * pb..po + (g + 1) * pb];
-                    self.quantize_group(vals.iter().copied(), params, codes);
+                    self.quantize_group(vals, params, codes);
                     self.put_codes(out, g * self.group, codes);
                 }
             }
@@ -322,10 +322,13 @@ impl Codec {
                 let po = self.params_offset();
                 let (mut stack, mut heap) = ([0u32; 256], Vec::new());
                 let codes = code_buffer(&mut stack, &mut heap, self.unit_tokens);
+                let mut vals = vec![0.0f32; self.unit_tokens];
                 for ch in 0..hd {
-                    let vals = (0..self.unit_tokens).map(|t| rows[t * hd + ch]);
+                    for (t, v) in vals.iter_mut().enumerate() {
+                        *v = rows[t * hd + ch];
+                    }
                     let params = &mut out[po + ch * pb..po + (ch + 1) * pb];
-                    self.quantize_group(vals, params, codes);
+                    self.quantize_group(&vals, params, codes);
                     for (t, &code) in codes.iter().enumerate() {
                         self.put_code(out, t, ch, code);
                     }
@@ -355,13 +358,10 @@ impl Codec {
     }
 
     /// Choose and write one group's parameters; its codes go to `codes`.
-    fn quantize_group(
-        &self,
-        vals: impl Iterator<Item = f32> + Clone,
-        params: &mut [u8],
-        codes: &mut [u32],
-    ) {
-        let absmax = vals.clone().fold(0.0f32, |m, x| m.max(x.abs()));
+    fn quantize_group(&self, vals: &[f32], params: &mut [u8], codes: &mut [u32]) {
+        let (lo, hi) = extremes(vals);
+        let absmax = hi.max(-lo).max(0.0);
+        let vals = vals.iter().copied();
         match self.quant {
             Quant::Fp8(fmt) if self.dtype.is_per_tensor() => {
                 // Nothing stored per group: codes at the tensor's fixed scale.
@@ -381,8 +381,6 @@ impl Codec {
                 bits,
                 asymmetric: true,
             } => {
-                let lo = vals.clone().fold(f32::INFINITY, f32::min);
-                let hi = vals.clone().fold(f32::NEG_INFINITY, f32::max);
                 let levels = ((1u32 << bits) - 1) as f32;
                 let pb = params.len() / 2;
                 let scale = self.write_scalar((hi - lo) / levels, &mut params[..pb]);
@@ -451,6 +449,26 @@ impl Codec {
 
 /// Values a float encoding converts at a time.
 const CONVERT_RUN: usize = 256;
+
+/// (min, max) of `vals`, ignoring NaN as `f32::min`/`max` do; 16 lanes at a time, so the
+/// loop vectorizes (an encoding runs once per row and head).
+fn extremes(vals: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16]);
+    let mut chunks = vals.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            lo[i] = lo[i].min(c[i]);
+            hi[i] = hi[i].max(c[i]);
+        }
+    }
+    for (i, &x) in chunks.remainder().iter().enumerate() {
+        lo[i] = lo[i].min(x);
+        hi[i] = hi[i].max(x);
+    }
+    let lo = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+    let hi = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    (lo, hi)
+}
 
 /// Room for one group's `n` codes: on the stack when the group is small (every default
 /// layout), as an encoding runs once per row and head.
