@@ -12,6 +12,8 @@
 
 pub mod fp8;
 pub mod nf4;
+#[cfg(target_arch = "x86_64")]
+mod quantize_x86;
 
 use fp8::Fp8;
 use half::slice::HalfFloatSliceExt;
@@ -305,16 +307,11 @@ impl Codec {
                 }
             }
             _ if self.unit_tokens == 1 => {
-                // Token groups: contiguous channels of the one row.
-                let pb = self.param_bytes();
-                let po = self.params_offset();
-                let (mut stack, mut heap) = ([0u32; 256], Vec::new());
-                let codes = code_buffer(&mut stack, &mut heap, self.group);
-                for (g, vals) in rows.chunks_exact(self.group).enumerate() {
-                    let params = &mut out[po + g * pb..po + (g + 1) * pb];
-                    self.quantize_group(vals, params, codes);
-                    self.put_codes(out, g * self.group, codes);
+                #[cfg(target_arch = "x86_64")]
+                if quantize_x86::fits(self) && quantize_x86::encode_row(self, rows, out) {
+                    return;
                 }
+                self.encode_row_scalar(rows, out);
             }
             _ => {
                 // Channel groups (KIVI keys): one channel over the unit's tokens.
@@ -334,6 +331,20 @@ impl Codec {
                     }
                 }
             }
+        }
+    }
+
+    /// [`Codec::encode_unit`] of one row in token groups, element by element (the reference
+    /// the SIMD encodings are tested against).
+    fn encode_row_scalar(&self, rows: &[f32], out: &mut [u8]) {
+        let pb = self.param_bytes();
+        let po = self.params_offset();
+        let (mut stack, mut heap) = ([0u32; 256], Vec::new());
+        let codes = code_buffer(&mut stack, &mut heap, self.group);
+        for (g, vals) in rows.chunks_exact(self.group).enumerate() {
+            let params = &mut out[po + g * pb..po + (g + 1) * pb];
+            self.quantize_group(vals, params, codes);
+            self.put_codes(out, g * self.group, codes);
         }
     }
 

@@ -225,3 +225,79 @@ fn a_codec_is_the_same_as_itself_and_its_copies_and_no_other() {
         }
     }
 }
+
+/// Rows that probe the encoder's edges: random values at several magnitudes, a constant
+/// group, zeros, values exactly between two codes, and the largest magnitudes.
+fn probing_rows(d: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let mut rows = Vec::new();
+    for mag in [1e-6f32, 0.01, 1.0, 3.7, 1e4] {
+        rows.push((0..d).map(|_| next() * mag).collect());
+    }
+    rows.push(vec![0.25; d]);
+    rows.push(vec![0.0; d]);
+    // Halfway points of a 0..15 and a −127..127 grid.
+    rows.push((0..d).map(|i| (i % 16) as f32 + 0.5).collect());
+    rows.push((0..d).map(|i| (i as f32 - 64.0) + 0.5).collect());
+    rows.push(
+        (0..d)
+            .map(|i| if i % 2 == 0 { 6e4 } else { -6e4 })
+            .collect(),
+    );
+    rows
+}
+
+#[test]
+fn simd_integer_encodings_write_the_bytes_of_the_scalar_one() {
+    let kinds = [
+        CacheDtype::new(DtypeKind::Int8),
+        CacheDtype::new(DtypeKind::Int4),
+        CacheDtype::q8_0(),
+        CacheDtype::q4_0(),
+        CacheDtype::new(DtypeKind::Int4).with_group(16).unwrap(),
+        CacheDtype::new(DtypeKind::Int8).with_group(64).unwrap(),
+    ];
+    let mut checked = 0;
+    for dt in kinds {
+        for d in [64usize, 128, 256] {
+            let c = Codec::new(dt, d as u32).unwrap();
+            #[cfg(target_arch = "x86_64")]
+            if !quantize_x86::fits(&c) {
+                continue;
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            continue;
+            for (i, row) in probing_rows(d, d as u64).iter().enumerate() {
+                let (mut fast, mut slow) = (vec![0u8; c.unit_bytes], vec![0u8; c.unit_bytes]);
+                c.encode_unit(row, &mut fast);
+                c.encode_row_scalar(row, &mut slow);
+                assert_eq!(fast, slow, "{dt:?} d {d} row {i}");
+                checked += 1;
+            }
+        }
+    }
+    // Without AVX-512 there is no second encoding to compare.
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::avx512::detected() {
+        assert!(checked >= 6 * 3 * 10, "{checked} rows compared");
+    }
+}
+
+#[test]
+fn a_row_with_a_value_that_is_not_finite_is_encoded_by_the_scalar_path() {
+    let c = Codec::new(CacheDtype::new(DtypeKind::Int4), 128).unwrap();
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut row: Vec<f32> = (0..128).map(|i| i as f32 * 0.1).collect();
+        row[77] = bad;
+        let (mut a, mut b) = (vec![0u8; c.unit_bytes], vec![0u8; c.unit_bytes]);
+        c.encode_unit(&row, &mut a);
+        c.encode_row_scalar(&row, &mut b);
+        assert_eq!(a, b, "{bad}");
+    }
+}
