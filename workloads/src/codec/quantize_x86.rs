@@ -1,4 +1,4 @@
-//! The integer encodings of token groups with AVX-512: the scalar `quantize_group`'s
+//! The integer and NF4 encodings of token groups with AVX-512: the scalar `quantize_group`'s
 //! arithmetic, in the same order, 16 values at a time, so the bytes are the same (each
 //! group's min and max are exact whatever the order; every code rounds by the same
 //! 1.5·2^23 addition). A prompt's fill encodes every row of every head this way.
@@ -6,13 +6,14 @@
 //! Rows with a value that is not finite keep to the scalar path, whose NaN handling is the
 //! reference.
 
+use super::nf4::NF4_LEVELS;
 use super::{Codec, Quant};
 use std::arch::x86_64::*;
 
-/// Whether this CPU and `c` take [`encode_row`]: int8 or int4 codes of one token per unit,
-/// in groups of 16 to 256 channels.
+/// Whether this CPU and `c` take [`encode_row`]: int8, int4 or nf4 codes of one token per
+/// unit, in groups of 16 to 256 channels.
 pub(super) fn fits(c: &Codec) -> bool {
-    let int = matches!(c.quant, Quant::Int { bits: 8 | 4, .. });
+    let int = matches!(c.quant, Quant::Int { bits: 8 | 4, .. } | Quant::Nf4);
     int && c.unit_tokens == 1
         && c.group.is_multiple_of(16)
         && (16..=256).contains(&c.group)
@@ -42,9 +43,17 @@ unsafe fn encode_row_avx512(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
             return false;
         }
     }
-    let Quant::Int { bits, asymmetric } = c.quant else {
-        unreachable!("fits() takes integer codes only")
+    let (bits, asymmetric) = match c.quant {
+        Quant::Int { bits, asymmetric } => (bits, asymmetric),
+        _ => (4, false),
     };
+    let nf4 = c.quant == Quant::Nf4;
+    // NF4: a code is the number of midpoints between consecutive levels below the value,
+    // as `nearest_level` finds it.
+    let mut mids = [_mm512_setzero_ps(); 15];
+    for (i, m) in mids.iter_mut().enumerate() {
+        *m = _mm512_set1_ps(0.5 * (NF4_LEVELS[i] + NF4_LEVELS[i + 1]));
+    }
     let (pb, po) = (c.param_bytes(), c.params_offset());
     let magic = _mm512_set1_ps(12_582_912.0);
     let magic_bits = _mm512_set1_epi32(12_582_912.0f32.to_bits() as i32);
@@ -60,7 +69,11 @@ unsafe fn encode_row_avx512(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
         let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
         let params = &mut out[po + g * pb..po + (g + 1) * pb];
         // Per lane: code = round(clamp(x·mul + add, cmin, cmax)) + shift.
-        let (mul, add, cmin, cmax, shift) = if asymmetric {
+        let (mul, add, cmin, cmax, shift) = if nf4 {
+            let scale = c.write_scalar(hi.max(-lo).max(0.0), params);
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            (inv, 0.0, 0.0, 0.0, 0)
+        } else if asymmetric {
             let levels = ((1u32 << bits) - 1) as f32;
             let half = pb / 2;
             let scale = c.write_scalar((hi - lo) / levels, &mut params[..half]);
@@ -80,10 +93,18 @@ unsafe fn encode_row_avx512(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
         let codes = out.as_mut_ptr().add(g * c.group * bits as usize / 8);
         for j in 0..n {
             let v = _mm512_loadu_ps(at.add(16 * j));
-            // (x − zero)·inv as the scalar computes it: the subtraction first.
-            let y = _mm512_mul_ps(_mm512_add_ps(v, add), mul);
-            let y = _mm512_min_ps(_mm512_max_ps(y, cmin), cmax);
-            let r = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(y, magic)), magic_bits);
+            let r = if nf4 {
+                let y = _mm512_mul_ps(v, mul);
+                mids.iter().fold(_mm512_setzero_si512(), |n, m| {
+                    let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, *m);
+                    _mm512_mask_add_epi32(n, above, n, _mm512_set1_epi32(1))
+                })
+            } else {
+                // (x − zero)·inv as the scalar computes it: the subtraction first.
+                let y = _mm512_mul_ps(_mm512_add_ps(v, add), mul);
+                let y = _mm512_min_ps(_mm512_max_ps(y, cmin), cmax);
+                _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(y, magic)), magic_bits)
+            };
             let bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(r, shift));
             if bits == 8 {
                 _mm_storeu_si128(codes.add(16 * j) as *mut __m128i, bytes);

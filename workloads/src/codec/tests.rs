@@ -250,6 +250,15 @@ fn probing_rows(d: usize, seed: u64) -> Vec<Vec<f32>> {
             .map(|i| if i % 2 == 0 { 6e4 } else { -6e4 })
             .collect(),
     );
+    // NF4's midpoints themselves, at scale 1 (the 1.0 sets each group's absmax).
+    let mids: Vec<f32> = (0..15)
+        .map(|i| 0.5 * (nf4::NF4_LEVELS[i] + nf4::NF4_LEVELS[i + 1]))
+        .collect();
+    rows.push(
+        (0..d)
+            .map(|i| if i % 16 == 0 { 1.0 } else { mids[i % 16 - 1] })
+            .collect(),
+    );
     rows
 }
 
@@ -262,6 +271,7 @@ fn simd_integer_encodings_write_the_bytes_of_the_scalar_one() {
         CacheDtype::q4_0(),
         CacheDtype::new(DtypeKind::Int4).with_group(16).unwrap(),
         CacheDtype::new(DtypeKind::Int8).with_group(64).unwrap(),
+        CacheDtype::new(DtypeKind::Nf4),
     ];
     let mut checked = 0;
     for dt in kinds {
@@ -285,7 +295,7 @@ fn simd_integer_encodings_write_the_bytes_of_the_scalar_one() {
     // Without AVX-512 there is no second encoding to compare.
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::avx512::detected() {
-        assert!(checked >= 6 * 3 * 10, "{checked} rows compared");
+        assert!(checked >= 7 * 3 * 11, "{checked} rows compared");
     }
 }
 
