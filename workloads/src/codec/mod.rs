@@ -278,34 +278,8 @@ impl Codec {
                     o.copy_from_slice(&x.to_le_bytes());
                 }
             }
-            // Converted a run at a time (the half crate's slice conversion uses F16C where
-            // the CPU has it), then stored little-endian.
-            Quant::F16 => {
-                let mut buf = [f16::ZERO; CONVERT_RUN];
-                for (o, x) in out
-                    .chunks_mut(2 * CONVERT_RUN)
-                    .zip(rows.chunks(CONVERT_RUN))
-                {
-                    let b = &mut buf[..x.len()];
-                    b.convert_from_f32_slice(x);
-                    for (o, h) in o.chunks_exact_mut(2).zip(b.iter()) {
-                        o.copy_from_slice(&h.to_le_bytes());
-                    }
-                }
-            }
-            Quant::Bf16 => {
-                let mut buf = [bf16::ZERO; CONVERT_RUN];
-                for (o, x) in out
-                    .chunks_mut(2 * CONVERT_RUN)
-                    .zip(rows.chunks(CONVERT_RUN))
-                {
-                    let b = &mut buf[..x.len()];
-                    b.convert_from_f32_slice(x);
-                    for (o, h) in o.chunks_exact_mut(2).zip(b.iter()) {
-                        o.copy_from_slice(&h.to_le_bytes());
-                    }
-                }
-            }
+            Quant::F16 => encode_halves(rows, out, f16::ZERO, f16::to_le_bytes),
+            Quant::Bf16 => encode_halves(rows, out, bf16::ZERO, bf16::to_le_bytes),
             _ if self.unit_tokens == 1 => {
                 #[cfg(target_arch = "x86_64")]
                 if quantize_x86::fits(self) && quantize_x86::encode_row(self, rows, out) {
@@ -458,8 +432,28 @@ impl Codec {
     }
 }
 
-/// Values a float encoding converts at a time.
+/// Values a 16-bit float encoding converts at a time.
 const CONVERT_RUN: usize = 256;
+
+/// `rows` as f16 or bf16 codes: converted a run at a time (the half crate's slice
+/// conversion uses F16C where the CPU has it), then stored little-endian.
+fn encode_halves<H>(rows: &[f32], out: &mut [u8], zero: H, le_bytes: fn(H) -> [u8; 2])
+where
+    H: Copy,
+    [H]: HalfFloatSliceExt,
+{
+    let mut buf = [zero; CONVERT_RUN];
+    for (o, x) in out
+        .chunks_mut(2 * CONVERT_RUN)
+        .zip(rows.chunks(CONVERT_RUN))
+    {
+        let b = &mut buf[..x.len()];
+        b.convert_from_f32_slice(x);
+        for (o, &h) in o.chunks_exact_mut(2).zip(b.iter()) {
+            o.copy_from_slice(&le_bytes(h));
+        }
+    }
+}
 
 /// (min, max) of `vals`, ignoring NaN as `f32::min`/`max` do; 16 lanes at a time, so the
 /// loop vectorizes (an encoding runs once per row and head).
