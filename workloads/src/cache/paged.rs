@@ -205,6 +205,19 @@ impl PagedCache {
         Ok(Some((id, pos % b)))
     }
 
+    /// Where a block's codes go, beside the pool that holds the blocks (to write into).
+    fn layout_and_pool(&mut self) -> (BlockLayout<'_>, &mut BlockPool) {
+        let layout = BlockLayout {
+            kc: &self.kc,
+            vc: &self.vc,
+            heads: self.geom.kv_heads,
+            head_dim: self.geom.head_dim,
+            k_head_bytes: self.k_head_bytes,
+            v_head_bytes: self.v_head_bytes,
+        };
+        (layout, &mut self.pool)
+    }
+
     /// Free the blocks of (layer, seq) entirely before its window `[len − w, len)`.
     fn free_outside_window(&mut self, layer: usize, seq: usize) -> Result<(), CacheError> {
         let Some(w) = self.geom.windows[layer] else {
@@ -231,18 +244,7 @@ struct BlockLayout<'a> {
     v_head_bytes: usize,
 }
 
-impl<'a> BlockLayout<'a> {
-    fn new(kc: &'a Codec, vc: &'a Codec, geom: &CacheGeometry, kb: usize, vb: usize) -> Self {
-        BlockLayout {
-            kc,
-            vc,
-            heads: geom.kv_heads,
-            head_dim: geom.head_dim,
-            k_head_bytes: kb,
-            v_head_bytes: vb,
-        }
-    }
-
+impl BlockLayout<'_> {
     /// Encode one token's K and V (`heads × head_dim` each) into row `row` of a block.
     fn write(&self, bytes: &mut [u8], row: usize, k: &[f32], v: &[f32]) {
         let (hd, heads) = (self.head_dim, self.heads);
@@ -263,14 +265,8 @@ impl KvCache for PagedCache {
         let Some((id, row)) = self.place(layer, seq)? else {
             return Ok(());
         };
-        let layout = BlockLayout::new(
-            &self.kc,
-            &self.vc,
-            &self.geom,
-            self.k_head_bytes,
-            self.v_head_bytes,
-        );
-        layout.write(self.pool.bytes_mut(id)?, row, k, v);
+        let (layout, pool) = self.layout_and_pool();
+        layout.write(pool.bytes_mut(id)?, row, k, v);
         self.free_outside_window(layer, seq)
     }
 
@@ -301,15 +297,8 @@ impl KvCache for PagedCache {
         }
         let ids: Vec<BlockId> = runs.iter().map(|(id, _)| *id).collect();
         let per = k.len() / tokens.max(1);
-        let layout = BlockLayout::new(
-            &self.kc,
-            &self.vc,
-            &self.geom,
-            self.k_head_bytes,
-            self.v_head_bytes,
-        );
-        self.pool
-            .blocks_mut(&ids)?
+        let (layout, pool) = self.layout_and_pool();
+        pool.blocks_mut(&ids)?
             .into_par_iter()
             .zip(&runs)
             .for_each(|(bytes, (_, rows))| {

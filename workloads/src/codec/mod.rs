@@ -282,7 +282,7 @@ impl Codec {
             Quant::Bf16 => encode_halves(rows, out, bf16::ZERO, bf16::to_le_bytes),
             _ if self.unit_tokens == 1 => {
                 #[cfg(target_arch = "x86_64")]
-                if quantize_x86::fits(self) && quantize_x86::encode_row(self, rows, out) {
+                if quantize_x86::encode_row(self, rows, out) {
                     return;
                 }
                 self.encode_row_scalar(rows, out);

@@ -21,10 +21,13 @@ pub(super) fn fits(c: &Codec) -> bool {
         && crate::cpu::avx512::detected()
 }
 
-/// Encode one row (`head_dim` values) of a codec that [`fits`] into `out` (its unit);
-/// `false`, writing nothing, when a value is not finite.
+/// Encode one row (`head_dim` values) into `out` (its unit) when the codec [`fits`];
+/// `false`, writing nothing, when it does not or a value is not finite.
 pub(super) fn encode_row(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
-    assert!(fits(c) && row.len() == c.head_dim && out.len() == c.unit_bytes);
+    if !fits(c) {
+        return false;
+    }
+    assert!(row.len() == c.head_dim && out.len() == c.unit_bytes);
     // SAFETY: `fits` checked the CPU; the lengths were checked above.
     unsafe { encode_row_avx512(c, row, out) }
 }
