@@ -17,7 +17,8 @@
 //! `KVB_BLOCK` sets the paged block size (16), `KVB_LLC` the cache size the kernels assume, and
 //! `KVB_Q` / `KVB_D` the query heads and head_dim (32 × 128) of this table and of `layouts`;
 //! `KVB_TT` the rows per tile of the paged walk that reads heads together (one block), or with
-//! `KVB_TT=tune` in `layouts` the tile the runner's tuning chooses.
+//! `KVB_TT=tune` in `layouts` the tile the runner's tuning chooses. `incache` is narrowed by
+//! `KVB_DTYPES=int8,int4`, `KVB_G=1|4|32` and `KVB_ONLY`, and `KVB_REPS` sets its repetitions.
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
@@ -473,16 +474,28 @@ fn incache() {
     use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache, PagedCache};
     use kvbench_workloads::cpu::decode::attend_rows;
     let (s, d) = (256usize, 128usize);
+    // `KVB_DTYPES=int8,int4`, `KVB_G=4` and `KVB_REPS` narrow and lengthen it, for profiling.
+    let wanted = |what: &str, name: &str| {
+        std::env::var(what).map_or(true, |v| v.split(',').any(|x| x == name))
+    };
+    let reps = env_or("KVB_REPS", 2000);
     for kind in [
         DtypeKind::F32,
         DtypeKind::F16,
         DtypeKind::Bf16,
         DtypeKind::Int8,
         DtypeKind::Int4,
+        DtypeKind::Nf4,
         DtypeKind::Fp8E4m3,
     ] {
         for g in [1usize, 4, 32] {
+            if !wanted("KVB_DTYPES", kind.name()) || !wanted("KVB_G", &g.to_string()) {
+                continue;
+            }
             for paged in [false, true] {
+                if !wanted("KVB_ONLY", if paged { "paged" } else { "contiguous" }) {
+                    continue;
+                }
                 let dt = CacheDtype::new(kind);
                 let shape = ModelShape::uniform("k", 1, g as u32, 1, d as u32, 4096, 0);
                 let geo =
@@ -505,7 +518,7 @@ fn incache() {
                 let view = cache.view(0, 0, 0);
                 // Fastest of many short repetitions: robust to other processes taking the core.
                 let mut best = f64::MAX;
-                for _ in 0..2000 {
+                for _ in 0..reps {
                     let t = Instant::now();
                     std::hint::black_box(attend_rows(&view, &q, g, 0, s, isa()));
                     best = best.min(t.elapsed().as_secs_f64());

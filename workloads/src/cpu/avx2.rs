@@ -1,6 +1,8 @@
-//! AVX2 + FMA + F16C tile kernels (for CPUs without AVX-512; see `avx512.rs`). Rows are converted or dequantized 8 lanes at a time in
-//! registers, inside the dot products (never into a copy of the cache). Blocks of rows and
-//! query heads share every loaded K/V vector, so GQA reads each KV byte once per tile.
+//! AVX2 + FMA + F16C tile kernels (for CPUs without AVX-512; see `avx512.rs`). Rows are
+//! converted or dequantized in registers, inside the dot products (never into a copy of the
+//! cache): float rows 8 lanes at a time, codes 16 channels at a time ([`Codes`]). Blocks of
+//! rows and query heads share every loaded K/V vector, so GQA reads each KV byte once per
+//! tile.
 //! Each function's scalar twin is in `scalar.rs`; the tests compare them.
 
 #![allow(unsafe_op_in_unsafe_fn)]
@@ -13,23 +15,23 @@ use std::arch::x86_64::*;
 
 /// Whether the fused AVX2 kernels handle this segment's format.
 pub fn supports(c: &Codec) -> bool {
-    let fused = match c.quant {
-        Quant::F32 | Quant::F16 | Quant::Bf16 => true,
-        Quant::Int { bits, .. } => bits == 8 || bits == 4 || bits == 2,
-        Quant::Fp8(_) | Quant::Nf4 => true,
+    let codes = match c.quant {
+        Quant::F32 | Quant::F16 | Quant::Bf16 => false,
+        Quant::Int { bits, .. } if !matches!(bits, 8 | 4 | 2) => return false,
+        Quant::Int { .. } | Quant::Fp8(_) | Quant::Nf4 => true,
     };
-    fused
-        && c.unit_tokens == 1
-        && c.head_dim.is_multiple_of(8)
-        && c.group.is_multiple_of(8)
-        && (c.group / 8).is_power_of_two()
-        && c.head_dim / c.group <= MAX_GROUPS
+    // Codes are read a pair of 8 lanes at a time, and whole pairs make up a scale group.
+    let unit = if codes { PAIR } else { 8 };
+    c.unit_tokens == 1
+        && c.head_dim.is_multiple_of(unit)
+        && (!codes
+            || (c.group.is_multiple_of(PAIR)
+                && (c.group / PAIR).is_power_of_two()
+                && c.head_dim / c.group <= MAX_GROUPS))
 }
 
-/// Most scale groups per row the quantized loaders precompute.
-const MAX_GROUPS: usize = 16;
-
-/// A storage format seen by the kernels: how to open a row and hand out 8 lanes as f32.
+/// A float storage format seen by the kernels: how to open a row and hand out 8 lanes as
+/// f32.
 /// One implementation per format, so the kernels are compiled once per format with no
 /// per-lane dispatch.
 trait Format {
@@ -92,23 +94,267 @@ impl Format for Bf16 {
     }
 }
 
-/// A quantized row: its codes and every group's (scale, bias), read once.
-#[derive(Clone, Copy)]
-struct QuantRow {
-    codes: *const u8,
-    /// log2 of the 8-lane chunks per group.
-    shift: u32,
-    scale: [f32; MAX_GROUPS],
-    bias: [f32; MAX_GROUPS],
+/// Channels a code pair covers: the unit of the code kernels.
+const PAIR: usize = 16;
+
+/// Codes read 16 channels at a time (a pair of 8-lane vectors), without their group's scale.
+/// Four-bit codes come as the even channels then the odd ones: one widening load gives 8
+/// bytes, whose low nibbles are the even channels and high nibbles the odd ones, where
+/// unpacking them into channel order would cost a shift and a mask per 8 lanes more.
+trait Codes {
+    /// What a lane reads less than the stored code (so a symmetric group of centred codes
+    /// needs no bias).
+    const CENTRE: f32;
+    /// Whether a pair is the even channels then the odd ones, rather than two runs of 8.
+    const SPLIT: bool;
+    /// Power of two a lane reads less than the code means, taken into the scale (fp8 e4m3
+    /// codes are read as 2^-8 their value).
+    const MULT: f32 = 1.0;
+    /// Channels `16p .. 16p + 16` of the row at `codes`.
+    unsafe fn pair(codes: *const u8, p: usize) -> [__m256; 2];
 }
 
-/// A group's stored scale or bias; a per-tensor row (`width` 0) stores none and uses the
-/// codec's fixed per-tensor scale.
+/// The 16 four-bit codes of pair `p` as 32-bit lanes: even channels, odd channels.
+#[inline(always)]
+unsafe fn nibble_pair(codes: *const u8, p: usize) -> [__m256i; 2] {
+    let bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(codes.add(8 * p) as *const __m128i));
+    [
+        _mm256_and_si256(bytes, _mm256_set1_epi32(15)),
+        _mm256_srli_epi32(bytes, 4),
+    ]
+}
+
+impl Codes for Int<8> {
+    // Centred: read as stored, Σq · 128 would dwarf the score it is cancelled from.
+    const CENTRE: f32 = 128.0;
+    const SPLIT: bool = false;
+    #[inline(always)]
+    unsafe fn pair(codes: *const u8, p: usize) -> [__m256; 2] {
+        // u8 ^ 0x80 reinterpreted as i8 is code − 128.
+        let b = _mm_xor_si128(
+            _mm_loadu_si128(codes.add(PAIR * p) as *const __m128i),
+            _mm_set1_epi8(-128),
+        );
+        [
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)),
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(b, b))),
+        ]
+    }
+}
+
+impl Codes for Int<4> {
+    // Read as stored (0..15): the group's bias takes the offset, one FMA a row.
+    const CENTRE: f32 = 0.0;
+    const SPLIT: bool = true;
+    #[inline(always)]
+    unsafe fn pair(codes: *const u8, p: usize) -> [__m256; 2] {
+        let [even, odd] = nibble_pair(codes, p);
+        [_mm256_cvtepi32_ps(even), _mm256_cvtepi32_ps(odd)]
+    }
+}
+
+impl Codes for Int<2> {
+    const CENTRE: f32 = 2.0;
+    const SPLIT: bool = false;
+    #[inline(always)]
+    unsafe fn pair(codes: *const u8, p: usize) -> [__m256; 2] {
+        [int2_eight(codes, 2 * p), int2_eight(codes, 2 * p + 1)]
+    }
+}
+
+/// The 8 two-bit codes of channels `8j .. 8j + 8`, less 2.
+#[inline(always)]
+unsafe fn int2_eight(codes: *const u8, j: usize) -> __m256 {
+    let w = (codes.add(2 * j) as *const u16).read_unaligned() as i32;
+    let sh = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    let c = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(w), sh),
+        _mm256_set1_epi32(3),
+    );
+    _mm256_cvtepi32_ps(_mm256_sub_epi32(c, _mm256_set1_epi32(2)))
+}
+
+impl Codes for Nf4 {
+    const CENTRE: f32 = 0.0;
+    const SPLIT: bool = true;
+    #[inline(always)]
+    unsafe fn pair(codes: *const u8, p: usize) -> [__m256; 2] {
+        let [even, odd] = nibble_pair(codes, p);
+        [nf4_levels(even), nf4_levels(odd)]
+    }
+}
+
+/// NF4's level of each code (0..15): two 8-entry permutes and a blend on the code's bit 3,
+/// where a gather costs several times more on the CPUs this path serves.
+#[inline(always)]
+unsafe fn nf4_levels(c: __m256i) -> __m256 {
+    let lo = _mm256_loadu_ps(NF4_LEVELS.as_ptr());
+    let hi = _mm256_loadu_ps(NF4_LEVELS.as_ptr().add(8));
+    _mm256_blendv_ps(
+        _mm256_permutevar8x32_ps(lo, c),
+        _mm256_permutevar8x32_ps(hi, c),
+        _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)),
+    )
+}
+
+impl<const E5M2: bool> Codes for Fp8Fmt<E5M2> {
+    const CENTRE: f32 = 0.0;
+    const SPLIT: bool = false;
+    const MULT: f32 = if E5M2 { 1.0 } else { 256.0 };
+    #[inline(always)]
+    unsafe fn pair(codes: *const u8, p: usize) -> [__m256; 2] {
+        [
+            fp8_eight::<E5M2>(codes, 2 * p),
+            fp8_eight::<E5M2>(codes, 2 * p + 1),
+        ]
+    }
+}
+
+/// The 8 fp8 codes of channels `8j .. 8j + 8`, by bit manipulation, no table: e5m2 is the
+/// top byte of an f16; e4m3 shifted left by 7 is an f16 of 2^-8 its value once the sign
+/// (now on bit 14) is carried to bit 15 (the 2^8 is folded into the scale: `Codes::MULT`).
+#[inline(always)]
+unsafe fn fp8_eight<const E5M2: bool>(codes: *const u8, j: usize) -> __m256 {
+    let x = _mm_cvtepu8_epi16(_mm_loadl_epi64(codes.add(8 * j) as *const __m128i));
+    let h = if E5M2 {
+        _mm_slli_epi16(x, 8)
+    } else {
+        let a = _mm_slli_epi16(x, 7);
+        _mm_add_epi16(a, _mm_and_si128(a, _mm_set1_epi16(0x4000)))
+    };
+    _mm256_cvtph_ps(h)
+}
+
+/// Where a code segment keeps its group parameters, and how to read them.
+#[derive(Clone, Copy)]
+struct IntLayout {
+    /// Bytes from a row's first code to its first parameter record.
+    params: usize,
+    /// Bytes of a row's records (all groups).
+    bytes: usize,
+    /// Bytes of one scalar (0 = per tensor, 2 = f16, 4 = f32).
+    width: usize,
+    asym: bool,
+    /// Multiples of the scale the bias gains because lanes read `code − CENTRE`, not the
+    /// value the format means (`code − 2^(bits−1)` for symmetric integers).
+    shift: f32,
+    /// Lanes of the row's groups (all ones), the rest zero.
+    groups: __m256,
+}
+
+/// Most scale groups a row may have: one lane each in [`IntLayout::params`].
+const MAX_GROUPS: usize = 8;
+
+impl IntLayout {
+    #[inline(always)]
+    unsafe fn new<C: Codes>(seg: &Segment) -> Self {
+        let c = seg.codec;
+        let width = c.dtype.scale_bytes as usize;
+        let (asym, shift) = match c.quant {
+            Quant::Int {
+                asymmetric: true, ..
+            } => (true, C::CENTRE),
+            Quant::Int { bits, .. } => (false, C::CENTRE - (1u32 << (bits - 1)) as f32),
+            _ => (false, 0.0),
+        };
+        let ng = (c.head_dim / c.group) as i32;
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        IntLayout {
+            params: c.row_code_bytes,
+            bytes: ng as usize * width * if asym { 2 } else { 1 },
+            width,
+            asym,
+            shift,
+            groups: _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(ng), lane)),
+        }
+    }
+
+    /// Whether any group has a bias (else the scores need no Σq).
+    fn biased(&self) -> bool {
+        self.asym || self.shift != 0.0
+    }
+
+    /// Every group's scale and bias of the row at `codes`, one group a lane (lanes past
+    /// the row's groups: scale undefined, bias 0), for the codes as `Codes` reads them: the
+    /// bias is the stored one plus `shift` × scale, and the scale is × `C::MULT`. `end` is
+    /// where the segment's bytes end: a row whose two vectors of scalars would pass it is
+    /// copied out first.
+    #[inline(always)]
+    unsafe fn params<C: Codes>(&self, codes: *const u8, end: *const u8) -> (__m256, __m256) {
+        let (s, stored) = if self.width == 0 {
+            (
+                _mm256_set1_ps(crate::codec::PER_TENSOR_SCALE),
+                _mm256_setzero_ps(),
+            )
+        } else {
+            // Two vectors of scalars: 32 bytes of f16, 64 of f32.
+            let mut buf = [0u8; 64];
+            let mut at = codes.add(self.params);
+            if at.add(16 * self.width) > end {
+                std::ptr::copy_nonoverlapping(at, buf.as_mut_ptr(), self.bytes);
+                at = buf.as_ptr();
+            }
+            let (v0, v1) = if self.width == 2 {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(at as *const __m128i)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(at.add(16) as *const __m128i)),
+                )
+            } else {
+                (
+                    _mm256_loadu_ps(at as *const f32),
+                    _mm256_loadu_ps(at.add(32) as *const f32),
+                )
+            };
+            if self.asym {
+                // (scale, zero point) pairs: the even lanes, then the odd ones.
+                let even = _mm256_shuffle_ps::<0x88>(v0, v1);
+                let odd = _mm256_shuffle_ps::<0xdd>(v0, v1);
+                (
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xd8>(_mm256_castps_pd(even))),
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xd8>(_mm256_castps_pd(odd))),
+                )
+            } else {
+                (v0, _mm256_setzero_ps())
+            }
+        };
+        let bias = _mm256_fmadd_ps(_mm256_set1_ps(self.shift), s, stored);
+        let s = if C::MULT == 1.0 {
+            s
+        } else {
+            _mm256_mul_ps(s, _mm256_set1_ps(C::MULT))
+        };
+        (s, _mm256_and_ps(bias, self.groups))
+    }
+}
+
+impl IntLayout {
+    /// Group `g`'s scale and bias alone, as [`IntLayout::params`] reads them: cheaper when a
+    /// block of pairs needs one group.
+    #[inline(always)]
+    unsafe fn param<C: Codes>(&self, codes: *const u8, g: usize) -> (f32, f32) {
+        if self.width == 0 {
+            return (crate::codec::PER_TENSOR_SCALE * C::MULT, 0.0);
+        }
+        let rec = if self.asym {
+            2 * self.width
+        } else {
+            self.width
+        };
+        let at = codes.add(self.params + g * rec);
+        let s = read_scalar(at, self.width);
+        let stored = if self.asym {
+            read_scalar(at.add(self.width), self.width)
+        } else {
+            0.0
+        };
+        (s * C::MULT, stored + self.shift * s)
+    }
+}
+
+/// A stored f16 or f32 scalar.
 #[inline(always)]
 unsafe fn read_scalar(at: *const u8, width: usize) -> f32 {
-    if width == 0 {
-        crate::codec::PER_TENSOR_SCALE
-    } else if width == 2 {
+    if width == 2 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
             (at as *const u16).read_unaligned() as i32,
         )))
@@ -117,144 +363,18 @@ unsafe fn read_scalar(at: *const u8, width: usize) -> f32 {
     }
 }
 
+/// Where a segment's bytes end.
 #[inline(always)]
-unsafe fn quant_row(seg: &Segment, r: usize, bits: u32) -> QuantRow {
-    let c = seg.codec;
-    let codes = row_ptr(seg, r);
-    let width = c.dtype.scale_bytes as usize;
-    let asym = c.dtype.zero_point;
-    let rec = if asym { 2 * width } else { width };
-    let mut row = QuantRow {
-        codes,
-        shift: (c.group / 8).trailing_zeros(),
-        scale: [0.0; MAX_GROUPS],
-        bias: [0.0; MAX_GROUPS],
-    };
-    let params = codes.add(c.row_code_bytes);
-    for g in 0..c.head_dim / c.group {
-        let at = params.add(g * rec);
-        let s = read_scalar(at, width);
-        row.scale[g] = s;
-        row.bias[g] = if asym {
-            read_scalar(at.add(width), width)
-        } else if matches!(c.quant, Quant::Int { .. }) {
-            -((1u32 << (bits - 1)) as f32) * s
-        } else {
-            0.0
-        };
-    }
-    row
+fn end_of(seg: &Segment) -> *const u8 {
+    seg.bytes.as_ptr_range().end
 }
 
-/// The 8 four-bit codes of lanes `8j .. 8j + 8` (low nibble first).
+/// Scores of `R` rows against `HB` heads for codes: each group's dot product with the
+/// codes, times the group's scale once, plus the row's biases · Σq of their groups. `q` is
+/// in code order; `qsum` (null when no group has a bias) holds 8 lanes a head, one group a
+/// lane.
 #[inline(always)]
-unsafe fn nibbles(codes: *const u8, j: usize) -> __m256i {
-    let w = (codes.add(4 * j) as *const u32).read_unaligned() as i32;
-    let sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-    _mm256_and_si256(
-        _mm256_srlv_epi32(_mm256_set1_epi32(w), sh),
-        _mm256_set1_epi32(15),
-    )
-}
-
-/// Integer codes read as `code − 2^(BITS−1)` (centred, so a symmetric group's bias is 0 and
-/// the dot product does not cancel a large offset), without their group's scale.
-trait Codes {
-    /// 8 centred codes of lanes `8j .. 8j + 8`, as f32.
-    unsafe fn raw(codes: *const u8, j: usize) -> __m256;
-}
-
-impl Codes for Int<8> {
-    #[inline(always)]
-    unsafe fn raw(codes: *const u8, j: usize) -> __m256 {
-        // u8 ^ 0x80 reinterpreted as i8 is code − 128.
-        let b = _mm_xor_si128(
-            _mm_loadl_epi64(codes.add(8 * j) as *const __m128i),
-            _mm_set1_epi8(-128),
-        );
-        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))
-    }
-}
-
-impl Codes for Int<4> {
-    #[inline(always)]
-    unsafe fn raw(codes: *const u8, j: usize) -> __m256 {
-        _mm256_cvtepi32_ps(_mm256_sub_epi32(nibbles(codes, j), _mm256_set1_epi32(8)))
-    }
-}
-
-impl Codes for Int<2> {
-    #[inline(always)]
-    unsafe fn raw(codes: *const u8, j: usize) -> __m256 {
-        let w = (codes.add(2 * j) as *const u16).read_unaligned() as i32;
-        let sh = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-        let c = _mm256_and_si256(
-            _mm256_srlv_epi32(_mm256_set1_epi32(w), sh),
-            _mm256_set1_epi32(3),
-        );
-        _mm256_cvtepi32_ps(_mm256_sub_epi32(c, _mm256_set1_epi32(2)))
-    }
-}
-
-/// Where an integer segment keeps its group parameters, and how to read them.
-#[derive(Clone, Copy)]
-struct IntLayout {
-    /// Bytes from a row's first code to its first parameter record.
-    params: usize,
-    /// Bytes of one group's record.
-    rec: usize,
-    /// Bytes of one scalar (2 = f16, 4 = f32).
-    width: usize,
-    asym: bool,
-    /// 2^(bits−1): the centre the codes are read around.
-    half: f32,
-    /// Power of two folded into the scale (fp8 e4m3 codes are read as 2^-8 their value).
-    mult: f32,
-}
-
-impl IntLayout {
-    fn new(seg: &Segment) -> Self {
-        let c = seg.codec;
-        let width = c.dtype.scale_bytes as usize;
-        let (asym, bits) = match c.quant {
-            Quant::Int { bits, asymmetric } => (asymmetric, bits),
-            _ => (false, 8),
-        };
-        IntLayout {
-            params: c.row_code_bytes,
-            rec: if asym { 2 * width } else { width },
-            width,
-            asym,
-            half: (1u32 << (bits - 1)) as f32,
-            mult: if c.quant == Quant::Fp8(Fp8::E4m3) {
-                256.0
-            } else {
-                1.0
-            },
-        }
-    }
-
-    /// (scale, bias) of group `g` of the row at `codes`, for centred codes: the stored
-    /// bias plus half × scale (exactly 0 for symmetric groups).
-    #[inline(always)]
-    unsafe fn params(&self, codes: *const u8, g: usize) -> (f32, f32) {
-        let at = codes.add(self.params + g * self.rec);
-        let s = read_scalar(at, self.width);
-        if self.asym {
-            (
-                s * self.mult,
-                read_scalar(at.add(self.width), self.width) + self.half * s,
-            )
-        } else {
-            (s * self.mult, 0.0)
-        }
-    }
-}
-
-/// Scores of `R` rows against `HB` heads for integer codes: each group's dot product with
-/// the raw codes, times the group's scale once, plus bias × Σq of the group.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // g and i index register arrays
 unsafe fn scores_block_int<C: Codes, const R: usize, const HB: usize>(
     seg: &Segment,
     lay: &IntLayout,
@@ -266,40 +386,85 @@ unsafe fn scores_block_int<C: Codes, const R: usize, const HB: usize>(
     stride: usize,
 ) {
     let c = seg.codec;
-    let (cpg, ng) = (c.group / 8, d / c.group);
+    let (ppg, ng, end) = (c.group / PAIR, d / c.group, end_of(seg));
     let mut rows = [std::ptr::null::<u8>(); R];
-    for (i, row) in rows.iter_mut().enumerate() {
-        *row = row_ptr(seg, r0 + i);
-    }
+    let mut scales = [[0.0f32; MAX_GROUPS]; R];
     let mut tot = [[_mm256_setzero_ps(); R]; HB];
-    let mut bias = [[0.0f32; R]; HB];
+    for i in 0..R {
+        rows[i] = row_ptr(seg, r0 + i);
+        let (s, b) = lay.params::<C>(rows[i], end);
+        _mm256_storeu_ps(scales[i].as_mut_ptr(), s);
+        if !qsum.is_null() {
+            for (h, tot_h) in tot.iter_mut().enumerate() {
+                tot_h[i] = _mm256_mul_ps(b, _mm256_loadu_ps(qsum.add(8 * h)));
+            }
+        }
+    }
     for g in 0..ng {
         let mut ga = [[_mm256_setzero_ps(); R]; HB];
-        for j in g * cpg..(g + 1) * cpg {
-            let mut kv = [_mm256_setzero_ps(); R];
+        for p in g * ppg..(g + 1) * ppg {
+            let mut kv = [[_mm256_setzero_ps(); 2]; R];
             for (k, row) in kv.iter_mut().zip(&rows) {
-                *k = C::raw(*row, j);
+                *k = C::pair(*row, p);
             }
             for (h, ga_h) in ga.iter_mut().enumerate() {
-                let qv = _mm256_loadu_ps(q.add(h * d + 8 * j));
+                let q0 = _mm256_loadu_ps(q.add(h * d + PAIR * p));
+                let q1 = _mm256_loadu_ps(q.add(h * d + PAIR * p + 8));
                 for i in 0..R {
-                    ga_h[i] = _mm256_fmadd_ps(qv, kv[i], ga_h[i]);
+                    ga_h[i] = _mm256_fmadd_ps(q0, kv[i][0], ga_h[i]);
+                    ga_h[i] = _mm256_fmadd_ps(q1, kv[i][1], ga_h[i]);
                 }
             }
         }
-        for (i, row) in rows.iter().enumerate() {
-            let (s, b) = lay.params(*row, g);
-            let sv = _mm256_set1_ps(s);
+        for i in 0..R {
+            let sv = _mm256_broadcast_ss(&scales[i][g]);
             for h in 0..HB {
                 tot[h][i] = _mm256_fmadd_ps(ga[h][i], sv, tot[h][i]);
-                bias[h][i] += b * *qsum.add(h * ng + g);
             }
         }
     }
-    for h in 0..HB {
-        for i in 0..R {
-            *out.add(h * stride + i) = hsum(tot[h][i]) + bias[h][i];
+    for (h, tot_h) in tot.iter().enumerate() {
+        store_sums(tot_h, &[0.0; R], out.add(h * stride));
+    }
+}
+
+/// `out[i] = Σ lanes of acc[i] + add[i]`, four rows reduced together.
+#[inline(always)]
+unsafe fn store_sums<const R: usize>(acc: &[__m256; R], add: &[f32; R], out: *mut f32) {
+    let mut i = 0;
+    while i + 4 <= R {
+        let s = hsum4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]);
+        let a = _mm_loadu_ps(add.as_ptr().add(i));
+        _mm_storeu_ps(out.add(i), _mm_add_ps(s, a));
+        i += 4;
+    }
+    while i < R {
+        *out.add(i) = hsum(acc[i]) + add[i];
+        i += 1;
+    }
+}
+
+/// `q` in the order a format's pairs hand out channels, into `out` (as long as `q`).
+fn in_code_order<C: Codes>(q: &[f32], out: &mut [f32]) {
+    if !C::SPLIT {
+        out.copy_from_slice(q);
+        return;
+    }
+    for (pair, to) in q.chunks_exact(PAIR).zip(out.chunks_exact_mut(PAIR)) {
+        for k in 0..PAIR / 2 {
+            to[k] = pair[2 * k];
+            to[PAIR / 2 + k] = pair[2 * k + 1];
         }
+    }
+}
+
+/// A scratch slice of `n` floats: on the stack when it fits, else on the heap.
+fn scratch<'a>(stack: &'a mut [f32], heap: &'a mut Vec<f32>, n: usize) -> &'a mut [f32] {
+    if n <= stack.len() {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0.0);
+        heap
     }
 }
 
@@ -314,26 +479,37 @@ unsafe fn scores_int<C: Codes>(
     stride: usize,
 ) {
     let c = seg.codec;
-    let (d, ng) = (c.head_dim, c.head_dim / c.group);
+    let d = c.head_dim;
     assert!(q.len() >= heads * d && out.len() >= (heads - 1) * stride + n);
-    let lay = IntLayout::new(seg);
-    // Σq of each (head, group), for the bias term.
-    let mut buf = [0.0f32; 256];
-    let mut heap = Vec::new();
-    let qsum: &mut [f32] = if heads * ng <= buf.len() {
-        &mut buf[..heads * ng]
+    let lay = IntLayout::new::<C>(seg);
+    let (mut stack, mut heap) = ([0.0f32; 1024], Vec::new());
+    let qc = scratch(&mut stack, &mut heap, heads * d);
+    in_code_order::<C>(&q[..heads * d], qc);
+    // Σq of each group, 8 lanes a head, for the bias term; none when no group has a bias.
+    let (mut stack_sums, mut heap_sums) = ([0.0f32; 256], Vec::new());
+    let sp = if lay.biased() {
+        let qsum = scratch(&mut stack_sums, &mut heap_sums, heads * MAX_GROUPS);
+        qsum.fill(0.0);
+        for (h, sums) in qsum.chunks_exact_mut(MAX_GROUPS).enumerate() {
+            let qh = &q[h * d..(h + 1) * d];
+            for (s, g) in sums.iter_mut().zip(qh.chunks_exact(c.group)) {
+                *s = sum_lanes(g.as_ptr(), g.len());
+            }
+        }
+        qsum.as_ptr()
     } else {
-        heap.resize(heads * ng, 0.0);
-        &mut heap
+        std::ptr::null()
     };
-    for (i, s) in qsum.iter_mut().enumerate() {
-        *s = q[i * c.group..(i + 1) * c.group].iter().sum();
-    }
-    let (qp, op, sp) = (q.as_ptr(), out.as_mut_ptr(), qsum.as_ptr());
+    let (qp, op) = (qc.as_ptr(), out.as_mut_ptr());
     let mut h = 0;
     while h < heads {
         let hb = if heads - h >= 2 { 2 } else { 1 };
-        let (qh, sh) = (qp.add(h * d), sp.add(h * ng));
+        let qh = qp.add(h * d);
+        let sh = if sp.is_null() {
+            sp
+        } else {
+            sp.add(h * MAX_GROUPS)
+        };
         let mut i = 0;
         while i < n {
             let left = n - i;
@@ -363,64 +539,109 @@ unsafe fn scores_int<C: Codes>(
     }
 }
 
-/// `HB` heads × `J` chunks of accumulators for integer codes, spanning `GB` whole scale
-/// groups (`GB = 1`: the `J` chunks lie inside one group). Each row's scale is folded into
-/// the weight once per group (`p × scale`) and its bias is summed as a scalar and added
-/// once at the end.
+/// Σ of `n` floats (a multiple of 8) at `x`.
+#[inline(always)]
+unsafe fn sum_lanes(x: *const f32, n: usize) -> f32 {
+    let mut s = _mm256_setzero_ps();
+    for j in 0..n / 8 {
+        s = _mm256_add_ps(s, _mm256_loadu_ps(x.add(8 * j)));
+    }
+    hsum(s)
+}
+
+/// `HB` heads × `P` pairs of accumulators for codes, spanning `GB` whole scale groups
+/// (`GB = 1`: the `P` pairs lie inside one group). Each row's scales are folded into the
+/// weight once per group (`p × scale`), its biases are summed in one vector (a group a
+/// lane) and added once at the end; split pairs are put back in channel order at the store.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // gb indexes fixed register arrays
-unsafe fn accumulate_block_int<C: Codes, const HB: usize, const J: usize, const GB: usize>(
+unsafe fn accumulate_block_int<C: Codes, const HB: usize, const P: usize, const GB: usize>(
     pieces: &[Piece],
     lay: &IntLayout,
     p: *const f32,
     stride: usize,
     acc: *mut f32,
     d: usize,
-    j0: usize,
+    p0: usize,
 ) {
-    let g0 = j0 * 8 / pieces[0].0.codec.group;
-    let per = J / GB;
-    let mut a = [[_mm256_setzero_ps(); J]; HB];
-    let mut bias = [[0.0f32; GB]; HB];
+    let g0 = p0 * PAIR / pieces[0].0.codec.group;
+    let per = P / GB;
+    let mut a = [[[_mm256_setzero_ps(); 2]; P]; HB];
+    // A block inside one group sums its one bias as a scalar; one over several groups sums
+    // them all in a vector, a group a lane.
+    let mut bias = [_mm256_setzero_ps(); HB];
+    let mut bias1 = [0.0f32; HB];
     let mut i = 0;
     for &(seg, r0, m) in pieces {
+        let end = end_of(seg);
         for r in r0..r0 + m {
             let row = row_ptr(seg, r);
-            let mut vv = [_mm256_setzero_ps(); J];
-            for (jj, v) in vv.iter_mut().enumerate() {
-                *v = C::raw(row, j0 + jj);
-            }
-            for gb in 0..GB {
-                let (s, b) = lay.params(row, g0 + gb);
-                for (h, ah) in a.iter_mut().enumerate() {
+            let mut ws = [[_mm256_setzero_ps(); GB]; HB];
+            if GB == 1 {
+                let (s, b) = lay.param::<C>(row, g0);
+                for h in 0..HB {
                     let w = *p.add(h * stride + i);
-                    bias[h][gb] += w * b;
-                    let ws = _mm256_set1_ps(w * s);
-                    for jj in gb * per..(gb + 1) * per {
-                        ah[jj] = _mm256_fmadd_ps(ws, vv[jj], ah[jj]);
+                    bias1[h] += w * b;
+                    ws[h][0] = _mm256_set1_ps(w * s);
+                }
+            } else {
+                let (s, b) = lay.params::<C>(row, end);
+                let mut scales = [0.0f32; MAX_GROUPS];
+                _mm256_storeu_ps(scales.as_mut_ptr(), s);
+                for h in 0..HB {
+                    let w = _mm256_set1_ps(*p.add(h * stride + i));
+                    bias[h] = _mm256_fmadd_ps(w, b, bias[h]);
+                    for gb in 0..GB {
+                        ws[h][gb] = _mm256_mul_ps(w, _mm256_broadcast_ss(&scales[g0 + gb]));
                     }
+                }
+            }
+            for pp in 0..P {
+                let v = C::pair(row, p0 + pp);
+                for h in 0..HB {
+                    let w = ws[h][pp / per];
+                    a[h][pp][0] = _mm256_fmadd_ps(w, v[0], a[h][pp][0]);
+                    a[h][pp][1] = _mm256_fmadd_ps(w, v[1], a[h][pp][1]);
                 }
             }
             i += 1;
         }
     }
-    for (h, ah) in a.iter().enumerate() {
-        for (jj, v) in ah.iter().enumerate() {
-            let bv = _mm256_set1_ps(bias[h][jj / per]);
-            let at = acc.add(h * d + 8 * (j0 + jj));
+    for h in 0..HB {
+        let mut biases = [0.0f32; MAX_GROUPS];
+        _mm256_storeu_ps(biases.as_mut_ptr(), bias[h]);
+        if GB == 1 {
+            biases[g0] = bias1[h];
+        }
+        for pp in 0..P {
+            let [mut x0, mut x1] = a[h][pp];
+            if C::SPLIT {
+                // Even and odd channels back to channel order.
+                let lo = _mm256_unpacklo_ps(x0, x1);
+                let hi = _mm256_unpackhi_ps(x0, x1);
+                x0 = _mm256_permute2f128_ps(lo, hi, 0x20);
+                x1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+            }
+            let bv = _mm256_set1_ps(biases[g0 + pp / per]);
+            let at = acc.add(h * d + PAIR * (p0 + pp));
             _mm256_storeu_ps(
                 at,
-                _mm256_add_ps(_mm256_loadu_ps(at), _mm256_add_ps(*v, bv)),
+                _mm256_add_ps(_mm256_loadu_ps(at), _mm256_add_ps(x0, bv)),
+            );
+            let at = at.add(8);
+            _mm256_storeu_ps(
+                at,
+                _mm256_add_ps(_mm256_loadu_ps(at), _mm256_add_ps(x1, bv)),
             );
         }
     }
 }
 
-/// One [`accumulate_block_int`] call; returns the chunks it covered.
+/// One [`accumulate_block_int`] call; returns the pairs it covered.
 #[inline(always)]
 #[allow(clippy::type_complexity)]
-unsafe fn blk<C: Codes, const HB: usize, const J: usize, const GB: usize>(
-    (pieces, lay, p, stride, acc, d, j0): (
+unsafe fn blk<C: Codes, const HB: usize, const P: usize, const GB: usize>(
+    (pieces, lay, p, stride, acc, d, p0): (
         &[Piece],
         &IntLayout,
         *const f32,
@@ -430,8 +651,8 @@ unsafe fn blk<C: Codes, const HB: usize, const J: usize, const GB: usize>(
         usize,
     ),
 ) -> usize {
-    accumulate_block_int::<C, HB, J, GB>(pieces, lay, p, stride, acc, d, j0);
-    J
+    accumulate_block_int::<C, HB, P, GB>(pieces, lay, p, stride, acc, d, p0);
+    P
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -446,68 +667,34 @@ unsafe fn accumulate_int<C: Codes>(
     let d = seg.codec.head_dim;
     let n = check_pieces(pieces);
     assert!(acc.len() >= heads * d && p.len() >= (heads - 1) * stride + n);
-    let lay = IntLayout::new(seg);
-    // Chunks per block never cross a scale group (`group / 8` is a power of two).
-    let cpg = seg.codec.group / 8;
-    let chunks = d / 8;
+    let lay = IntLayout::new::<C>(seg);
+    // Pairs per group: a power of two (see `supports`), so a block of P pairs starting at a
+    // multiple of P lies inside one group or covers whole ones.
+    let ppg = seg.codec.group / PAIR;
+    let pairs = d / PAIR;
     let (pp, ap) = (p.as_ptr(), acc.as_mut_ptr());
     let mut h = 0;
     while h < heads {
         let hb = (heads - h).min(4);
         let (ph, ah) = (pp.add(h * stride), ap.add(h * d));
         let mut j = 0;
-        while j < chunks {
-            let left = chunks - j;
+        while j < pairs {
+            let left = pairs - j;
             let args = (pieces, &lay, ph, stride, ah, d, j);
-            // Blocks of J chunks start on a group boundary (or inside one group), so
-            // GB = J / cpg whole groups when J > cpg.
-            let step = match (hb, left, cpg) {
-                (4, 2.., 2..) => blk::<C, 4, 2, 1>(args),
-                (4, 2.., 1) => blk::<C, 4, 2, 2>(args),
-                (2 | 3, 4.., 4..) => blk::<C, 2, 4, 1>(args),
-                (2 | 3, 4.., 2) => blk::<C, 2, 4, 2>(args),
-                (2 | 3, 4.., 1) => blk::<C, 2, 4, 4>(args),
-                (1, 8.., 8..) => blk::<C, 1, 8, 1>(args),
-                (1, 8.., 4) => blk::<C, 1, 8, 2>(args),
-                (1, 8.., 2) => blk::<C, 1, 8, 4>(args),
-                (1, 8.., 1) => blk::<C, 1, 8, 8>(args),
+            j += match (hb, left, ppg) {
                 (4, _, _) => blk::<C, 4, 1, 1>(args),
+                (2 | 3, 2.., 2..) => blk::<C, 2, 2, 1>(args),
+                (2 | 3, 2.., 1) => blk::<C, 2, 2, 2>(args),
                 (2 | 3, _, _) => blk::<C, 2, 1, 1>(args),
+                (1, 4.., 4..) => blk::<C, 1, 4, 1>(args),
+                (1, 4.., 2) => blk::<C, 1, 4, 2>(args),
+                (1, 4.., 1) => blk::<C, 1, 4, 4>(args),
+                (1, 2.., 2..) => blk::<C, 1, 2, 1>(args),
+                (1, 2.., 1) => blk::<C, 1, 2, 2>(args),
                 _ => blk::<C, 1, 1, 1>(args),
             };
-            j += step;
         }
         h += if hb == 3 { 2 } else { hb };
-    }
-}
-
-impl Format for Nf4 {
-    type Row = QuantRow;
-    #[inline(always)]
-    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
-        quant_row(seg, r, 4)
-    }
-    #[inline(always)]
-    unsafe fn load(row: &Self::Row, j: usize) -> __m256 {
-        let v = _mm256_i32gather_ps::<4>(NF4_LEVELS.as_ptr(), nibbles(row.codes, j));
-        _mm256_mul_ps(v, _mm256_set1_ps(row.scale[j >> row.shift]))
-    }
-}
-
-impl<const E5M2: bool> Codes for Fp8Fmt<E5M2> {
-    #[inline(always)]
-    unsafe fn raw(codes: *const u8, j: usize) -> __m256 {
-        // Bit manipulation, no table: e5m2 is the top byte of an f16; e4m3 shifted left by
-        // 7 is an f16 of 2^-8 its value once the sign (now on bit 14) is carried to bit 15
-        // (the 2^8 is folded into the scale, see `IntLayout::mult`).
-        let x = _mm_cvtepu8_epi16(_mm_loadl_epi64(codes.add(8 * j) as *const __m128i));
-        let h = if E5M2 {
-            _mm_slli_epi16(x, 8)
-        } else {
-            let a = _mm_slli_epi16(x, 7);
-            _mm_add_epi16(a, _mm_and_si128(a, _mm_set1_epi16(0x4000)))
-        };
-        _mm256_cvtph_ps(h)
     }
 }
 
@@ -517,6 +704,14 @@ unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     _mm_cvtss_f32(s)
+}
+
+/// The lane sums of four vectors, in order: three horizontal adds for all four, where
+/// four [`hsum`]s take five operations each.
+#[inline(always)]
+unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
+    let s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1))
 }
 
 /// Scores of `R` rows against `HB` heads: `R × HB` independent FMA chains.
@@ -550,9 +745,7 @@ unsafe fn scores_block<F: Format, const R: usize, const HB: usize>(
         }
     }
     for (h, acc_h) in acc.iter().enumerate() {
-        for (i, a) in acc_h.iter().enumerate() {
-            *out.add(h * stride + i) = hsum(*a);
-        }
+        store_sums(acc_h, &[0.0; R], out.add(h * stride));
     }
 }
 
@@ -576,7 +769,7 @@ pub unsafe fn scores(
         Quant::Int { bits: 8, .. } => scores_int::<Int<8>>(seg, row0, n, q, heads, out, stride),
         Quant::Int { bits: 4, .. } => scores_int::<Int<4>>(seg, row0, n, q, heads, out, stride),
         Quant::Int { .. } => scores_int::<Int<2>>(seg, row0, n, q, heads, out, stride),
-        Quant::Nf4 => scores_fmt::<Nf4>(seg, row0, n, q, heads, out, stride),
+        Quant::Nf4 => scores_int::<Nf4>(seg, row0, n, q, heads, out, stride),
         Quant::Fp8(Fp8::E4m3) => scores_int::<Fp8Fmt<false>>(seg, row0, n, q, heads, out, stride),
         Quant::Fp8(Fp8::E5m2) => scores_int::<Fp8Fmt<true>>(seg, row0, n, q, heads, out, stride),
     }
@@ -705,7 +898,7 @@ pub unsafe fn accumulate_pieces(
         Quant::Int { bits: 8, .. } => accumulate_int::<Int<8>>(pieces, p, heads, stride, acc),
         Quant::Int { bits: 4, .. } => accumulate_int::<Int<4>>(pieces, p, heads, stride, acc),
         Quant::Int { .. } => accumulate_int::<Int<2>>(pieces, p, heads, stride, acc),
-        Quant::Nf4 => accumulate_fmt::<Nf4>(pieces, p, heads, stride, acc),
+        Quant::Nf4 => accumulate_int::<Nf4>(pieces, p, heads, stride, acc),
         Quant::Fp8(Fp8::E4m3) => accumulate_int::<Fp8Fmt<false>>(pieces, p, heads, stride, acc),
         Quant::Fp8(Fp8::E5m2) => accumulate_int::<Fp8Fmt<true>>(pieces, p, heads, stride, acc),
     }
