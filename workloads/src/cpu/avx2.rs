@@ -444,12 +444,9 @@ unsafe fn store_sums<const R: usize>(acc: &[__m256; R], add: &[f32; R], out: *mu
     }
 }
 
-/// `q` in the order a format's pairs hand out channels, into `out` (as long as `q`).
-fn in_code_order<C: Codes>(q: &[f32], out: &mut [f32]) {
-    if !C::SPLIT {
-        out.copy_from_slice(q);
-        return;
-    }
+/// `q` with each pair of 8-channel runs split into even and odd channels, the order split
+/// [`Codes`] hand them out, into `out` (as long as `q`).
+fn split_pairs(q: &[f32], out: &mut [f32]) {
     for (pair, to) in q.chunks_exact(PAIR).zip(out.chunks_exact_mut(PAIR)) {
         for k in 0..PAIR / 2 {
             to[k] = pair[2 * k];
@@ -482,9 +479,15 @@ unsafe fn scores_int<C: Codes>(
     let d = c.head_dim;
     assert!(q.len() >= heads * d && out.len() >= (heads - 1) * stride + n);
     let lay = IntLayout::new::<C>(seg);
-    let (mut stack, mut heap) = ([0.0f32; 1024], Vec::new());
-    let qc = scratch(&mut stack, &mut heap, heads * d);
-    in_code_order::<C>(&q[..heads * d], qc);
+    // The query in code order: as given, or split for split codes.
+    let (mut stack, mut heap) = ([0.0f32; 512], Vec::new());
+    let qp = if C::SPLIT {
+        let qc = scratch(&mut stack, &mut heap, heads * d);
+        split_pairs(&q[..heads * d], qc);
+        qc.as_ptr()
+    } else {
+        q.as_ptr()
+    };
     // Σq of each group, 8 lanes a head, for the bias term; none when no group has a bias.
     let (mut stack_sums, mut heap_sums) = ([0.0f32; 256], Vec::new());
     let sp = if lay.biased() {
@@ -500,7 +503,7 @@ unsafe fn scores_int<C: Codes>(
     } else {
         std::ptr::null()
     };
-    let (qp, op) = (qc.as_ptr(), out.as_mut_ptr());
+    let op = out.as_mut_ptr();
     let mut h = 0;
     while h < heads {
         let hb = if heads - h >= 2 { 2 } else { 1 };
