@@ -35,31 +35,45 @@ impl Fp8 {
         }
     }
 
-    /// Encode with round-to-nearest-even; magnitudes beyond `max()` saturate (no inf/NaN).
+    /// The code of `max()`: exponent field and mantissa of 1.75 · 2^emax (0x7e, 0x7b).
+    fn max_code(self) -> u32 {
+        match self {
+            Fp8::E4m3 => 0x7e,
+            Fp8::E5m2 => 0x7b,
+        }
+    }
+
+    /// Encode with round-to-nearest-even; magnitudes beyond `max()` saturate (no inf/NaN),
+    /// NaN encodes as a signed zero. Works on the f32 bits (a prompt fill encodes every
+    /// element, so no logarithms or powers): a normal result is the f32 exponent and
+    /// mantissa rounded to `m` bits and re-biased; a subnormal one is the value counted in
+    /// the smallest quantum, which is exact because that quantum is a power of two.
     pub fn encode(self, x: f32) -> u8 {
-        let sign = if x.is_sign_negative() { 0x80u8 } else { 0 };
-        let a = x.abs();
-        if a.is_nan() || a == 0.0 {
+        let bits = x.to_bits();
+        let sign = ((bits >> 24) & 0x80) as u8;
+        let a = f32::from_bits(bits & 0x7fff_ffff);
+        if a.is_nan() {
             return sign;
+        }
+        if a >= self.max() {
+            return sign | self.max_code() as u8;
         }
         let m = self.mantissa_bits();
         let min_exp = 1 - self.bias();
-        // Exponent of the binade `a` falls in, clamped to the subnormal range's exponent.
-        let e = (a.log2().floor() as i32).max(min_exp);
-        let quantum = (2.0f32).powi(e - m);
-        let r = ((a / quantum).round_ties_even() * quantum).min(self.max());
-        if r == 0.0 {
-            return sign;
-        }
-        let e = (r.log2().floor() as i32).max(min_exp);
-        let bits = if r < (2.0f32).powi(min_exp) {
-            // Subnormal: exponent field 0, value = mant × 2^(min_exp − m).
-            (r / (2.0f32).powi(min_exp - m)) as u32
+        let code = if a < f32::from_bits(((min_exp + 127) as u32) << 23) {
+            // a / 2^(min_exp − m), by the exponent: 0..=2^m (2^m is the smallest normal's code).
+            let quanta = a * f32::from_bits(((m - min_exp + 127) as u32) << 23);
+            quanta.round_ties_even() as u32
         } else {
-            let mant = ((r / (2.0f32).powi(e) - 1.0) * (1 << m) as f32) as u32;
-            (((e + self.bias()) as u32) << m) | mant
+            let shift = 23 - m as u32;
+            let magnitude = bits & 0x7fff_ffff;
+            let lsb = (magnitude >> shift) & 1;
+            let rounded = (magnitude + (1 << (shift - 1)) - 1 + lsb) >> shift;
+            // A carry out of the mantissa moves into the exponent, as it should.
+            let rebias = ((127 - self.bias()) as u32) << m;
+            (rounded - rebias).min(self.max_code())
         };
-        sign | bits as u8
+        sign | code as u8
     }
 
     /// Decode one code (exact).
@@ -92,6 +106,76 @@ impl Fp8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The encoding by its arithmetic definition (the first round's encoder): the binade's
+    /// quantum, round to nearest even, saturate.
+    fn encode_by_arithmetic(fmt: Fp8, x: f32) -> u8 {
+        let sign = if x.is_sign_negative() { 0x80u8 } else { 0 };
+        let a = x.abs();
+        if a.is_nan() || a == 0.0 {
+            return sign;
+        }
+        let m = fmt.mantissa_bits();
+        let min_exp = 1 - fmt.bias();
+        let e = (a.log2().floor() as i32).max(min_exp);
+        let quantum = (2.0f32).powi(e - m);
+        let r = ((a / quantum).round_ties_even() * quantum).min(fmt.max());
+        if r == 0.0 {
+            return sign;
+        }
+        let e = (r.log2().floor() as i32).max(min_exp);
+        let bits = if r < (2.0f32).powi(min_exp) {
+            (r / (2.0f32).powi(min_exp - m)) as u32
+        } else {
+            let mant = ((r / (2.0f32).powi(e) - 1.0) * (1 << m) as f32) as u32;
+            (((e + fmt.bias()) as u32) << m) | mant
+        };
+        sign | bits as u8
+    }
+
+    #[test]
+    fn bit_encoding_agrees_with_the_arithmetic_definition() {
+        for fmt in [Fp8::E4m3, Fp8::E5m2] {
+            // Every code's value, the midpoints between neighbours (the ties) and one f32
+            // step either side of each, then a sweep over all f32 bit patterns.
+            let mut probes = vec![0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+            let values: Vec<f32> = (0..=0x7fu8)
+                .map(|c| fmt.decode_exact(c))
+                .filter(|v| v.is_finite())
+                .collect();
+            for pair in values.windows(2) {
+                let mid = (pair[0] + pair[1]) / 2.0;
+                for v in [pair[0], mid] {
+                    let b = v.to_bits();
+                    probes.extend([v, f32::from_bits(b + 1), f32::from_bits(b.max(1) - 1)]);
+                }
+            }
+            probes.extend((0..=u32::MAX).step_by(4093).map(f32::from_bits));
+            for x in probes {
+                for x in [x, -x] {
+                    assert_eq!(
+                        fmt.encode(x),
+                        encode_by_arithmetic(fmt, x),
+                        "{fmt:?} {x:e} ({:#010x})",
+                        x.to_bits()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_even_code() {
+        // 1.0625 lies halfway between 1.0 (0x38) and 1.125 (0x39): even 0x38 wins;
+        // 1.1875, halfway between 0x39 and 1.25 (0x3a), goes up to 0x3a.
+        assert_eq!(Fp8::E4m3.encode(1.0625), 0x38);
+        assert_eq!(Fp8::E4m3.encode(1.1875), 0x3a);
+        // Subnormal tie: 2^-10 is half the smallest subnormal 2^-9, so it rounds to 0.
+        assert_eq!(Fp8::E4m3.encode(2f32.powi(-10)), 0x00);
+        assert_eq!(Fp8::E4m3.encode(3.0 * 2f32.powi(-10)), 0x02);
+        // 464 lies halfway between 448 and 480 (not finite in e4m3fn): saturates to 448.
+        assert_eq!(Fp8::E4m3.encode(464.0), 0x7e);
+    }
 
     #[test]
     fn known_codes_of_the_ocp_spec() {
