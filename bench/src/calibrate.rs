@@ -5,6 +5,7 @@
 //! each the best of several passes, as STREAM reports. Every method's figure is kept in the
 //! file so a reader can see which one set the limit.
 
+pub mod fma;
 pub mod prefetch;
 mod read;
 pub mod sgemm;
@@ -108,6 +109,10 @@ pub struct Calibration {
     /// before it was measured: the kernels then keep it).
     #[serde(default)]
     pub tile_prefetch: Option<prefetch::TilePrefetch>,
+    /// The FMA units' ceiling, which no GEMM can beat (absent in older files and on CPUs
+    /// without FMA vectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fma_peak: Option<fma::FmaPeak>,
     /// The GPU's limits, when calibrated with `--backend cuda`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuLimits>,
@@ -291,6 +296,19 @@ impl Calibration {
             self.gemm_gflops_1t
         );
         out += &format!("  GEMM limit, all       {:8.1} GFLOP/s", self.gemm_gflops);
+        if let Some(p) = &self.fma_peak {
+            out += &format!(
+                "\n  FMA peak, 1 thread    {:8.1} GFLOP/s ({} FMA chains in registers; the GEMM limit is {:.0} % of it)",
+                p.gflops_1t,
+                p.isa,
+                p.percent(self.gemm_gflops_1t, 1)
+            );
+            out += &format!(
+                "\n  FMA peak, all         {:8.1} GFLOP/s (the GEMM limit is {:.0} % of it; a tuned BLAS reaches about 90 %)",
+                p.gflops,
+                p.percent(self.gemm_gflops, self.threads)
+            );
+        }
         if let Some(p) = &self.tile_prefetch {
             out += &format!("\n  decode prefetch  {}", p.describe());
         }
@@ -472,6 +490,8 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
         }
     }
 
+    let fma_peak = fma::measure(&pool, gemm_passes);
+
     let best = |figs: &[MethodFigure], one_thread: bool| {
         figs.iter()
             .filter(|f| !one_thread || f.threads == 1)
@@ -501,6 +521,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
         read_methods,
         gemm_methods,
         tile_prefetch: Some(tile_prefetch),
+        fma_peak,
         gpu: None,
     })
 }

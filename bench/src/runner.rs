@@ -512,6 +512,7 @@ mod tests {
             read_methods: vec![],
             gemm_methods: vec![],
             tile_prefetch: None,
+            fma_peak: None,
             gpu: None,
         }
     }

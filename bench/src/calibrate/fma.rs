@@ -1,0 +1,157 @@
+//! The ceiling of the FMA units: twelve independent chains of fused multiply-adds on the
+//! widest vectors the CPU has, in registers, touching no memory. No f32 kernel, ours or a
+//! tuned BLAS, can beat it, so it tells a reader how far the measured GEMM limit is from
+//! what the silicon allows (a well-tuned BLAS reaches about 90 % of it).
+
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// FMA throughput, GFLOP/s (2 per lane per fused multiply-add).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FmaPeak {
+    /// The vectors used: `avx512` (16 lanes) or `avx2` (8 lanes).
+    pub isa: String,
+    pub gflops_1t: f64,
+    /// All threads of the pool, each running its own chains.
+    pub gflops: f64,
+}
+
+impl FmaPeak {
+    /// What share of this ceiling a measured rate is, in percent.
+    pub fn percent(&self, gflops: f64, threads: u32) -> f64 {
+        let peak = if threads <= 1 {
+            self.gflops_1t
+        } else {
+            self.gflops
+        };
+        100.0 * gflops / peak
+    }
+}
+
+/// The ceiling on one thread and on every thread of `pool`, best of `passes`; `None` on a
+/// CPU without FMA vectors (the GEMM limit then stands alone).
+pub fn measure(pool: &rayon::ThreadPool, passes: u32) -> Option<FmaPeak> {
+    let (isa, flops_per_iter) = widest()?;
+    // About 20 ms a pass at 100 GFLOP/s: long against timer and thread start, short overall.
+    let iters = 2_000_000_000 / flops_per_iter;
+    let rate = |threads: usize| {
+        let mut best = 0f64;
+        for _ in 0..passes.max(1) + 1 {
+            let t = Instant::now();
+            if threads == 1 {
+                std::hint::black_box(chains(isa, iters));
+            } else {
+                std::hint::black_box(pool.broadcast(|_| chains(isa, iters)));
+            }
+            let s = t.elapsed().as_secs_f64();
+            best = best.max((threads as u64 * iters * flops_per_iter) as f64 / s / 1e9);
+        }
+        best
+    };
+    let gflops_1t = rate(1);
+    let threads = pool.current_num_threads();
+    let gflops = if threads > 1 {
+        rate(threads)
+    } else {
+        gflops_1t
+    };
+    Some(FmaPeak {
+        isa: isa.into(),
+        gflops_1t,
+        gflops: gflops.max(gflops_1t),
+    })
+}
+
+/// The widest FMA vectors here and the FLOPs of one iteration of [`chains`] on them.
+fn widest() -> Option<(&'static str, u64)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(("avx512", CHAINS * 16 * 2));
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(("avx2", CHAINS * 8 * 2));
+        }
+    }
+    None
+}
+
+/// Independent accumulators: enough to cover two FMA ports × a 4–5 cycle latency.
+const CHAINS: u64 = 12;
+
+fn chains(isa: &str, iters: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `isa` comes from `widest`, which detected the features each path enables.
+        match isa {
+            "avx512" => return unsafe { x86::chains_avx512(iters) },
+            "avx2" => return unsafe { x86::chains_avx2(iters) },
+            _ => {}
+        }
+    }
+    let _ = (isa, iters);
+    0.0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    // a ← a·x + y converges to y / (1 − x) = 0.1: no overflow, no subnormals.
+    const X: f32 = 0.999_999;
+    const Y: f32 = 1e-7;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn chains_avx512(iters: u64) -> f32 {
+        let (x, y) = (_mm512_set1_ps(X), _mm512_set1_ps(Y));
+        let mut acc = [_mm512_set1_ps(1.0); super::CHAINS as usize];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn chains_avx2(iters: u64) -> f32 {
+        let (x, y) = (_mm256_set1_ps(X), _mm256_set1_ps(Y));
+        let mut acc = [_mm256_set1_ps(1.0); super::CHAINS as usize];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, x, y);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        let mut sum = 0.0;
+        for a in acc {
+            // SAFETY: `lanes` holds the 8 floats of one vector.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
+            sum += lanes.iter().sum::<f32>();
+        }
+        sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_compute_the_recurrence() {
+        let Some((isa, _)) = widest() else {
+            return; // no FMA vectors: `measure` returns None, nothing to check
+        };
+        // Three steps of a ← a·X + Y from 1.0, by hand in f64 (f32 rounding is far below
+        // the tolerance), summed over every lane of every chain.
+        let mut a = 1.0f64;
+        for _ in 0..3 {
+            a = a * 0.999_999f32 as f64 + 1e-7f32 as f64;
+        }
+        let lanes = if isa == "avx512" { 16.0 } else { 8.0 };
+        let want = a * lanes * CHAINS as f64;
+        let got = chains(isa, 3) as f64;
+        assert!((got - want).abs() < 1e-4 * want, "{got} vs {want}");
+    }
+}
