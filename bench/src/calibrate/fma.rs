@@ -31,7 +31,8 @@ impl FmaPeak {
 /// The ceiling on one thread and on every thread of `pool`, best of `passes`; `None` on a
 /// CPU without FMA vectors (the GEMM limit then stands alone).
 pub fn measure(pool: &rayon::ThreadPool, passes: u32) -> Option<FmaPeak> {
-    let (isa, flops_per_iter) = widest()?;
+    let vectors = Vectors::widest()?;
+    let flops_per_iter = vectors.flops_per_iter();
     // About 20 ms a pass at 100 GFLOP/s: long against timer and thread start, short overall.
     let iters = 2_000_000_000 / flops_per_iter;
     let rate = |threads: usize| {
@@ -39,9 +40,9 @@ pub fn measure(pool: &rayon::ThreadPool, passes: u32) -> Option<FmaPeak> {
         for _ in 0..passes.max(1) + 1 {
             let t = Instant::now();
             if threads == 1 {
-                std::hint::black_box(chains(isa, iters));
+                std::hint::black_box(vectors.chains(iters));
             } else {
-                std::hint::black_box(pool.broadcast(|_| chains(isa, iters)));
+                std::hint::black_box(pool.broadcast(|_| vectors.chains(iters)));
             }
             let s = t.elapsed().as_secs_f64();
             best = best.max((threads as u64 * iters * flops_per_iter) as f64 / s / 1e9);
@@ -56,42 +57,77 @@ pub fn measure(pool: &rayon::ThreadPool, passes: u32) -> Option<FmaPeak> {
         gflops_1t
     };
     Some(FmaPeak {
-        isa: isa.into(),
+        isa: vectors.name().into(),
         gflops_1t,
         gflops: gflops.max(gflops_1t),
     })
 }
 
-/// The widest FMA vectors here and the FLOPs of one iteration of [`chains`] on them.
-fn widest() -> Option<(&'static str, u64)> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Some(("avx512", CHAINS * 16 * 2));
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Some(("avx2", CHAINS * 8 * 2));
-        }
-    }
-    None
-}
-
 /// Independent accumulators: enough to cover two FMA ports × a 4–5 cycle latency.
 const CHAINS: u64 = 12;
 
-fn chains(isa: &str, iters: u64) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: `isa` comes from `widest`, which detected the features each path enables.
-        match isa {
-            "avx512" => return unsafe { x86::chains_avx512(iters) },
-            "avx2" => return unsafe { x86::chains_avx2(iters) },
-            _ => {}
+/// The FMA vectors a probe runs on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Vectors {
+    /// 16 f32 lanes.
+    Avx512,
+    /// 8 f32 lanes.
+    Avx2,
+}
+
+impl Vectors {
+    /// The widest this CPU has, `None` without FMA vectors.
+    fn widest() -> Option<Vectors> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Vectors::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(Vectors::Avx2);
+            }
+        }
+        None
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Vectors::Avx512 => "avx512",
+            Vectors::Avx2 => "avx2",
         }
     }
-    let _ = (isa, iters);
-    0.0
+
+    fn lanes(self) -> u64 {
+        match self {
+            Vectors::Avx512 => 16,
+            Vectors::Avx2 => 8,
+        }
+    }
+
+    /// FLOPs of one iteration of [`Self::chains`].
+    fn flops_per_iter(self) -> u64 {
+        CHAINS * self.lanes() * 2
+    }
+
+    /// `iters` steps of every chain; the sum of all lanes, so nothing is optimised away.
+    fn chains(self, iters: u64) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Vectors` comes only from `widest`, which detected the features each
+        // kernel enables.
+        unsafe {
+            match self {
+                Vectors::Avx512 => x86::chains_avx512(iters),
+                Vectors::Avx2 => x86::chains_avx2(iters),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = iters;
+            0.0
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -140,7 +176,7 @@ mod tests {
 
     #[test]
     fn chains_compute_the_recurrence() {
-        let Some((isa, _)) = widest() else {
+        let Some(vectors) = Vectors::widest() else {
             return; // no FMA vectors: `measure` returns None, nothing to check
         };
         // Three steps of a ← a·X + Y from 1.0, by hand in f64 (f32 rounding is far below
@@ -149,9 +185,8 @@ mod tests {
         for _ in 0..3 {
             a = a * 0.999_999f32 as f64 + 1e-7f32 as f64;
         }
-        let lanes = if isa == "avx512" { 16.0 } else { 8.0 };
-        let want = a * lanes * CHAINS as f64;
-        let got = chains(isa, 3) as f64;
+        let want = a * vectors.lanes() as f64 * CHAINS as f64;
+        let got = vectors.chains(3) as f64;
         assert!((got - want).abs() < 1e-4 * want, "{got} vs {want}");
     }
 }
