@@ -2,6 +2,7 @@
 //! (version, git commit), when (UTC timestamp), and the process's peak resident memory.
 
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The machine and build a run comes from; copied into every record.
@@ -132,6 +133,26 @@ pub fn last_level_cache_bytes() -> u64 {
     dir.flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("size")).ok())
         .filter_map(|s| parse_cache_size(s.trim()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Size of cpu0's level-`level` cache that holds data (type "Data" or "Unified") from sysfs
+/// (Linux), 0 if unknown. Level 1 is the L1d, level 2 the L2 one core owns.
+pub fn data_cache_bytes(level: u32) -> u64 {
+    data_cache_in(Path::new("/sys/devices/system/cpu/cpu0/cache"), level)
+}
+
+fn data_cache_in(dir: &Path, level: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let read = |e: &std::fs::DirEntry, f: &str| std::fs::read_to_string(e.path().join(f)).ok();
+    entries
+        .flatten()
+        .filter(|e| read(e, "level").is_some_and(|l| l.trim() == level.to_string()))
+        .filter(|e| read(e, "type").is_some_and(|t| t.trim() != "Instruction"))
+        .filter_map(|e| parse_cache_size(read(&e, "size")?.trim()))
         .max()
         .unwrap_or(0)
 }
@@ -317,6 +338,32 @@ mod tests {
             let after = peak_rss_bytes();
             assert!(after + (32 << 20) < with_big, "{after} vs {with_big}");
         }
+    }
+
+    #[test]
+    fn data_caches_are_found_by_level_and_skip_the_instruction_cache() {
+        // This machine's layout in sysfs: L1i 32K, L1d 48K, L2 2048K, L3 107520K.
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (level, kind, size)) in [
+            (1, "Instruction", "32K"),
+            (1, "Data", "48K"),
+            (2, "Unified", "2048K"),
+            (3, "Unified", "107520K"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let d = dir.path().join(format!("index{i}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("level"), format!("{level}\n")).unwrap();
+            std::fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            std::fs::write(d.join("size"), format!("{size}\n")).unwrap();
+        }
+        assert_eq!(data_cache_in(dir.path(), 1), 48 << 10);
+        assert_eq!(data_cache_in(dir.path(), 2), 2 << 20);
+        assert_eq!(data_cache_in(dir.path(), 3), 105 << 20);
+        assert_eq!(data_cache_in(dir.path(), 4), 0);
+        assert_eq!(data_cache_in(&dir.path().join("missing"), 1), 0);
     }
 
     #[test]

@@ -1,22 +1,54 @@
 //! A blocked f32 GEMM with an AVX-512 micro-kernel, so the GEMM limit is what this CPU's
 //! widest FMA units can do (the `gemm` crate's AVX-512 kernels need a nightly compiler, so on
 //! stable it runs AVX2). Classic Goto/BLIS blocking: B packed in KC×NR panels, A in MR×KC
-//! strips, an MR×NR tile of C kept in registers (24 of the 32 zmm registers). Threads split C
-//! by rows, each packing its own panels.
+//! strips, an MR×NR tile of C kept in registers (24 of the 32 zmm registers) and added into C
+//! in place. Block depths come from this CPU's L1d and L2 ([`Blocking`]). Threads split C by
+//! rows, each packing its own panels.
 
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// Rows of C per register tile.
 pub const MR: usize = 12;
 /// Columns of C per register tile (two 16-lane vectors).
 pub const NR: usize = 32;
-/// Depth of one packed block: KC×NR of B (32 KiB) stays in L1 while MR×KC strips of A
-/// (12 KiB each) stream from L2.
-const KC: usize = 256;
-/// Rows of A packed at once (MC×KC×4 = 240 KiB, within a modern L2).
-const MC: usize = 240;
-/// Columns of B packed at once (KC×NC×4 = 2 MiB, within the LLC).
+/// Columns of B packed at once (KC×NC×4 = 2-3 MiB, within any LLC that feeds AVX-512).
 const NC: usize = 2048;
+
+/// Depths of the packed blocks, sized from the caches they must stay in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// Depth of one packed block: one KC×NR panel of B fills the L1d, where it is reused by
+    /// every A strip of the block. Deeper is better until it spills: each tile's update of C
+    /// (24 loads and stores) is spread over KC depth steps of 24 FMAs.
+    pub kc: usize,
+    /// Rows of A packed at once: the MC×KC block takes half the L2, the other half left to
+    /// the B panel on its way to L1 and the lines of C being updated.
+    pub mc: usize,
+}
+
+impl Blocking {
+    /// For an L1d of `l1d` bytes and an L2 of `l2`; 0 (unknown) falls back to 32 KiB and
+    /// 512 KiB, the smallest of the AVX-512 cores (Skylake-SP L1d, Zen 4 L2 is 1 MiB).
+    pub fn for_caches(l1d: u64, l2: u64) -> Blocking {
+        let l1d = if l1d == 0 { 32 << 10 } else { l1d } as usize;
+        let l2 = if l2 == 0 { 512 << 10 } else { l2 } as usize;
+        let kc = (l1d / (NR * 4)).clamp(64, 1024) / 8 * 8;
+        let mc = ((l2 / 2 / (kc * 4)).clamp(MR, 2048)) / MR * MR;
+        Blocking { kc, mc }
+    }
+
+    /// For this CPU's caches as sysfs lists them, read once.
+    pub fn detected() -> Blocking {
+        static DETECTED: OnceLock<Blocking> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            Blocking::for_caches(
+                crate::env::data_cache_bytes(1),
+                crate::env::data_cache_bytes(2),
+            )
+        })
+    }
+}
 
 /// Whether [`matmul`] will use the AVX-512 micro-kernel on this CPU.
 pub fn has_avx512() -> bool {
@@ -32,6 +64,18 @@ pub fn has_avx512() -> bool {
 
 /// c (m×n) = a (m×k) · b (k×n), all row-major, on the current rayon pool's threads.
 pub fn matmul(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    matmul_blocked(m, n, k, a, b, c, Blocking::detected());
+}
+
+fn matmul_blocked(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    blocking: Blocking,
+) {
     assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n);
     c.fill(0.0);
     if m == 0 || n == 0 || k == 0 {
@@ -45,11 +89,13 @@ pub fn matmul(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32])
         .for_each(|(bi, c_band)| {
             let r0 = bi * band;
             let rows = c_band.len() / n;
-            band_product(&a[r0 * k..(r0 + rows) * k], rows, n, k, b, c_band, avx512);
+            let band_a = &a[r0 * k..(r0 + rows) * k];
+            band_product(band_a, rows, n, k, b, c_band, blocking, avx512);
         });
 }
 
 /// C band (rows×n) += A band (rows×k) · B (k×n), one thread.
+#[allow(clippy::too_many_arguments)] // one band's shapes, operands and block sizes
 fn band_product(
     a: &[f32],
     rows: usize,
@@ -57,18 +103,23 @@ fn band_product(
     k: usize,
     b: &[f32],
     c: &mut [f32],
+    blocking: Blocking,
     avx512: bool,
 ) {
-    let mut bp = vec![0f32; KC * NC.min(n.div_ceil(NR) * NR)];
-    let mut ap = vec![0f32; MC.min(rows.div_ceil(MR) * MR) * KC];
+    let Blocking {
+        kc: depth,
+        mc: height,
+    } = blocking;
+    let mut bp = vec![0f32; depth * NC.min(n.div_ceil(NR) * NR)];
+    let mut ap = vec![0f32; height.min(rows.div_ceil(MR) * MR) * depth];
     let mut tile = [0f32; MR * NR];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
+        for pc in (0..k).step_by(depth) {
+            let kc = depth.min(k - pc);
             pack_b(b, n, pc, kc, jc, nc, &mut bp);
-            for ic in (0..rows).step_by(MC) {
-                let mc = MC.min(rows - ic);
+            for ic in (0..rows).step_by(height) {
+                let mc = height.min(rows - ic);
                 pack_a(a, k, ic, mc, pc, kc, &mut ap);
                 for jr in (0..nc).step_by(NR) {
                     let nr = NR.min(nc - jr);
@@ -76,8 +127,14 @@ fn band_product(
                     for ir in (0..mc).step_by(MR) {
                         let mr = MR.min(mc - ir);
                         let astrip = &ap[ir * kc..(ir + MR) * kc];
+                        if mr == MR && nr == NR {
+                            let at = (ic + ir) * n + jc + jr;
+                            micro_tile(kc, astrip, bpanel, &mut c[at..], n, avx512);
+                            continue;
+                        }
+                        // A ragged edge: a whole tile into a buffer, its valid part into C.
                         tile.fill(0.0);
-                        micro_tile(kc, astrip, bpanel, &mut tile, avx512);
+                        micro_tile(kc, astrip, bpanel, &mut tile, NR, avx512);
                         for i in 0..mr {
                             let row = &mut c[(ic + ir + i) * n + jc + jr..][..nr];
                             for (o, t) in row.iter_mut().zip(&tile[i * NR..i * NR + nr]) {
@@ -122,27 +179,36 @@ fn pack_a(a: &[f32], k: usize, ic: usize, mc: usize, pc: usize, kc: usize, out: 
     }
 }
 
-/// tile (MR×NR, row-major) += strip · panel over `kc`, with the widest kernel allowed.
-fn micro_tile(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR], avx512: bool) {
+/// C tile (MR rows of NR at stride `ldc`) += strip · panel over `kc`, with the widest kernel
+/// allowed.
+fn micro_tile(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, avx512: bool) {
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    assert!(ldc >= NR && c.len() >= (MR - 1) * ldc + NR);
     #[cfg(target_arch = "x86_64")]
     if avx512 {
         // SAFETY: `avx512` is only true when AVX-512F was detected; lengths checked above.
-        unsafe { x86::tile_avx512(kc, a.as_ptr(), b.as_ptr(), tile) };
+        unsafe { x86::tile_avx512(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) };
         return;
     }
     let _ = avx512;
-    tile_scalar(kc, a, b, tile);
+    tile_scalar(kc, a, b, c, ldc);
 }
 
-/// Scalar twin of the AVX-512 micro-kernel: the same sums in the same order per element.
-pub fn tile_scalar(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+/// Scalar twin of the AVX-512 micro-kernel: the same sums in the same order per element,
+/// accumulated from zero and then added into C.
+pub fn tile_scalar(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
+    let mut acc = [0f32; MR * NR];
     for p in 0..kc {
         for i in 0..MR {
             let ai = a[p * MR + i];
             for j in 0..NR {
-                tile[i * NR + j] = ai.mul_add(b[p * NR + j], tile[i * NR + j]);
+                acc[i * NR + j] = ai.mul_add(b[p * NR + j], acc[i * NR + j]);
             }
+        }
+    }
+    for i in 0..MR {
+        for (o, x) in c[i * ldc..i * ldc + NR].iter_mut().zip(&acc[i * NR..]) {
+            *o += x;
         }
     }
 }
@@ -152,13 +218,21 @@ mod x86 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
 
-    /// tile += a-strip · b-panel: per depth step, two 16-float loads of B, MR broadcasts of A
-    /// and 2·MR FMAs into 24 accumulators. The accumulators are named locals (not an array)
-    /// so they stay in registers at every optimisation level.
+    /// C tile (stride `ldc`) += a-strip · b-panel: per depth step, two 16-float loads of B,
+    /// MR broadcasts of A and 2·MR FMAs into 24 accumulators. The accumulators are named
+    /// locals (not an array) so they stay in registers at every optimisation level. The
+    /// tile's 24 lines of C are prefetched first, so their loads at the end hit L1.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile_avx512(kc: usize, a: *const f32, b: *const f32, tile: &mut [f32; MR * NR]) {
+    pub unsafe fn tile_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
         macro_rules! tile {
             ($($r:literal => $lo:ident $hi:ident),*) => {{
+                $(
+                    // SAFETY: prefetch never faults; the lines are the tile's own (see below).
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(c.add($r * ldc) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(c.add($r * ldc + 16) as *const i8);
+                    }
+                )*
                 $( let mut $lo = _mm512_setzero_ps(); let mut $hi = _mm512_setzero_ps(); )*
                 for p in 0..kc {
                     // SAFETY: the caller guarantees kc·NR floats of B and kc·MR of A.
@@ -171,11 +245,10 @@ mod x86 {
                         $hi = _mm512_fmadd_ps(ai, b1, $hi);
                     )*
                 }
-                let t = tile.as_mut_ptr();
                 $(
-                    // SAFETY: row r of the MR×NR tile is NR floats at r·NR.
+                    // SAFETY: the caller guarantees NR floats of C at r·ldc for each row r.
                     unsafe {
-                        let o = t.add($r * NR);
+                        let o = c.add($r * ldc);
                         _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), $lo));
                         _mm512_storeu_ps(o.add(16), _mm512_add_ps(_mm512_loadu_ps(o.add(16)), $hi));
                     }
@@ -216,16 +289,20 @@ mod tests {
 
     #[test]
     fn blocked_product_matches_the_definition_at_ragged_sizes() {
-        // Sizes that cross every block edge (MR, NR, KC, MC) with remainders.
-        for (m, n, k) in [(1, 1, 1), (13, 33, 7), (37, 45, 400), (250, 70, 385)] {
-            let (a, b) = (ints(m * k, 1), ints(k * n, 2));
-            let mut c = vec![f32::NAN; m * n];
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(3)
-                .build()
-                .unwrap();
-            pool.install(|| matmul(m, n, k, &a, &b, &mut c));
-            assert_eq!(c, naive(m, n, k, &a, &b), "{m}×{n}×{k}");
+        // Sizes that cross every block edge (MR, NR, KC, MC) with remainders, under this
+        // CPU's blocking and under small blocks that split even the small sizes.
+        let small = Blocking { kc: 16, mc: 24 };
+        for blocking in [Blocking::detected(), small] {
+            for (m, n, k) in [(1, 1, 1), (13, 33, 7), (37, 45, 400), (250, 70, 385)] {
+                let (a, b) = (ints(m * k, 1), ints(k * n, 2));
+                let mut c = vec![f32::NAN; m * n];
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(3)
+                    .build()
+                    .unwrap();
+                pool.install(|| matmul_blocked(m, n, k, &a, &b, &mut c, blocking));
+                assert_eq!(c, naive(m, n, k, &a, &b), "{m}×{n}×{k} {blocking:?}");
+            }
         }
         // 2×2 by hand: [[1,2],[3,4]]·[[5,6],[7,8]] = [[19,22],[43,50]].
         let mut c = [0f32; 4];
@@ -234,22 +311,40 @@ mod tests {
     }
 
     #[test]
+    fn blocks_are_sized_from_the_caches() {
+        // 48 KiB L1d / (32 columns × 4 bytes) = 384 deep; half of a 2 MiB L2 / (384 × 4)
+        // = 682 rows, down to a multiple of 12: 672 (this Intel Xeon).
+        assert_eq!(
+            Blocking::for_caches(48 << 10, 2 << 20),
+            Blocking { kc: 384, mc: 672 }
+        );
+        // 32 KiB L1d, 1 MiB L2 (Zen 4): 256 deep, 512 KiB / 1 KiB = 512 → 504 rows.
+        assert_eq!(
+            Blocking::for_caches(32 << 10, 1 << 20),
+            Blocking { kc: 256, mc: 504 }
+        );
+        // Unknown caches: 32 KiB and 512 KiB → 256 deep, 256 KiB / 1 KiB = 256 → 252 rows.
+        assert_eq!(Blocking::for_caches(0, 0), Blocking { kc: 256, mc: 252 });
+    }
+
+    #[test]
     fn avx512_tile_matches_its_scalar_twin() {
         if !has_avx512() {
             return; // nothing to compare on this CPU; the scalar path is tested above
         }
-        let kc = 97;
+        // A tile inside a wider C (stride 40): only its 12×32 block may change.
+        let (kc, ldc) = (97, 40);
         let a: Vec<f32> = (0..kc * MR).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..kc * NR).map(|i| (i as f32 * 0.11).cos()).collect();
-        let (mut fast, mut slow) = ([0.5f32; MR * NR], [0.5f32; MR * NR]);
-        micro_tile(kc, &a, &b, &mut fast, true);
-        // The scalar twin accumulates from zero like the kernel, then adds the old tile.
-        let mut acc = [0f32; MR * NR];
-        tile_scalar(kc, &a, &b, &mut acc);
-        for (s, x) in slow.iter_mut().zip(acc) {
-            *s += x;
-        }
+        let start: Vec<f32> = (0..MR * ldc).map(|i| i as f32 * 0.5).collect();
+        let (mut fast, mut slow) = (start.clone(), start.clone());
+        micro_tile(kc, &a, &b, &mut fast, ldc, true);
+        tile_scalar(kc, &a, &b, &mut slow, ldc);
         // Same FMA order per element: bit-identical.
         assert_eq!(fast, slow);
+        let changed = |c: &[f32]| (0..c.len()).filter(|&i| c[i] != start[i]).count();
+        assert_eq!(changed(&fast), MR * NR);
+        assert!((0..MR)
+            .all(|r| fast[r * ldc + NR..(r + 1) * ldc] == start[r * ldc + NR..(r + 1) * ldc]));
     }
 }
