@@ -125,34 +125,52 @@ impl std::fmt::Display for Fingerprint {
     }
 }
 
+/// Where Linux lists cpu0's caches, one `indexN` directory each.
+const SYSFS_CACHES: &str = "/sys/devices/system/cpu/cpu0/cache";
+
+/// One cache as sysfs lists it.
+struct ListedCache {
+    level: Option<u32>,
+    /// "Data", "Instruction" or "Unified".
+    kind: String,
+    bytes: u64,
+}
+
+/// The caches listed under `dir` that have a readable size; empty if none.
+fn listed_caches(dir: &Path) -> Vec<ListedCache> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let read = |e: &std::fs::DirEntry, f: &str| std::fs::read_to_string(e.path().join(f)).ok();
+    entries
+        .flatten()
+        .filter_map(|e| {
+            Some(ListedCache {
+                bytes: parse_cache_size(read(&e, "size")?.trim())?,
+                level: read(&e, "level").and_then(|l| l.trim().parse().ok()),
+                kind: read(&e, "type").unwrap_or_default().trim().to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Size of the largest CPU cache listed in sysfs (Linux), 0 if unknown.
 pub fn last_level_cache_bytes() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("size")).ok())
-        .filter_map(|s| parse_cache_size(s.trim()))
-        .max()
-        .unwrap_or(0)
+    let caches = listed_caches(Path::new(SYSFS_CACHES));
+    caches.iter().map(|c| c.bytes).max().unwrap_or(0)
 }
 
 /// Size of cpu0's level-`level` cache that holds data (type "Data" or "Unified") from sysfs
 /// (Linux), 0 if unknown. Level 1 is the L1d, level 2 the L2 one core owns.
 pub fn data_cache_bytes(level: u32) -> u64 {
-    data_cache_in(Path::new("/sys/devices/system/cpu/cpu0/cache"), level)
+    data_cache_in(Path::new(SYSFS_CACHES), level)
 }
 
 fn data_cache_in(dir: &Path, level: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let read = |e: &std::fs::DirEntry, f: &str| std::fs::read_to_string(e.path().join(f)).ok();
-    entries
-        .flatten()
-        .filter(|e| read(e, "level").is_some_and(|l| l.trim() == level.to_string()))
-        .filter(|e| read(e, "type").is_some_and(|t| t.trim() != "Instruction"))
-        .filter_map(|e| parse_cache_size(read(&e, "size")?.trim()))
+    listed_caches(dir)
+        .iter()
+        .filter(|c| c.level == Some(level) && c.kind != "Instruction")
+        .map(|c| c.bytes)
         .max()
         .unwrap_or(0)
 }

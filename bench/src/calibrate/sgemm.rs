@@ -28,8 +28,8 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    /// For an L1d of `l1d` bytes and an L2 of `l2`; 0 (unknown) falls back to 32 KiB and
-    /// 512 KiB, the smallest of the AVX-512 cores (Skylake-SP L1d, Zen 4 L2 is 1 MiB).
+    /// For an L1d of `l1d` bytes and an L2 of `l2`; 0 (unknown) falls back to 32 KiB (the
+    /// smallest AVX-512 L1d) and 512 KiB (no larger than any AVX-512 core's L2).
     pub fn for_caches(l1d: u64, l2: u64) -> Blocking {
         let l1d = if l1d == 0 { 32 << 10 } else { l1d } as usize;
         let l2 = if l2 == 0 { 512 << 10 } else { l2 } as usize;
