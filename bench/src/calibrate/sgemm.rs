@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 pub const MR: usize = 12;
 /// Columns of C per register tile (two 16-lane vectors).
 pub const NR: usize = 32;
-/// Columns of B packed at once (KC×NC×4 = 2-3 MiB, within any LLC that feeds AVX-512).
+/// Columns of B packed at once (KC×NC×4: 2 MiB per 256 of depth, 3 MiB at KC 384; the LLC holds it).
 const NC: usize = 2048;
 
 /// Depths of the packed blocks, sized from the caches they must stay in.
@@ -106,20 +106,21 @@ fn band_product(
     blocking: Blocking,
     avx512: bool,
 ) {
+    // The deepest and tallest a block may be; `kc` and `mc` below are each block's own.
     let Blocking {
-        kc: depth,
-        mc: height,
+        kc: kc_max,
+        mc: mc_max,
     } = blocking;
-    let mut bp = vec![0f32; depth * NC.min(n.div_ceil(NR) * NR)];
-    let mut ap = vec![0f32; height.min(rows.div_ceil(MR) * MR) * depth];
+    let mut bp = vec![0f32; kc_max * NC.min(n.div_ceil(NR) * NR)];
+    let mut ap = vec![0f32; mc_max.min(rows.div_ceil(MR) * MR) * kc_max];
     let mut tile = [0f32; MR * NR];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(depth) {
-            let kc = depth.min(k - pc);
+        for pc in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - pc);
             pack_b(b, n, pc, kc, jc, nc, &mut bp);
-            for ic in (0..rows).step_by(height) {
-                let mc = height.min(rows - ic);
+            for ic in (0..rows).step_by(mc_max) {
+                let mc = mc_max.min(rows - ic);
                 pack_a(a, k, ic, mc, pc, kc, &mut ap);
                 for jr in (0..nc).step_by(NR) {
                     let nr = NR.min(nc - jr);
