@@ -1646,6 +1646,20 @@ unsafe fn accumulate_block_n<const HB: usize, const M: usize, const GB: usize>(
     if vec_params {
         bias = record_bias::<HB, GB>(&sums, lay);
     }
+    add_nibble_sums::<HB, M, GB>(&a, &bias, acc, d, m0);
+}
+
+/// Adds [`accumulate_block_n`]'s sums (even and odd channels apart, plus each head's bias
+/// per group) into `acc` in channel order.
+#[inline(always)]
+unsafe fn add_nibble_sums<const HB: usize, const M: usize, const GB: usize>(
+    a: &[[[__m512; 2]; M]; HB],
+    bias: &[[f32; GB]; HB],
+    acc: *mut f32,
+    d: usize,
+    m0: usize,
+) {
+    let per = M / GB;
     // Channel 2k of a chunk is lane k of its even half, 2k + 1 lane k of its odd half.
     let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -1660,6 +1674,78 @@ unsafe fn accumulate_block_n<const HB: usize, const M: usize, const GB: usize>(
             }
         }
     }
+}
+
+/// [`accumulate_block_n`] for four heads: each chunk's levels become values once
+/// (s · level + b of their group) and the heads' weights multiply the values. The other
+/// blocks fold the scale into each head's weight instead, which costs a broadcast per head
+/// and group of every row: cheaper for one or two heads, dearer for four.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // gb indexes register arrays
+unsafe fn accumulate_block_n4<const M: usize, const GB: usize>(
+    pieces: &[Piece],
+    lay: &QuantLayout,
+    levels: __m512,
+    p: *const f32,
+    stride: usize,
+    acc: *mut f32,
+    d: usize,
+    m0: usize,
+) {
+    const HB: usize = 4;
+    let g0 = (2 * m0) >> lay.shift;
+    let per = M / GB;
+    let vec_params = records_as_vector(lay, GB);
+    let per_rec = (lay.rec / 2).max(1) as i32;
+    let zero = _mm512_setzero_ps();
+    let mut a = [[[zero; 2]; M]; HB];
+    let mut i = 0;
+    for &(seg, r0, n) in pieces {
+        for r in r0..r0 + n {
+            let row = row_ptr(seg, r);
+            // Each group's (scale, bias) as lanes, as `QuantLayout::params` gives them.
+            let mut sb = [(zero, zero); GB];
+            if vec_params {
+                let rec = load_scalars(row.add(lay.params + g0 * lay.rec), GB * lay.rec / 2, 2);
+                for (gb, x) in sb.iter_mut().enumerate() {
+                    let s = _mm512_permutexvar_ps(_mm512_set1_epi32(gb as i32 * per_rec), rec);
+                    let b = match lay.asym {
+                        true => _mm512_fmadd_ps(
+                            _mm512_set1_ps(lay.half),
+                            s,
+                            _mm512_permutexvar_ps(_mm512_set1_epi32(gb as i32 * per_rec + 1), rec),
+                        ),
+                        false => zero,
+                    };
+                    *x = (_mm512_mul_ps(s, _mm512_set1_ps(lay.mult)), b);
+                }
+            } else {
+                for (gb, x) in sb.iter_mut().enumerate() {
+                    let (s, b) = lay.params(row, g0 + gb);
+                    *x = (_mm512_set1_ps(s), _mm512_set1_ps(b));
+                }
+            }
+            let w: [__m512; HB] = std::array::from_fn(|h| _mm512_set1_ps(*p.add(h * stride + i)));
+            for m in 0..M {
+                let (s, b) = sb[m / per];
+                let x =
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(row.add(16 * (m0 + m)) as *const __m128i));
+                let halves = [x, _mm512_srli_epi32(x, 4)];
+                for (half, codes) in halves.into_iter().enumerate() {
+                    let level = _mm512_permutexvar_ps(codes, levels);
+                    let value = match lay.asym {
+                        true => _mm512_fmadd_ps(level, s, b),
+                        false => _mm512_mul_ps(level, s),
+                    };
+                    for h in 0..HB {
+                        a[h][m][half] = _mm512_fmadd_ps(w[h], value, a[h][m][half]);
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+    add_nibble_sums::<HB, M, GB>(&a, &[[0.0; GB]; HB], acc, d, m0);
 }
 
 /// [`accumulate_q`] for 4-bit codes that [`nibble_pairs_fit`].
@@ -1682,6 +1768,10 @@ unsafe fn accumulate_nibbles(
     let chunks = d / 32;
     let (pp, ap) = (p.as_ptr(), acc.as_mut_ptr());
     macro_rules! blk {
+        (4, $m:literal, $gb:literal, $ph:expr, $ah:expr, $mv:expr) => {{
+            accumulate_block_n4::<$m, $gb>(pieces, &lay, levels, $ph, stride, $ah, d, $mv);
+            $m
+        }};
         ($hb:literal, $m:literal, $gb:literal, $ph:expr, $ah:expr, $mv:expr) => {{
             accumulate_block_n::<$hb, $m, $gb>(pieces, &lay, levels, $ph, stride, $ah, d, $mv);
             $m

@@ -283,12 +283,15 @@ impl Isa {
 
     /// `q` (`heads × d`) prepared for integer dot products against `rows` rows of format `k`
     /// ([`vnni`]), when this ISA has them for it and they pay; `None` leaves scoring to the
-    /// float kernels. Measured in cache on a Zen 5 (docs/performance.md, sixth round):
-    /// - one query head per KV head (MHA) only: there the float kernels convert every code
-    ///   for one head, and the integer dot scores int8 keys in 0.7× and int4 keys in 0.65×
-    ///   their time. With more heads the float kernels share each conversion across them,
-    ///   while the integer dot pays its three parts per head: int8 1.1× slower at 2 heads and
-    ///   1.5× at 4 (int4 0.9× at 2 heads, even at 4);
+    /// float kernels. Measured in cache (docs/performance.md, sixth and thirteenth rounds):
+    /// - int8 keys at one query head per KV head (MHA) only: there the float kernels convert
+    ///   every code for one head, and the integer dot scores int8 keys in 0.7× their time
+    ///   (Zen 5). With more heads the float kernels share each conversion across them, while
+    ///   the integer dot pays its three parts per head: int8 1.1× slower at 2 heads and 1.5×
+    ///   at 4 (Zen 5), 1.0–1.3× at 4 (Intel Xeon);
+    /// - int4 keys at every head count below the wide path's: their float kernel also pays
+    ///   each row's scale groups per head, so the integer dot wins at one head (0.65×, Zen 5),
+    ///   at 2 and 4 (0.9×, Zen 5) and at 4 (0.70–0.75× the whole step, Intel Xeon);
     /// - at least [`INT_DOT_MIN_ROWS`] rows: splitting q costs ~0.2 µs per head (d 128) and
     ///   saves ~1 ns per int8 row, so short parts (short contexts, the CI matrix's 32–128
     ///   tokens) keep the float kernels.
@@ -299,7 +302,8 @@ impl Isa {
         heads: usize,
         rows: usize,
     ) -> Option<vnni::IntQuery> {
-        let pays = heads == 1 && rows >= INT_DOT_MIN_ROWS;
+        let four_bit = matches!(k.quant, crate::codec::Quant::Int { bits: 4, .. });
+        let pays = (heads == 1 || four_bit) && rows >= INT_DOT_MIN_ROWS;
         if pays && self.avx512_for(k) && INTEGER_DOT.load(Ordering::Relaxed) {
             return vnni::IntQuery::new(k, q, heads);
         }

@@ -162,7 +162,21 @@ fn simd_tiles_equal_the_scalar_twin_on_odd_row_counts_and_head_counts() {
 }
 
 fn simd_tiles_equal_the_scalar_twin(isa: Isa) {
-    for (k, _) in dtypes() {
+    use DtypeKind::Int4;
+    // Beside every key format: 4-bit codes in each scale layout the value kernels tell
+    // apart (symmetric, groups of one and two 32-channel chunks and of the whole row, f32
+    // scales).
+    let mut formats: Vec<CacheDtype> = dtypes().into_iter().map(|(k, _)| k).collect();
+    formats.extend([
+        CacheDtype::q4_0(),
+        CacheDtype::new(Int4).with_group(64).unwrap(),
+        CacheDtype::new(Int4).with_group(128).unwrap(),
+        CacheDtype {
+            scale_bytes: 4,
+            ..CacheDtype::new(Int4)
+        },
+    ]);
+    for k in formats {
         if k.axis != kvbench_planner::GroupAxis::Token {
             continue;
         }
@@ -659,33 +673,39 @@ fn integer_dot_scores_equal_the_exact_scores_to_f32_rounding() {
 }
 
 #[test]
-fn a_long_mha_part_of_integer_keys_decodes_as_the_f64_reference_does() {
+fn a_long_part_of_integer_keys_decodes_as_the_f64_reference_does() {
     use super::decode::attend_rows;
     use DtypeKind::*;
     let d = 128;
-    for dt in [
-        CacheDtype::new(Int8),
-        CacheDtype::new(Int4),
-        CacheDtype::q4_0(),
+    // One query head per KV head (MHA) and four (GQA-8 of 32): int4 keys take the integer
+    // dot at both, int8 keys at one head only (Isa::int_query).
+    for (dt, heads) in [
+        (CacheDtype::new(Int8), 1),
+        (CacheDtype::new(Int8), 4),
+        (CacheDtype::new(Int4), 1),
+        (CacheDtype::new(Int4), 4),
+        (CacheDtype::q4_0(), 1),
+        (CacheDtype::q4_0(), 3),
     ] {
         let len = 1000;
         let g = geometry(1, d, len, dt, dt, 16);
         let mut c = DenseCache::new(&g, false).unwrap();
         filled(&mut c, 1, d, len, 21);
         let view = c.view(0, 0, 0);
-        let q = query(1, d, 8);
-        let want = exact(&view, &q, 1);
+        let q = query(heads, d, 8);
+        let want = exact(&view, &q, heads);
         let scaled: Vec<f32> = q.iter().map(|x| x / (d as f32).sqrt()).collect();
         for isa in Isa::available() {
             // One part over every row: long enough for the integer dot where the CPU has it.
             #[cfg(target_arch = "x86_64")]
             if isa == Isa::Avx512 && super::vnni::detected() {
-                assert!(isa.int_query(view.k[0].codec, &scaled, 1, len).is_some());
+                let int_dot = isa.int_query(view.k[0].codec, &scaled, heads, len);
+                assert_eq!(int_dot.is_some(), heads == 1 || dt.kind == Int4);
             }
-            let mut got = vec![0.0f32; d];
-            attend_rows(&view, &scaled, 1, 0, len, isa).finish(&mut got);
+            let mut got = vec![0.0f32; heads * d];
+            attend_rows(&view, &scaled, heads, 0, len, isa).finish(&mut got);
             let err = max_rel(&got, &want);
-            assert!(err < 2e-5, "{:?} {isa:?}: {err}", dt.kind);
+            assert!(err < 2e-5, "{:?} {heads} heads {isa:?}: {err}", dt.kind);
         }
     }
 }
