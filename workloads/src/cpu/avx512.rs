@@ -1717,7 +1717,10 @@ unsafe fn accumulate_block_n4<const M: usize, const GB: usize>(
                         ),
                         false => zero,
                     };
-                    *x = (_mm512_mul_ps(s, _mm512_set1_ps(lay.mult)), b);
+                    *x = match lay.mult {
+                        1.0 => (s, b),
+                        m => (_mm512_mul_ps(s, _mm512_set1_ps(m)), b),
+                    };
                 }
             } else {
                 for (gb, x) in sb.iter_mut().enumerate() {
