@@ -1681,7 +1681,7 @@ unsafe fn add_nibble_sums<const HB: usize, const M: usize, const GB: usize>(
 /// blocks fold the scale into each head's weight instead, which costs a broadcast per head
 /// and group of every row: cheaper for one or two heads, dearer for four.
 #[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // gb indexes register arrays
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // m and h index register arrays
 unsafe fn accumulate_block_n4<const M: usize, const GB: usize>(
     pieces: &[Piece],
     lay: &QuantLayout,

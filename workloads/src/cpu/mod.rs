@@ -288,10 +288,10 @@ impl Isa {
     ///   every code for one head, and the integer dot scores int8 keys in 0.7× their time
     ///   (Zen 5). With more heads the float kernels share each conversion across them, while
     ///   the integer dot pays its three parts per head: int8 1.1× slower at 2 heads and 1.5×
-    ///   at 4 (Zen 5), 1.0–1.3× at 4 (Intel Xeon);
+    ///   at 4 (Zen 5), 0.95–1.35× at 4 (Intel Xeon);
     /// - int4 keys at every head count below the wide path's: their float kernel also pays
     ///   each row's scale groups per head, so the integer dot wins at one head (0.65×, Zen 5),
-    ///   at 2 and 4 (0.9×, Zen 5) and at 4 (0.70–0.75× the whole step, Intel Xeon);
+    ///   at 2 and 4 (0.9×, Zen 5) and at 4 (0.70–0.74× the whole step, Intel Xeon);
     /// - at least [`INT_DOT_MIN_ROWS`] rows: splitting q costs ~0.2 µs per head (d 128) and
     ///   saves ~1 ns per int8 row, so short parts (short contexts, the CI matrix's 32–128
     ///   tokens) keep the float kernels.
