@@ -393,9 +393,84 @@ macro_rules! with_codes {
 // ---------------------------------------------------------------------------------------
 // Fused kernels (few heads per KV head).
 
-/// Scores of `R` rows against `HB` heads: `R × HB` independent FMA chains.
+/// Chunks of 16 lanes in a row of `d`: `NC` when the kernel was built for one head
+/// dimension (q then stays in registers, [`q_chunks`]), else `d / 16` (`NC` = 0).
 #[inline(always)]
-unsafe fn scores_block<F: Format, const R: usize, const HB: usize>(
+fn chunks<const NC: usize>(d: usize) -> usize {
+    match NC {
+        0 => d / 16,
+        nc => nc,
+    }
+}
+
+/// The kernel's chunk count `NC` for head dimension `d`: the common 64 and 128 are built
+/// apart so that q stays in registers; 0 (read from memory) for any other.
+macro_rules! with_chunks {
+    ($d:expr, $nc:ident => $body:expr) => {
+        match $d {
+            128 => {
+                const $nc: usize = 8;
+                $body
+            }
+            64 => {
+                const $nc: usize = 4;
+                $body
+            }
+            _ => {
+                const $nc: usize = 0;
+                $body
+            }
+        }
+    };
+}
+
+/// `HB` heads' q (`d` apart), `NC` chunks each, in registers (nothing when `NC` is 0).
+#[inline(always)]
+unsafe fn q_chunks<const HB: usize, const NC: usize>(
+    q: *const f32,
+    d: usize,
+) -> [[__m512; NC]; HB] {
+    let mut qv = [[_mm512_setzero_ps(); NC]; HB];
+    for (h, qh) in qv.iter_mut().enumerate() {
+        for (j, x) in qh.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(q.add(h * d + 16 * j));
+        }
+    }
+    qv
+}
+
+/// Lane-wise products of chunks `js` of one row with `HB` heads' q, one sum per head; q
+/// from `qv` where `NC` > 0, else from memory. The score kernels call it row after row, so
+/// that a block's rows are read whole in address order: read chunk by chunk across the
+/// block's rows instead (one chunk of every row, then the next), the same loads defeat the
+/// hardware prefetchers of a Zen 4 from memory (a C loop of that order read 5-7 GB/s on one
+/// core, in row order 25; docs/performance.md, fourteenth round).
+#[inline(always)]
+unsafe fn dot_row<F: Format, const HB: usize, const NC: usize>(
+    row: &F::Row,
+    js: std::ops::Range<usize>,
+    qv: &[[__m512; NC]; HB],
+    q: *const f32,
+    d: usize,
+) -> [__m512; HB] {
+    let mut acc = [_mm512_setzero_ps(); HB];
+    for j in js {
+        let k = F::load(row, j);
+        for (h, a) in acc.iter_mut().enumerate() {
+            let qj = match NC {
+                0 => _mm512_loadu_ps(q.add(h * d + 16 * j)),
+                _ => qv[h][j],
+            };
+            *a = _mm512_fmadd_ps(qj, k, *a);
+        }
+    }
+    acc
+}
+
+/// Scores of `R` rows against `HB` heads: `R × HB` independent FMA chains, each row read
+/// whole in turn ([`dot_row`]). `NC`: see [`chunks`].
+#[inline(always)]
+unsafe fn scores_block<F: Format, const R: usize, const HB: usize, const NC: usize>(
     seg: &Segment,
     r0: usize,
     q: *const f32,
@@ -409,17 +484,12 @@ unsafe fn scores_block<F: Format, const R: usize, const HB: usize>(
     for (i, row) in rows.iter_mut().enumerate().skip(1) {
         *row = F::row(seg, r0 + i);
     }
+    let qv = q_chunks::<HB, NC>(q, d);
     let mut acc = [[_mm512_setzero_ps(); R]; HB];
-    for j in 0..d / 16 {
-        let mut kv = [_mm512_setzero_ps(); R];
-        for (k, row) in kv.iter_mut().zip(&rows) {
-            *k = F::load(row, j);
-        }
-        for (h, acc_h) in acc.iter_mut().enumerate() {
-            let qv = _mm512_loadu_ps(q.add(h * d + 16 * j));
-            for i in 0..R {
-                acc_h[i] = _mm512_fmadd_ps(qv, kv[i], acc_h[i]);
-            }
+    for (i, row) in rows.iter().enumerate() {
+        let a = dot_row::<F, HB, NC>(row, 0..chunks::<NC>(d), &qv, q, d);
+        for (acc_h, a_h) in acc.iter_mut().zip(a) {
+            acc_h[i] = a_h;
         }
     }
     if R * HB == 16 {
@@ -532,10 +602,18 @@ pub unsafe fn scores(
     stride: usize,
 ) {
     match seg.codec.quant {
-        Quant::F32 => scores_fmt::<F32>(seg, row0, n, q, heads, out, stride),
-        Quant::F16 => scores_fmt::<F16>(seg, row0, n, q, heads, out, stride),
-        Quant::Bf16 => scores_fmt::<Bf16>(seg, row0, n, q, heads, out, stride),
-        quant => with_codes!(quant, Cd => scores_q::<Cd>(&[(seg, row0, n)], q, heads, out, stride)),
+        Quant::F32 => {
+            with_chunks!(seg.codec.head_dim, NC => scores_fmt::<F32, NC>(seg, row0, n, q, heads, out, stride))
+        }
+        Quant::F16 => {
+            with_chunks!(seg.codec.head_dim, NC => scores_fmt::<F16, NC>(seg, row0, n, q, heads, out, stride))
+        }
+        Quant::Bf16 => {
+            with_chunks!(seg.codec.head_dim, NC => scores_fmt::<Bf16, NC>(seg, row0, n, q, heads, out, stride))
+        }
+        quant => {
+            with_codes!(quant, Cd => with_chunks!(seg.codec.head_dim, NC => scores_q::<Cd, NC>(&[(seg, row0, n)], q, heads, out, stride)))
+        }
     }
 }
 
@@ -559,12 +637,14 @@ pub unsafe fn scores_pieces(
                 off += n;
             }
         }
-        quant => with_codes!(quant, Cd => scores_q::<Cd>(pieces, q, heads, out, stride)),
+        quant => {
+            with_codes!(quant, Cd => with_chunks!(pieces[0].0.codec.head_dim, NC => scores_q::<Cd, NC>(pieces, q, heads, out, stride)))
+        }
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
-unsafe fn scores_fmt<F: Format>(
+unsafe fn scores_fmt<F: Format, const NC: usize>(
     seg: &Segment,
     row0: usize,
     n: usize,
@@ -586,35 +666,35 @@ unsafe fn scores_fmt<F: Format>(
             let (qh, oh, r) = (qp.add(h * d), op.add(h * stride + i), row0 + i);
             i += match (hb, left) {
                 (4, 4..) => {
-                    scores_block::<F, 4, 4>(seg, r, qh, d, oh, stride);
+                    scores_block::<F, 4, 4, NC>(seg, r, qh, d, oh, stride);
                     4
                 }
                 (2, 8..) => {
-                    scores_block::<F, 8, 2>(seg, r, qh, d, oh, stride);
+                    scores_block::<F, 8, 2, NC>(seg, r, qh, d, oh, stride);
                     8
                 }
                 (2, 4..) => {
-                    scores_block::<F, 4, 2>(seg, r, qh, d, oh, stride);
+                    scores_block::<F, 4, 2, NC>(seg, r, qh, d, oh, stride);
                     4
                 }
                 (1, 16..) => {
-                    scores_block::<F, 16, 1>(seg, r, qh, d, oh, stride);
+                    scores_block::<F, 16, 1, NC>(seg, r, qh, d, oh, stride);
                     16
                 }
                 (1, 8..) => {
-                    scores_block::<F, 8, 1>(seg, r, qh, d, oh, stride);
+                    scores_block::<F, 8, 1, NC>(seg, r, qh, d, oh, stride);
                     8
                 }
                 (4, _) => {
-                    scores_block::<F, 1, 4>(seg, r, qh, d, oh, stride);
+                    scores_block::<F, 1, 4, NC>(seg, r, qh, d, oh, stride);
                     1
                 }
                 (2, _) => {
-                    scores_block::<F, 1, 2>(seg, r, qh, d, oh, stride);
+                    scores_block::<F, 1, 2, NC>(seg, r, qh, d, oh, stride);
                     1
                 }
                 _ => {
-                    scores_block::<F, 1, 1>(seg, r, qh, d, oh, stride);
+                    scores_block::<F, 1, 1, NC>(seg, r, qh, d, oh, stride);
                     1
                 }
             };
@@ -1129,6 +1209,21 @@ trait Codes {
     unsafe fn raw(codes: *const u8, j: usize) -> __m512;
 }
 
+/// Codes read raw (centred, not scaled) as a [`Format`], for [`dot_row`].
+struct Raw<C>(std::marker::PhantomData<C>);
+
+impl<C: Codes> Format for Raw<C> {
+    type Row = *const u8;
+    #[inline(always)]
+    unsafe fn row(seg: &Segment, r: usize) -> Self::Row {
+        row_ptr(seg, r)
+    }
+    #[inline(always)]
+    unsafe fn load(row: &Self::Row, j: usize) -> __m512 {
+        C::raw(*row, j)
+    }
+}
+
 impl Codes for Int<8> {
     #[inline(always)]
     unsafe fn raw(codes: *const u8, j: usize) -> __m512 {
@@ -1241,7 +1336,11 @@ impl QuantLayout {
     }
 }
 
-/// Scores of `R` rows against `HB` heads for quantized codes.
+/// Scores of `R` rows against `HB` heads for quantized codes of several scale groups a row,
+/// read group by group across the block's rows. Unlike the other score kernels it does not
+/// read row by row ([`dot_row`]): its rows are short (4-bit codes, or int8 with groups: at
+/// most 8 rows of 136 bytes a block), and on a Zen 4 row order cost nf4 18-48 % more in
+/// cache with no gain measured from memory (docs/performance.md, fourteenth round).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn scores_block_q<C: Codes, const R: usize, const HB: usize>(
@@ -1297,7 +1396,7 @@ unsafe fn scores_block_q<C: Codes, const R: usize, const HB: usize>(
 /// raw codes are summed by [`sum16`] and scaled afterwards, one multiply-add for all 16.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn scores_block_q1<C: Codes, const R: usize, const HB: usize>(
+unsafe fn scores_block_q1<C: Codes, const R: usize, const HB: usize, const NC: usize>(
     seg: &Segment,
     lay: &QuantLayout,
     r0: usize,
@@ -1311,17 +1410,12 @@ unsafe fn scores_block_q1<C: Codes, const R: usize, const HB: usize>(
     for (i, row) in rows.iter_mut().enumerate() {
         *row = row_ptr(seg, r0 + i);
     }
+    let qv = q_chunks::<HB, NC>(q, d);
     let mut acc = [[_mm512_setzero_ps(); R]; HB];
-    for j in 0..d / 16 {
-        let mut kv = [_mm512_setzero_ps(); R];
-        for (k, row) in kv.iter_mut().zip(&rows) {
-            *k = C::raw(*row, j);
-        }
-        for (h, acc_h) in acc.iter_mut().enumerate() {
-            let qv = _mm512_loadu_ps(q.add(h * d + 16 * j));
-            for i in 0..R {
-                acc_h[i] = _mm512_fmadd_ps(qv, kv[i], acc_h[i]);
-            }
+    for (i, row) in rows.iter().enumerate() {
+        let a = dot_row::<Raw<C>, HB, NC>(row, 0..chunks::<NC>(d), &qv, q, d);
+        for (acc_h, a_h) in acc.iter_mut().zip(a) {
+            acc_h[i] = a_h;
         }
     }
     let mut flat = [_mm512_setzero_ps(); 16];
@@ -1345,7 +1439,7 @@ unsafe fn scores_block_q1<C: Codes, const R: usize, const HB: usize>(
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
-unsafe fn scores_q<C: Codes>(
+unsafe fn scores_q<C: Codes, const NC: usize>(
     pieces: &[Piece],
     q: &[f32],
     heads: usize,
@@ -1385,15 +1479,15 @@ unsafe fn scores_q<C: Codes>(
                 let (oh, r) = (op.add(h * stride + i), row0 + i);
                 i += match (hb, left, ng) {
                     (4, 4.., 1) => {
-                        scores_block_q1::<C, 4, 4>(seg, &lay, r, qh, sh, d, oh, stride);
+                        scores_block_q1::<C, 4, 4, NC>(seg, &lay, r, qh, sh, d, oh, stride);
                         4
                     }
                     (2, 8.., 1) => {
-                        scores_block_q1::<C, 8, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                        scores_block_q1::<C, 8, 2, NC>(seg, &lay, r, qh, sh, d, oh, stride);
                         8
                     }
                     (1, 16.., 1) => {
-                        scores_block_q1::<C, 16, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                        scores_block_q1::<C, 16, 1, NC>(seg, &lay, r, qh, sh, d, oh, stride);
                         16
                     }
                     (4, 2.., _) => {

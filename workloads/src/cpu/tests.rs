@@ -176,18 +176,24 @@ fn simd_tiles_equal_the_scalar_twin(isa: Isa) {
             ..CacheDtype::new(Int4)
         },
     ]);
-    for k in formats {
-        if k.axis != kvbench_planner::GroupAxis::Token {
+    // Head dims 128 and 64 have kernels of their own (q held in registers), 96 takes the
+    // general one.
+    for (k, d) in formats
+        .into_iter()
+        .flat_map(|k| [(k, 128), (k, 64), (k, 96)])
+    {
+        let group = k.group_size.unwrap_or(d as u32) as usize;
+        if k.axis != kvbench_planner::GroupAxis::Token || d % group != 0 {
             continue;
         }
         // 37 rows: every block shape (16, 8, 4 rows) and the 1-row tail.
-        let g = geometry(1, 128, 40, k, k, 16);
+        let g = geometry(1, d, 40, k, k, 16);
         let mut c = DenseCache::new(&g, false).unwrap();
-        filled(&mut c, 1, 128, 40, 2);
+        filled(&mut c, 1, d, 40, 2);
         let view = c.view(0, 0, 0);
         let seg = &view.k[0];
         for heads in [1usize, 2, 3, 5, 8] {
-            let q = query(heads, 128, 4);
+            let q = query(heads, d, 4);
             let stride = 40;
             let (mut a, mut b) = (vec![0.0; heads * stride], vec![0.0; heads * stride]);
             Isa::Scalar.scores(seg, 1, 37, &q, heads, &mut a, stride);
@@ -195,29 +201,29 @@ fn simd_tiles_equal_the_scalar_twin(isa: Isa) {
             for (x, y) in a.iter().zip(&b) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
-                    "{:?} {isa:?} scores {x} vs {y}",
+                    "{:?} {isa:?} d {d} scores {x} vs {y}",
                     k.kind
                 );
             }
             let p: Vec<f32> = (0..heads * stride).map(|i| (i % 7) as f32 * 0.1).collect();
-            let (mut a, mut b) = (vec![0.5; heads * 128], vec![0.5; heads * 128]);
+            let (mut a, mut b) = (vec![0.5; heads * d], vec![0.5; heads * d]);
             Isa::Scalar.accumulate(seg, 1, 37, &p, heads, stride, &mut a);
             isa.accumulate(seg, 1, 37, &p, heads, stride, &mut b);
             for (x, y) in a.iter().zip(&b) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
-                    "{:?} accumulate {x} vs {y}",
+                    "{:?} d {d} accumulate {x} vs {y}",
                     k.kind
                 );
             }
             // The same rows cut into pieces, as a paged tile hands them over.
             let pieces = [(seg, 1, 3), (seg, 4, 21), (seg, 25, 13)];
-            let mut c = vec![0.5; heads * 128];
+            let mut c = vec![0.5; heads * d];
             isa.accumulate_pieces(&pieces, &p, heads, stride, &mut c);
             for (x, y) in a.iter().zip(&c) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
-                    "{:?} accumulate_pieces {x} vs {y}",
+                    "{:?} d {d} accumulate_pieces {x} vs {y}",
                     k.kind
                 );
             }
