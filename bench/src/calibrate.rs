@@ -297,16 +297,23 @@ impl Calibration {
         );
         out += &format!("  GEMM limit, all       {:8.1} GFLOP/s", self.gemm_gflops);
         if let Some(p) = &self.fma_peak {
+            // A share above 100 % is a disturbed probe, never a figure to print.
+            let share = |pct: f64| {
+                match pct > 100.0 {
+                true => "below the GEMM limit, so measured while the machine was busy: rerun `kvbench calibrate` on a quiet machine".to_string(),
+                false => format!("the GEMM limit is {pct:.0} % of it"),
+            }
+            };
             out += &format!(
-                "\n  FMA peak, 1 thread    {:8.1} GFLOP/s ({} FMA chains in registers; the GEMM limit is {:.0} % of it)",
+                "\n  FMA peak, 1 thread    {:8.1} GFLOP/s ({} FMA chains in registers; {})",
                 p.gflops_1t,
                 p.isa,
-                p.percent(self.gemm_gflops_1t, 1)
+                share(p.percent(self.gemm_gflops_1t, 1))
             );
             out += &format!(
-                "\n  FMA peak, all         {:8.1} GFLOP/s (the GEMM limit is {:.0} % of it; a tuned BLAS reaches about 90 %)",
+                "\n  FMA peak, all         {:8.1} GFLOP/s ({}; a tuned BLAS reaches about 90 %)",
                 p.gflops,
-                p.percent(self.gemm_gflops, self.threads)
+                share(p.percent(self.gemm_gflops, self.threads))
             );
         }
         if let Some(p) = &self.tile_prefetch {
@@ -490,14 +497,26 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
         }
     }
 
-    let fma_peak = fma::measure(&pool, gemm_passes);
-
     let best = |figs: &[MethodFigure], one_thread: bool| {
         figs.iter()
             .filter(|f| !one_thread || f.threads == 1)
             .map(|f| f.rate)
             .fold(0.0, f64::max)
     };
+    let gemm = (best(&gemm_methods, true), best(&gemm_methods, false));
+    // No kernel can beat the FMA units: a ceiling below the GEMM rate was measured while
+    // the host held a core (seen on a KVM guest: 116 GFLOP/s on two threads, 114 on one,
+    // under a 142 GEMM). Measure it again, longer, keeping the best of each figure.
+    let mut fma_peak = fma::measure(&pool, gemm_passes);
+    for _ in 0..2 {
+        match fma_peak {
+            Some(p) if p.below(gemm.0, gemm.1) => {
+                fma_peak = fma::measure(&pool, 3 * gemm_passes).map(|q| q.max(&p));
+            }
+            _ => break,
+        }
+    }
+
     let environment = env::Environment::capture();
     Ok(Calibration {
         host: environment.host,
@@ -514,8 +533,8 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
         // A run on `threads` threads can always do what fewer threads did.
         read_gbps: best(&read_methods, false),
         copy_gbps,
-        gemm_gflops_1t: best(&gemm_methods, true),
-        gemm_gflops: best(&gemm_methods, false),
+        gemm_gflops_1t: gemm.0,
+        gemm_gflops: gemm.1,
         gemm_n: n as u32,
         fingerprint: Fingerprint::current(),
         read_methods,
@@ -759,6 +778,37 @@ mod tests {
         // stored calibration is the measured one, field for field.
         assert!(cal.tile_prefetch.is_some());
         assert_eq!(back, cal);
+    }
+
+    #[test]
+    fn a_disturbed_fma_probe_is_said_not_printed_above_100_percent() {
+        let opts = CalibrateOptions {
+            buffer_bytes: 16 << 20,
+            passes: 1,
+            gemm_n: 128,
+            threads: 2,
+            short: true,
+        };
+        let mut cal = calibrate(&opts).unwrap();
+        let peak = fma::FmaPeak {
+            isa: "avx512".into(),
+            gflops_1t: 100.0,
+            gflops: 116.2,
+        };
+        // The figures of the run that showed it: GEMM 90.8 on one thread, 142.0 on two.
+        (cal.gemm_gflops_1t, cal.gemm_gflops, cal.threads) = (90.8, 142.0, 2);
+        cal.fma_peak = Some(peak.clone());
+        let text = cal.render();
+        assert!(text.contains("the GEMM limit is 91 % of it"), "{text}");
+        assert!(text.contains("FMA peak, all            116.2 GFLOP/s (below the GEMM limit, so measured while the machine was busy"), "{text}");
+        assert!(!text.contains("122 %"), "{text}");
+        assert!(peak.below(90.8, 142.0) && !peak.below(90.8, 116.0));
+        let best = peak.max(&fma::FmaPeak {
+            isa: "avx512".into(),
+            gflops_1t: 90.0,
+            gflops: 230.8,
+        });
+        assert_eq!((best.gflops_1t, best.gflops), (100.0, 230.8));
     }
 
     #[test]

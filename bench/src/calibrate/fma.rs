@@ -17,6 +17,21 @@ pub struct FmaPeak {
 }
 
 impl FmaPeak {
+    /// The higher of two measurements, figure by figure.
+    pub fn max(self, other: &FmaPeak) -> FmaPeak {
+        FmaPeak {
+            gflops_1t: self.gflops_1t.max(other.gflops_1t),
+            gflops: self.gflops.max(other.gflops),
+            ..self
+        }
+    }
+
+    /// Whether this ceiling lies below rates a kernel reached (one thread, all threads):
+    /// then it was measured while something else held the cores.
+    pub fn below(&self, gflops_1t: f64, gflops: f64) -> bool {
+        self.gflops_1t < gflops_1t || self.gflops < gflops
+    }
+
     /// What share of this ceiling a measured rate is, in percent.
     pub fn percent(&self, gflops: f64, threads: u32) -> f64 {
         let peak = if threads <= 1 {
