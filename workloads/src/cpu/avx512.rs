@@ -440,11 +440,11 @@ unsafe fn q_chunks<const HB: usize, const NC: usize>(
 }
 
 /// Lane-wise products of chunks `js` of one row with `HB` heads' q, one sum per head; q
-/// from `qv` where `NC` > 0, else from memory. The score kernels call it row after row, so
-/// that a block's rows are read whole in address order: read chunk by chunk across the
-/// block's rows instead (one chunk of every row, then the next), the same loads defeat the
-/// hardware prefetchers of a Zen 4 from memory (a C loop of that order read 5-7 GB/s on one
-/// core, in row order 25; docs/performance.md, fourteenth round).
+/// from `qv` where `NC` > 0, else from memory. [`dot_block`] calls it row after row, so
+/// that a block's rows are read whole in address order: read chunk by chunk across 16 rows
+/// instead (one chunk of every row, then the next), the same loads defeat the hardware
+/// prefetchers of a Zen 4 from memory (a C loop of that order read 5-7 GB/s on one core, in
+/// row order 25; docs/performance.md, fourteenth round).
 #[inline(always)]
 unsafe fn dot_row<F: Format, const HB: usize, const NC: usize>(
     row: &F::Row,
@@ -467,8 +467,46 @@ unsafe fn dot_row<F: Format, const HB: usize, const NC: usize>(
     acc
 }
 
-/// Scores of `R` rows against `HB` heads: `R × HB` independent FMA chains, each row read
-/// whole in turn ([`dot_row`]). `NC`: see [`chunks`].
+/// Lane-wise dot products of `R` rows with `HB` heads' q (`acc[h][i]`; their lanes sum to
+/// the scores). Blocks of 8 or more rows (one or two heads) are read row after row
+/// ([`dot_row`]); a block of fewer (four heads: 4 rows, at most 2 KiB) chunk by chunk across
+/// its rows, as before: it loads each q chunk once for all its rows, and over so short a
+/// span row order bought nothing from memory on a Zen 4 (GQA-8 32K, old and new builds
+/// alternated: f16 0.89-1.00 of the old time, fp8 0.98-1.31).
+#[inline(always)]
+unsafe fn dot_block<F: Format, const R: usize, const HB: usize, const NC: usize>(
+    rows: &[F::Row; R],
+    q: *const f32,
+    d: usize,
+) -> [[__m512; R]; HB] {
+    let mut acc = [[_mm512_setzero_ps(); R]; HB];
+    if R >= 8 {
+        let qv = q_chunks::<HB, NC>(q, d);
+        for (i, row) in rows.iter().enumerate() {
+            let a = dot_row::<F, HB, NC>(row, 0..chunks::<NC>(d), &qv, q, d);
+            for (acc_h, a_h) in acc.iter_mut().zip(a) {
+                acc_h[i] = a_h;
+            }
+        }
+        return acc;
+    }
+    for j in 0..chunks::<NC>(d) {
+        let mut kv = [_mm512_setzero_ps(); R];
+        for (k, row) in kv.iter_mut().zip(rows) {
+            *k = F::load(row, j);
+        }
+        for (h, acc_h) in acc.iter_mut().enumerate() {
+            let qv = _mm512_loadu_ps(q.add(h * d + 16 * j));
+            for i in 0..R {
+                acc_h[i] = _mm512_fmadd_ps(qv, kv[i], acc_h[i]);
+            }
+        }
+    }
+    acc
+}
+
+/// Scores of `R` rows against `HB` heads: `R × HB` independent FMA chains
+/// ([`dot_block`]). `NC`: see [`chunks`].
 #[inline(always)]
 unsafe fn scores_block<F: Format, const R: usize, const HB: usize, const NC: usize>(
     seg: &Segment,
@@ -484,14 +522,7 @@ unsafe fn scores_block<F: Format, const R: usize, const HB: usize, const NC: usi
     for (i, row) in rows.iter_mut().enumerate().skip(1) {
         *row = F::row(seg, r0 + i);
     }
-    let qv = q_chunks::<HB, NC>(q, d);
-    let mut acc = [[_mm512_setzero_ps(); R]; HB];
-    for (i, row) in rows.iter().enumerate() {
-        let a = dot_row::<F, HB, NC>(row, 0..chunks::<NC>(d), &qv, q, d);
-        for (acc_h, a_h) in acc.iter_mut().zip(a) {
-            acc_h[i] = a_h;
-        }
-    }
+    let acc = dot_block::<F, R, HB, NC>(&rows, q, d);
     if R * HB == 16 {
         let mut flat = [_mm512_setzero_ps(); 16];
         for (h, acc_h) in acc.iter().enumerate() {
@@ -1410,14 +1441,7 @@ unsafe fn scores_block_q1<C: Codes, const R: usize, const HB: usize, const NC: u
     for (i, row) in rows.iter_mut().enumerate() {
         *row = row_ptr(seg, r0 + i);
     }
-    let qv = q_chunks::<HB, NC>(q, d);
-    let mut acc = [[_mm512_setzero_ps(); R]; HB];
-    for (i, row) in rows.iter().enumerate() {
-        let a = dot_row::<Raw<C>, HB, NC>(row, 0..chunks::<NC>(d), &qv, q, d);
-        for (acc_h, a_h) in acc.iter_mut().zip(a) {
-            acc_h[i] = a_h;
-        }
-    }
+    let acc = dot_block::<Raw<C>, R, HB, NC>(&rows, q, d);
     let mut flat = [_mm512_setzero_ps(); 16];
     let (mut sc, mut bi) = ([0.0f32; 16], [0.0f32; 16]);
     for (h, acc_h) in acc.iter().enumerate() {
