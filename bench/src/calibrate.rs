@@ -745,15 +745,20 @@ mod tests {
         assert_eq!(c, [19., 22., 43., 50.]);
     }
 
-    #[test]
-    fn short_calibration_is_plausible_and_round_trips() {
-        let opts = CalibrateOptions {
+    /// A short calibration small enough for a test.
+    fn tiny() -> CalibrateOptions {
+        CalibrateOptions {
             buffer_bytes: 16 << 20,
             passes: 1,
             gemm_n: 128,
             threads: 2,
             short: true,
-        };
+        }
+    }
+
+    #[test]
+    fn short_calibration_is_plausible_and_round_trips() {
+        let opts = tiny();
         let cal = calibrate(&opts).unwrap();
         // Anything that ran at all moves more than 0.1 GB/s and less than 10 TB/s.
         for v in [cal.read_gbps_1t, cal.read_gbps, cal.copy_gbps] {
@@ -782,14 +787,7 @@ mod tests {
 
     #[test]
     fn a_disturbed_fma_probe_is_said_not_printed_above_100_percent() {
-        let opts = CalibrateOptions {
-            buffer_bytes: 16 << 20,
-            passes: 1,
-            gemm_n: 128,
-            threads: 2,
-            short: true,
-        };
-        let mut cal = calibrate(&opts).unwrap();
+        let mut cal = calibrate(&tiny()).unwrap();
         let peak = fma::FmaPeak {
             isa: "avx512".into(),
             gflops_1t: 100.0,

@@ -1240,7 +1240,7 @@ trait Codes {
     unsafe fn raw(codes: *const u8, j: usize) -> __m512;
 }
 
-/// Codes read raw (centred, not scaled) as a [`Format`], for [`dot_row`].
+/// Codes read raw (centred, not scaled) as a [`Format`], for [`dot_block`].
 struct Raw<C>(std::marker::PhantomData<C>);
 
 impl<C: Codes> Format for Raw<C> {
@@ -1368,8 +1368,8 @@ impl QuantLayout {
 }
 
 /// Scores of `R` rows against `HB` heads for quantized codes of several scale groups a row,
-/// read group by group across the block's rows. Unlike the other score kernels it does not
-/// read row by row ([`dot_row`]): its rows are short (4-bit codes, or int8 with groups: at
+/// read group by group across the block's rows. Unlike the one- and two-head blocks of the
+/// other score kernels it does not read row by row ([`dot_block`]): its rows are short (4-bit codes, or int8 with groups: at
 /// most 8 rows of 136 bytes a block), and on a Zen 4 row order cost nf4 18-48 % more in
 /// cache with no gain measured from memory (docs/performance.md, fourteenth round).
 #[inline(always)]
