@@ -488,7 +488,7 @@ fn incache() {
         DtypeKind::Nf4,
         DtypeKind::Fp8E4m3,
     ] {
-        for g in [1usize, 4, 32] {
+        for g in [1usize, 2, 4, 32] {
             if !wanted("KVB_DTYPES", kind.name()) || !wanted("KVB_G", &g.to_string()) {
                 continue;
             }
