@@ -18,7 +18,7 @@
 //! `KVB_Q` / `KVB_D` the query heads and head_dim (32 × 128) of this table and of `layouts`;
 //! `KVB_TT` the rows per tile of the paged walk that reads heads together (one block), or with
 //! `KVB_TT=tune` in `layouts` the tile the runner's tuning chooses. `incache` is narrowed by
-//! `KVB_DTYPES=int8,int4`, `KVB_G=1|4|32` and `KVB_ONLY`, and `KVB_REPS` sets its repetitions.
+//! `KVB_DTYPES=int8,int4`, `KVB_G=1|2|4|8|16|32` and `KVB_ONLY`, and `KVB_REPS` sets its repetitions.
 
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::attention::{AttentionWorkload, PrefillMode};
@@ -488,7 +488,7 @@ fn incache() {
         DtypeKind::Nf4,
         DtypeKind::Fp8E4m3,
     ] {
-        for g in [1usize, 2, 4, 32] {
+        for g in [1usize, 2, 4, 8, 16, 32] {
             if !wanted("KVB_DTYPES", kind.name()) || !wanted("KVB_G", &g.to_string()) {
                 continue;
             }

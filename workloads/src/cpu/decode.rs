@@ -249,7 +249,8 @@ struct Scratch<'a> {
     ahead: Ahead<'a>,
 }
 
-/// The wide path's state: queries transposed (`d × hp`, heads padded to a multiple of 16)
+/// The wide path's state: queries transposed (`d × hp`, heads padded to a multiple of
+/// [`Isa::wide_lanes`])
 /// and the softmax state per padded head.
 struct Wide {
     hp: usize,
@@ -301,7 +302,7 @@ impl<'a> HeadAttention<'a> {
                     && view.k.iter().all(|s| s.codec == k.codec)
                     && view.v.iter().all(|s| s.codec == v.codec) =>
             {
-                let hp = heads.next_multiple_of(16);
+                let hp = heads.next_multiple_of(isa.wide_lanes());
                 let mut qt = vec![0.0f32; d * hp];
                 for h in 0..heads {
                     for c in 0..d {

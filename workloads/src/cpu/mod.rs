@@ -149,7 +149,20 @@ impl Isa {
     /// formats runs the wide kernels (dequantize a tile once, then GEMM over the heads).
     /// Below 8 heads the fused kernels waste fewer lanes.
     pub fn wide(self, heads: usize, k: &crate::codec::Codec, v: &crate::codec::Codec) -> bool {
-        heads >= 8 && self.avx512_for(k) && self.avx512_for(v)
+        let simd = |c| match self {
+            Isa::Avx512 => self.avx512_for(c),
+            _ => self.avx2_for(c),
+        };
+        heads >= 8 && simd(k) && simd(v)
+    }
+
+    /// Heads one vector of the wide kernels holds: their head count `hp` is padded to a
+    /// multiple of it (8 heads on AVX2 would waste half of 16 lanes).
+    pub fn wide_lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            _ => 8,
+        }
     }
 
     /// The rows of `pieces` decoded into `out` (`rows × d`; see [`scalar::decode_tile`]).
@@ -167,6 +180,14 @@ impl Isa {
                 off += n;
                 continue;
             }
+            #[cfg(target_arch = "x86_64")]
+            if self.avx2_for(run[0].0.codec) {
+                // SAFETY: `Isa::Avx2`/`Avx512` are only produced by `detect` on CPUs with
+                // AVX2, FMA and F16C; `run` shares one format.
+                unsafe { avx2::decode_tile(run, o) };
+                off += n;
+                continue;
+            }
             scalar::decode_tile(run, o);
             off += n;
         }
@@ -178,6 +199,11 @@ impl Isa {
         if self == Isa::Avx512 && hp.is_multiple_of(16) {
             // SAFETY: as above.
             return unsafe { avx512::scores_wide(k, n, d, qt, hp, st) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx2 && hp.is_multiple_of(8) {
+            // SAFETY: as in `decode_tile`.
+            return unsafe { avx2::scores_wide(k, n, d, qt, hp, st) };
         }
         scalar::scores_wide(k, n, d, qt, hp, st)
     }
@@ -197,6 +223,11 @@ impl Isa {
             // SAFETY: as above.
             return unsafe { avx512::softmax_wide(st, n, hp, max, sum, corr) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx2 && hp.is_multiple_of(8) {
+            // SAFETY: as in `decode_tile`.
+            return unsafe { avx2::softmax_wide(st, n, hp, max, sum, corr) };
+        }
         scalar::softmax_wide(st, n, hp, max, sum, corr)
     }
 
@@ -207,6 +238,11 @@ impl Isa {
         if self == Isa::Avx512 {
             // SAFETY: as above.
             return unsafe { avx512::softmax_row(x, max, sum) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx2 {
+            // SAFETY: as in `decode_tile`.
+            return unsafe { avx2::softmax_row(x, max, sum) };
         }
         scalar::softmax_row(x, max, sum)
     }
@@ -249,6 +285,11 @@ impl Isa {
         if self == Isa::Avx512 && d.is_multiple_of(16) {
             // SAFETY: as above.
             return unsafe { avx512::accumulate_wide(v, n, d, p, hp, heads, corr, acc) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx2 && d.is_multiple_of(8) {
+            // SAFETY: as in `decode_tile`.
+            return unsafe { avx2::accumulate_wide(v, n, d, p, hp, heads, corr, acc) };
         }
         scalar::accumulate_wide(v, n, d, p, hp, heads, corr, acc)
     }

@@ -13,6 +13,9 @@ use crate::codec::nf4::NF4_LEVELS;
 use crate::codec::{Codec, Quant};
 use std::arch::x86_64::*;
 
+mod wide;
+pub use wide::{accumulate_wide, decode_tile, scores_wide, softmax_row, softmax_wide};
+
 /// Whether the fused AVX2 kernels handle this segment's format.
 pub fn supports(c: &Codec) -> bool {
     let codes = match c.quant {
@@ -831,6 +834,16 @@ unsafe fn accumulate_block<F: Format, const HB: usize, const J: usize>(
     for &(seg, r0, m) in pieces {
         for r in r0..r0 + m {
             let row = F::row(seg, r);
+            if HB == 1 {
+                // Each chunk loaded into its FMA: at 16 chunks (a whole 128-wide row, so rows
+                // are read in address order) holding them all as well would spill.
+                let w = _mm256_set1_ps(*p.add(i));
+                for (jj, v) in a[0].iter_mut().enumerate() {
+                    *v = _mm256_fmadd_ps(w, F::load(&row, j0 + jj), *v);
+                }
+                i += 1;
+                continue;
+            }
             let mut vv = [_mm256_setzero_ps(); J];
             for (jj, v) in vv.iter_mut().enumerate() {
                 *v = F::load(&row, j0 + jj);
@@ -935,6 +948,10 @@ unsafe fn accumulate_fmt<F: Format>(
                 2 | 3 if left >= 4 => {
                     accumulate_block::<F, 2, 4>(pieces, ph, stride, ah, d, j);
                     j += 4
+                }
+                1 if left >= 16 => {
+                    accumulate_block::<F, 1, 16>(pieces, ph, stride, ah, d, j);
+                    j += 16
                 }
                 1 if left >= 8 => {
                     accumulate_block::<F, 1, 8>(pieces, ph, stride, ah, d, j);
