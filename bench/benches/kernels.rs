@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use kvbench_planner::{CacheDtype, DtypeKind, ModelShape};
 use kvbench_workloads::cache::{CacheGeometry, DenseCache, KvCache, PagedCache};
 use kvbench_workloads::codec::Codec;
-use kvbench_workloads::cpu::decode::{decode_attention, DecodeJob, Together};
+use kvbench_workloads::cpu::decode::{decode_attention, DecodeJob, Together, Walk};
 use kvbench_workloads::cpu::prefill::{prefill_attention, prefill_flops, PrefillShape};
 use kvbench_workloads::cpu::Isa;
 use kvbench_workloads::synth;
@@ -92,7 +92,10 @@ fn decode(c: &mut Criterion) {
                                 .collect();
                             // A paged block holds every head: they are read together.
                             let together = match cache.heads_share_blocks() {
-                                true => Together { jobs: kv, rows: 0 },
+                                true => Together {
+                                    jobs: kv,
+                                    walk: Walk::CALIBRATED,
+                                },
                                 false => Together::ALONE,
                             };
                             decode_attention(&mut jobs, Q_HEADS / kv, together, Isa::detect());

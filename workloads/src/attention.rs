@@ -8,7 +8,7 @@
 
 use crate::accuracy::pair_bound;
 use crate::cache::{self, KvCache};
-use crate::cpu::decode::{decode_layer, reads_heads_together, TILE};
+use crate::cpu::decode::{decode_layer, reads_heads_together, Walk, TILE};
 use crate::cpu::prefill::{prefill_attention, prefill_flops, PrefillShape};
 use crate::cpu::Isa;
 use crate::reference;
@@ -50,9 +50,9 @@ pub struct AttentionWorkload {
     /// Position the last outputs belong to.
     last_pos: Option<usize>,
     bytes_read: u64,
-    /// Rows per tile where a paged cache's heads are read together (0: one block; see
-    /// [`crate::cpu::decode::Together`]), as [`Workload::tune`] chose it.
-    walk_rows: usize,
+    /// How decode steps walk the rows (the paged walk's tile, the next-tile prefetch), as
+    /// [`Workload::tune`] chose it.
+    walk: Walk,
 }
 
 impl AttentionWorkload {
@@ -68,7 +68,7 @@ impl AttentionWorkload {
             last: vec![Vec::new(); spec.shape.layers as usize],
             last_pos: None,
             bytes_read: 0,
-            walk_rows: 0,
+            walk: Walk::CALIBRATED,
         })
     }
 
@@ -81,46 +81,96 @@ impl AttentionWorkload {
     /// Read a paged cache's heads together in tiles of `rows` rows (0: one block) instead of
     /// what [`Workload::tune`] would choose (measurements of one setting).
     pub fn with_walk_rows(mut self, rows: usize) -> Self {
-        self.walk_rows = rows;
+        self.walk.rows = rows;
         self
     }
 
-    /// The paged walk's tile, chosen by timing this workload's own decode steps with tiles of
-    /// one block and of [`TILE`] rows, alternating (up to 12 steps), after the prompt is
-    /// filled in: the fastest step of each, and [`TILE`] rows only when at least 3 % faster.
-    /// `None` (one block) where there is no choice: no paged cache whose heads are read
-    /// together, or fewer than 4 decode steps to time. The cache is left reset.
-    fn tune_walk(&mut self) -> Result<Option<String>, WorkloadError> {
-        let choices = [0, TILE];
-        let steps = (self.spec.gen as usize).min(12);
-        if steps < 4
-            || !self
-                .cache
-                .as_deref()
-                .is_some_and(|c| c.heads_share_blocks())
-        {
+    /// Choose how decode steps walk the rows by timing this workload's own steps (up to 24,
+    /// two settings alternating, the first step of each untimed) after the prompt is filled
+    /// in: the paged walk's tile where a paged cache's heads are read together, then the
+    /// next-tile prefetch where a step reads past the last-level cache. `None` where neither
+    /// applies or fewer than 4 decode steps can be timed. The cache is left reset.
+    fn tune_steps(&mut self) -> Result<Option<String>, WorkloadError> {
+        let steps = (self.spec.gen as usize).min(24);
+        if steps < 4 || self.cache.is_none() {
             return Ok(None);
         }
         self.reset()?;
         self.run_prefill(self.spec.prompt as usize, PrefillMode::Fill)?;
-        if !self.cache.as_deref().is_some_and(reads_heads_together) {
-            self.reset()?;
-            return Ok(None);
+        let cache = self.cache.as_deref().expect("checked above");
+        let walk = reads_heads_together(cache);
+        let past_cache = crate::cpu::reads_past_the_cache(cache.resident_bytes());
+        let mut said = Vec::new();
+        let mut left = steps;
+        if walk {
+            let n = if past_cache && steps >= 8 {
+                steps / 2
+            } else {
+                steps
+            };
+            said.push(self.tune_walk(n)?);
+            left -= n;
         }
+        if past_cache && left >= 4 {
+            said.push(self.tune_prefetch(left)?);
+        }
+        self.reset()?;
+        Ok((!said.is_empty()).then(|| said.join("; ")))
+    }
+
+    /// The fastest decode step of each setting, `steps` steps alternating between them (the
+    /// first of each untimed: pages and clocks settle), each applied by `set` before its
+    /// step.
+    fn time_alternating(
+        &mut self,
+        steps: usize,
+        set: impl Fn(&mut Walk, usize),
+    ) -> Result<[f64; 2], WorkloadError> {
         let mut best = [f64::INFINITY; 2];
-        // The first step of each untimed (pages and clocks settle), then the rest in turn.
         for i in 0..steps {
-            self.walk_rows = choices[i % 2];
+            set(&mut self.walk, i % 2);
             let t = Instant::now();
             self.step()?;
             if i >= 2 {
                 best[i % 2] = best[i % 2].min(t.elapsed().as_secs_f64() * 1e3);
             }
         }
+        Ok(best)
+    }
+
+    /// Whether tiles ask ahead for the next tile's rows, on this workload: with and without
+    /// timed in turn over `steps` steps; the faster when at least 3 % faster, else the
+    /// calibration's choice for the layout (which a GQA-8 probe makes: on a Zen 3 it said
+    /// on, which cost contiguous MHA steps 7-17 %; docs/performance.md, fifteenth round).
+    fn tune_prefetch(&mut self, steps: usize) -> Result<String, WorkloadError> {
+        let [with, without] = self.time_alternating(steps, |w, i| w.prefetch = Some(i == 0))?;
+        self.walk.prefetch = if without < 0.97 * with {
+            Some(false)
+        } else if with < 0.97 * without {
+            Some(true)
+        } else {
+            None
+        };
+        let chose = match self.walk.prefetch {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "as calibrated (neither 3 % faster)",
+        };
+        Ok(format!(
+            "next-tile prefetch {chose} (fastest step with it {with:.2} ms, without \
+             {without:.2} ms)"
+        ))
+    }
+
+    /// The paged walk's tile, chosen by timing `steps` of this workload's own decode steps
+    /// with tiles of one block and of [`TILE`] rows, alternating: [`TILE`] rows only when at
+    /// least 3 % faster. Expects the prompt filled in and the heads read together.
+    fn tune_walk(&mut self, steps: usize) -> Result<String, WorkloadError> {
+        let choices = [0, TILE];
+        let best = self.time_alternating(steps, |w, i| w.rows = choices[i])?;
         let tile_wins = best[1] < 0.97 * best[0];
-        self.walk_rows = choices[tile_wins as usize];
-        self.reset()?;
-        Ok(Some(format!(
+        self.walk.rows = choices[tile_wins as usize];
+        Ok(format!(
             "paged walk in tiles of {} (fastest step with one block {:.2} ms, with {TILE} rows \
              {:.2} ms)",
             match tile_wins {
@@ -129,7 +179,7 @@ impl AttentionWorkload {
             },
             best[0],
             best[1]
-        )))
+        ))
     }
 
     fn dims(&self) -> (usize, usize, usize, usize) {
@@ -304,7 +354,7 @@ impl AttentionWorkload {
                 }
                 let mut out = vec![0.0f32; b * hq * d];
                 let cache = self.cache.as_deref_mut().expect("checked above");
-                let walk = self.walk_rows;
+                let walk = self.walk;
                 bytes += decode_layer(cache, layer, b, hk, hq / hk, &q, &mut out, walk, self.isa)
                     .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
                 self.last[layer] = out;
@@ -429,7 +479,7 @@ impl Workload for AttentionWorkload {
     }
 
     fn tune(&mut self) -> Result<Option<String>, WorkloadError> {
-        self.tune_walk()
+        self.tune_steps()
     }
 
     fn memory(&self) -> MemoryUse {
@@ -518,15 +568,11 @@ mod tests {
         let mut w =
             AttentionWorkload::new(&tuning_spec(Strategy::Paged, 6), PrefillMode::Fill).unwrap();
         let said = w.tune().unwrap().expect("a choice to make");
-        let ms: Vec<f64> = said
-            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|x| x.contains('.'))
-            .map(|x| x.parse().unwrap())
-            .collect();
+        let ms = figures(&said);
         assert_eq!(ms.len(), 2, "{said}");
         assert!(ms.iter().all(|&t| t > 0.0), "{said}");
         let want = if ms[1] < 0.97 * ms[0] { TILE } else { 0 };
-        assert_eq!(w.walk_rows, want, "{said}");
+        assert_eq!(w.walk.rows, want, "{said}");
         assert!(said.starts_with(match want {
             0 => "paged walk in tiles of one block",
             _ => "paged walk in tiles of 64 rows",
@@ -543,13 +589,49 @@ mod tests {
         }
     }
 
+    /// The figures in a tuning note, in order.
+    fn figures(said: &str) -> Vec<f64> {
+        said.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|x| x.contains('.'))
+            .map(|x| x.parse().unwrap())
+            .collect()
+    }
+
     #[test]
-    fn there_is_nothing_to_tune_without_shared_blocks_or_steps_to_time() {
-        for (strategy, gen) in [(Strategy::Contiguous, 6), (Strategy::Paged, 3)] {
+    fn a_workload_past_the_cache_tunes_its_prefetch_and_still_verifies() {
+        // The kernels assume no cache size in tests, so every step reads past it. A
+        // contiguous cache has no walk to choose, so all 8 steps time the prefetch; a paged
+        // one splits 16 steps between its walk and the prefetch.
+        for (strategy, gen, notes) in [(Strategy::Contiguous, 8, 1), (Strategy::Paged, 16, 2)] {
             let mut w =
                 AttentionWorkload::new(&tuning_spec(strategy, gen), PrefillMode::Fill).unwrap();
-            assert_eq!(w.tune().unwrap(), None, "{strategy:?} gen {gen}");
-            assert_eq!(w.walk_rows, 0);
+            let said = w.tune().unwrap().expect("a choice to make");
+            let parts: Vec<&str> = said.split("; ").collect();
+            assert_eq!(parts.len(), notes, "{said}");
+            let prefetch = parts[notes - 1];
+            let ms = figures(prefetch);
+            assert_eq!(ms.len(), 2, "{said}");
+            let want = if ms[1] < 0.97 * ms[0] {
+                Some(false)
+            } else if ms[0] < 0.97 * ms[1] {
+                Some(true)
+            } else {
+                None
+            };
+            assert_eq!(w.walk.prefetch, want, "{said}");
+            assert!(prefetch.starts_with("next-tile prefetch"), "{said}");
+            assert_eq!((w.pos, w.last_pos), (0, None));
+            assert!(w.verify().unwrap().passed, "{said}");
+        }
+    }
+
+    #[test]
+    fn there_is_nothing_to_tune_without_steps_to_time() {
+        for strategy in [Strategy::Contiguous, Strategy::Paged] {
+            let mut w =
+                AttentionWorkload::new(&tuning_spec(strategy, 3), PrefillMode::Fill).unwrap();
+            assert_eq!(w.tune().unwrap(), None, "{strategy:?}");
+            assert_eq!(w.walk, Walk::CALIBRATED);
         }
     }
 

@@ -6,7 +6,7 @@
 use crate::accuracy::decoder_bound;
 use crate::attention::verdict;
 use crate::cache::{self, CacheGeometry, KvCache};
-use crate::cpu::decode::decode_layer;
+use crate::cpu::decode::{decode_layer, Walk};
 use crate::cpu::matmul::{matmul, Mat, Par};
 use crate::cpu::prefill::{prefill_attention, prefill_flops, PrefillShape};
 use crate::cpu::Isa;
@@ -243,8 +243,18 @@ impl DecoderWorkload {
                 let inv = 1.0 / (d as f32).sqrt();
                 q.iter_mut().for_each(|x| *x *= inv);
                 let cache = self.cache.as_deref_mut().expect("decode needs a cache");
-                bytes += decode_layer(cache, l, n, hk, hq / hk, &q, &mut att, 0, self.isa)
-                    .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+                bytes += decode_layer(
+                    cache,
+                    l,
+                    n,
+                    hk,
+                    hq / hk,
+                    &q,
+                    &mut att,
+                    Walk::CALIBRATED,
+                    self.isa,
+                )
+                .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
             }
             if l + 1 == self.layers.len() {
                 self.last_attn = last_rows(rows, &att, hq * d);

@@ -447,22 +447,24 @@ pub fn attend_rows(
     end: usize,
     isa: Isa,
 ) -> Partial {
-    attend_rows_in_tiles(view, q, heads, (begin, end), TILE, isa)
+    attend_rows_in_tiles(view, q, heads, (begin, end), TILE, None, isa)
 }
 
-/// [`attend_rows`] in tiles of `tile` rows (at most `TILE`).
+/// [`attend_rows`] in tiles of `tile` rows (at most `TILE`), asking for each next tile ahead
+/// as `prefetch` says ([`Walk::prefetch`]).
 pub(crate) fn attend_rows_in_tiles(
     view: &HeadView,
     q: &[f32],
     heads: usize,
     (begin, end): (usize, usize),
     tile: usize,
+    prefetch: Option<bool>,
     isa: Isa,
 ) -> Partial {
     let at = (locate(&view.k, begin), locate(&view.v, begin));
     let mut head = HeadAttention::new(view, q, heads, (begin, end), at, tile, isa);
     let mut scratch = Scratch::default();
-    let ask = match super::tile_prefetch(view.k.len()) {
+    let ask = match prefetches(prefetch, view.k.len()) {
         true => Ask::Own,
         false => Ask::Nothing,
     };
@@ -477,14 +479,14 @@ pub(crate) fn attend_rows_in_tiles(
 /// the block in turn, so that the blocks are read front to back as one stream instead of
 /// one short run per head and block (which the hardware prefetchers cannot follow: it cost
 /// a third of the bandwidth on a Zen 5). A tile is one block (16 to `TILE` rows), or
-/// `walk_rows` rows across blocks ([`Together`]: fewer tiles, but as many short runs at once
+/// `walk.rows` rows across blocks ([`Together`]: fewer tiles, but as many short runs at once
 /// as blocks in a tile). One [`Partial`] per view, each what [`attend_rows_in_tiles`] gives
 /// that view alone with the same tile.
 pub(crate) fn attend_heads_together(
     jobs: &[DecodeJob],
     heads: usize,
     (begin, end): (usize, usize),
-    walk_rows: usize,
+    walk: Walk,
     isa: Isa,
 ) -> Vec<Partial> {
     // Views of shared blocks have the same segments: find row `begin` once.
@@ -494,13 +496,13 @@ pub(crate) fn attend_heads_together(
     debug_assert!(jobs
         .iter()
         .all(|j| rows(&j.view.k) == rows(&first.k) && rows(&j.view.v) == rows(&first.v)));
-    let tile = together_tile(first, walk_rows);
+    let tile = together_tile(first, walk.rows);
     let mut each: Vec<HeadAttention> = jobs
         .iter()
         .map(|j| HeadAttention::new(&j.view, j.q, heads, (begin, end), at, tile, isa))
         .collect();
     let mut scratch = Scratch::default();
-    let prefetch = super::tile_prefetch(first.k.len());
+    let prefetch = prefetches(walk.prefetch, first.k.len());
     while each.first().is_some_and(|h| !h.done()) {
         let heads_here = each.len();
         for i in 0..heads_here {
@@ -540,13 +542,43 @@ pub(crate) fn together_tile(view: &HeadView, rows: usize) -> usize {
 pub struct Together {
     /// Consecutive jobs read together (1: each on its own).
     pub jobs: usize,
-    /// Rows per tile of their walk (0: one block).
-    pub rows: usize,
+    /// How every job's rows are walked (its `rows` apply where jobs are read together).
+    pub walk: Walk,
 }
 
 impl Together {
-    /// Every job on its own.
-    pub const ALONE: Together = Together { jobs: 1, rows: 0 };
+    /// Every job on its own, walked as the calibration set.
+    pub const ALONE: Together = Together {
+        jobs: 1,
+        walk: Walk::CALIBRATED,
+    };
+}
+
+/// How one workload's decode steps walk their rows: what the runner chose by timing the
+/// workload itself ([`crate::attention::AttentionWorkload`]'s `tune`), or the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Walk {
+    /// Rows per tile where a sequence's heads are read together ([`Together`]; 0: one
+    /// block).
+    pub rows: usize,
+    /// Whether each tile asks for the next one's rows ahead of time; `None` leaves it to the
+    /// machine's calibration for the layout ([`super::tile_prefetch`]). It depends on the
+    /// workload as well as the machine: on a Zen 3 (docs/performance.md, fifteenth round) it
+    /// cost a contiguous MHA step at 32K 7-17 % while it saved a GQA-8 step 7-9 %.
+    pub prefetch: Option<bool>,
+}
+
+impl Walk {
+    /// One block a tile, the prefetch as calibrated.
+    pub const CALIBRATED: Walk = Walk {
+        rows: 0,
+        prefetch: None,
+    };
+}
+
+/// Whether tiles over `segments` segments ask ahead: as `prefetch` says, else as calibrated.
+fn prefetches(prefetch: Option<bool>, segments: usize) -> bool {
+    prefetch.unwrap_or_else(|| super::tile_prefetch(segments))
 }
 
 /// One decode-attention job: a KV head's view and the query heads of its group.
@@ -572,7 +604,7 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: Together
     let target = (total / (4 * threads)).max(256);
     let Together {
         jobs: together,
-        rows: walk_rows,
+        walk,
     } = together;
     let together = together.max(1);
     // (first job, jobs, first row, end row)
@@ -609,15 +641,16 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: Together
     let partials: Vec<Vec<Partial>> = parts
         .par_iter()
         .map(|&(first, n, b, e)| match n {
-            1 => vec![attend_rows(
+            1 => vec![attend_rows_in_tiles(
                 &jobs[first].view,
                 jobs[first].q,
                 heads,
-                b,
-                e,
+                (b, e),
+                TILE,
+                walk.prefetch,
                 isa,
             )],
-            _ => attend_heads_together(&jobs[first..first + n], heads, (b, e), walk_rows, isa),
+            _ => attend_heads_together(&jobs[first..first + n], heads, (b, e), walk, isa),
         })
         .collect();
     // Fold each job's parts in row order.
@@ -641,8 +674,7 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: Together
 /// Decode attention of one layer for every sequence, over any cache layout: each
 /// sequence's rows made resident ([`KvCache::prepare`]), then every (sequence, KV head)
 /// attended in parallel. `q` and `out` are `batch × kv_heads × group × d` (q already scaled
-/// by 1/√d). `walk_rows`: rows per tile where a sequence's heads are read together
-/// ([`Together`]; 0: one block). Returns the KV bytes read.
+/// by 1/√d). `walk`: how the rows are walked ([`Walk`]). Returns the KV bytes read.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_layer(
     cache: &mut dyn KvCache,
@@ -652,7 +684,7 @@ pub fn decode_layer(
     group: usize,
     q: &[f32],
     out: &mut [f32],
-    walk_rows: usize,
+    walk: Walk,
     isa: Isa,
 ) -> Result<u64, CacheError> {
     for seq in 0..batch {
@@ -673,12 +705,13 @@ pub fn decode_layer(
         .collect();
     let bytes = jobs.iter().map(|j| j.view.bytes_read()).sum();
     // Heads that share blocks are read together when the step reads past the cache.
-    let together = match reads_heads_together(cache) {
-        true => Together {
-            jobs: kv_heads,
-            rows: walk_rows,
-        },
-        false => Together::ALONE,
+    let jobs_together = match reads_heads_together(cache) {
+        true => kv_heads,
+        false => 1,
+    };
+    let together = Together {
+        jobs: jobs_together,
+        walk,
     };
     decode_attention(&mut jobs, group, together, isa);
     Ok(bytes)

@@ -67,6 +67,12 @@ pub fn set_cache_bytes(bytes: u64) {
 /// was 1.2–1.5× faster, at and above it together was 1.05–1.3× faster. Together when the
 /// cache size is unknown.
 pub fn heads_together(resident_bytes: u64) -> bool {
+    reads_past_the_cache(resident_bytes)
+}
+
+/// Whether a decode step over `resident_bytes` of KV reads past this machine's last-level
+/// cache (as the runner set it; when unknown, assume it does).
+pub fn reads_past_the_cache(resident_bytes: u64) -> bool {
     reads_past_cache(resident_bytes, CACHE_BYTES.load(Ordering::Relaxed))
 }
 

@@ -1,4 +1,4 @@
-use super::decode::{decode_attention, DecodeJob, Together};
+use super::decode::{decode_attention, DecodeJob, Together, Walk};
 use super::prefill::{prefill_attention_isa, PrefillShape};
 use super::*;
 use crate::cache::{CacheGeometry, DenseCache, HeadView, KvCache, PagedCache};
@@ -545,13 +545,24 @@ fn heads_read_together_get_the_results_of_heads_read_one_by_one() {
                 // Tiles of one block, or of 64 rows across blocks (rows 0 and 64).
                 for (isa, rows) in Isa::available().into_iter().flat_map(|i| [(i, 0), (i, 64)]) {
                     for (b, e) in [(0usize, 300usize), (13, 211)] {
-                        let together = attend_heads_together(&jobs, heads, (b, e), rows, isa);
+                        let walk = Walk {
+                            rows,
+                            prefetch: None,
+                        };
+                        let together = attend_heads_together(&jobs, heads, (b, e), walk, isa);
                         let tile = together_tile(&jobs[0].view, rows);
                         assert_eq!(tile, if rows == 0 { block.clamp(16, 64) } else { rows });
                         for (h, part) in together.iter().enumerate() {
                             let view = &jobs[h].view;
-                            let alone =
-                                attend_rows_in_tiles(view, jobs[h].q, heads, (b, e), tile, isa);
+                            let alone = attend_rows_in_tiles(
+                                view,
+                                jobs[h].q,
+                                heads,
+                                (b, e),
+                                tile,
+                                None,
+                                isa,
+                            );
                             assert_eq!(
                                 part.acc, alone.acc,
                                 "{k}/{v} block {block} heads {heads} {isa:?} rows {rows}"
@@ -589,7 +600,7 @@ fn a_paged_layer_decodes_every_head_as_the_f64_reference_does() {
                 group,
                 &scaled,
                 &mut out,
-                0,
+                Walk::CALIBRATED,
                 Isa::detect(),
             )
             .unwrap();

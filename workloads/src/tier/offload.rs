@@ -16,7 +16,7 @@ use super::{open, xxh64, TierStats, VerifiedTier};
 use crate::accuracy::pair_bound;
 use crate::attention::verdict;
 use crate::cache::{CacheError, CacheGeometry, KvCache};
-use crate::cpu::decode::decode_layer;
+use crate::cpu::decode::{decode_layer, Walk};
 use crate::cpu::prefill::{prefill_attention_isa, prefill_flops, PrefillShape};
 use crate::cpu::Isa;
 use crate::reference;
@@ -203,7 +203,7 @@ impl OffloadWorkload {
                     qh / kvh,
                     &q,
                     &mut out,
-                    0,
+                    Walk::CALIBRATED,
                     self.isa,
                 )
                 .map_err(workload_err)?;

@@ -462,7 +462,7 @@ mod tests {
                 qh / kvh,
                 &q,
                 &mut out,
-                0,
+                crate::cpu::decode::Walk::CALIBRATED,
                 isa,
             )
             .unwrap();
