@@ -4,6 +4,8 @@
 
 use super::Isa;
 use crate::cache::{CacheError, HeadView, KvCache, Segment};
+use crate::codec::Codec;
+use kvbench_planner::{CacheDtype, DtypeKind};
 use rayon::prelude::*;
 
 /// Rows per tile: the score block (heads × TILE) stays in L1.
@@ -211,6 +213,16 @@ fn tile_pieces<'a>(
     }
 }
 
+/// `rows` (decoded f32 rows of format `codec`) as a segment the kernels read.
+fn f32_segment<'a>(codec: &'a Codec, rows: &'a [f32]) -> Segment<'a> {
+    Segment {
+        codec,
+        bytes: bytemuck::cast_slice(rows),
+        row0: 0,
+        rows: rows.len() / codec.head_dim,
+    }
+}
+
 /// Ask for the cache line at `p` into every level (a hint: nothing where the target has
 /// no prefetch instruction).
 #[inline]
@@ -273,6 +285,10 @@ struct HeadAttention<'a> {
     wide: Option<Wide>,
     /// `q` split for integer dot products with int8/int4 keys, where the CPU has them.
     iq: Option<super::vnni::IntQuery>,
+    /// An f32 row format, when K or V code rows are decoded a tile at a time and read by
+    /// the float kernels ([`Isa::decodes_codes_first`]); which of the two, in `decode_kv`.
+    f32_rows: Option<Codec>,
+    decode_kv: (bool, bool),
     part: Partial,
     k: (usize, usize),
     v: (usize, usize),
@@ -323,6 +339,17 @@ impl<'a> HeadAttention<'a> {
             (None, Some(k)) => isa.int_query(k.codec, q, heads, end - begin),
             _ => None,
         };
+        let first = |segs: &[Segment]| {
+            wide.is_none()
+                && segs.first().is_some_and(|s| {
+                    isa.decodes_codes_first(heads, s.codec)
+                        && segs.iter().all(|x| x.codec.same(s.codec))
+                })
+        };
+        let decode_kv = (iq.is_none() && first(&view.k), first(&view.v));
+        let f32_rows = (decode_kv.0 || decode_kv.1).then(|| {
+            Codec::new(CacheDtype::new(DtypeKind::F32), d as u32).expect("f32 rows of any width")
+        });
         HeadAttention {
             view,
             q,
@@ -330,6 +357,8 @@ impl<'a> HeadAttention<'a> {
             d,
             wide,
             iq,
+            f32_rows,
+            decode_kv,
             part: Partial::new(heads, d),
             k: at.0,
             v: at.1,
@@ -404,14 +433,22 @@ impl<'a> HeadAttention<'a> {
         }
         scratch.s.resize(heads * TILE, 0.0);
         scratch.ahead.issue();
-        isa.scores_pieces(
-            &scratch.kp,
-            self.q,
-            self.iq.as_ref(),
-            heads,
-            &mut scratch.s,
-            TILE,
-        );
+        match &self.f32_rows {
+            Some(c) if self.decode_kv.0 => {
+                scratch.kt.resize(TILE * d, 0.0);
+                isa.decode_tile(&scratch.kp, &mut scratch.kt);
+                let seg = f32_segment(c, &scratch.kt[..n * d]);
+                isa.scores(&seg, 0, n, self.q, heads, &mut scratch.s, TILE);
+            }
+            _ => isa.scores_pieces(
+                &scratch.kp,
+                self.q,
+                self.iq.as_ref(),
+                heads,
+                &mut scratch.s,
+                TILE,
+            ),
+        }
         let part = &mut self.part;
         scratch.corr.resize(heads, 1.0);
         let corr = &mut scratch.corr;
@@ -425,7 +462,15 @@ impl<'a> HeadAttention<'a> {
             }
         }
         scratch.ahead.issue();
-        isa.accumulate_pieces(&scratch.vp, &scratch.s, heads, TILE, &mut part.acc);
+        match &self.f32_rows {
+            Some(c) if self.decode_kv.1 => {
+                scratch.vt.resize(TILE * d, 0.0);
+                isa.decode_tile(&scratch.vp, &mut scratch.vt);
+                let seg = f32_segment(c, &scratch.vt[..n * d]);
+                isa.accumulate(&seg, 0, n, &scratch.s, heads, TILE, &mut part.acc);
+            }
+            _ => isa.accumulate_pieces(&scratch.vp, &scratch.s, heads, TILE, &mut part.acc),
+        }
         scratch.ahead.issue();
     }
 

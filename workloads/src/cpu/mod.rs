@@ -162,6 +162,21 @@ impl Isa {
         heads >= 8 && simd(k) && simd(v)
     }
 
+    /// Whether a decode tile of `c`'s code rows (int8/int4/nf4/fp8) is decoded to f32 once
+    /// and read by the float kernels, for `heads` query heads per KV head: on AVX2 from 4
+    /// heads up to the wide path's 8. The AVX2 code kernels decode every row once per pair
+    /// of heads (scores) and per 4-head, 16-channel pass (values, with the row's scale and
+    /// bias each time). Measured in cache on a Zen 3 (docs/performance.md, fifteenth
+    /// round), ns a KV row at 4 heads: int8 80-83 -> 64-65, int4 96 -> 72, nf4 118 -> 101,
+    /// fp8 84-87 -> 67-68; at 2 heads 1.2x slower.
+    pub fn decodes_codes_first(self, heads: usize, c: &crate::codec::Codec) -> bool {
+        let codes = !matches!(
+            c.quant,
+            crate::codec::Quant::F32 | crate::codec::Quant::F16 | crate::codec::Quant::Bf16
+        );
+        self == Isa::Avx2 && codes && (4..8).contains(&heads) && self.avx2_for(c)
+    }
+
     /// Heads one vector of the wide kernels holds: their head count `hp` is padded to a
     /// multiple of it (8 heads on AVX2 would waste half of 16 lanes).
     pub fn wide_lanes(self) -> usize {
