@@ -26,8 +26,8 @@ pub struct TooLong {
 }
 
 /// Seconds of one row at the limits: verification (one untimed run plus the f64 reference),
-/// `warmup + repetitions` timed runs of prefill and every decode step, and a paged row's
-/// tuning.
+/// `warmup + repetitions` timed runs of prefill and every decode step, and an attention
+/// row's tuning.
 pub fn row_seconds(
     spec: &WorkloadSpec,
     prefill: PrefillMode,
@@ -74,9 +74,11 @@ pub fn row_seconds(
     // The reference reads each cached element once more, in f64.
     let reference_s = 4.0 * kv / (gbps * 1e9);
     let runs = 1 + timing.warmup + timing.repetitions.max(1);
-    // A paged attention row's tuning fills the prompt in and times up to 12 decode steps.
-    let tune_s = match spec.kind == WorkloadKind::Attention && spec.strategy == Strategy::Paged {
-        true => 2.0 * kv / (cal.copy_gbps.max(1.0) * 1e9) + spec.gen.min(12) as f64 * step_s,
+    // An attention row whose steps read past the last-level cache (unknown: assume they
+    // do) is tuned: the prompt filled in and up to 24 decode steps timed.
+    let tunes = spec.kind == WorkloadKind::Attention && spec.gen >= 4 && kv >= cal.llc_bytes as f64;
+    let tune_s = match tunes {
+        true => 2.0 * kv / (cal.copy_gbps.max(1.0) * 1e9) + spec.gen.min(24) as f64 * step_s,
         false => 0.0,
     };
     runs as f64 * run_s + reference_s + tune_s
@@ -192,15 +194,25 @@ mod tests {
         // 8192 + 8 tokens × 2 KiB (8 heads × 64 × 2 × 2 bytes) = 16 793 600 bytes of KV.
         let s = spec(8192, 8);
         let kv = 8200.0 * 2048.0;
-        // fill: 2 × kv at 10 GB/s copy; 8 steps of kv at 20 GB/s; 5 runs; reference 4 × kv.
-        let want = 5.0 * (2.0 * kv / 10e9 + 8.0 * kv / 20e9) + 4.0 * kv / 20e9;
+        // fill: 2 × kv at 10 GB/s copy; 8 steps of kv at 20 GB/s; 5 runs; reference 4 × kv;
+        // tuning (no cache size known, so past it): one more fill and the 8 steps.
+        let run = 2.0 * kv / 10e9 + 8.0 * kv / 20e9;
+        let want = 5.0 * run + 4.0 * kv / 20e9 + run;
         let got = row_seconds(&s, PrefillMode::Fill, &cal(), &timing);
         assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
         // compute: 4 · hq · d · Σ(i+1) = 4 · 512 · 8192·8193/2 FLOP at 100 GFLOP/s.
         let flops = 4.0 * 512.0 * (8192.0 * 8193.0 / 2.0);
-        let want = 5.0 * (flops / 100e9 + 8.0 * kv / 20e9) + 4.0 * kv / 20e9;
+        let want = 5.0 * (flops / 100e9 + 8.0 * kv / 20e9) + 4.0 * kv / 20e9 + run;
         let got = row_seconds(&s, PrefillMode::Attention, &cal(), &timing);
         assert!((got - want).abs() < 1e-9 * want, "{got} vs {want}");
+        // Inside a last-level cache there is nothing to tune.
+        let cached = Calibration {
+            llc_bytes: 32 << 20,
+            ..cal()
+        };
+        let want = 5.0 * run + 4.0 * kv / 20e9;
+        let got = row_seconds(&s, PrefillMode::Fill, &cached, &timing);
+        assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
         // Over the ceiling: refused with the figure.
         let many = vec![s; 1000];
         let e = check(
