@@ -75,12 +75,16 @@ pub fn row_seconds(
     let reference_s = 4.0 * kv / (gbps * 1e9);
     let runs = 1 + timing.warmup + timing.repetitions.max(1);
     // An attention row whose steps read past the last-level cache (unknown: assume they
-    // do) is tuned: the prompt filled in and up to 24 decode steps timed.
+    // do) is tuned: the prompt filled in and up to 12 decode steps timed, once for the
+    // prefetch and, paged, once more for the walk.
     let tunes = spec.kind == WorkloadKind::Attention && spec.gen >= 4 && kv >= cal.llc_bytes as f64;
-    let tune_s = match tunes {
-        true => 2.0 * kv / (cal.copy_gbps.max(1.0) * 1e9) + spec.gen.min(24) as f64 * step_s,
-        false => 0.0,
+    let tunings = match (tunes, spec.strategy == Strategy::Paged) {
+        (false, _) => 0.0,
+        (true, false) => 1.0,
+        (true, true) => 2.0,
     };
+    let tune_s =
+        tunings * (2.0 * kv / (cal.copy_gbps.max(1.0) * 1e9) + spec.gen.min(12) as f64 * step_s);
     runs as f64 * run_s + reference_s + tune_s
 }
 

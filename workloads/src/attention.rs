@@ -85,34 +85,32 @@ impl AttentionWorkload {
         self
     }
 
-    /// Choose how decode steps walk the rows by timing this workload's own steps (up to 24,
-    /// two settings alternating, the first step of each untimed) after the prompt is filled
-    /// in: the paged walk's tile where a paged cache's heads are read together, then the
-    /// next-tile prefetch where a step reads past the last-level cache. `None` where neither
-    /// applies or fewer than 4 decode steps can be timed. The cache is left reset.
+    /// Choose how decode steps walk the rows by timing this workload's own steps (up to 12
+    /// each time, two settings alternating, the first step of each untimed) after the prompt
+    /// is filled in: the paged walk's tile where a paged cache's heads are read together,
+    /// then, from the prompt again, the next-tile prefetch where a step reads past the
+    /// last-level cache. `None` where neither applies or fewer than 4 decode steps can be
+    /// timed. The cache is left reset.
     fn tune_steps(&mut self) -> Result<Option<String>, WorkloadError> {
-        let steps = (self.spec.gen as usize).min(24);
+        let steps = (self.spec.gen as usize).min(12);
         if steps < 4 || self.cache.is_none() {
             return Ok(None);
         }
+        let prompt = self.spec.prompt as usize;
         self.reset()?;
-        self.run_prefill(self.spec.prompt as usize, PrefillMode::Fill)?;
+        self.run_prefill(prompt, PrefillMode::Fill)?;
         let cache = self.cache.as_deref().expect("checked above");
+        // Heads are read together only past the cache, so a walk to choose implies both.
         let walk = reads_heads_together(cache);
         let past_cache = crate::cpu::reads_past_the_cache(cache.resident_bytes());
         let mut said = Vec::new();
-        let mut left = steps;
         if walk {
-            let n = if past_cache && steps >= 8 {
-                steps / 2
-            } else {
-                steps
-            };
-            said.push(self.tune_walk(n)?);
-            left -= n;
+            said.push(self.tune_walk(steps)?);
+            self.reset()?;
+            self.run_prefill(prompt, PrefillMode::Fill)?;
         }
-        if past_cache && left >= 4 {
-            said.push(self.tune_prefetch(left)?);
+        if past_cache {
+            said.push(self.tune_prefetch(steps)?);
         }
         self.reset()?;
         Ok((!said.is_empty()).then(|| said.join("; ")))
@@ -568,7 +566,8 @@ mod tests {
         let mut w =
             AttentionWorkload::new(&tuning_spec(Strategy::Paged, 6), PrefillMode::Fill).unwrap();
         let said = w.tune().unwrap().expect("a choice to make");
-        let ms = figures(&said);
+        // The walk first, then the prefetch.
+        let ms = figures(said.split("; ").next().unwrap());
         assert_eq!(ms.len(), 2, "{said}");
         assert!(ms.iter().all(|&t| t > 0.0), "{said}");
         let want = if ms[1] < 0.97 * ms[0] { TILE } else { 0 };
@@ -600,9 +599,8 @@ mod tests {
     #[test]
     fn a_workload_past_the_cache_tunes_its_prefetch_and_still_verifies() {
         // The kernels assume no cache size in tests, so every step reads past it. A
-        // contiguous cache has no walk to choose, so all 8 steps time the prefetch; a paged
-        // one splits 16 steps between its walk and the prefetch.
-        for (strategy, gen, notes) in [(Strategy::Contiguous, 8, 1), (Strategy::Paged, 16, 2)] {
+        // contiguous cache has no walk to choose; a paged one chooses its walk first.
+        for (strategy, gen, notes) in [(Strategy::Contiguous, 6, 1), (Strategy::Paged, 6, 2)] {
             let mut w =
                 AttentionWorkload::new(&tuning_spec(strategy, gen), PrefillMode::Fill).unwrap();
             let said = w.tune().unwrap().expect("a choice to make");
