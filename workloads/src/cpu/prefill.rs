@@ -46,8 +46,8 @@ pub fn prefill_attention(
     prefill_attention_isa(s, t, q, k, v, out, Isa::detect())
 }
 
-/// One (KV head, query tile) job through the wide decode kernels (AVX-512): the tile's query
-/// rows (token × head of the group) are the "heads" of `scores_wide` / `softmax_wide` /
+/// One (KV head, query tile) job through the wide decode kernels (AVX-512, AVX2): the tile's
+/// query rows (token × head of the group) are the "heads" of `scores_wide` / `softmax_wide` /
 /// `accumulate_wide`, the key tile is copied contiguous once and shared by all of them.
 #[allow(clippy::too_many_arguments)]
 fn job_wide(
@@ -65,7 +65,7 @@ fn job_wide(
     let scale = 1.0 / (d as f32).sqrt();
     let tq = (t - q0).min(Q_TILE);
     let rows = tq * g;
-    let hp = rows.next_multiple_of(16);
+    let hp = rows.next_multiple_of(isa.wide_lanes());
     // Queries transposed (d × hp), pre-scaled; padding columns stay 0.
     let mut qt = vec![0.0f32; d * hp];
     for i in 0..tq {
@@ -137,7 +137,10 @@ pub fn prefill_attention_isa(
     let results: Vec<Vec<f32>> = jobs
         .par_iter()
         .map(|&(h, q0)| {
-            if isa == Isa::Avx512 && d.is_multiple_of(16) {
+            // The wide kernels where the ISA has them: on a Zen 3 (AVX2) they took a causal
+            // 2048-token prefill at 32 KV heads from 434-452 to 340-344 ms, at 8 from 359-364
+            // to 342-351 (docs/performance.md, fifteenth round).
+            if matches!(isa, Isa::Avx512 | Isa::Avx2) && d.is_multiple_of(isa.wide_lanes()) {
                 return job_wide(s, h, q0, t, q, k, v, isa);
             }
             let tq = (t - q0).min(Q_TILE);
