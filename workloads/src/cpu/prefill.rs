@@ -1,6 +1,7 @@
 //! Prefill attention: causal (optionally windowed) attention of a whole prompt, tiled with an
 //! online softmax so no prompt × prompt matrix is ever formed; the tile products go through
-//! `gemm`. Jobs (KV head × query tile) run on the current rayon pool.
+//! the wide decode kernels (AVX-512, AVX2) or `gemm`. Jobs (KV head × query tile) run on the
+//! current rayon pool.
 
 use super::exp_inplace;
 use super::matmul::{matmul, Mat, Par};
