@@ -299,7 +299,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     for n in notes {
         out::say!("note: {n}");
     }
-    // The decode kernels prefetch as the calibration measured best on this machine.
+    // The decode kernels prefetch as the calibration measured best on this machine; an
+    // attention row past the cache times it on its own steps too (`Workload::tune`).
     if let Some(p) = &limits.calibration.tile_prefetch {
         p.apply();
         if !(p.contiguous.on && p.paged.on) {
