@@ -1017,15 +1017,8 @@ unsafe fn exp16(x: __m512) -> __m512 {
     let magic = _mm512_set1_ps(12_582_912.0);
     let n = _mm512_sub_ps(_mm512_add_ps(y, magic), magic);
     let f = _mm512_sub_ps(y, n);
-    let mut p = _mm512_set1_ps(0.000_154_035_3);
-    for c in [
-        0.001_333_355_8,
-        0.009_618_129,
-        0.055_504_11,
-        0.240_226_5,
-        std::f32::consts::LN_2,
-        1.0,
-    ] {
+    let mut p = _mm512_set1_ps(super::EXP2_POLY[0]);
+    for &c in &super::EXP2_POLY[1..] {
         p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
     }
     let bits = _mm512_slli_epi32(

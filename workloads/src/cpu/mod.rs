@@ -468,19 +468,27 @@ impl Isa {
     }
 }
 
+/// The degree-6 polynomial for 2^f on [-0.5, 0.5], highest degree first (Horner's order):
+/// [`exp_inplace`] and its SIMD twins all evaluate it.
+pub(crate) const EXP2_POLY: [f32; 7] = [
+    0.000_154_035_3,
+    0.001_333_355_8,
+    0.009_618_129,
+    0.055_504_11,
+    0.240_226_5,
+    std::f32::consts::LN_2,
+    1.0,
+];
+
 /// `x ← exp(x)` for x ≤ 0 (softmax numerators), branch-free so it vectorizes; relative
-/// error below 2e-7 · (1 + |x|) (degree-6 polynomial for 2^f on [-0.5, 0.5]).
+/// error below 2e-7 · (1 + |x|) ([`EXP2_POLY`]).
 pub fn exp_inplace(xs: &mut [f32]) {
     for x in xs.iter_mut() {
         let y = (*x * std::f32::consts::LOG2_E).max(-126.0);
         // Round to nearest by the 1.5·2^23 trick: no libm call, so the loop vectorizes.
         let n = (y + 12_582_912.0) - 12_582_912.0;
         let f = y - n;
-        let p = 1.0
-            + f * (std::f32::consts::LN_2
-                + f * (0.240_226_5
-                    + f * (0.055_504_11
-                        + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
+        let p = EXP2_POLY[1..].iter().fold(EXP2_POLY[0], |p, &c| p * f + c);
         let bits = ((n as i32 + 127) as u32) << 23;
         *x = p * f32::from_bits(bits);
     }

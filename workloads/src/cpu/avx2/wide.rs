@@ -169,15 +169,8 @@ unsafe fn exp8(x: __m256) -> __m256 {
     let magic = _mm256_set1_ps(12_582_912.0);
     let n = _mm256_sub_ps(_mm256_add_ps(y, magic), magic);
     let f = _mm256_sub_ps(y, n);
-    let mut p = _mm256_set1_ps(0.000_154_035_3);
-    for c in [
-        0.001_333_355_8,
-        0.009_618_129,
-        0.055_504_11,
-        0.240_226_5,
-        std::f32::consts::LN_2,
-        1.0,
-    ] {
+    let mut p = _mm256_set1_ps(crate::cpu::EXP2_POLY[0]);
+    for &c in &crate::cpu::EXP2_POLY[1..] {
         p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
     }
     let bits = _mm256_slli_epi32(
