@@ -262,8 +262,7 @@ struct Scratch<'a> {
 }
 
 /// The wide path's state: queries transposed (`d × hp`, heads padded to a multiple of
-/// [`Isa::wide_lanes`])
-/// and the softmax state per padded head.
+/// [`Isa::wide_lanes`]) and the softmax state per padded head.
 struct Wide {
     hp: usize,
     qt: Vec<f32>,
@@ -609,7 +608,7 @@ pub struct Walk {
     /// Whether each tile asks for the next one's rows ahead of time; `None` leaves it to the
     /// machine's calibration for the layout ([`super::tile_prefetch`]). It depends on the
     /// workload as well as the machine: on a Zen 3 (docs/performance.md, fifteenth round) it
-    /// cost a contiguous MHA step at 32K 7-17 % while it saved a GQA-8 step 7-9 %.
+    /// cost a contiguous MHA step at 32K 7-17 % while it saved a GQA-8 step 6-9 %.
     pub prefetch: Option<bool>,
 }
 
