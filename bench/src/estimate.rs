@@ -75,16 +75,15 @@ pub fn row_seconds(
     let reference_s = 4.0 * kv / (gbps * 1e9);
     let runs = 1 + timing.warmup + timing.repetitions.max(1);
     // An attention row whose steps read past the last-level cache (unknown: assume they
-    // do) is tuned: the prompt filled in and up to 12 decode steps timed, once for the
-    // prefetch and, paged, once more for the walk.
+    // do) is tuned: twice the prompt filled in and up to 12 decode steps timed, for the
+    // tile and for the prefetch.
     let tunes = spec.kind == WorkloadKind::Attention && spec.gen >= 4 && kv >= cal.llc_bytes as f64;
-    let tunings = match (tunes, spec.strategy == Strategy::Paged) {
-        (false, _) => 0.0,
-        (true, false) => 1.0,
-        (true, true) => 2.0,
+    let tune_s = match tunes {
+        true => {
+            2.0 * (2.0 * kv / (cal.copy_gbps.max(1.0) * 1e9) + spec.gen.min(12) as f64 * step_s)
+        }
+        false => 0.0,
     };
-    let tune_s =
-        tunings * (2.0 * kv / (cal.copy_gbps.max(1.0) * 1e9) + spec.gen.min(12) as f64 * step_s);
     runs as f64 * run_s + reference_s + tune_s
 }
 
@@ -199,14 +198,14 @@ mod tests {
         let s = spec(8192, 8);
         let kv = 8200.0 * 2048.0;
         // fill: 2 × kv at 10 GB/s copy; 8 steps of kv at 20 GB/s; 5 runs; reference 4 × kv;
-        // tuning (no cache size known, so past it): one more fill and the 8 steps.
+        // tuning (no cache size known, so past it): twice one more fill and the 8 steps.
         let run = 2.0 * kv / 10e9 + 8.0 * kv / 20e9;
-        let want = 5.0 * run + 4.0 * kv / 20e9 + run;
+        let want = 5.0 * run + 4.0 * kv / 20e9 + 2.0 * run;
         let got = row_seconds(&s, PrefillMode::Fill, &cal(), &timing);
         assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
         // compute: 4 · hq · d · Σ(i+1) = 4 · 512 · 8192·8193/2 FLOP at 100 GFLOP/s.
         let flops = 4.0 * 512.0 * (8192.0 * 8193.0 / 2.0);
-        let want = 5.0 * (flops / 100e9 + 8.0 * kv / 20e9) + 4.0 * kv / 20e9 + run;
+        let want = 5.0 * (flops / 100e9 + 8.0 * kv / 20e9) + 4.0 * kv / 20e9 + 2.0 * run;
         let got = row_seconds(&s, PrefillMode::Attention, &cal(), &timing);
         assert!((got - want).abs() < 1e-9 * want, "{got} vs {want}");
         // Inside a last-level cache there is nothing to tune.

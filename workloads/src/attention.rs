@@ -78,8 +78,9 @@ impl AttentionWorkload {
         self
     }
 
-    /// Read a paged cache's heads together in tiles of `rows` rows (0: one block) instead of
-    /// what [`Workload::tune`] would choose (measurements of one setting).
+    /// Walk in tiles of `rows` rows (0: one block where a paged cache's heads are read
+    /// together, else [`TILE`]) instead of what [`Workload::tune`] would choose
+    /// (measurements of one setting).
     pub fn with_walk_rows(mut self, rows: usize) -> Self {
         self.walk.rows = rows;
         self
@@ -87,10 +88,10 @@ impl AttentionWorkload {
 
     /// Choose how decode steps walk the rows by timing this workload's own steps (up to 12
     /// each time, two settings alternating, the first step of each untimed) after the prompt
-    /// is filled in: the paged walk's tile where a paged cache's heads are read together,
-    /// then, from the prompt again, the next-tile prefetch where a step reads past the
-    /// last-level cache. `None` where neither applies or fewer than 4 decode steps can be
-    /// timed. The cache is left reset.
+    /// is filled in, where a step reads past the last-level cache: the tile (with the
+    /// calibration's prefetch), then, from the prompt again, the next-tile prefetch (with
+    /// that tile). `None` in cache or with fewer than 4 decode steps to time. The cache is
+    /// left reset.
     fn tune_steps(&mut self) -> Result<Option<String>, WorkloadError> {
         let steps = (self.spec.gen as usize).min(12);
         if steps < 4 || self.cache.is_none() {
@@ -100,20 +101,17 @@ impl AttentionWorkload {
         self.reset()?;
         self.run_prefill(prompt, PrefillMode::Fill)?;
         let cache = self.cache.as_deref().expect("checked above");
-        // Heads are read together only past the cache, so a walk to choose implies both.
-        let walk = reads_heads_together(cache);
-        let past_cache = crate::cpu::reads_past_the_cache(cache.resident_bytes());
-        let mut said = Vec::new();
-        if walk {
-            said.push(self.tune_walk(steps)?);
+        let together = reads_heads_together(cache);
+        if !crate::cpu::reads_past_the_cache(cache.resident_bytes()) {
             self.reset()?;
-            self.run_prefill(prompt, PrefillMode::Fill)?;
+            return Ok(None);
         }
-        if past_cache {
-            said.push(self.tune_prefetch(steps)?);
-        }
+        let walk = self.tune_walk(steps, together)?;
         self.reset()?;
-        Ok((!said.is_empty()).then(|| said.join("; ")))
+        self.run_prefill(prompt, PrefillMode::Fill)?;
+        let prefetch = self.tune_prefetch(steps)?;
+        self.reset()?;
+        Ok(Some(format!("{walk}; {prefetch}")))
     }
 
     /// The fastest decode step of each setting, `steps` steps alternating between them (the
@@ -160,22 +158,28 @@ impl AttentionWorkload {
         ))
     }
 
-    /// The paged walk's tile, chosen by timing `steps` of this workload's own decode steps
-    /// with tiles of one block and of [`TILE`] rows, alternating: [`TILE`] rows only when at
-    /// least 3 % faster. Expects the prompt filled in and the heads read together.
-    fn tune_walk(&mut self, steps: usize) -> Result<String, WorkloadError> {
-        let choices = [0, TILE];
+    /// The tile, chosen by timing `steps` of this workload's own decode steps with two tile
+    /// sizes, alternating: where a paged cache's heads are read together (`together`), one
+    /// block against [`TILE`] rows; elsewhere [`TILE`] rows against 16. The second only when
+    /// at least 3 % faster. Expects the prompt filled in.
+    fn tune_walk(&mut self, steps: usize, together: bool) -> Result<String, WorkloadError> {
+        let (choices, names) = match together {
+            true => ([0, TILE], ["one block".to_string(), format!("{TILE} rows")]),
+            false => ([0, 16], [format!("{TILE} rows"), "16 rows".to_string()]),
+        };
         let best = self.time_alternating(steps, |w, i| w.rows = choices[i])?;
-        let tile_wins = best[1] < 0.97 * best[0];
-        self.walk.rows = choices[tile_wins as usize];
+        let second_wins = best[1] < 0.97 * best[0];
+        self.walk.rows = choices[second_wins as usize];
         Ok(format!(
-            "paged walk in tiles of {} (fastest step with one block {:.2} ms, with {TILE} rows \
-             {:.2} ms)",
-            match tile_wins {
-                true => format!("{TILE} rows"),
-                false => "one block".into(),
+            "{} in tiles of {} (fastest step with {} {:.2} ms, with {} {:.2} ms)",
+            match together {
+                true => "paged walk",
+                false => "walk",
             },
+            names[second_wins as usize],
+            names[0],
             best[0],
+            names[1],
             best[1]
         ))
     }
@@ -598,15 +602,24 @@ mod tests {
 
     #[test]
     fn a_workload_past_the_cache_tunes_its_prefetch_and_still_verifies() {
-        // The kernels assume no cache size in tests, so every step reads past it. A
-        // contiguous cache has no walk to choose; a paged one chooses its walk first.
-        for (strategy, gen, notes) in [(Strategy::Contiguous, 6, 1), (Strategy::Paged, 6, 2)] {
+        // The kernels assume no cache size in tests, so every step reads past it: the tile
+        // is chosen first (a contiguous cache's between 64 and 16 rows), then the prefetch.
+        for strategy in [Strategy::Contiguous, Strategy::Paged] {
             let mut w =
-                AttentionWorkload::new(&tuning_spec(strategy, gen), PrefillMode::Fill).unwrap();
+                AttentionWorkload::new(&tuning_spec(strategy, 6), PrefillMode::Fill).unwrap();
             let said = w.tune().unwrap().expect("a choice to make");
             let parts: Vec<&str> = said.split("; ").collect();
-            assert_eq!(parts.len(), notes, "{said}");
-            let prefetch = parts[notes - 1];
+            assert_eq!(parts.len(), 2, "{said}");
+            if strategy == Strategy::Contiguous {
+                let ms = figures(parts[0]);
+                let want = if ms[1] < 0.97 * ms[0] { 16 } else { 0 };
+                assert_eq!(w.walk.rows, want, "{said}");
+                assert!(parts[0].starts_with(match want {
+                    0 => "walk in tiles of 64 rows",
+                    _ => "walk in tiles of 16 rows",
+                }));
+            }
+            let prefetch = parts[1];
             let ms = figures(prefetch);
             assert_eq!(ms.len(), 2, "{said}");
             let want = if ms[1] < 0.97 * ms[0] {

@@ -562,6 +562,15 @@ pub(crate) fn attend_heads_together(
     each.into_iter().map(HeadAttention::finish).collect()
 }
 
+/// Rows per tile when a job is read on its own: `rows`, or with 0 [`TILE`], within
+/// 1..=`TILE`.
+pub(crate) fn alone_tile(rows: usize) -> usize {
+    match rows {
+        0 => TILE,
+        rows => rows.min(TILE),
+    }
+}
+
 /// Rows per tile when heads are read together: `rows`, or with 0 the block size, within
 /// 16..=`TILE`.
 pub(crate) fn together_tile(view: &HeadView, rows: usize) -> usize {
@@ -602,8 +611,12 @@ impl Together {
 /// workload itself ([`crate::attention::AttentionWorkload`]'s `tune`), or the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Walk {
-    /// Rows per tile where a sequence's heads are read together ([`Together`]; 0: one
-    /// block).
+    /// Rows per tile: where a sequence's heads are read together ([`Together`]) 0 means one
+    /// block, elsewhere [`TILE`]. Which pays depends on the workload: on a Zen 3
+    /// (docs/performance.md, fifteenth round) 16-row tiles took a contiguous GQA-8 f32 step at
+    /// 32K from 35 to 22 ms (each tile's K and V, and the next tile asked for, fit in the
+    /// L1d, which the value kernel's passes over a tile reread), while MHA f32 and MQA lost
+    /// 10-25 % to them.
     pub rows: usize,
     /// Whether each tile asks for the next one's rows ahead of time; `None` leaves it to the
     /// machine's calibration for the layout ([`super::tile_prefetch`]). It depends on the
@@ -690,7 +703,7 @@ pub fn decode_attention(jobs: &mut [DecodeJob], heads: usize, together: Together
                 jobs[first].q,
                 heads,
                 (b, e),
-                TILE,
+                alone_tile(walk.rows),
                 walk.prefetch,
                 isa,
             )],

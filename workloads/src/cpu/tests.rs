@@ -72,6 +72,11 @@ fn decoded(segs: &[crate::cache::Segment]) -> Vec<Vec<f64>> {
 
 /// Decode attention of `heads` query heads over one KV head's view, on one ISA.
 fn run(view: &HeadView, q: &[f32], heads: usize, isa: Isa) -> Vec<f32> {
+    run_walked(view, q, heads, Walk::CALIBRATED, isa)
+}
+
+/// [`run`] walked as `walk` says.
+fn run_walked(view: &HeadView, q: &[f32], heads: usize, walk: Walk, isa: Isa) -> Vec<f32> {
     let d = q.len() / heads;
     let scaled: Vec<f32> = q.iter().map(|x| x / (d as f32).sqrt()).collect();
     let mut out = vec![0.0; q.len()];
@@ -80,7 +85,7 @@ fn run(view: &HeadView, q: &[f32], heads: usize, isa: Isa) -> Vec<f32> {
         q: &scaled,
         out: &mut out,
     }];
-    decode_attention(&mut jobs, heads, Together::ALONE, isa);
+    decode_attention(&mut jobs, heads, Together { jobs: 1, walk }, isa);
     out
 }
 
@@ -125,6 +130,28 @@ fn every_dtype_and_isa_matches_f64_attention_over_the_stored_rows() {
                     k.kind,
                     v.kind
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn any_tile_and_prefetch_of_a_walk_give_the_f64_attention() {
+    // A contiguous head walked in tiles of 64, 16 and 5 rows, asking ahead or not, on the
+    // fused (4 heads) and the wide (8 heads) paths: each the exact attention over its rows.
+    let dt = CacheDtype::new(DtypeKind::F16);
+    let g = geometry(1, 64, 300, dt, dt, 16);
+    let mut c = DenseCache::new(&g, false).unwrap();
+    filled(&mut c, 1, 64, 300, 12);
+    let view = c.view(0, 0, 0);
+    for heads in [4usize, 8] {
+        let q = query(heads, 64, 6);
+        let want = exact(&view, &q, heads);
+        for isa in Isa::available() {
+            for (rows, prefetch) in [(0, Some(true)), (16, Some(false)), (5, None)] {
+                let got = run_walked(&view, &q, heads, Walk { rows, prefetch }, isa);
+                let err = max_rel(&got, &want);
+                assert!(err < 2e-5, "{isa:?} heads {heads} rows {rows}: {err}");
             }
         }
     }
