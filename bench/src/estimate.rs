@@ -77,7 +77,9 @@ pub fn row_seconds(
     // An attention row whose steps read past the last-level cache (unknown: assume they
     // do) is tuned: twice the prompt filled in and up to 12 decode steps timed, for the
     // tile and for the prefetch.
-    let tunes = spec.kind == WorkloadKind::Attention && spec.gen >= 4 && kv >= cal.llc_bytes as f64;
+    let tunes = spec.kind == WorkloadKind::Attention
+        && spec.gen >= 4
+        && kvbench_workloads::cpu::reads_past_cache(kv as u64, cal.llc_bytes);
     let tune_s = match tunes {
         true => {
             2.0 * (2.0 * kv / (cal.copy_gbps.max(1.0) * 1e9) + spec.gen.min(12) as f64 * step_s)

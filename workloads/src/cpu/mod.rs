@@ -77,7 +77,7 @@ pub fn reads_past_the_cache(resident_bytes: u64) -> bool {
 }
 
 /// `resident_bytes` do not fit in a cache of `cache_bytes` (0: unknown, assume they do not).
-pub(crate) fn reads_past_cache(resident_bytes: u64, cache_bytes: u64) -> bool {
+pub fn reads_past_cache(resident_bytes: u64, cache_bytes: u64) -> bool {
     resident_bytes >= cache_bytes
 }
 
@@ -170,10 +170,7 @@ impl Isa {
     /// round), ns a KV row at 4 heads: int8 80-83 -> 64-65, int4 96 -> 72, nf4 118 -> 101,
     /// fp8 84-87 -> 67-68; at 2 heads 1.2x slower.
     pub fn decodes_codes_first(self, heads: usize, c: &crate::codec::Codec) -> bool {
-        let codes = !matches!(
-            c.quant,
-            crate::codec::Quant::F32 | crate::codec::Quant::F16 | crate::codec::Quant::Bf16
-        );
+        let codes = !c.dtype.kind.is_float();
         self == Isa::Avx2 && codes && (4..8).contains(&heads) && self.avx2_for(c)
     }
 

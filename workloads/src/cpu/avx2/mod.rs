@@ -447,6 +447,21 @@ unsafe fn store_sums<const R: usize>(acc: &[__m256; R], add: &[f32; R], out: *mu
     }
 }
 
+/// A pair of vectors as [`Codes::pair`] orders it (even channels then odd ones for split
+/// codes), put in channel order.
+#[inline(always)]
+unsafe fn in_channel_order<C: Codes>([x0, x1]: [__m256; 2]) -> [__m256; 2] {
+    if !C::SPLIT {
+        return [x0, x1];
+    }
+    let lo = _mm256_unpacklo_ps(x0, x1);
+    let hi = _mm256_unpackhi_ps(x0, x1);
+    [
+        _mm256_permute2f128_ps(lo, hi, 0x20),
+        _mm256_permute2f128_ps(lo, hi, 0x31),
+    ]
+}
+
 /// `q` with each pair of 8-channel runs split into even and odd channels, the order split
 /// [`Codes`] hand them out, into `out` (as long as `q`).
 fn split_pairs(q: &[f32], out: &mut [f32]) {
@@ -620,14 +635,7 @@ unsafe fn accumulate_block_int<C: Codes, const HB: usize, const P: usize, const 
             biases[g0] = bias1[h];
         }
         for pp in 0..P {
-            let [mut x0, mut x1] = a[h][pp];
-            if C::SPLIT {
-                // Even and odd channels back to channel order.
-                let lo = _mm256_unpacklo_ps(x0, x1);
-                let hi = _mm256_unpackhi_ps(x0, x1);
-                x0 = _mm256_permute2f128_ps(lo, hi, 0x20);
-                x1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-            }
+            let [x0, x1] = in_channel_order::<C>(a[h][pp]);
             let bv = _mm256_set1_ps(biases[g0 + pp / per]);
             let at = acc.add(h * d + PAIR * (p0 + pp));
             _mm256_storeu_ps(

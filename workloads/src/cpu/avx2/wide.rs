@@ -6,8 +6,8 @@
 //! and of `softmax_row` for the fused path.
 
 use super::{
-    check_pieces, hsum, row_ptr, Bf16, Codes, Format, Fp8Fmt, Int, IntLayout, Nf4, Piece, F16, F32,
-    PAIR,
+    check_pieces, hsum, in_channel_order, row_ptr, Bf16, Codes, Format, Fp8Fmt, Int, IntLayout,
+    Nf4, Piece, F16, F32, PAIR,
 };
 use crate::codec::fp8::Fp8;
 use crate::codec::Quant;
@@ -68,14 +68,10 @@ unsafe fn decode_codes<C: Codes>(pieces: &[Piece], out: &mut [f32]) {
                 let (s, b) = (_mm256_set1_ps(s), _mm256_set1_ps(b));
                 for p in g * ppg..(g + 1) * ppg {
                     let [x0, x1] = C::pair(codes, p);
-                    let (mut y0, mut y1) = (_mm256_fmadd_ps(x0, s, b), _mm256_fmadd_ps(x1, s, b));
-                    if C::SPLIT {
-                        // Even and odd channels back to channel order.
-                        let lo = _mm256_unpacklo_ps(y0, y1);
-                        let hi = _mm256_unpackhi_ps(y0, y1);
-                        y0 = _mm256_permute2f128_ps(lo, hi, 0x20);
-                        y1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-                    }
+                    let [y0, y1] = in_channel_order::<C>([
+                        _mm256_fmadd_ps(x0, s, b),
+                        _mm256_fmadd_ps(x1, s, b),
+                    ]);
                     _mm256_storeu_ps(o.add(PAIR * p), y0);
                     _mm256_storeu_ps(o.add(PAIR * p + 8), y1);
                 }
