@@ -123,9 +123,11 @@ pub unsafe fn scores_wide(k: &[f32], n: usize, d: usize, qt: &[f32], hp: usize, 
     let (kp, qp, sp) = (k.as_ptr(), qt.as_ptr(), st.as_mut_ptr());
     let mut v = 0;
     while v < hp / 8 {
-        // 4 rows × 2 vectors: 8 accumulators, 2 query vectors and a broadcast; 4 rows divide
-        // a tile and a paged block, so no row is left to a one-row block (whose two FMA
-        // chains wait on their latency).
+        // 6 rows × 2 vectors: 12 accumulators, 2 query vectors and a broadcast (15 of the 16
+        // registers). Two FMA pipes of 4 cycles' latency keep 8 chains busy only when
+        // nothing else delays them; 12 leave slack (4 × 2 ran at 85 ns a row, 32 heads, one
+        // Zen 3 core). A tile's last 4 rows (64 and 16 are 6k + 4) take 4 × 2; none is left
+        // to a one-row block (whose two FMA chains wait on their latency).
         let two = hp / 8 - v >= 2;
         let (qv, sv) = (qp.add(8 * v), sp.add(8 * v));
         let mut i = 0;
@@ -133,6 +135,10 @@ pub unsafe fn scores_wide(k: &[f32], n: usize, d: usize, qt: &[f32], hp: usize, 
             let left = n - i;
             let (ki, si) = (kp.add(i * d), sv.add(i * hp));
             i += match (two, left) {
+                (true, 6..) => {
+                    scores_wide_block::<6, 2>(ki, d, qv, hp, si);
+                    6
+                }
                 (true, 4..) => {
                     scores_wide_block::<4, 2>(ki, d, qv, hp, si);
                     4
@@ -284,21 +290,43 @@ pub unsafe fn accumulate_wide(
     let (vp, pp, cp, ap) = (v.as_ptr(), p.as_ptr(), corr.as_ptr(), acc.as_mut_ptr());
     let mut h = 0;
     while h < heads {
-        // 4 heads × 2 chunks: 8 accumulators, 2 value vectors and a broadcast (with 3
-        // chunks the 16 registers did not hold them: one accumulator went through the
-        // stack every row).
-        let hb = if heads - h >= 4 { 4 } else { 1 };
+        // 6 heads × 2 chunks: 12 accumulators, 2 value vectors and a broadcast (15 of the 16
+        // registers; with 3 chunks of 4 heads one accumulator went through the stack every
+        // row). 8 chains (4 × 2) ran at 97 ns a row, 32 heads, one Zen 3 core: two FMA
+        // pipes of 4 cycles' latency need all 8 in flight every cycle.
+        let hb = match heads - h {
+            6.. => 6,
+            4..=5 => 4,
+            2..=3 => 2,
+            _ => 1,
+        };
         let (ph, ch, ah) = (pp.add(h), cp.add(h), ap.add(h * d));
         let mut j = 0;
         while j < chunks {
             let left = chunks - j;
             j += match (hb, left) {
+                (6, 2..) => {
+                    accumulate_wide_block::<6, 2>(vp, n, d, ph, hp, ch, ah, j);
+                    2
+                }
+                (6, _) => {
+                    accumulate_wide_block::<6, 1>(vp, n, d, ph, hp, ch, ah, j);
+                    1
+                }
                 (4, 2..) => {
                     accumulate_wide_block::<4, 2>(vp, n, d, ph, hp, ch, ah, j);
                     2
                 }
                 (4, _) => {
                     accumulate_wide_block::<4, 1>(vp, n, d, ph, hp, ch, ah, j);
+                    1
+                }
+                (2, 4..) => {
+                    accumulate_wide_block::<2, 4>(vp, n, d, ph, hp, ch, ah, j);
+                    4
+                }
+                (2, _) => {
+                    accumulate_wide_block::<2, 1>(vp, n, d, ph, hp, ch, ah, j);
                     1
                 }
                 (_, 8..) => {
