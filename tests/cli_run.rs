@@ -555,7 +555,7 @@ fn attention_runs_are_estimated_and_prefill_is_explicit() {
         .arg(&out)
         .assert()
         .success()
-        .stderr(predicate::str::contains("estimate: at least"));
+        .stderr(predicate::str::contains("estimate: about"));
     let rows = read_csv(&out);
     let header = csv::Reader::from_path(&out)
         .unwrap()

@@ -184,7 +184,9 @@ pub struct RunOptions {
     /// last-level cache (a cache-resident measurement; such rows are flagged `cache_resident`).
     #[arg(long)]
     pub cache_resident: bool,
-    /// Refuse a run whose estimated duration (at the calibrated limits) exceeds this.
+    /// Refuse a run whose estimated duration exceeds this (fills, references and step
+    /// arithmetic timed on a small sample of each format first; memory at the calibrated
+    /// limits).
     #[arg(long, default_value_t = 30.0, value_name = "MINUTES")]
     pub max_minutes: f64,
     /// Calibration file with this machine's limits
@@ -337,10 +339,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         &timing,
         max_minutes,
         env::available_memory(),
+        &|s| estimate::probe(s, threads),
     )?;
     out::say!(
-        "estimate: at least {:.1} minutes for {} rows at this machine's limits (--max-minutes {max_minutes})",
-        secs / 60.0,
+        "estimate: about {} for {} rows (fills, references and step arithmetic as timed on a \
+         sample of each format here, memory traffic at this machine's limits; --max-minutes \
+         {max_minutes})",
+        estimate::duration(secs),
         mine.len()
     );
 
