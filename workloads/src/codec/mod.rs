@@ -11,6 +11,8 @@
 //! which lets the kernels dequantize inside their dot products (see `cpu/`).
 
 pub mod fp8;
+#[cfg(target_arch = "x86_64")]
+mod halves_x86;
 pub mod nf4;
 #[cfg(target_arch = "x86_64")]
 mod quantize_x86;
@@ -278,7 +280,13 @@ impl Codec {
                     o.copy_from_slice(&x.to_le_bytes());
                 }
             }
-            Quant::F16 => encode_halves(rows, out, f16::ZERO, f16::to_le_bytes),
+            Quant::F16 => {
+                #[cfg(target_arch = "x86_64")]
+                if halves_x86::encode_f16(rows, out) {
+                    return;
+                }
+                encode_halves(rows, out, f16::ZERO, f16::to_le_bytes)
+            }
             Quant::Bf16 => encode_halves(rows, out, bf16::ZERO, bf16::to_le_bytes),
             _ if self.unit_tokens == 1 => {
                 #[cfg(target_arch = "x86_64")]

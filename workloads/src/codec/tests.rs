@@ -263,6 +263,44 @@ fn probing_rows(d: usize, seed: u64) -> Vec<Vec<f32>> {
 }
 
 #[test]
+fn f16c_encoding_writes_the_bytes_of_the_half_crate() {
+    let c = Codec::new(CacheDtype::new(DtypeKind::F16), 128).unwrap();
+    // Every probing row, and the edges of f16: its largest and smallest normals, its
+    // subnormals, ties to even, overflow to infinity and the infinities.
+    let mut rows = probing_rows(128, 5);
+    let edges = [
+        65504.0,
+        65520.0,
+        -70000.0,
+        6.1035156e-5,
+        5.9604645e-8,
+        2.9802322e-8,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    rows.push((0..128).map(|i| edges[i % edges.len()]).collect());
+    for (i, row) in rows.iter().enumerate() {
+        let (mut fast, mut slow) = (vec![0u8; c.unit_bytes], vec![0u8; c.unit_bytes]);
+        c.encode_unit(row, &mut fast);
+        encode_halves(row, &mut slow, half::f16::ZERO, half::f16::to_le_bytes);
+        assert_eq!(fast, slow, "row {i}");
+    }
+    // 13 values: 8 in one instruction, 5 after it.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let odd: Vec<f32> = (0..13).map(|i| i as f32 * 0.37 - 2.0).collect();
+        let (mut fast, mut slow) = (vec![0u8; 26], vec![0u8; 26]);
+        if halves_x86::encode_f16(&odd, &mut fast) {
+            encode_halves(&odd, &mut slow, half::f16::ZERO, half::f16::to_le_bytes);
+            assert_eq!(fast, slow);
+        }
+    }
+}
+
+#[test]
 fn simd_integer_encodings_write_the_bytes_of_the_scalar_one() {
     let kinds = [
         CacheDtype::new(DtypeKind::Int8),
