@@ -1,7 +1,8 @@
-//! The integer and NF4 encodings of token groups with AVX-512: the scalar `quantize_group`'s
-//! arithmetic, in the same order, 16 values at a time, so the bytes are the same (each
-//! group's min and max are exact whatever the order; every code rounds by the same
-//! 1.5·2^23 addition). A prompt's fill encodes every row of every head this way.
+//! The integer and NF4 encodings of token groups with AVX-512 or AVX2: the scalar
+//! `quantize_group`'s arithmetic, in the same order, 16 or 8 values at a time, so the bytes
+//! are the same (each group's min and max are exact whatever the order; every code rounds by
+//! the same 1.5·2^23 addition). A prompt's fill encodes every row of every head this way;
+//! on a Zen 3 (AVX2) the scalar encoding took 38 % of a 32K MHA int8 and fp8 run.
 //!
 //! Rows with a value that is not finite keep to the scalar path, whose NaN handling is the
 //! reference.
@@ -10,26 +11,109 @@ use super::nf4::NF4_LEVELS;
 use super::{Codec, Quant};
 use std::arch::x86_64::*;
 
-/// Whether this CPU and `c` take [`encode_row`]: int8, int4 or nf4 codes of one token per
-/// unit, in groups of 16 to 256 channels.
+/// Whether `c` takes [`encode_row`] where the CPU has AVX-512 or AVX2: int8, int4 or nf4
+/// codes of one token per unit, in groups of 16 to 256 channels.
 pub(super) fn fits(c: &Codec) -> bool {
     let int = matches!(c.quant, Quant::Int { bits: 8 | 4, .. } | Quant::Nf4);
     int && c.unit_tokens == 1
         && c.group.is_multiple_of(16)
         && (16..=256).contains(&c.group)
         && c.head_dim.is_multiple_of(c.group)
-        && crate::cpu::avx512::detected()
 }
 
-/// Encode one row (`head_dim` values) into `out` (its unit) when the codec [`fits`];
-/// `false`, writing nothing, when it does not or a value is not finite.
+/// The SIMD encodings this CPU has, widest first.
+pub(super) fn available() -> Vec<Simd> {
+    let mut out = Vec::new();
+    if crate::cpu::avx512::detected() {
+        out.push(Simd::Avx512);
+    }
+    if is_x86_feature_detected!("avx2") {
+        out.push(Simd::Avx2);
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Simd {
+    Avx512,
+    Avx2,
+}
+
+/// Encode one row (`head_dim` values) into `out` (its unit) when the codec [`fits`] and the
+/// CPU has AVX-512 or AVX2; `false`, writing nothing, when not or a value is not finite.
 pub(super) fn encode_row(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
-    if !fits(c) {
+    let Some(&simd) = available().first() else {
+        return false;
+    };
+    encode_row_with(simd, c, row, out)
+}
+
+/// [`encode_row`] with one of the [`available`] encodings.
+pub(super) fn encode_row_with(simd: Simd, c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
+    if !fits(c) || !available().contains(&simd) {
         return false;
     }
     assert!(row.len() == c.head_dim && out.len() == c.unit_bytes);
-    // SAFETY: `fits` checked the CPU; the lengths were checked above.
-    unsafe { encode_row_avx512(c, row, out) }
+    // SAFETY: `available` checked the CPU; the lengths were checked above.
+    unsafe {
+        match simd {
+            Simd::Avx512 => encode_row_avx512(c, row, out),
+            Simd::Avx2 => encode_row_avx2(c, row, out),
+        }
+    }
+}
+
+/// One group's mapping to codes, per value: `code = round(clamp((x + add)·mul, cmin, cmax))
+/// + shift` (NF4: `mul` only, then the count of level midpoints below), its parameters
+/// written into `params` as the scalar encoding writes them.
+struct GroupPlan {
+    mul: f32,
+    add: f32,
+    cmin: f32,
+    cmax: f32,
+    shift: i32,
+}
+
+fn group_plan(c: &Codec, (lo, hi): (f32, f32), params: &mut [u8]) -> GroupPlan {
+    let (bits, asymmetric) = match c.quant {
+        Quant::Int { bits, asymmetric } => (bits, asymmetric),
+        _ => (4, false),
+    };
+    let inverse = |scale: f32| if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    if c.quant == Quant::Nf4 {
+        let scale = c.write_scalar(hi.max(-lo).max(0.0), params);
+        let mul = inverse(scale);
+        return GroupPlan {
+            mul,
+            add: 0.0,
+            cmin: 0.0,
+            cmax: 0.0,
+            shift: 0,
+        };
+    }
+    if asymmetric {
+        let levels = ((1u32 << bits) - 1) as f32;
+        let half = params.len() / 2;
+        let scale = c.write_scalar((hi - lo) / levels, &mut params[..half]);
+        let zero = c.write_scalar(lo, &mut params[half..]);
+        return GroupPlan {
+            mul: inverse(scale),
+            add: -zero,
+            cmin: 0.0,
+            cmax: levels,
+            shift: 0,
+        };
+    }
+    let absmax = hi.max(-lo).max(0.0);
+    let qmax = ((1u32 << (bits - 1)) - 1) as f32;
+    let scale = c.write_scalar(absmax / qmax, params);
+    GroupPlan {
+        mul: inverse(scale),
+        add: 0.0,
+        cmin: -qmax,
+        cmax: qmax,
+        shift: 1i32 << (bits - 1),
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
@@ -46,9 +130,9 @@ unsafe fn encode_row_avx512(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
             return false;
         }
     }
-    let (bits, asymmetric) = match c.quant {
-        Quant::Int { bits, asymmetric } => (bits, asymmetric),
-        _ => (4, false),
+    let bits = match c.quant {
+        Quant::Int { bits, .. } => bits,
+        _ => 4,
     };
     let nf4 = c.quant == Quant::Nf4;
     // NF4: a code is the number of midpoints between consecutive levels below the value,
@@ -71,25 +155,13 @@ unsafe fn encode_row_avx512(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
         }
         let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
         let params = &mut out[po + g * pb..po + (g + 1) * pb];
-        // Per lane: code = round(clamp(x·mul + add, cmin, cmax)) + shift.
-        let (mul, add, cmin, cmax, shift) = if nf4 {
-            let scale = c.write_scalar(hi.max(-lo).max(0.0), params);
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            (inv, 0.0, 0.0, 0.0, 0)
-        } else if asymmetric {
-            let levels = ((1u32 << bits) - 1) as f32;
-            let half = pb / 2;
-            let scale = c.write_scalar((hi - lo) / levels, &mut params[..half]);
-            let zero = c.write_scalar(lo, &mut params[half..]);
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            (inv, -zero, 0.0, levels, 0)
-        } else {
-            let absmax = hi.max(-lo).max(0.0);
-            let qmax = ((1u32 << (bits - 1)) - 1) as f32;
-            let scale = c.write_scalar(absmax / qmax, params);
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            (inv, 0.0, -qmax, qmax, 1i32 << (bits - 1))
-        };
+        let GroupPlan {
+            mul,
+            add,
+            cmin,
+            cmax,
+            shift,
+        } = group_plan(c, (lo, hi), params);
         let (mul, add) = (_mm512_set1_ps(mul), _mm512_set1_ps(add));
         let (cmin, cmax) = (_mm512_set1_ps(cmin), _mm512_set1_ps(cmax));
         let shift = _mm512_set1_epi32(shift);
@@ -120,4 +192,99 @@ unsafe fn encode_row_avx512(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
         }
     }
     true
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn encode_row_avx2(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
+    let x = row.as_ptr();
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let sign = _mm256_set1_epi32(0x7fff_ffff);
+    for i in (0..row.len()).step_by(8) {
+        let a = _mm256_castsi256_ps(_mm256_and_si256(
+            _mm256_castps_si256(_mm256_loadu_ps(x.add(i))),
+            sign,
+        ));
+        if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(a, inf)) != 0xff {
+            return false;
+        }
+    }
+    let bits = match c.quant {
+        Quant::Int { bits, .. } => bits,
+        _ => 4,
+    };
+    let nf4 = c.quant == Quant::Nf4;
+    let mut mids = [_mm256_setzero_ps(); 15];
+    for (i, m) in mids.iter_mut().enumerate() {
+        *m = _mm256_set1_ps(0.5 * (NF4_LEVELS[i] + NF4_LEVELS[i + 1]));
+    }
+    let (pb, po) = (c.param_bytes(), c.params_offset());
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let magic_bits = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32);
+    // The 8 lanes' min (or max) in every lane.
+    let across = |v: __m256, f: unsafe fn(__m256, __m256) -> __m256| {
+        let v = f(v, _mm256_permute2f128_ps::<1>(v, v));
+        let v = f(v, _mm256_shuffle_ps::<0b01_00_11_10>(v, v));
+        _mm256_cvtss_f32(f(v, _mm256_shuffle_ps::<0b10_11_00_01>(v, v)))
+    };
+    for g in 0..row.len() / c.group {
+        let at = x.add(g * c.group);
+        let (mut lo, mut hi) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at));
+        for j in 1..c.group / 8 {
+            let v = _mm256_loadu_ps(at.add(8 * j));
+            lo = _mm256_min_ps(lo, v);
+            hi = _mm256_max_ps(hi, v);
+        }
+        let (lo, hi) = (across(lo, min8), across(hi, max8));
+        let params = &mut out[po + g * pb..po + (g + 1) * pb];
+        let plan = group_plan(c, (lo, hi), params);
+        let (mul, add) = (_mm256_set1_ps(plan.mul), _mm256_set1_ps(plan.add));
+        let (cmin, cmax) = (_mm256_set1_ps(plan.cmin), _mm256_set1_ps(plan.cmax));
+        let shift = _mm256_set1_epi32(plan.shift);
+        let codes = out.as_mut_ptr().add(g * c.group * bits as usize / 8);
+        let code8 = |at: *const f32| {
+            let v = _mm256_loadu_ps(at);
+            let r = if nf4 {
+                let y = _mm256_mul_ps(v, mul);
+                // A compare's true lane is −1: subtracting it counts.
+                mids.iter().fold(_mm256_setzero_si256(), |n, m| {
+                    _mm256_sub_epi32(n, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(y, *m)))
+                })
+            } else {
+                // (x − zero)·inv as the scalar computes it: the subtraction first.
+                let y = _mm256_mul_ps(_mm256_add_ps(v, add), mul);
+                let y = _mm256_min_ps(_mm256_max_ps(y, cmin), cmax);
+                _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(y, magic)), magic_bits)
+            };
+            _mm256_add_epi32(r, shift)
+        };
+        for j in 0..c.group / 16 {
+            // 16 codes in 0..=255 to bytes: the packs work within 128-bit halves, so the
+            // dwords [a0-3, b0-3 | a4-7, b4-7] are put back in order.
+            let (a, b) = (code8(at.add(16 * j)), code8(at.add(16 * j + 8)));
+            let words = _mm256_packus_epi32(a, b);
+            let bytes = _mm256_packus_epi16(words, words);
+            let ordered =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            let bytes = _mm256_castsi256_si128(ordered);
+            if bits == 8 {
+                _mm_storeu_si128(codes.add(16 * j) as *mut __m128i, bytes);
+            } else {
+                // Element 2i in the low nibble of byte i, 2i + 1 in the high one.
+                let w = _mm_or_si128(bytes, _mm_srli_epi16::<4>(bytes));
+                let packed = _mm_packus_epi16(_mm_and_si128(w, _mm_set1_epi16(0x00ff)), w);
+                _mm_storel_epi64(codes.add(8 * j) as *mut __m128i, packed);
+            }
+        }
+    }
+    true
+}
+
+#[target_feature(enable = "avx")]
+unsafe fn min8(a: __m256, b: __m256) -> __m256 {
+    _mm256_min_ps(a, b)
+}
+
+#[target_feature(enable = "avx")]
+unsafe fn max8(a: __m256, b: __m256) -> __m256 {
+    _mm256_max_ps(a, b)
 }
