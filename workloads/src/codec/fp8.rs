@@ -13,14 +13,14 @@ pub enum Fp8 {
 }
 
 impl Fp8 {
-    fn mantissa_bits(self) -> i32 {
+    pub(crate) fn mantissa_bits(self) -> i32 {
         match self {
             Fp8::E4m3 => 3,
             Fp8::E5m2 => 2,
         }
     }
 
-    fn bias(self) -> i32 {
+    pub(crate) fn bias(self) -> i32 {
         match self {
             Fp8::E4m3 => 7,
             Fp8::E5m2 => 15,
@@ -36,7 +36,7 @@ impl Fp8 {
     }
 
     /// The code of `max()`: exponent field and mantissa of 1.75 · 2^emax (0x7e, 0x7b).
-    fn max_code(self) -> u32 {
+    pub(crate) fn max_code(self) -> u32 {
         match self {
             Fp8::E4m3 => 0x7e,
             Fp8::E5m2 => 0x7b,

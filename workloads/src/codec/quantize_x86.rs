@@ -11,10 +11,13 @@ use super::nf4::NF4_LEVELS;
 use super::{Codec, Quant};
 use std::arch::x86_64::*;
 
-/// Whether `c` takes [`encode_row`] where the CPU has AVX-512 or AVX2: int8, int4 or nf4
-/// codes of one token per unit, in groups of 16 to 256 channels.
+/// Whether `c` takes [`encode_row`] where the CPU has AVX-512 or AVX2: int8, int4, nf4 or
+/// fp8 codes of one token per unit, in groups of 16 to 256 channels (fp8 on AVX2 only).
 pub(super) fn fits(c: &Codec) -> bool {
-    let int = matches!(c.quant, Quant::Int { bits: 8 | 4, .. } | Quant::Nf4);
+    let int = matches!(
+        c.quant,
+        Quant::Int { bits: 8 | 4, .. } | Quant::Nf4 | Quant::Fp8(_)
+    );
     int && c.unit_tokens == 1
         && c.group.is_multiple_of(16)
         && (16..=256).contains(&c.group)
@@ -42,23 +45,30 @@ pub(super) enum Simd {
 /// Encode one row (`head_dim` values) into `out` (its unit) when the codec [`fits`] and the
 /// CPU has AVX-512 or AVX2; `false`, writing nothing, when not or a value is not finite.
 pub(super) fn encode_row(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
-    let Some(&simd) = available().first() else {
-        return false;
+    let simd = match c.quant {
+        Quant::Fp8(_) => Simd::Avx2,
+        _ => match available().first() {
+            Some(&simd) => simd,
+            None => return false,
+        },
     };
     encode_row_with(simd, c, row, out)
 }
 
-/// [`encode_row`] with one of the [`available`] encodings.
+/// [`encode_row`] with one of the [`available`] encodings; `false` where that one does not
+/// take `c`'s format.
 pub(super) fn encode_row_with(simd: Simd, c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
-    if !fits(c) || !available().contains(&simd) {
+    let fp8 = matches!(c.quant, Quant::Fp8(_));
+    if !fits(c) || !available().contains(&simd) || (fp8 && simd != Simd::Avx2) {
         return false;
     }
     assert!(row.len() == c.head_dim && out.len() == c.unit_bytes);
     // SAFETY: `available` checked the CPU; the lengths were checked above.
     unsafe {
-        match simd {
-            Simd::Avx512 => encode_row_avx512(c, row, out),
-            Simd::Avx2 => encode_row_avx2(c, row, out),
+        match (simd, c.quant) {
+            (Simd::Avx512, _) => encode_row_avx512(c, row, out),
+            (Simd::Avx2, Quant::Fp8(fmt)) => encode_fp8_avx2(c, fmt, row, out),
+            (Simd::Avx2, _) => encode_row_avx2(c, row, out),
         }
     }
 }
@@ -194,20 +204,44 @@ unsafe fn encode_row_avx512(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
     true
 }
 
+/// Whether every value of `row` (a multiple of 8 long) is finite.
 #[target_feature(enable = "avx2")]
-unsafe fn encode_row_avx2(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
+unsafe fn all_finite(row: &[f32]) -> bool {
     let x = row.as_ptr();
     let inf = _mm256_set1_ps(f32::INFINITY);
     let sign = _mm256_set1_epi32(0x7fff_ffff);
-    for i in (0..row.len()).step_by(8) {
+    (0..row.len()).step_by(8).all(|i| {
         let a = _mm256_castsi256_ps(_mm256_and_si256(
             _mm256_castps_si256(_mm256_loadu_ps(x.add(i))),
             sign,
         ));
-        if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(a, inf)) != 0xff {
-            return false;
-        }
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(a, inf)) == 0xff
+    })
+}
+
+/// The min and the max of a group (a multiple of 8 long), exact in any order.
+#[target_feature(enable = "avx2")]
+unsafe fn extremes8(vals: *const f32, n: usize) -> (f32, f32) {
+    let (mut lo, mut hi) = (_mm256_loadu_ps(vals), _mm256_loadu_ps(vals));
+    for j in 1..n / 8 {
+        let v = _mm256_loadu_ps(vals.add(8 * j));
+        lo = _mm256_min_ps(lo, v);
+        hi = _mm256_max_ps(hi, v);
     }
+    let mut lanes = [[0.0f32; 8]; 2];
+    _mm256_storeu_ps(lanes[0].as_mut_ptr(), lo);
+    _mm256_storeu_ps(lanes[1].as_mut_ptr(), hi);
+    let lo = lanes[0].iter().fold(f32::INFINITY, |m, &v| m.min(v));
+    let hi = lanes[1].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    (lo, hi)
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn encode_row_avx2(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
+    if !all_finite(row) {
+        return false;
+    }
+    let x = row.as_ptr();
     let bits = match c.quant {
         Quant::Int { bits, .. } => bits,
         _ => 4,
@@ -220,21 +254,9 @@ unsafe fn encode_row_avx2(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
     let (pb, po) = (c.param_bytes(), c.params_offset());
     let magic = _mm256_set1_ps(12_582_912.0);
     let magic_bits = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32);
-    // The 8 lanes' min (or max) in every lane.
-    let across = |v: __m256, f: unsafe fn(__m256, __m256) -> __m256| {
-        let v = f(v, _mm256_permute2f128_ps::<1>(v, v));
-        let v = f(v, _mm256_shuffle_ps::<0b01_00_11_10>(v, v));
-        _mm256_cvtss_f32(f(v, _mm256_shuffle_ps::<0b10_11_00_01>(v, v)))
-    };
     for g in 0..row.len() / c.group {
         let at = x.add(g * c.group);
-        let (mut lo, mut hi) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at));
-        for j in 1..c.group / 8 {
-            let v = _mm256_loadu_ps(at.add(8 * j));
-            lo = _mm256_min_ps(lo, v);
-            hi = _mm256_max_ps(hi, v);
-        }
-        let (lo, hi) = (across(lo, min8), across(hi, max8));
+        let (lo, hi) = extremes8(at, c.group);
         let params = &mut out[po + g * pb..po + (g + 1) * pb];
         let plan = group_plan(c, (lo, hi), params);
         let (mul, add) = (_mm256_set1_ps(plan.mul), _mm256_set1_ps(plan.add));
@@ -279,12 +301,77 @@ unsafe fn encode_row_avx2(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
     true
 }
 
-#[target_feature(enable = "avx")]
-unsafe fn min8(a: __m256, b: __m256) -> __m256 {
-    _mm256_min_ps(a, b)
-}
-
-#[target_feature(enable = "avx")]
-unsafe fn max8(a: __m256, b: __m256) -> __m256 {
-    _mm256_max_ps(a, b)
+/// fp8 codes of token groups on AVX2: the scalar [`super::fp8::Fp8::encode`] (bit
+/// manipulation, no table) on 8 lanes, each group scaled as `quantize_group` scales it.
+#[target_feature(enable = "avx2")]
+unsafe fn encode_fp8_avx2(c: &Codec, fmt: super::fp8::Fp8, row: &[f32], out: &mut [u8]) -> bool {
+    if !all_finite(row) {
+        return false;
+    }
+    let x = row.as_ptr();
+    let (pb, po) = (c.param_bytes(), c.params_offset());
+    let (m, min_exp) = (fmt.mantissa_bits(), 1 - fmt.bias());
+    // The smallest normal, and 2^(m − min_exp): a subnormal's code is a times it, rounded.
+    let smallest = _mm256_set1_ps(f32::from_bits(((min_exp + 127) as u32) << 23));
+    let quantum = _mm256_set1_ps(f32::from_bits(((m - min_exp + 127) as u32) << 23));
+    let shift = _mm_cvtsi32_si128(23 - m);
+    let half_less = _mm256_set1_epi32((1 << (22 - m)) - 1);
+    let rebias = _mm256_set1_epi32((127 - fmt.bias()) << m);
+    let (max, max_code) = (
+        _mm256_set1_ps(fmt.max()),
+        _mm256_set1_epi32(fmt.max_code() as i32),
+    );
+    let (abs, one) = (_mm256_set1_epi32(0x7fff_ffff), _mm256_set1_epi32(1));
+    let per_tensor = c.dtype.is_per_tensor();
+    for g in 0..row.len() / c.group {
+        let at = x.add(g * c.group);
+        // x / PER_TENSOR_SCALE, or x · (1 / scale), as the scalar computes it.
+        let (div, mul) = if per_tensor {
+            (super::PER_TENSOR_SCALE, 1.0)
+        } else {
+            let (lo, hi) = extremes8(at, c.group);
+            let absmax = hi.max(-lo).max(0.0);
+            let params = &mut out[po + g * pb..po + (g + 1) * pb];
+            let scale = c.write_scalar(absmax / fmt.max(), params);
+            (1.0, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+        };
+        let (div, mul) = (_mm256_set1_ps(div), _mm256_set1_ps(mul));
+        let codes = out.as_mut_ptr().add(g * c.group);
+        for j in 0..c.group / 8 {
+            let v = _mm256_loadu_ps(at.add(8 * j));
+            let v = match per_tensor {
+                true => _mm256_div_ps(v, div),
+                false => _mm256_mul_ps(v, mul),
+            };
+            let bits = _mm256_castps_si256(v);
+            let sign = _mm256_and_si256(_mm256_srli_epi32::<24>(bits), _mm256_set1_epi32(0x80));
+            let magnitude = _mm256_and_si256(bits, abs);
+            let a = _mm256_castsi256_ps(magnitude);
+            // Subnormal: the quanta, rounded to nearest even (the default rounding mode).
+            let sub = _mm256_cvtps_epi32(_mm256_mul_ps(a, quantum));
+            // Normal: the mantissa rounded to m bits, ties to even, then rebiased; a carry
+            // moves into the exponent.
+            let lsb = _mm256_and_si256(_mm256_srl_epi32(magnitude, shift), one);
+            let rounded = _mm256_srl_epi32(
+                _mm256_add_epi32(_mm256_add_epi32(magnitude, half_less), lsb),
+                shift,
+            );
+            let normal = _mm256_min_epu32(_mm256_sub_epi32(rounded, rebias), max_code);
+            let below = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(a, smallest));
+            let code = _mm256_blendv_epi8(normal, sub, below);
+            let saturated = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(a, max));
+            let code = _mm256_blendv_epi8(code, max_code, saturated);
+            // NaN (0 · ∞ where a group's scale is subnormal) keeps its sign only.
+            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(a, a));
+            let code = _mm256_or_si256(sign, _mm256_andnot_si256(nan, code));
+            // 8 codes below 256 to bytes.
+            let words = _mm256_packus_epi32(code, code);
+            let bytes = _mm256_packus_epi16(words, words);
+            let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes));
+            let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes));
+            std::ptr::write_unaligned(codes.add(8 * j) as *mut i32, lo);
+            std::ptr::write_unaligned(codes.add(8 * j + 4) as *mut i32, hi);
+        }
+    }
+    true
 }

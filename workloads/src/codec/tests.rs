@@ -310,6 +310,10 @@ fn simd_integer_encodings_write_the_bytes_of_the_scalar_one() {
         CacheDtype::new(DtypeKind::Int4).with_group(16).unwrap(),
         CacheDtype::new(DtypeKind::Int8).with_group(64).unwrap(),
         CacheDtype::new(DtypeKind::Nf4),
+        CacheDtype::new(DtypeKind::Fp8E4m3),
+        CacheDtype::new(DtypeKind::Fp8E5m2),
+        CacheDtype::new(DtypeKind::Fp8E4m3).with_group(32).unwrap(),
+        CacheDtype::new(DtypeKind::Fp8E5m2).with_group(64).unwrap(),
     ];
     let mut checked = 0;
     #[cfg(target_arch = "x86_64")]
@@ -322,7 +326,11 @@ fn simd_integer_encodings_write_the_bytes_of_the_scalar_one() {
                 }
                 for (i, row) in probing_rows(d, d as u64).iter().enumerate() {
                     let (mut fast, mut slow) = (vec![0u8; c.unit_bytes], vec![0u8; c.unit_bytes]);
-                    assert!(quantize_x86::encode_row_with(simd, &c, row, &mut fast));
+                    // AVX-512 has no fp8 encoding: those rows go to AVX2.
+                    if !quantize_x86::encode_row_with(simd, &c, row, &mut fast) {
+                        assert!(simd != quantize_x86::Simd::Avx2, "{dt:?} d {d} row {i}");
+                        continue;
+                    }
                     c.encode_row_scalar(row, &mut slow);
                     assert_eq!(fast, slow, "{simd:?} {dt:?} d {d} row {i}");
                     checked += 1;
@@ -333,7 +341,7 @@ fn simd_integer_encodings_write_the_bytes_of_the_scalar_one() {
     // Without AVX2 there is no second encoding to compare.
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
-        assert!(checked >= 7 * 3 * 11, "{checked} rows compared");
+        assert!(checked >= 11 * 3 * 11, "{checked} rows compared");
     }
 }
 
