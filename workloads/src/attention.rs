@@ -53,6 +53,21 @@ pub struct AttentionWorkload {
     /// How decode steps walk the rows (the paged walk's tile, the next-tile prefetch), as
     /// [`Workload::tune`] chose it.
     walk: Walk,
+    /// A computed prefill's buffers, kept for the next one.
+    prefill_buffers: PrefillBuffers,
+}
+
+/// The queries, keys, values and outputs of a whole prompt, for a computed prefill. Kept
+/// from one prefill to the next: made anew, their 80 MiB (2048 tokens × 32 heads × 128)
+/// were mapped and faulted in again by every prefill, which took a causal 2048-token GQA-8
+/// prefill on a Zen 3 from 322 ms in its kernel to 356 ms in all (docs/performance.md,
+/// sixteenth round).
+#[derive(Default)]
+struct PrefillBuffers {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    out: Vec<f32>,
 }
 
 impl AttentionWorkload {
@@ -69,6 +84,7 @@ impl AttentionWorkload {
             last_pos: None,
             bytes_read: 0,
             walk: Walk::CALIBRATED,
+            prefill_buffers: PrefillBuffers::default(),
         })
     }
 
@@ -262,20 +278,26 @@ impl AttentionWorkload {
     }
 
     /// Causal attention of positions `0..t` of (layer, seq); returns the last position's output.
-    fn full_attention(&self, layer: usize, seq: usize, t: usize) -> Vec<f32> {
+    fn full_attention(&mut self, layer: usize, seq: usize, t: usize) -> Vec<f32> {
         let (hq, hk, d, _) = self.dims();
-        let q = self.rows(TAG_Q, layer, seq, 0, t, hq);
-        let k = self.rows(TAG_K, layer, seq, 0, t, hk);
-        let v = self.rows(TAG_V, layer, seq, 0, t, hk);
+        let mut b = std::mem::take(&mut self.prefill_buffers);
+        b.q.resize(t * hq * d, 0.0);
+        b.k.resize(t * hk * d, 0.0);
+        b.v.resize(t * hk * d, 0.0);
+        b.out.resize(t * hq * d, 0.0);
+        self.rows_into(TAG_Q, layer, seq, 0, hq, &mut b.q);
+        self.rows_into(TAG_K, layer, seq, 0, hk, &mut b.k);
+        self.rows_into(TAG_V, layer, seq, 0, hk, &mut b.v);
         let shape = PrefillShape {
             q_heads: hq,
             kv_heads: hk,
             head_dim: d,
             window: self.window(layer),
         };
-        let mut out = vec![0.0f32; t * hq * d];
-        prefill_attention(&shape, t, &q, &k, &v, &mut out);
-        out[(t - 1) * hq * d..].to_vec()
+        prefill_attention(&shape, t, &b.q, &b.k, &b.v, &mut b.out);
+        let last = b.out[(t - 1) * hq * d..].to_vec();
+        self.prefill_buffers = b;
+        last
     }
 
     fn fill(&mut self, p0: usize, p1: usize) -> Result<(), WorkloadError> {
