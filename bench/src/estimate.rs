@@ -50,11 +50,13 @@ pub struct Probed {
 /// ones, small enough that probing every format of a sweep takes well under a second.
 const PROBE_BYTES: u64 = 8 << 20;
 
-/// Time a fill and a verification of a one-sequence workload with `spec`'s
-/// heads, head size, cache formats and layout, about [`PROBE_BYTES`] of cache, on `threads`
-/// threads: each the faster of two. `None` for a row that has no fill (decoders, no cache,
-/// offload tiers, CUDA) or a probe that fails (its row then counts at the limits only).
-pub fn probe(spec: &WorkloadSpec, threads: usize) -> Option<Probed> {
+/// Time a fill, decode steps and a verification of a one-sequence workload with `spec`'s
+/// heads, head size, cache formats and layout, about [`PROBE_BYTES`] of cache, on the
+/// current rayon pool (the run's threads, kept warm from one probe to the next): each the
+/// fastest of three, so that the first fill's page faults do not count. `None` for a row
+/// that has no fill (decoders, no cache, offload tiers, CUDA) or a probe that fails (its row
+/// then counts at the limits only).
+pub fn probe(spec: &WorkloadSpec) -> Option<Probed> {
     let fills = spec.kind == WorkloadKind::Attention
         && spec.backend == Backend::Cpu
         && !matches!(spec.strategy, Strategy::None | Strategy::Offload(_));
@@ -65,7 +67,7 @@ pub fn probe(spec: &WorkloadSpec, threads: usize) -> Option<Probed> {
     let mut small = spec.clone();
     // Enough layers that the reference, parallel over layers and KV heads, has a task for
     // every thread, as the row's own has unless it is that small too.
-    let layers = (threads.max(1) as u32)
+    let layers = (rayon::current_num_threads() as u32)
         .div_ceil(s.kv_heads.max(1))
         .clamp(1, s.layers.max(1));
     small.shape = ModelShape::uniform(
@@ -86,44 +88,39 @@ pub fn probe(spec: &WorkloadSpec, threads: usize) -> Option<Probed> {
     let per_token = predicted_kv_bytes(&small).ok()? / 4096;
     small.prompt = (PROBE_BYTES / per_token.max(1)).clamp(16, spec.prompt.max(16) as u64) as u32;
     let bytes = predicted_kv_bytes(&small).ok()? as f64;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .ok()?;
-    pool.install(|| {
-        let options = BuildOptions {
-            prefill: Some(PrefillMode::Fill),
-        };
-        let mut w = kvbench_workloads::build_with(&small, options).ok()?;
-        let (mut fill, mut step, mut verify) = (f64::MAX, f64::MAX, f64::MAX);
+    let options = BuildOptions {
+        prefill: Some(PrefillMode::Fill),
+    };
+    let mut w = kvbench_workloads::build_with(&small, options).ok()?;
+    let (mut fill, mut step, mut verify) = (f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        w.reset().ok()?;
+        let t = Instant::now();
+        w.prefill().ok()?;
+        fill = fill.min(t.elapsed().as_secs_f64());
         for _ in 0..2 {
-            w.reset().ok()?;
             let t = Instant::now();
-            w.prefill().ok()?;
-            fill = fill.min(t.elapsed().as_secs_f64());
-            for _ in 0..2 {
-                let t = Instant::now();
-                w.decode_step().ok()?;
-                step = step.min(t.elapsed().as_secs_f64());
-            }
-            let t = Instant::now();
-            w.verify().ok()?;
-            verify = verify.min(t.elapsed().as_secs_f64());
+            w.decode_step().ok()?;
+            step = step.min(t.elapsed().as_secs_f64());
         }
-        // A verification fills the prompt again, decodes one step (in cache here: next to
-        // nothing) and computes the reference.
-        Some(Probed {
-            fill_s_per_byte: fill / bytes,
-            reference_s_per_byte: (verify - fill).max(0.0) / bytes,
-            step_s_per_byte: step / bytes,
-        })
+        let t = Instant::now();
+        w.verify().ok()?;
+        verify = verify.min(t.elapsed().as_secs_f64());
+    }
+    // A verification fills the prompt again, decodes one step (in cache here: next to
+    // nothing) and computes the reference.
+    Some(Probed {
+        fill_s_per_byte: fill / bytes,
+        reference_s_per_byte: (verify - fill).max(0.0) / bytes,
+        step_s_per_byte: step / bytes,
     })
 }
 
 /// Seconds of one row: verification (a fill, one decode step and the f64 reference),
 /// `warmup + repetitions` timed runs of prefill and every decode step, and an attention
-/// row's tuning. Fills and the reference take `probed`'s rates where there are some, and
-/// never less than their bytes at the limits; steps and computed prefills are at the limits.
+/// row's tuning. Fills, the reference and a step's arithmetic take `probed`'s rates where
+/// there are some, and never less than their bytes at the limits; memory traffic and
+/// computed prefills are at the limits.
 pub fn row_seconds(
     spec: &WorkloadSpec,
     prefill: PrefillMode,
@@ -256,6 +253,31 @@ pub fn check(
         longest_minutes: longest / 60.0,
         max: max_minutes,
     })
+}
+
+/// [`check`] with each format's rates [`probe`]d first, on `timing.threads` threads (one
+/// pool for every probe, warm from one to the next).
+pub fn check_probed(
+    specs: &[WorkloadSpec],
+    prefill: PrefillMode,
+    cal: &Calibration,
+    timing: &TimingOptions,
+    max_minutes: f64,
+    available: u64,
+) -> Result<f64, TooLong> {
+    let probed = |pool: &rayon::ThreadPool| {
+        pool.install(|| check(specs, prefill, cal, timing, max_minutes, available, &probe))
+    };
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(timing.threads.max(1) as usize)
+        .build()
+    {
+        Ok(pool) => probed(&pool),
+        // No pool: the limits alone.
+        Err(_) => check(specs, prefill, cal, timing, max_minutes, available, &|_| {
+            None
+        }),
+    }
 }
 
 /// Seconds as a person reads them: "40 s", "6.2 minutes".
@@ -453,7 +475,7 @@ mod tests {
     #[test]
     fn a_probe_times_a_small_workload_of_the_rows_format() {
         // 8 KV heads × 64 × f16: 2 KiB a token, so a 32K prompt is probed at 4096 tokens.
-        let p = probe(&spec(32768, 4), 2).expect("an attention row is probed");
+        let p = probe(&spec(32768, 4)).expect("an attention row is probed");
         for rate in [p.fill_s_per_byte, p.reference_s_per_byte, p.step_s_per_byte] {
             assert!(rate.is_finite() && rate > 0.0, "{p:?}");
         }
@@ -462,12 +484,12 @@ mod tests {
             kind: WorkloadKind::Decoder,
             ..spec(256, 4)
         };
-        assert_eq!(probe(&decoder, 2), None);
+        assert_eq!(probe(&decoder), None);
         let none = WorkloadSpec {
             strategy: Strategy::None,
             ..spec(256, 4)
         };
-        assert_eq!(probe(&none, 2), None);
+        assert_eq!(probe(&none), None);
     }
 
     #[test]

@@ -332,14 +332,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         None => sweep.specs.clone(),
     };
     kvbench_bench::memory::check_countable(&mine).map_err(anyhow::Error::msg)?;
-    let secs = estimate::check(
+    let secs = estimate::check_probed(
         &mine,
         prefill,
         &limits.calibration,
         &timing,
         max_minutes,
         env::available_memory(),
-        &|s| estimate::probe(s, threads),
     )?;
     out::say!(
         "estimate: about {} for {} rows (fills, references and step arithmetic as timed on a \
