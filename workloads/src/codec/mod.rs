@@ -287,7 +287,13 @@ impl Codec {
                 }
                 encode_halves(rows, out, f16::ZERO, f16::to_le_bytes)
             }
-            Quant::Bf16 => encode_halves(rows, out, bf16::ZERO, bf16::to_le_bytes),
+            Quant::Bf16 => {
+                #[cfg(target_arch = "x86_64")]
+                if halves_x86::encode_bf16(rows, out) {
+                    return;
+                }
+                encode_halves(rows, out, bf16::ZERO, bf16::to_le_bytes)
+            }
             _ if self.unit_tokens == 1 => {
                 #[cfg(target_arch = "x86_64")]
                 if quantize_x86::encode_row(self, rows, out) {

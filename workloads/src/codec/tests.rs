@@ -263,6 +263,47 @@ fn probing_rows(d: usize, seed: u64) -> Vec<Vec<f32>> {
 }
 
 #[test]
+fn bf16_encoding_writes_the_bytes_of_the_half_crate() {
+    let c = Codec::new(CacheDtype::new(DtypeKind::Bf16), 128).unwrap();
+    // Every probing row, and the edges: ties to even either way, a carry into the exponent,
+    // rounding up to infinity, subnormals, signed zero, infinities and NaNs (quiet, signalling,
+    // with a payload only in the bits bf16 drops).
+    let mut rows = probing_rows(128, 9);
+    let edges = [
+        f32::from_bits(0x3f80_8000),
+        f32::from_bits(0x3f81_8000),
+        f32::from_bits(0x3f80_8001),
+        f32::from_bits(0x3fff_ffff),
+        f32::from_bits(0x7f7f_ffff),
+        f32::from_bits(0x0000_8001),
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0x7fc0_0000),
+        f32::from_bits(0xff80_0001),
+        f32::from_bits(0x7f80_4000),
+        1.0,
+    ];
+    rows.push((0..128).map(|i| edges[i % edges.len()]).collect());
+    for (i, row) in rows.iter().enumerate() {
+        let (mut fast, mut slow) = (vec![0u8; c.unit_bytes], vec![0u8; c.unit_bytes]);
+        c.encode_unit(row, &mut fast);
+        encode_halves(row, &mut slow, half::bf16::ZERO, half::bf16::to_le_bytes);
+        assert_eq!(fast, slow, "row {i}");
+    }
+    // 21 values: 16 in one pass, 5 after it.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let odd: Vec<f32> = (0..21).map(|i| i as f32 * 0.37 - 2.0).collect();
+        let (mut fast, mut slow) = (vec![0u8; 42], vec![0u8; 42]);
+        if halves_x86::encode_bf16(&odd, &mut fast) {
+            encode_halves(&odd, &mut slow, half::bf16::ZERO, half::bf16::to_le_bytes);
+            assert_eq!(fast, slow);
+        }
+    }
+}
+
+#[test]
 fn f16c_encoding_writes_the_bytes_of_the_half_crate() {
     let c = Codec::new(CacheDtype::new(DtypeKind::F16), 128).unwrap();
     // Every probing row, and the edges of f16: its largest and smallest normals, its
