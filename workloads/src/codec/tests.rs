@@ -262,53 +262,73 @@ fn probing_rows(d: usize, seed: u64) -> Vec<Vec<f32>> {
     rows
 }
 
-#[test]
-fn bf16_encoding_writes_the_bytes_of_the_half_crate() {
-    let c = Codec::new(CacheDtype::new(DtypeKind::Bf16), 128).unwrap();
-    // Every probing row, and the edges: ties to even either way, a carry into the exponent,
-    // rounding up to infinity, subnormals, signed zero, infinities and NaNs (quiet, signalling,
-    // with a payload only in the bits bf16 drops).
-    let mut rows = probing_rows(128, 9);
-    let edges = [
-        f32::from_bits(0x3f80_8000),
-        f32::from_bits(0x3f81_8000),
-        f32::from_bits(0x3f80_8001),
-        f32::from_bits(0x3fff_ffff),
-        f32::from_bits(0x7f7f_ffff),
-        f32::from_bits(0x0000_8001),
-        -0.0,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::from_bits(0x7fc0_0000),
-        f32::from_bits(0xff80_0001),
-        f32::from_bits(0x7f80_4000),
-        1.0,
-    ];
+/// `kind`'s rows (the probing rows and a row of `edges`) encoded as the `half` crate encodes
+/// them, through `encode_unit` and through `simd` directly (21 values: a whole SIMD pass and
+/// a scalar tail).
+#[cfg(target_arch = "x86_64")]
+fn halves_match_the_half_crate<H>(
+    kind: DtypeKind,
+    edges: &[f32],
+    simd: fn(&[f32], &mut [u8]) -> bool,
+    zero: H,
+    le_bytes: fn(H) -> [u8; 2],
+) where
+    H: Copy,
+    [H]: HalfFloatSliceExt,
+{
+    let c = Codec::new(CacheDtype::new(kind), 128).unwrap();
+    let mut rows = probing_rows(128, 5);
     rows.push((0..128).map(|i| edges[i % edges.len()]).collect());
     for (i, row) in rows.iter().enumerate() {
         let (mut fast, mut slow) = (vec![0u8; c.unit_bytes], vec![0u8; c.unit_bytes]);
         c.encode_unit(row, &mut fast);
-        encode_halves(row, &mut slow, half::bf16::ZERO, half::bf16::to_le_bytes);
-        assert_eq!(fast, slow, "row {i}");
+        encode_halves(row, &mut slow, zero, le_bytes);
+        assert_eq!(fast, slow, "{kind:?} row {i}");
     }
-    // 21 values: 16 in one pass, 5 after it.
-    #[cfg(target_arch = "x86_64")]
-    {
-        let odd: Vec<f32> = (0..21).map(|i| i as f32 * 0.37 - 2.0).collect();
-        let (mut fast, mut slow) = (vec![0u8; 42], vec![0u8; 42]);
-        if halves_x86::encode_bf16(&odd, &mut fast) {
-            encode_halves(&odd, &mut slow, half::bf16::ZERO, half::bf16::to_le_bytes);
-            assert_eq!(fast, slow);
-        }
+    let odd: Vec<f32> = (0..21).map(|i| i as f32 * 0.37 - 2.0).collect();
+    let (mut fast, mut slow) = (vec![0u8; 42], vec![0u8; 42]);
+    if simd(&odd, &mut fast) {
+        encode_halves(&odd, &mut slow, zero, le_bytes);
+        assert_eq!(fast, slow, "{kind:?}, 21 values");
     }
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
+fn bf16_encoding_writes_the_bytes_of_the_half_crate() {
+    // Ties to even either way, a carry into the exponent, rounding up to infinity,
+    // subnormals, signed zero, infinities and NaNs (quiet, signalling, with a payload only in
+    // the bits bf16 drops).
+    let edges = [
+        0x3f80_8000,
+        0x3f81_8000,
+        0x3f80_8001,
+        0x3fff_ffff,
+        0x7f7f_ffff,
+        0x0000_8001,
+        0x8000_0000,
+        0x7f80_0000,
+        0xff80_0000,
+        0x7fc0_0000,
+        0xff80_0001,
+        0x7f80_4000,
+        0x3f80_0000,
+    ]
+    .map(f32::from_bits);
+    halves_match_the_half_crate(
+        DtypeKind::Bf16,
+        &edges,
+        halves_x86::encode_bf16,
+        half::bf16::ZERO,
+        half::bf16::to_le_bytes,
+    );
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
 fn f16c_encoding_writes_the_bytes_of_the_half_crate() {
-    let c = Codec::new(CacheDtype::new(DtypeKind::F16), 128).unwrap();
-    // Every probing row, and the edges of f16: its largest and smallest normals, its
-    // subnormals, ties to even, overflow to infinity and the infinities.
-    let mut rows = probing_rows(128, 5);
+    // f16's largest and smallest normals, its subnormals, ties to even, overflow to infinity
+    // and the infinities.
     let edges = [
         65504.0,
         65520.0,
@@ -322,23 +342,13 @@ fn f16c_encoding_writes_the_bytes_of_the_half_crate() {
         f32::INFINITY,
         f32::NEG_INFINITY,
     ];
-    rows.push((0..128).map(|i| edges[i % edges.len()]).collect());
-    for (i, row) in rows.iter().enumerate() {
-        let (mut fast, mut slow) = (vec![0u8; c.unit_bytes], vec![0u8; c.unit_bytes]);
-        c.encode_unit(row, &mut fast);
-        encode_halves(row, &mut slow, half::f16::ZERO, half::f16::to_le_bytes);
-        assert_eq!(fast, slow, "row {i}");
-    }
-    // 13 values: 8 in one instruction, 5 after it.
-    #[cfg(target_arch = "x86_64")]
-    {
-        let odd: Vec<f32> = (0..13).map(|i| i as f32 * 0.37 - 2.0).collect();
-        let (mut fast, mut slow) = (vec![0u8; 26], vec![0u8; 26]);
-        if halves_x86::encode_f16(&odd, &mut fast) {
-            encode_halves(&odd, &mut slow, half::f16::ZERO, half::f16::to_le_bytes);
-            assert_eq!(fast, slow);
-        }
-    }
+    halves_match_the_half_crate(
+        DtypeKind::F16,
+        &edges,
+        halves_x86::encode_f16,
+        half::f16::ZERO,
+        half::f16::to_le_bytes,
+    );
 }
 
 #[test]
