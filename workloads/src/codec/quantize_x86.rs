@@ -24,16 +24,19 @@ pub(super) fn fits(c: &Codec) -> bool {
         && c.head_dim.is_multiple_of(c.group)
 }
 
-/// The SIMD encodings this CPU has, widest first.
-pub(super) fn available() -> Vec<Simd> {
-    let mut out = Vec::new();
-    if crate::cpu::avx512::detected() {
-        out.push(Simd::Avx512);
-    }
-    if is_x86_feature_detected!("avx2") {
-        out.push(Simd::Avx2);
-    }
-    out
+/// The SIMD encodings this CPU has, widest first; detected once (every row of a fill asks).
+pub(super) fn available() -> &'static [Simd] {
+    static FOUND: std::sync::OnceLock<Vec<Simd>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| {
+        let mut out = Vec::new();
+        if crate::cpu::avx512::detected() {
+            out.push(Simd::Avx512);
+        }
+        if is_x86_feature_detected!("avx2") {
+            out.push(Simd::Avx2);
+        }
+        out
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,23 +222,6 @@ unsafe fn all_finite(row: &[f32]) -> bool {
     })
 }
 
-/// The min and the max of a group (a multiple of 8 long), exact in any order.
-#[target_feature(enable = "avx2")]
-unsafe fn extremes8(vals: *const f32, n: usize) -> (f32, f32) {
-    let (mut lo, mut hi) = (_mm256_loadu_ps(vals), _mm256_loadu_ps(vals));
-    for j in 1..n / 8 {
-        let v = _mm256_loadu_ps(vals.add(8 * j));
-        lo = _mm256_min_ps(lo, v);
-        hi = _mm256_max_ps(hi, v);
-    }
-    let mut lanes = [[0.0f32; 8]; 2];
-    _mm256_storeu_ps(lanes[0].as_mut_ptr(), lo);
-    _mm256_storeu_ps(lanes[1].as_mut_ptr(), hi);
-    let lo = lanes[0].iter().fold(f32::INFINITY, |m, &v| m.min(v));
-    let hi = lanes[1].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    (lo, hi)
-}
-
 #[target_feature(enable = "avx2")]
 unsafe fn encode_row_avx2(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
     if !all_finite(row) {
@@ -256,7 +242,7 @@ unsafe fn encode_row_avx2(c: &Codec, row: &[f32], out: &mut [u8]) -> bool {
     let magic_bits = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32);
     for g in 0..row.len() / c.group {
         let at = x.add(g * c.group);
-        let (lo, hi) = extremes8(at, c.group);
+        let (lo, hi) = super::extremes(&row[g * c.group..(g + 1) * c.group]);
         let params = &mut out[po + g * pb..po + (g + 1) * pb];
         let plan = group_plan(c, (lo, hi), params);
         let (mul, add) = (_mm256_set1_ps(plan.mul), _mm256_set1_ps(plan.add));
@@ -329,7 +315,7 @@ unsafe fn encode_fp8_avx2(c: &Codec, fmt: super::fp8::Fp8, row: &[f32], out: &mu
         let (div, mul) = if per_tensor {
             (super::PER_TENSOR_SCALE, 1.0)
         } else {
-            let (lo, hi) = extremes8(at, c.group);
+            let (lo, hi) = super::extremes(&row[g * c.group..(g + 1) * c.group]);
             let absmax = hi.max(-lo).max(0.0);
             let params = &mut out[po + g * pb..po + (g + 1) * pb];
             let scale = c.write_scalar(absmax / fmt.max(), params);

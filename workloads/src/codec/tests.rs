@@ -368,7 +368,7 @@ fn simd_integer_encodings_write_the_bytes_of_the_scalar_one() {
     ];
     let mut checked = 0;
     #[cfg(target_arch = "x86_64")]
-    for simd in quantize_x86::available() {
+    for &simd in quantize_x86::available() {
         for dt in kinds {
             for d in [64usize, 128, 256] {
                 let c = Codec::new(dt, d as u32).unwrap();
