@@ -166,7 +166,8 @@ pub fn row_seconds(
     let context = spec
         .window
         .map_or(spec.max_len(), |w| w.min(spec.max_len())) as f64;
-    let decode_flops = 4.0 * (s.layers * s.q_heads * s.head_dim) as f64 * context * batch;
+    let decode_flops =
+        4.0 * s.layers as f64 * s.q_heads as f64 * s.head_dim as f64 * context * batch;
     let step_s = if spec.strategy == Strategy::None {
         prefill_s.max((kv + weights) / (gbps * 1e9))
     } else {
