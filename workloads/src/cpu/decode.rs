@@ -282,8 +282,10 @@ struct HeadAttention<'a> {
     /// `Some` when the tile is dequantized once and scored as a small GEMM over the heads
     /// (large GQA groups, MQA).
     wide: Option<Wide>,
-    /// `q` split for integer dot products with int8/int4 keys, where the CPU has them.
-    iq: Option<super::vnni::IntQuery>,
+    /// `q` prepared once for the score kernels of the K format: split for integer dot
+    /// products with int8/int4 keys where the CPU has them, else in code order for the AVX2
+    /// code kernels.
+    prepared: Option<super::Prepared>,
     /// An f32 row format, when K or V code rows are decoded a tile at a time and read by
     /// the float kernels ([`Isa::decodes_codes_first`]); which of the two, in `decode_kv`.
     f32_rows: Option<Codec>,
@@ -346,6 +348,11 @@ impl<'a> HeadAttention<'a> {
                 })
         };
         let decode_kv = (iq.is_none() && first(&view.k), first(&view.v));
+        let prepared = match (iq, &wide, view.k.first()) {
+            (Some(iq), _, _) => Some(iq),
+            (None, None, Some(k)) if !decode_kv.0 => isa.code_query(k.codec, q, heads),
+            _ => None,
+        };
         let f32_rows = (decode_kv.0 || decode_kv.1).then(|| {
             Codec::new(CacheDtype::new(DtypeKind::F32), d as u32).expect("f32 rows of any width")
         });
@@ -355,7 +362,7 @@ impl<'a> HeadAttention<'a> {
             heads,
             d,
             wide,
-            iq,
+            prepared,
             f32_rows,
             decode_kv,
             part: Partial::new(heads, d),
@@ -442,7 +449,7 @@ impl<'a> HeadAttention<'a> {
             _ => isa.scores_pieces(
                 &scratch.kp,
                 self.q,
-                self.iq.as_ref(),
+                self.prepared.as_ref(),
                 heads,
                 &mut scratch.s,
                 TILE,

@@ -360,24 +360,36 @@ impl Isa {
         q: &[f32],
         heads: usize,
         rows: usize,
-    ) -> Option<vnni::IntQuery> {
+    ) -> Option<Prepared> {
         let four_bit = matches!(k.quant, crate::codec::Quant::Int { bits: 4, .. });
         let pays = (heads == 1 || four_bit) && rows >= INT_DOT_MIN_ROWS;
         if pays && self.avx512_for(k) && INTEGER_DOT.load(Ordering::Relaxed) {
-            return vnni::IntQuery::new(k, q, heads);
+            return vnni::IntQuery::new(k, q, heads).map(Prepared::Int);
         }
+        None
+    }
+
+    /// `q` (`heads × d`) prepared once for the AVX2 code kernels' scores against rows of
+    /// format `k` ([`avx2::CodeQuery`]), when those kernels score `k` on this ISA.
+    pub fn code_query(self, k: &crate::codec::Codec, q: &[f32], heads: usize) -> Option<Prepared> {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2_for(k) && !self.avx512_for(k) {
+            return avx2::CodeQuery::new(k, q, heads).map(Prepared::Codes);
+        }
+        let _ = (k, q, heads);
         None
     }
 
     /// [`Isa::scores`] over consecutive pieces of one tile: scores `out[h·stride + i]` are
     /// numbered across the pieces. Runs of pieces in one format go to the SIMD kernel
-    /// together, so paged blocks share its setup; runs in the format of `iq` (the same `q`,
-    /// prepared by [`Isa::int_query`]) go to the integer-dot kernel.
+    /// together, so paged blocks share its setup; runs in the format `prepared` was made for
+    /// (the same `q`, by [`Isa::int_query`] or [`Isa::code_query`]) take it instead of
+    /// preparing `q` again.
     pub fn scores_pieces(
         self,
         pieces: &[Piece],
         q: &[f32],
-        iq: Option<&vnni::IntQuery>,
+        prepared: Option<&Prepared>,
         heads: usize,
         out: &mut [f32],
         stride: usize,
@@ -386,12 +398,22 @@ impl Isa {
         for run in pieces.chunk_by(|a, b| a.0.codec.same(b.0.codec)) {
             let n: usize = run.iter().map(|r| r.2).sum();
             #[cfg(target_arch = "x86_64")]
-            if let Some(iq) = iq.filter(|iq| iq.is_for(run[0].0.codec) && iq.heads() == heads) {
-                // SAFETY: `iq` is only made by `int_query` on CPUs that pass
-                // `vnni::detected`; `run` is in its format.
-                unsafe { vnni::scores(run, iq, &mut out[off..], stride) };
-                off += n;
-                continue;
+            match prepared.filter(|p| p.is_for(run[0].0.codec) && p.heads() == heads) {
+                Some(Prepared::Int(iq)) => {
+                    // SAFETY: an `IntQuery` is only made by `int_query` on CPUs that pass
+                    // `vnni::detected`; `run` is in its format.
+                    unsafe { vnni::scores(run, iq, &mut out[off..], stride) };
+                    off += n;
+                    continue;
+                }
+                Some(Prepared::Codes(cq)) => {
+                    // SAFETY: a `CodeQuery` is only made on CPUs with AVX2, FMA and F16C;
+                    // `run` is in its format.
+                    unsafe { avx2::scores_prepared(run, cq, &mut out[off..], stride) };
+                    off += n;
+                    continue;
+                }
+                None => {}
             }
             #[cfg(target_arch = "x86_64")]
             if self.avx512_for(run[0].0.codec) {
@@ -461,6 +483,39 @@ impl Isa {
                 o += m;
             }
             off += n;
+        }
+    }
+}
+
+/// A decode part's query heads prepared once for the score kernels of its K format, so
+/// that each tile does not prepare them again.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// For integer dot products ([`vnni`]).
+    Int(vnni::IntQuery),
+    /// For the AVX2 code kernels.
+    #[cfg(target_arch = "x86_64")]
+    Codes(avx2::CodeQuery),
+}
+
+impl Prepared {
+    /// Whether these heads were prepared for rows of format `c`.
+    #[inline]
+    pub fn is_for(&self, c: &crate::codec::Codec) -> bool {
+        match self {
+            Prepared::Int(iq) => iq.is_for(c),
+            #[cfg(target_arch = "x86_64")]
+            Prepared::Codes(cq) => cq.is_for(c),
+        }
+    }
+
+    /// Query heads prepared.
+    #[inline]
+    pub fn heads(&self) -> usize {
+        match self {
+            Prepared::Int(iq) => iq.heads(),
+            #[cfg(target_arch = "x86_64")]
+            Prepared::Codes(cq) => cq.heads(),
         }
     }
 }

@@ -232,6 +232,22 @@ fn simd_tiles_equal_the_scalar_twin(isa: Isa) {
                     k.kind
                 );
             }
+            // The rows cut into pieces, as a paged tile hands them over, scored with the
+            // query prepared once: the very scores of the calls that prepare it each time.
+            let prepared = isa.code_query(seg.codec, &q, heads);
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx2 {
+                let codes = !k.kind.is_float() && avx2::supports(seg.codec);
+                assert_eq!(prepared.is_some(), codes, "{:?} d {d}", k.kind);
+            }
+            if let Some(prepared) = &prepared {
+                let pieces = [(seg, 1, 3), (seg, 4, 21), (seg, 25, 13)];
+                let mut each = vec![0.0; heads * stride];
+                isa.scores_pieces(&pieces, &q, None, heads, &mut each, stride);
+                let mut once = vec![0.0; heads * stride];
+                isa.scores_pieces(&pieces, &q, Some(prepared), heads, &mut once, stride);
+                assert_eq!(each, once, "{:?} {isa:?} d {d} prepared scores", k.kind);
+            }
             let p: Vec<f32> = (0..heads * stride).map(|i| (i % 7) as f32 * 0.1).collect();
             let (mut a, mut b) = (vec![0.5; heads * d], vec![0.5; heads * d]);
             Isa::Scalar.accumulate(seg, 1, 37, &p, heads, stride, &mut a);

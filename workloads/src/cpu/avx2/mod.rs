@@ -497,35 +497,72 @@ unsafe fn scores_int<C: Codes>(
     let d = c.head_dim;
     assert!(q.len() >= heads * d && out.len() >= (heads - 1) * stride + n);
     let lay = IntLayout::new::<C>(seg);
-    // The query in code order: as given, or split for split codes.
+    // The query in code order and its groups' Σq, on the stack when they fit.
     let (mut stack, mut heap) = ([0.0f32; 512], Vec::new());
-    let qp = if C::SPLIT {
-        let qc = scratch(&mut stack, &mut heap, heads * d);
-        split_pairs(&q[..heads * d], qc);
-        qc.as_ptr()
-    } else {
-        q.as_ptr()
-    };
-    // Σq of each group, 8 lanes a head, for the bias term; none when no group has a bias.
+    let qc = scratch(&mut stack, &mut heap, heads * d);
     let (mut stack_sums, mut heap_sums) = ([0.0f32; 256], Vec::new());
-    let sp = if lay.biased() {
-        let qsum = scratch(&mut stack_sums, &mut heap_sums, heads * MAX_GROUPS);
-        qsum.fill(0.0);
-        for (h, sums) in qsum.chunks_exact_mut(MAX_GROUPS).enumerate() {
-            let qh = &q[h * d..(h + 1) * d];
-            for (s, g) in sums.iter_mut().zip(qh.chunks_exact(c.group)) {
-                *s = sum_lanes(g.as_ptr(), g.len());
-            }
-        }
-        qsum.as_ptr()
+    let sums = scratch(&mut stack_sums, &mut heap_sums, heads * MAX_GROUPS);
+    let biased = in_code_order::<C>(c, &lay, &q[..heads * d], qc, sums);
+    let sp = if biased {
+        sums.as_ptr()
     } else {
         std::ptr::null()
     };
+    scores_int_rows::<C>(seg, &lay, row0, n, qc.as_ptr(), sp, heads, out, stride);
+}
+
+/// `q` (`heads × d`) into `qc` in the order `C` hands out codes (split pairs for split
+/// codes), and, when some group of `c` has a bias, each head's Σq per group into `sums`
+/// (`heads × MAX_GROUPS`, a group a lane); returns whether it did the latter.
+#[inline(always)]
+unsafe fn in_code_order<C: Codes>(
+    c: &Codec,
+    lay: &IntLayout,
+    q: &[f32],
+    qc: &mut [f32],
+    sums: &mut [f32],
+) -> bool {
+    if C::SPLIT {
+        split_pairs(q, qc);
+    } else {
+        qc.copy_from_slice(q);
+    }
+    if !lay.biased() {
+        return false;
+    }
+    let d = c.head_dim;
+    for (sums, qh) in sums.chunks_exact_mut(MAX_GROUPS).zip(q.chunks_exact(d)) {
+        sums.fill(0.0);
+        for (s, g) in sums.iter_mut().zip(qh.chunks_exact(c.group)) {
+            *s = sum_lanes(g.as_ptr(), g.len());
+        }
+    }
+    true
+}
+
+/// Scores of rows `row0 .. row0 + n` of `seg` against `heads` heads of `qc` (in code
+/// order), with each head's Σq per group at `sp` (null when no group has a bias).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_int_rows<C: Codes>(
+    seg: &Segment,
+    lay: &IntLayout,
+    row0: usize,
+    n: usize,
+    qc: *const f32,
+    sp: *const f32,
+    heads: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let d = seg.codec.head_dim;
+    assert!(out.len() >= (heads - 1) * stride + n);
+    assert!((row0 + n) * seg.codec.unit_bytes <= seg.bytes.len());
     let op = out.as_mut_ptr();
     let mut h = 0;
     while h < heads {
         let hb = if heads - h >= 2 { 2 } else { 1 };
-        let qh = qp.add(h * d);
+        let qh = qc.add(h * d);
         let sh = if sp.is_null() {
             sp
         } else {
@@ -538,25 +575,140 @@ unsafe fn scores_int<C: Codes>(
             let r = row0 + i;
             let step = match (hb, left) {
                 (2, 2..) => {
-                    scores_block_int::<C, 2, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                    scores_block_int::<C, 2, 2>(seg, lay, r, qh, sh, d, oh, stride);
                     2
                 }
                 (1, 4..) => {
-                    scores_block_int::<C, 4, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                    scores_block_int::<C, 4, 1>(seg, lay, r, qh, sh, d, oh, stride);
                     4
                 }
                 (2, _) => {
-                    scores_block_int::<C, 1, 2>(seg, &lay, r, qh, sh, d, oh, stride);
+                    scores_block_int::<C, 1, 2>(seg, lay, r, qh, sh, d, oh, stride);
                     1
                 }
                 _ => {
-                    scores_block_int::<C, 1, 1>(seg, &lay, r, qh, sh, d, oh, stride);
+                    scores_block_int::<C, 1, 1>(seg, lay, r, qh, sh, d, oh, stride);
                     1
                 }
             };
             i += step;
         }
         h += hb;
+    }
+}
+
+/// Query heads prepared once for the code kernels' scores against one code format: in
+/// code order, with each group's Σq. [`scores`] prepares them on every call, which a
+/// decode tile of one paged block (16 rows) paid once per tile: 1 KB of query rewritten
+/// and 3 KB of stack cleared, about 6 ns a row at MHA int4 in cache on a Zen 3, where a
+/// row's whole step costs 28 (docs/performance.md, seventeenth round).
+#[derive(Debug, Clone)]
+pub struct CodeQuery {
+    codec: Codec,
+    heads: usize,
+    /// `heads × d`, in code order.
+    q: Vec<f32>,
+    /// `heads × MAX_GROUPS`: Σq of each group; empty when no group has a bias.
+    sums: Vec<f32>,
+}
+
+impl CodeQuery {
+    /// `q` (`heads × d`) prepared for the scores of `k`'s codes; `None` for float formats
+    /// and formats these kernels do not take ([`supports`]).
+    pub fn new(k: &Codec, q: &[f32], heads: usize) -> Option<Self> {
+        let cpu = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
+        let codes = !k.dtype.kind.is_float() && supports(k);
+        if !cpu || !codes || heads == 0 || q.len() < heads * k.head_dim {
+            return None;
+        }
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        Some(unsafe {
+            match k.quant {
+                Quant::Int { bits: 8, .. } => Self::build::<Int<8>>(k, q, heads),
+                Quant::Int { bits: 4, .. } => Self::build::<Int<4>>(k, q, heads),
+                Quant::Int { .. } => Self::build::<Int<2>>(k, q, heads),
+                Quant::Nf4 => Self::build::<Nf4>(k, q, heads),
+                Quant::Fp8(Fp8::E4m3) => Self::build::<Fp8Fmt<false>>(k, q, heads),
+                Quant::Fp8(Fp8::E5m2) => Self::build::<Fp8Fmt<true>>(k, q, heads),
+                Quant::F32 | Quant::F16 | Quant::Bf16 => return None,
+            }
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn build<C: Codes>(k: &Codec, q: &[f32], heads: usize) -> Self {
+        let seg = Segment {
+            codec: k,
+            bytes: &[],
+            row0: 0,
+            rows: 0,
+        };
+        let lay = IntLayout::new::<C>(&seg);
+        let d = k.head_dim;
+        let mut qc = vec![0.0; heads * d];
+        let mut sums = vec![0.0; heads * MAX_GROUPS];
+        if !in_code_order::<C>(k, &lay, &q[..heads * d], &mut qc, &mut sums) {
+            sums.clear();
+        }
+        CodeQuery {
+            codec: *k,
+            heads,
+            q: qc,
+            sums,
+        }
+    }
+
+    /// Whether these heads were prepared for rows of format `c`.
+    #[inline]
+    pub fn is_for(&self, c: &Codec) -> bool {
+        self.codec.same(c)
+    }
+
+    /// Query heads prepared.
+    #[inline]
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+}
+
+/// [`scores`] of consecutive pieces in `cq`'s format (scores numbered across them), with
+/// the query prepared once ([`CodeQuery`]).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; every piece is in `cq`'s format.
+pub unsafe fn scores_prepared(pieces: &[Piece], cq: &CodeQuery, out: &mut [f32], stride: usize) {
+    match cq.codec.quant {
+        Quant::Int { bits: 8, .. } => scores_prepared_in::<Int<8>>(pieces, cq, out, stride),
+        Quant::Int { bits: 4, .. } => scores_prepared_in::<Int<4>>(pieces, cq, out, stride),
+        Quant::Int { .. } => scores_prepared_in::<Int<2>>(pieces, cq, out, stride),
+        Quant::Nf4 => scores_prepared_in::<Nf4>(pieces, cq, out, stride),
+        Quant::Fp8(Fp8::E4m3) => scores_prepared_in::<Fp8Fmt<false>>(pieces, cq, out, stride),
+        Quant::Fp8(Fp8::E5m2) => scores_prepared_in::<Fp8Fmt<true>>(pieces, cq, out, stride),
+        Quant::F32 | Quant::F16 | Quant::Bf16 => unreachable!("a CodeQuery is for codes"),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scores_prepared_in<C: Codes>(
+    pieces: &[Piece],
+    cq: &CodeQuery,
+    out: &mut [f32],
+    stride: usize,
+) {
+    // Each piece's rows are checked where they are read; its format by the caller.
+    debug_assert!(pieces.iter().all(|p| cq.is_for(p.0.codec)));
+    let lay = IntLayout::new::<C>(pieces[0].0);
+    let sp = match cq.sums.is_empty() {
+        true => std::ptr::null(),
+        false => cq.sums.as_ptr(),
+    };
+    let mut off = 0;
+    for &(seg, row0, n) in pieces {
+        let o = &mut out[off..];
+        scores_int_rows::<C>(seg, &lay, row0, n, cq.q.as_ptr(), sp, cq.heads, o, stride);
+        off += n;
     }
 }
 
