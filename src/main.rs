@@ -85,8 +85,9 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The first Ctrl-C asks the run to stop after the current step (its files keep every
-/// finished row); a second one quits at once.
+/// The first Ctrl-C asks the run to stop at the row's next check: between decode steps, or
+/// between layers of its prompt, tuning or reference (its files keep every finished row);
+/// a second one quits at once.
 fn on_interrupt_stop_the_run() -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
         if cli::run::STOP.swap(true, Ordering::SeqCst) {
@@ -94,7 +95,7 @@ fn on_interrupt_stop_the_run() -> anyhow::Result<()> {
         }
         let _ = writeln!(
             std::io::stderr(),
-            "\nstopping after the current step (Ctrl-C again to quit now)…"
+            "\nstopping: the row in progress is dropped, finished rows are kept (Ctrl-C again to quit now)…"
         );
     })
     .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))

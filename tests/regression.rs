@@ -302,10 +302,8 @@ fn ctrl_c_before_the_first_row_keeps_the_previous_file() {
     let csv = dir.path().join("run.csv");
     std::fs::write(&csv, "the user's previous file\n").unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("kvbench"))
-        // A short verification and endless timed runs: Ctrl-C lands before the first row or
-        // in it, and is honoured at the next decode step either way. (With a 4096-step row
-        // the signal could land during its verification, which is not interruptible, and the
-        // test waited for the whole f64 reference of 4608 tokens.)
+        // Endless timed runs: Ctrl-C lands before the first row or in it (its tuning,
+        // verification or timed steps), and is honoured at the row's next check either way.
         .args([
             "run",
             "--model",
@@ -340,6 +338,52 @@ fn ctrl_c_before_the_first_row_keeps_the_previous_file() {
     assert_eq!(status.code(), Some(130), "{rest}");
     let text = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(text, "the user's previous file\n", "{rest}");
+    assert!(
+        rest.contains("as it was") && !rest.contains("wrote"),
+        "{rest}"
+    );
+}
+
+#[test]
+fn ctrl_c_in_a_long_verification_ends_the_run_within_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = calibration(dir.path());
+    let csv = dir.path().join("run.csv");
+    std::fs::write(&csv, "the user's previous file\n").unwrap();
+    // 4608 tokens: in this (debug) build the row's f64 reference alone takes minutes, and
+    // before the interrupt reached it a Ctrl-C in it waited for the whole of it.
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("kvbench"))
+        .args(["run", "--model", "llama3-8b", "--layers", "1"])
+        .args(["--prompt", "512", "--gen", "4096", "-r", "20"])
+        .args(["--max-minutes", "100000000", "--calibration"])
+        .arg(&cal)
+        .arg("-o")
+        .arg(&csv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Past the start-up, into the row's fill and verification.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed().as_secs() > 60 {
+            child.kill().unwrap();
+            panic!("still running a minute after Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text, "the user's previous file\n");
 }
 
 #[test]

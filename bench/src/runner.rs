@@ -11,7 +11,7 @@ use crate::record::{status, Status};
 use crate::stats::Summary;
 use crate::{Record, SCHEMA_VERSION};
 use kvbench_planner::dtype::KvDtypes;
-use kvbench_workloads::{Workload, WorkloadError, WorkloadSpec};
+use kvbench_workloads::{Interrupt, Workload, WorkloadError, WorkloadSpec};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -55,8 +55,9 @@ pub struct Runner<'a> {
     pub build: &'a BuildFn<'a>,
     /// Memory available for a workload, asked before each one (a function so tests can pin it).
     pub available_memory: &'a (dyn Fn() -> u64 + Sync + 'a),
-    /// Set by Ctrl-C: stop at the next decode step.
-    pub stop: &'a AtomicBool,
+    /// Set by Ctrl-C: stop at the next decode step, or inside a row's tuning, verification
+    /// or prompt, at the workload's next check ([`Workload::watch`]).
+    pub stop: &'static AtomicBool,
 }
 
 /// Why a workload's timing stopped early.
@@ -67,7 +68,10 @@ enum Stop {
 
 impl From<WorkloadError> for Stop {
     fn from(e: WorkloadError) -> Self {
-        Stop::Error(e)
+        match e {
+            WorkloadError::Interrupted => Stop::Interrupted,
+            e => Stop::Error(e),
+        }
     }
 }
 
@@ -96,6 +100,7 @@ impl Runner<'_> {
         if workload.prefill_fills() {
             record.prefill = "fill".into();
         }
+        workload.watch(Interrupt::new(self.stop));
         // Tuned before it is verified, so that what is timed is what was checked.
         match workload.tune() {
             Ok(Some(detail)) => notes.push(Note::Tuned {
@@ -103,8 +108,10 @@ impl Runner<'_> {
                 detail,
             }),
             Ok(None) => {}
+            Err(WorkloadError::Interrupted) => return None,
             Err(e) => return Some(finish(record, status::ERROR, e.to_string(), notes)),
         }
+        self.check_stop().ok()?;
         let verify_start = Instant::now();
         let verified = workload.verify();
         record.verify_ms = verify_start.elapsed().as_secs_f64() * 1e3;
@@ -126,6 +133,7 @@ impl Runner<'_> {
                     return Some(finish(record, status::FAILED, detail, notes));
                 }
             }
+            Err(WorkloadError::Interrupted) => return None,
             Err(e) => return Some(finish(record, status::ERROR, e.to_string(), notes)),
         }
 
@@ -399,6 +407,8 @@ mod tests {
     #[derive(Default)]
     struct Calls {
         verify: AtomicU32,
+        /// Units of verification work done (see `Fake::ctrl_c_in_verify`).
+        verify_units: AtomicU32,
         prefill: AtomicU32,
         decode: AtomicU32,
         reset: AtomicU32,
@@ -412,7 +422,13 @@ mod tests {
         step: Duration,
         /// Set the stop flag after this many decode calls (simulated Ctrl-C).
         stop_after: Option<(u32, &'static AtomicBool)>,
+        /// Set the stop flag at the start of the verification, which then does up to
+        /// `VERIFY_UNITS` units of work, checking the interrupt it watches before each.
+        ctrl_c_in_verify: Option<&'static AtomicBool>,
+        interrupt: Interrupt,
     }
+
+    const VERIFY_UNITS: u32 = 1000;
 
     const STEP_BYTES: u64 = 3_000_000;
     const FLOPS: f64 = 5e6;
@@ -421,8 +437,18 @@ mod tests {
         fn spec(&self) -> &WorkloadSpec {
             &self.spec
         }
+        fn watch(&mut self, interrupt: Interrupt) {
+            self.interrupt = interrupt;
+        }
         fn verify(&mut self) -> Result<Verification, WorkloadError> {
             self.calls.verify.fetch_add(1, Ordering::SeqCst);
+            if let Some(flag) = self.ctrl_c_in_verify {
+                flag.store(true, Ordering::SeqCst);
+                for _ in 0..VERIFY_UNITS {
+                    self.interrupt.check()?;
+                    self.calls.verify_units.fetch_add(1, Ordering::SeqCst);
+                }
+            }
             Ok(Verification {
                 passed: self.pass,
                 rel_error: if self.pass { 1e-7 } else { 0.5 },
@@ -517,10 +543,20 @@ mod tests {
         }
     }
 
+    /// When the fake's simulated Ctrl-C comes.
+    #[derive(Clone, Copy, PartialEq)]
+    enum CtrlC {
+        Never,
+        /// After this many decode calls.
+        AfterDecodes(u32),
+        /// At the start of the first verification.
+        InVerify,
+    }
+
     fn with_runner<T>(
         pass: bool,
         available: u64,
-        stop_after: Option<u32>,
+        ctrl_c: CtrlC,
         f: impl FnOnce(&Runner, &Arc<Calls>) -> T,
     ) -> T {
         // Leaked so the fake can hold a 'static reference to it; a few bytes per test.
@@ -533,7 +569,12 @@ mod tests {
                 calls: c.clone(),
                 pass,
                 step: Duration::from_millis(2),
-                stop_after: stop_after.map(|n| (n, stop)),
+                stop_after: match ctrl_c {
+                    CtrlC::AfterDecodes(n) => Some((n, stop)),
+                    _ => None,
+                },
+                ctrl_c_in_verify: (ctrl_c == CtrlC::InVerify).then_some(stop),
+                interrupt: Interrupt::default(),
             }))
         };
         let avail = move || available;
@@ -558,7 +599,7 @@ mod tests {
 
     #[test]
     fn timing_counts_and_derived_rates() {
-        let out = with_runner(true, u64::MAX, None, |r, calls| {
+        let out = with_runner(true, u64::MAX, CtrlC::Never, |r, calls| {
             let out = r.run_one(11, &spec(Strategy::Paged, 20)).unwrap();
             // 1 verify; 1 warm-up + 3 timed runs, each a prefill and 5 decode steps.
             assert_eq!(calls.verify.load(Ordering::SeqCst), 1);
@@ -606,7 +647,7 @@ mod tests {
 
     #[test]
     fn what_a_workload_tuned_is_a_note_and_comes_before_its_verification() {
-        let (paged, contiguous) = with_runner(true, u64::MAX, None, |r, _| {
+        let (paged, contiguous) = with_runner(true, u64::MAX, CtrlC::Never, |r, _| {
             (
                 r.run_one(0, &spec(Strategy::Paged, 8)).unwrap(),
                 r.run_one(1, &spec(Strategy::Contiguous, 8)).unwrap(),
@@ -626,7 +667,7 @@ mod tests {
 
     #[test]
     fn a_step_that_fits_in_the_cache_is_flagged() {
-        let rec = with_runner(true, u64::MAX, None, |r, _| {
+        let rec = with_runner(true, u64::MAX, CtrlC::Never, |r, _| {
             let mut r2 = Runner {
                 timing: r.timing.clone(),
                 env: r.env.clone(),
@@ -649,7 +690,7 @@ mod tests {
     fn cuda_rows_use_the_gpu_limits_or_none() {
         let mut cuda = spec(Strategy::Contiguous, 8);
         cuda.backend = Backend::Cuda;
-        let (without, with) = with_runner(true, u64::MAX, None, |r, _| {
+        let (without, with) = with_runner(true, u64::MAX, CtrlC::Never, |r, _| {
             let without = r.run_one(0, &cuda).unwrap().record;
             let mut r2 = Runner {
                 timing: r.timing.clone(),
@@ -685,7 +726,7 @@ mod tests {
 
     #[test]
     fn failed_verification_is_recorded_and_not_timed() {
-        let out = with_runner(false, u64::MAX, None, |r, calls| {
+        let out = with_runner(false, u64::MAX, CtrlC::Never, |r, calls| {
             let out = r.run_one(0, &spec(Strategy::Contiguous, 8)).unwrap();
             assert_eq!(calls.prefill.load(Ordering::SeqCst), 0);
             assert_eq!(calls.decode.load(Ordering::SeqCst), 0);
@@ -706,7 +747,7 @@ mod tests {
 
     #[test]
     fn a_workload_that_cannot_fit_is_refused_before_building() {
-        let out = with_runner(true, 1000, None, |r, calls| {
+        let out = with_runner(true, 1000, CtrlC::Never, |r, calls| {
             let out = r.run_one(0, &spec(Strategy::Contiguous, 8)).unwrap();
             assert_eq!(calls.verify.load(Ordering::SeqCst), 0);
             out
@@ -730,7 +771,7 @@ mod tests {
             spec(Strategy::Paged, 8),
             spec(Strategy::Concat, 8),
         ];
-        let result = with_runner(true, u64::MAX, Some(27), |r, _| {
+        let result = with_runner(true, u64::MAX, CtrlC::AfterDecodes(27), |r, _| {
             let mut ex =
                 ExportManager::new(vec![(Format::Csv, Target::File(path.clone()))]).unwrap();
             run_sweep(r, &specs, None, &mut ex, false).unwrap()
@@ -745,10 +786,34 @@ mod tests {
     }
 
     #[test]
+    fn ctrl_c_during_a_verification_stops_it_at_its_next_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.csv");
+        let specs = vec![spec(Strategy::Contiguous, 8), spec(Strategy::Paged, 8)];
+        let (result, calls) = with_runner(true, u64::MAX, CtrlC::InVerify, |r, calls| {
+            let mut ex =
+                ExportManager::new(vec![(Format::Csv, Target::File(path.clone()))]).unwrap();
+            (
+                run_sweep(r, &specs, None, &mut ex, false).unwrap(),
+                calls.clone(),
+            )
+        });
+        // The verification saw the interrupt before its first unit of work, nothing was
+        // timed after it, and the row it was in is not written.
+        assert_eq!(calls.verify_units.load(Ordering::SeqCst), 0);
+        assert_eq!(calls.verify.load(Ordering::SeqCst), 1);
+        assert_eq!(calls.prefill.load(Ordering::SeqCst), 0);
+        assert_eq!(calls.decode.load(Ordering::SeqCst), 0);
+        assert!(result.interrupted);
+        assert!(result.records.is_empty());
+        assert_eq!(result.not_run, 2);
+    }
+
+    #[test]
     fn shards_run_their_slice_only() {
         let specs: Vec<_> = (1..=5).map(|p| spec(Strategy::Contiguous, p)).collect();
         let shard: Shard = "2/2".parse().unwrap();
-        let result = with_runner(true, u64::MAX, None, |r, _| {
+        let result = with_runner(true, u64::MAX, CtrlC::Never, |r, _| {
             run_sweep(
                 r,
                 &specs,

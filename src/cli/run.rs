@@ -438,8 +438,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             r.detail
         );
     }
+    // An interrupted run with no finished row leaves the previous files as they were.
+    let kept = result.interrupted && result.records.is_empty();
     for path in exports.files() {
-        out::say!("wrote {} ({} rows)", path.display(), result.records.len());
+        match kept {
+            true => out::say!("left {} as it was (no row finished)", path.display()),
+            false => out::say!("wrote {} ({} rows)", path.display(), result.records.len()),
+        }
     }
     if result.interrupted {
         out::say!(

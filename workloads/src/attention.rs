@@ -13,7 +13,7 @@ use crate::cpu::prefill::{prefill_attention, prefill_flops, PrefillShape};
 use crate::cpu::Isa;
 use crate::reference;
 use crate::synth;
-use crate::workload::{MemoryUse, Verification, Workload};
+use crate::workload::{Interrupt, MemoryUse, Verification, Workload};
 use crate::{WorkloadError, WorkloadSpec};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -55,6 +55,9 @@ pub struct AttentionWorkload {
     walk: Walk,
     /// A computed prefill's buffers, kept for the next one.
     prefill_buffers: PrefillBuffers,
+    /// The user's request to stop, checked between the layers of a prompt and of the
+    /// reference and between tuning steps.
+    interrupt: Interrupt,
 }
 
 /// The queries, keys, values and outputs of a whole prompt, for a computed prefill. Kept
@@ -85,6 +88,7 @@ impl AttentionWorkload {
             bytes_read: 0,
             walk: Walk::CALIBRATED,
             prefill_buffers: PrefillBuffers::default(),
+            interrupt: Interrupt::default(),
         })
     }
 
@@ -140,6 +144,7 @@ impl AttentionWorkload {
     ) -> Result<[f64; 2], WorkloadError> {
         let mut best = [f64::INFINITY; 2];
         for i in 0..steps {
+            self.interrupt.check()?;
             set(&mut self.walk, i % 2);
             let t = Instant::now();
             self.step()?;
@@ -307,6 +312,7 @@ impl AttentionWorkload {
         let run = FILL_TOKENS.min(p1.saturating_sub(p0)).max(1);
         let (mut k, mut v) = (vec![0.0f32; run * hk * d], vec![0.0f32; run * hk * d]);
         for layer in 0..self.spec.shape.layers as usize {
+            self.interrupt.check()?;
             for seq in 0..b {
                 for from in (p0..p1).step_by(run) {
                     let n = run.min(p1 - from);
@@ -332,6 +338,7 @@ impl AttentionWorkload {
         if mode == PrefillMode::Attention || self.cache.is_none() {
             let layers = self.spec.shape.layers as usize;
             for layer in 0..layers {
+                self.interrupt.check()?;
                 let outs: Vec<Vec<f32>> = (0..b)
                     .map(|seq| self.full_attention(layer, seq, prompt_len))
                     .collect();
@@ -429,20 +436,27 @@ impl AttentionWorkload {
     /// The f64 reference of every layer, sequence and head at `pos`, in the order of
     /// `self.last` (`[layer][seq][head][d]`), computed in parallel, one task per (layer,
     /// sequence, KV head).
-    fn reference_all(&self, pos: usize) -> Vec<f64> {
+    fn reference_all(&self, pos: usize) -> Result<Vec<f64>, WorkloadError> {
         let (_, hk, _, b) = self.dims();
         let layers = self.spec.shape.layers as usize;
-        (0..layers * b * hk)
+        let groups = (0..layers * b * hk)
             .into_par_iter()
-            .map(|t| self.reference_group(t / (b * hk), t / hk % b, t % hk, pos))
-            .collect::<Vec<_>>()
-            .concat()
+            .map(|t| {
+                self.interrupt.check()?;
+                Ok(self.reference_group(t / (b * hk), t / hk % b, t % hk, pos))
+            })
+            .collect::<Result<Vec<_>, WorkloadError>>()?;
+        Ok(groups.concat())
     }
 }
 
 impl Workload for AttentionWorkload {
     fn spec(&self) -> &WorkloadSpec {
         &self.spec
+    }
+
+    fn watch(&mut self, interrupt: Interrupt) {
+        self.interrupt = interrupt;
     }
 
     fn verify(&mut self) -> Result<Verification, WorkloadError> {
@@ -461,6 +475,7 @@ impl Workload for AttentionWorkload {
             // prefill's or every step's recomputation: run it as it is timed.
             self.run_prefill(prompt, self.mode)?;
             for _ in 0..gen {
+                self.interrupt.check()?;
                 self.step()?;
             }
         }
@@ -471,7 +486,7 @@ impl Workload for AttentionWorkload {
         for layer in 0..self.spec.shape.layers as usize {
             got.extend(self.last[layer][..b * hq * d].iter().map(|&x| x as f64));
         }
-        let want = self.reference_all(pos);
+        let want = self.reference_all(pos)?;
         self.reset()?;
         let rel_error = reference::rel_error(&got, &want);
         let cosine = reference::cosine(&got, &want);
@@ -583,6 +598,28 @@ mod tests {
             seed: 3,
             offload: OffloadConfig::default(),
         }
+    }
+
+    #[test]
+    fn an_interrupt_stops_the_prompt_tuning_and_verification_and_clearing_it_does_not() {
+        static FLAG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        use std::sync::atomic::Ordering;
+        let mut w =
+            AttentionWorkload::new(&tuning_spec(Strategy::Paged, 6), PrefillMode::Fill).unwrap();
+        w.watch(Interrupt::new(&FLAG));
+        FLAG.store(true, Ordering::SeqCst);
+        let interrupted =
+            |r: Result<(), WorkloadError>| matches!(r, Err(WorkloadError::Interrupted));
+        assert!(interrupted(w.verify().map(|_| ())));
+        assert!(interrupted(w.tune().map(|_| ())));
+        w.reset().unwrap();
+        assert!(interrupted(w.prefill()));
+        // Unset, the same workload runs every phase to its end.
+        FLAG.store(false, Ordering::SeqCst);
+        w.reset().unwrap();
+        assert!(w.verify().unwrap().passed);
+        w.prefill().unwrap();
+        w.decode_step().unwrap();
     }
 
     #[test]
@@ -710,7 +747,7 @@ mod tests {
                 }
             }
         }
-        let got = w.reference_all(pos);
+        let got = w.reference_all(pos).unwrap();
         assert_eq!(got.len(), want.len());
         assert!(reference::rel_error(&got, &want) < 1e-13);
     }

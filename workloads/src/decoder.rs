@@ -12,7 +12,7 @@ use crate::cpu::prefill::{prefill_attention, prefill_flops, PrefillShape};
 use crate::cpu::Isa;
 use crate::reference;
 use crate::synth;
-use crate::workload::{MemoryUse, Verification, Workload};
+use crate::workload::{Interrupt, MemoryUse, Verification, Workload};
 use crate::{WorkloadError, WorkloadSpec};
 use rayon::prelude::*;
 
@@ -73,6 +73,9 @@ pub struct DecoderWorkload {
     last_hidden: Vec<f32>,
     last_pos: Option<usize>,
     bytes_read: u64,
+    /// The user's request to stop, checked between layers and between the steps of a
+    /// verification.
+    interrupt: Interrupt,
 }
 
 struct Dims {
@@ -136,6 +139,7 @@ impl DecoderWorkload {
             last_hidden: Vec::new(),
             last_pos: None,
             bytes_read: 0,
+            interrupt: Interrupt::default(),
         })
     }
 
@@ -190,6 +194,7 @@ impl DecoderWorkload {
         let mut v = vec![0.0f32; n * hk * d];
         let mut att = vec![0.0f32; n * hq * d];
         for l in 0..self.layers.len() {
+            self.interrupt.check()?;
             let w = &self.layers[l];
             rms_norm_rows(x, &w.attn_norm, &mut a);
             project(n, &a, hidden, &w.wq, hq * d, &mut q);
@@ -339,7 +344,7 @@ impl DecoderWorkload {
 
     /// The f64 reference for one sequence up to `pos`: (last layer's attention output,
     /// final hidden state) at `pos`.
-    fn reference(&self, seq: usize, pos: usize) -> (Vec<f64>, Vec<f64>) {
+    fn reference(&self, seq: usize, pos: usize) -> Result<(Vec<f64>, Vec<f64>), WorkloadError> {
         let Dims {
             hq,
             hk,
@@ -358,6 +363,7 @@ impl DecoderWorkload {
             .collect();
         let mut last_attn = Vec::new();
         for (l, w) in self.layers.iter().enumerate() {
+            self.interrupt.check()?;
             let (an, mn) = (f64s(&w.attn_norm), f64s(&w.mlp_norm));
             let normed: Vec<f64> = xs
                 .iter()
@@ -386,17 +392,18 @@ impl DecoderWorkload {
             let atts: Vec<Vec<f64>> = (0..t)
                 .into_par_iter()
                 .map(|p| {
+                    self.interrupt.check()?;
                     let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
-                    (0..hq)
+                    Ok((0..hq)
                         .flat_map(|h| {
                             let kh = h / (hq / hk);
                             let keys: Vec<Vec<f64>> = (lo..=p).map(|j| ks[j][kh].clone()).collect();
                             let vals: Vec<Vec<f64>> = (lo..=p).map(|j| vs[j][kh].clone()).collect();
                             reference::attend(&qs[p][h], &keys, &vals)
                         })
-                        .collect()
+                        .collect())
                 })
-                .collect();
+                .collect::<Result<_, WorkloadError>>()?;
             let flat: Vec<f64> = atts.concat();
             let o = reference::mat_mul(&flat, t, &w.wo, hidden);
             for (x, o) in xs.iter_mut().zip(o.chunks(hidden)) {
@@ -424,7 +431,7 @@ impl DecoderWorkload {
             }
         }
         let hidden_out = reference::rms_norm(&xs[t - 1], &f64s(&self.final_norm));
-        (last_attn, hidden_out)
+        Ok((last_attn, hidden_out))
     }
 }
 
@@ -473,17 +480,22 @@ impl Workload for DecoderWorkload {
         &self.spec
     }
 
+    fn watch(&mut self, interrupt: Interrupt) {
+        self.interrupt = interrupt;
+    }
+
     fn verify(&mut self) -> Result<Verification, WorkloadError> {
         self.reset()?;
         self.prefill()?;
         for _ in 0..self.spec.gen {
+            self.interrupt.check()?;
             self.step()?;
         }
         let pos = self.last_pos.expect("prefill ran");
         let Dims { hq, d, hidden, .. } = self.dims();
         let (mut ga, mut wa, mut gh, mut wh) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for seq in 0..self.spec.batch as usize {
-            let (att, hid) = self.reference(seq, pos);
+            let (att, hid) = self.reference(seq, pos)?;
             ga.extend(
                 self.last_attn[seq * hq * d..(seq + 1) * hq * d]
                     .iter()

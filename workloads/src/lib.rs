@@ -17,7 +17,7 @@ pub mod workload;
 
 pub use build::{build, build_with, BuildOptions};
 pub use spec::{Backend, OffloadConfig, SpecError, Strategy, Tier, WorkloadKind, WorkloadSpec};
-pub use workload::{MemoryUse, Verification, Workload};
+pub use workload::{Interrupt, MemoryUse, Verification, Workload};
 
 /// Errors a user can cause or a backend can report while building or running a workload.
 #[derive(Debug, thiserror::Error)]
@@ -28,4 +28,7 @@ pub enum WorkloadError {
     Spec(#[from] SpecError),
     #[error("{0}")]
     Backend(String),
+    /// The user asked to stop ([`Interrupt`]); the workload's state is unfinished.
+    #[error("interrupted: the user asked to stop (Ctrl-C)")]
+    Interrupted,
 }

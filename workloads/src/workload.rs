@@ -2,6 +2,33 @@
 
 use crate::spec::WorkloadSpec;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The user's request to stop (Ctrl-C), as a workload's long untimed phases see it: its
+/// tuning, and the fill and f64 reference of its verification, which at a long context take
+/// seconds to minutes each and would otherwise run to their end before a stop is honoured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Interrupt(Option<&'static AtomicBool>);
+
+impl Interrupt {
+    /// Watch `flag`, which is set once the user asks to stop.
+    pub fn new(flag: &'static AtomicBool) -> Self {
+        Interrupt(Some(flag))
+    }
+
+    /// Whether the user has asked to stop.
+    pub fn requested(&self) -> bool {
+        self.0.is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// `Err(Interrupted)` once the user has asked to stop.
+    pub fn check(&self) -> Result<(), crate::WorkloadError> {
+        match self.requested() {
+            true => Err(crate::WorkloadError::Interrupted),
+            false => Ok(()),
+        }
+    }
+}
 
 /// Result of comparing a workload's outputs with the f64 reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +56,9 @@ pub struct MemoryUse {
 /// A built workload: a cache, inputs and weights, ready to verify and time.
 pub trait Workload {
     fn spec(&self) -> &WorkloadSpec;
+    /// Stop its untimed phases (tuning, verification) with `Err(Interrupted)` once
+    /// `interrupt` is requested; a workload whose phases are short may ignore it.
+    fn watch(&mut self, _interrupt: Interrupt) {}
     /// Run the whole workload once and compare with the f64 reference (never timed).
     fn verify(&mut self) -> Result<Verification, crate::WorkloadError>;
     /// Empty the cache and rewind to before the prompt.

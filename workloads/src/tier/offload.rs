@@ -21,7 +21,7 @@ use crate::cpu::prefill::{prefill_attention_isa, prefill_flops, PrefillShape};
 use crate::cpu::Isa;
 use crate::reference;
 use crate::spec::{Strategy, WorkloadSpec};
-use crate::workload::{MemoryUse, Verification, Workload};
+use crate::workload::{Interrupt, MemoryUse, Verification, Workload};
 use crate::WorkloadError;
 use rayon::prelude::*;
 
@@ -34,6 +34,8 @@ pub struct OffloadWorkload {
     /// Attention outputs of each sequence's newest token: `[layer][seq × q_head × head_dim]`.
     last: Vec<Vec<f32>>,
     bytes_read_last_step: u64,
+    /// The user's request to stop, checked between the steps of a verification.
+    interrupt: Interrupt,
 }
 
 /// The working-pool size used when `pool_blocks` is 0: half of every block the run makes
@@ -126,6 +128,7 @@ impl OffloadWorkload {
             cache,
             isa: Isa::detect(),
             bytes_read_last_step: 0,
+            interrupt: Interrupt::default(),
         })
     }
 
@@ -315,6 +318,7 @@ impl OffloadWorkload {
         let mut sums = [0f64; 4];
         let prompt = self.spec.prompt as usize;
         for step in 0..=self.spec.gen as usize {
+            self.interrupt.check()?;
             if step == 0 {
                 self.prefill()?;
             } else {
@@ -342,9 +346,14 @@ impl Workload for OffloadWorkload {
         &self.spec
     }
 
+    fn watch(&mut self, interrupt: Interrupt) {
+        self.interrupt = interrupt;
+    }
+
     fn verify(&mut self) -> Result<Verification, WorkloadError> {
         let (offloaded, sums) = self.run_all(true)?;
         let mut resident = OffloadWorkload::new(&self.spec, false)?.with_isa(self.isa);
+        resident.watch(self.interrupt);
         let (twin, _) = resident.run_all(false)?;
         let rel_error = (sums[0] / sums[1]).sqrt();
         let cosine = sums[2] / (sums[1].sqrt() * sums[3].sqrt());
