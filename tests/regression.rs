@@ -5,8 +5,8 @@ mod common;
 
 use common::{calibration, kvbench, BASELINE};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// A tiny attention workload: a run of it takes milliseconds.
 const TINY: &[&str] = &[
@@ -295,26 +295,19 @@ fn a_run_that_refuses_to_start_touches_no_output() {
     assert_eq!(text, "the user's previous file\n");
 }
 
-#[test]
-fn ctrl_c_before_the_first_row_keeps_the_previous_file() {
+const PREVIOUS: &str = "the user's previous file\n";
+
+/// One layer of llama3-8b with `[prompt, gen, repetitions]`, run to a CSV that holds
+/// [`PREVIOUS`], its stderr piped: the child, the CSV and the folder holding both.
+fn run_over_a_previous_file([prompt, gen, reps]: [&str; 3]) -> (Child, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cal = calibration(dir.path());
     let csv = dir.path().join("run.csv");
-    std::fs::write(&csv, "the user's previous file\n").unwrap();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("kvbench"))
-        // Endless timed runs: Ctrl-C lands before the first row or in it (its tuning,
-        // verification or timed steps), and is honoured at the row's next check either way.
-        .args([
-            "run",
-            "--model",
-            "llama3-8b",
-            "--layers",
-            "1",
-            "--prompt",
-            "16",
-        ])
-        .args(["--gen", "16", "-r", "1000000", "--max-minutes", "100000000"])
-        .arg("--calibration")
+    std::fs::write(&csv, PREVIOUS).unwrap();
+    let child = Command::new(assert_cmd::cargo::cargo_bin("kvbench"))
+        .args(["run", "--model", "llama3-8b", "--layers", "1"])
+        .args(["--prompt", prompt, "--gen", gen, "-r", reps])
+        .args(["--max-minutes", "100000000", "--calibration"])
         .arg(&cal)
         .arg("-o")
         .arg(&csv)
@@ -322,22 +315,34 @@ fn ctrl_c_before_the_first_row_keeps_the_previous_file() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The calibration note comes after the Ctrl-C handler is installed and before running.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("cal.json"), "{line}");
+    (child, csv, dir)
+}
+
+/// What a user's Ctrl-C sends.
+fn ctrl_c(child: &Child) {
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
+}
+
+#[test]
+fn ctrl_c_before_the_first_row_keeps_the_previous_file() {
+    // Endless timed runs: Ctrl-C lands before the first row or in it (its tuning,
+    // verification or timed steps), and is honoured at the row's next check either way.
+    let (mut child, csv, _dir) = run_over_a_previous_file(["16", "16", "1000000"]);
+    // The calibration note comes after the Ctrl-C handler is installed and before running.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("cal.json"), "{line}");
+    ctrl_c(&child);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{rest}");
-    let text = std::fs::read_to_string(&csv).unwrap();
-    assert_eq!(text, "the user's previous file\n", "{rest}");
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), PREVIOUS, "{rest}");
     assert!(
         rest.contains("as it was") && !rest.contains("wrote"),
         "{rest}"
@@ -346,30 +351,14 @@ fn ctrl_c_before_the_first_row_keeps_the_previous_file() {
 
 #[test]
 fn ctrl_c_in_a_long_verification_ends_the_run_within_a_minute() {
-    let dir = tempfile::tempdir().unwrap();
-    let cal = calibration(dir.path());
-    let csv = dir.path().join("run.csv");
-    std::fs::write(&csv, "the user's previous file\n").unwrap();
     // 4608 tokens: in this (debug) build the row's f64 reference alone takes minutes, and
     // before the interrupt reached it a Ctrl-C in it waited for the whole of it.
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("kvbench"))
-        .args(["run", "--model", "llama3-8b", "--layers", "1"])
-        .args(["--prompt", "512", "--gen", "4096", "-r", "20"])
-        .args(["--max-minutes", "100000000", "--calibration"])
-        .arg(&cal)
-        .arg("-o")
-        .arg(&csv)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, csv, _dir) = run_over_a_previous_file(["512", "4096", "20"]);
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     // Past the start-up, into the row's fill and verification.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    ctrl_c(&child);
     let start = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -382,8 +371,7 @@ fn ctrl_c_in_a_long_verification_ends_the_run_within_a_minute() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(130));
-    let text = std::fs::read_to_string(&csv).unwrap();
-    assert_eq!(text, "the user's previous file\n");
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), PREVIOUS);
 }
 
 #[test]
