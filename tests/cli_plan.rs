@@ -309,6 +309,8 @@ fn fails_with(args: &[&str], needle: &str) {
     assert!(err.contains(needle), "{args:?}: {err}");
     assert!(!err.contains("panicked"), "{args:?}: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    // The cause said once (an io error in a message and as its source came out twice).
+    assert!(err.matches("(os error").count() <= 1, "{args:?}: {err}");
 }
 
 #[test]

@@ -202,6 +202,22 @@ fn no_input_and_unreadable_input_are_clear() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("junk.csv is neither a run CSV"));
+    let absent = dir.path().join("absent.csv");
+    let out = kvbench()
+        .arg("report")
+        .arg(&absent)
+        .arg("-o")
+        .arg(dir.path().join("r"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("absent.csv"),
+        "{err}"
+    );
+    // The io error said once: it was both in the message and the error's source.
+    assert_eq!(err.matches("(os error").count(), 1, "{err}");
 }
 
 #[test]

@@ -111,7 +111,8 @@ fn user_errors_are_one_clear_line() {
         }
         let assert = cmd.assert().failure().code(1);
         let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        // Once: a cause that is both in the message and the error's source was printed twice.
+        assert_eq!(stderr.matches(expected).count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");

@@ -14,10 +14,11 @@ pub const CSV_CAP: u64 = 1 << 30;
 /// An input that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("cannot read {}: {source}", path.display())]
+    // `cause`, not `source`: in the message, and not again as the chain's next link.
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "{} is larger than {cap_mib} MiB, more than a {what} can be; check the path (or split \
@@ -35,9 +36,9 @@ pub enum InputError {
 
 /// The text of `path`, reading at most `cap` bytes (one more tells a larger file apart).
 pub fn read_text(path: &Path, cap: u64, what: &'static str) -> Result<String, InputError> {
-    let read_err = |source| InputError::Read {
+    let read_err = |cause| InputError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut bytes = Vec::new();

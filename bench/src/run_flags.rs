@@ -55,11 +55,12 @@ pub enum RunFlagError {
     Axis(#[from] axes::AxisError),
     #[error(transparent)]
     Matrix(#[from] MatrixError),
-    #[error("{flag} {value}: {source}")]
+    // `cause`, not `source`: in the message, and not again as the chain's next link.
+    #[error("{flag} {value}: {cause}")]
     Dtype {
         flag: &'static str,
         value: String,
-        source: PlanError,
+        cause: PlanError,
     },
 }
 
@@ -67,10 +68,10 @@ fn dtype_error<'a>(
     flag: &'static str,
     value: &'a str,
 ) -> impl FnOnce(PlanError) -> RunFlagError + 'a {
-    move |source| RunFlagError::Dtype {
+    move |cause| RunFlagError::Dtype {
         flag,
         value: value.to_string(),
-        source,
+        cause,
     }
 }
 

@@ -27,14 +27,6 @@ pub enum ReportError {
     /// A file could not be read, is too large or is not text.
     #[error(transparent)]
     Input(#[from] crate::input::InputError),
-    /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// A file is not well-formed CSV.
     #[error("{} is not a readable CSV: {message}", path.display())]
     BadCsv {

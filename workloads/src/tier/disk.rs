@@ -66,9 +66,9 @@ impl DiskStore {
     /// Create this run's block file under `dir` (created if missing) for blocks of up to
     /// `block_bytes`.
     pub fn create(dir: &Path, block_bytes: usize, io: DiskIo) -> Result<DiskStore, TierError> {
-        let unwritable = |source| TierError::Unwritable {
+        let unwritable = |cause| TierError::Unwritable {
             dir: dir.to_path_buf(),
-            source,
+            cause,
         };
         std::fs::create_dir_all(dir).map_err(unwritable)?;
         let nanos = std::time::SystemTime::now()
@@ -183,7 +183,7 @@ impl TierStore for DiskStore {
                 slot[HEADER..HEADER + b.bytes.len()].copy_from_slice(b.bytes);
             }
             let offset = run[0].0 * self.slot_bytes as u64;
-            if let Err(source) = self.file.write_all_at(buf.as_slice(), offset) {
+            if let Err(cause) = self.file.write_all_at(buf.as_slice(), offset) {
                 // The slots of this batch hold nothing valid now.
                 for (_, b) in run {
                     if let Some(slot) = self.index.remove(&b.key) {
@@ -192,7 +192,7 @@ impl TierStore for DiskStore {
                 }
                 return Err(TierError::Write {
                     path: self.path.clone(),
-                    source,
+                    cause,
                 });
             }
         }
@@ -218,9 +218,9 @@ impl TierStore for DiskStore {
             let offset = run[0].0 * self.slot_bytes as u64;
             self.file
                 .read_exact_at(buf.as_mut_slice(), offset)
-                .map_err(|source| TierError::Read {
+                .map_err(|cause| TierError::Read {
                     path: self.path.clone(),
-                    source,
+                    cause,
                 })?;
             for (j, &(_, i)) in run.iter().enumerate() {
                 let slot = &buf.as_slice()[j * self.slot_bytes..(j + 1) * self.slot_bytes];

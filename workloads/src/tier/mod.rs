@@ -82,22 +82,23 @@ pub trait TierStore: Send + Sync {
 /// What can go wrong in a tier; each message names the value and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum TierError {
-    #[error("tier directory `{dir}` is not usable ({source}): pass --tier-dir with a writable directory")]
-    Unwritable {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    // `cause`, not `source`, below: the io error is in the message, and as the error's
+    // source too a one-line `{:#}` chain would print it twice.
     #[error(
-        "writing a block to `{path}` failed ({source}): free disk space or pick another --tier-dir"
+        "tier directory `{dir}` is not usable ({cause}): pass --tier-dir with a writable directory"
+    )]
+    Unwritable { dir: PathBuf, cause: std::io::Error },
+    #[error(
+        "writing a block to `{path}` failed ({cause}): free disk space or pick another --tier-dir"
     )]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("reading a block from `{path}` failed: {source}")]
+    #[error("reading a block from `{path}` failed: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot reach Redis at {url}: {reason}; start redis-server there or pass --redis-url")]
     Unavailable { url: String, reason: String },

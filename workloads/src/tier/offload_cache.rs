@@ -529,7 +529,7 @@ mod tests {
             if self.ok_loads == 0 {
                 return Err(TierError::Read {
                     path: "/injected/blocks".into(),
-                    source: std::io::Error::other("injected read fault"),
+                    cause: std::io::Error::other("injected read fault"),
                 });
             }
             self.ok_loads -= 1;
