@@ -705,6 +705,62 @@ fn estimate_params(obj: &Object, shape: &ModelShape, vocab: u32) -> Result<(f64,
     Ok((base + mlp_total, base + mlp_active))
 }
 
+/// The model's KV heads as vLLM counts them (`ModelConfig.get_total_num_kv_heads`, the
+/// same rule from v0.4 to v0.11): one where `multi_query` is set, except for Falcon's new
+/// decoder architecture; MPT's and DBRX's `attn_config.kv_n_heads`; else the first of
+/// `n_head_kv`, `num_kv_heads` (Falcon), `num_key_value_heads` (Llama) and
+/// `multi_query_group_num` (ChatGLM, GLM-4: two groups, where counting every query head
+/// would size the cache 16× too large); else one per query head.
+pub(crate) fn kv_heads(obj: &Object, q_heads: u32) -> Result<u32, PlanError> {
+    let model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let falcon = matches!(model_type, "falcon" | "RefinedWeb" | "RefinedWebModel");
+    let new_falcon = falcon && opt_bool(obj, "new_decoder_architecture") == Some(true);
+    if !new_falcon && opt_bool(obj, "multi_query") == Some(true) {
+        return Ok(1);
+    }
+    if matches!(model_type, "mpt" | "dbrx") {
+        let attn = obj.get("attn_config").and_then(Value::as_object);
+        if let Some(kv) = attn
+            .map(|a| opt_u32(a, &["kv_n_heads"]))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(kv);
+        }
+        return Ok(q_heads);
+    }
+    let named = &[
+        "n_head_kv",
+        "num_kv_heads",
+        "num_key_value_heads",
+        "multi_query_group_num",
+    ];
+    Ok(opt_u32(obj, named)?.unwrap_or(q_heads))
+}
+
+/// Families whose every layer is a recurrence (state-space or linear attention): they keep a
+/// fixed-size state per sequence and no KV cache, so there is nothing here to size. Hybrids
+/// (Jamba, Nemotron-H, Qwen3-Next) have attention layers and are read as usual.
+const ATTENTION_FREE: &[&str] = &[
+    "mamba",
+    "mamba2",
+    "falcon_mamba",
+    "rwkv",
+    "rwkv5",
+    "rwkv6",
+    "rwkv7",
+    "xlstm",
+    "retnet",
+];
+
+fn refuse_attention_free(obj: &Object) -> Result<(), PlanError> {
+    let model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or("");
+    match ATTENTION_FREE.contains(&model_type) {
+        true => Err(PlanError::NoAttention(model_type.to_string())),
+        false => Ok(()),
+    }
+}
+
 /// Reads a Hugging Face config.json (as text) into a [`ModelInfo`] named `name`; parameter
 /// counts are estimated from the shape.
 pub fn parse_config(text: &str, name: &str) -> Result<ModelInfo, PlanError> {
@@ -714,9 +770,10 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelInfo, PlanError> {
         .as_object()
         .ok_or_else(|| PlanError::ConfigJson("the top level is not a JSON object".to_string()))?;
     let obj = language_model(root);
+    refuse_attention_free(&obj)?;
     let layers = req_u32(
         &obj,
-        &["num_hidden_layers", "n_layer", "num_layers"],
+        &["num_hidden_layers", "n_layer", "num_layers", "n_layers"],
         "every layer holds its own cache",
     )?;
     if layers > MAX_LAYERS {
@@ -728,7 +785,7 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelInfo, PlanError> {
     }
     let q_heads = req_u32(
         &obj,
-        &["num_attention_heads", "n_head", "num_heads"],
+        &["num_attention_heads", "n_head", "num_heads", "n_heads"],
         "the query heads set head_dim and the GQA group",
     )?;
     let hidden = req_u32(
@@ -736,11 +793,7 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelInfo, PlanError> {
         &["hidden_size", "n_embd", "d_model"],
         "the model width",
     )?;
-    let kv_heads = match opt_u32(&obj, &["num_key_value_heads", "num_kv_heads", "n_head_kv"])? {
-        Some(kv) => kv,
-        None if opt_bool(&obj, "multi_query") == Some(true) => 1,
-        None => q_heads,
-    };
+    let kv_heads = kv_heads(&obj, q_heads)?;
     if q_heads % kv_heads != 0 {
         return Err(bad(
             "num_key_value_heads",

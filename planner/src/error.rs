@@ -24,6 +24,13 @@ pub enum PlanError {
     /// A config.json that is not valid JSON.
     #[error("config.json is not valid JSON: {0}")]
     ConfigJson(String),
+    /// A config.json of a model without attention layers (Mamba, RWKV).
+    #[error(
+        "config.json describes a {0} model, which has no attention layers: it keeps a \
+         fixed-size recurrent state per sequence and no KV cache to size; pass a transformer \
+         or hybrid model's config"
+    )]
+    NoAttention(String),
     /// A config.json that lacks a field the KV cache size depends on.
     #[error("config.json lacks required field '{field}' ({why})")]
     ConfigMissingField { field: String, why: String },

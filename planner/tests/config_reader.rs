@@ -157,6 +157,72 @@ fn nested_text_config_and_gpt2_names() {
     assert_eq!(f.shape.kv_heads, 1);
 }
 
+#[test]
+fn kv_heads_follow_vllms_rule_for_every_family() {
+    // (config, KV heads, KV bytes per token at f16): published per-token figures, e.g.
+    // ChatGLM3-6B 28 layers × 2 groups × 128 × 2 × 2 B = 28 KiB, DBRX 40 × 8 × 128 × 2 × 2 B
+    // = 160 KiB, Falcon-7B 32 × 1 × 64 × 2 × 2 B = 8 KiB.
+    let cases: &[(&str, u32, u64)] = &[
+        // ChatGLM3-6B: two KV groups, no num_key_value_heads.
+        (
+            r#"{"model_type": "chatglm", "num_layers": 28, "hidden_size": 4096,
+                "num_attention_heads": 32, "multi_query_attention": true,
+                "multi_query_group_num": 2, "kv_channels": 128}"#,
+            2,
+            28 * 2 * 2 * 128 * 2,
+        ),
+        // MPT-7B: its own field names, no kv_n_heads: one KV head per query head.
+        (
+            r#"{"model_type": "mpt", "n_layers": 32, "n_heads": 32, "d_model": 4096,
+                "attn_config": {"attn_type": "multihead_attention", "alibi": true}}"#,
+            32,
+            32 * 32 * 128 * 2 * 2,
+        ),
+        // DBRX: kv_n_heads inside attn_config.
+        (
+            r#"{"model_type": "dbrx", "n_layers": 40, "n_heads": 48, "d_model": 6144,
+                "attn_config": {"kv_n_heads": 8, "rope_theta": 500000}}"#,
+            8,
+            40 * 8 * 128 * 2 * 2,
+        ),
+        // Falcon-7B: multi_query.
+        (
+            r#"{"model_type": "falcon", "num_hidden_layers": 32, "hidden_size": 4544,
+                "num_attention_heads": 71, "multi_query": true}"#,
+            1,
+            32 * 64 * 2 * 2,
+        ),
+        // Falcon-40B: the new decoder architecture ignores multi_query.
+        (
+            r#"{"model_type": "falcon", "num_hidden_layers": 60, "hidden_size": 8192,
+                "num_attention_heads": 128, "num_kv_heads": 8, "multi_query": true,
+                "new_decoder_architecture": true}"#,
+            8,
+            60 * 8 * 64 * 2 * 2,
+        ),
+    ];
+    for &(text, kv, bytes) in cases {
+        let m = parse_config(text, "x").unwrap();
+        assert_eq!(m.shape.kv_heads, kv, "{text}");
+        let per_token = 2 * m.shape.layers as u64 * kv as u64 * m.shape.head_dim as u64 * 2;
+        assert_eq!(per_token, bytes, "{text}");
+    }
+}
+
+#[test]
+fn a_model_without_attention_is_refused_with_why() {
+    for text in [
+        r#"{"model_type": "mamba", "n_layer": 64, "d_model": 2560, "vocab_size": 50280}"#,
+        r#"{"model_type": "rwkv", "num_hidden_layers": 32, "hidden_size": 4096}"#,
+    ] {
+        let err = parse_config(text, "x").unwrap_err().to_string();
+        assert!(
+            err.contains("no attention layers") && err.contains("no KV cache"),
+            "{err}"
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

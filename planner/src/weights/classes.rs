@@ -159,11 +159,23 @@ fn tower_params(cfg: &Object, text_hidden: f64) -> Option<f64> {
 pub fn class_params(root: &Object) -> Vec<(TensorClass, f64)> {
     let obj = text_object(root);
     let h = num(&obj, &["hidden_size", "n_embd", "d_model"]).unwrap_or(0.0);
-    let layers = num(&obj, &["num_hidden_layers", "n_layer", "num_layers"]).unwrap_or(0.0);
+    let layers = num(
+        &obj,
+        &["num_hidden_layers", "n_layer", "num_layers", "n_layers"],
+    )
+    .unwrap_or(0.0);
     let vocab = num(&obj, &["vocab_size"]).unwrap_or(0.0);
     let model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or("");
-    let q = num(&obj, &["num_attention_heads", "n_head"]).unwrap_or(1.0);
-    let kv = num(&obj, &["num_key_value_heads", "num_kv_heads"]).unwrap_or(q);
+    let q = num(
+        &obj,
+        &["num_attention_heads", "n_head", "num_heads", "n_heads"],
+    )
+    .unwrap_or(1.0);
+    // The KV heads as the cache counts them (vLLM's rule: ChatGLM's groups, MPT's kv_n_heads).
+    let kv = match crate::config::kv_heads(&obj, q as u32) {
+        Ok(kv) if q >= 1.0 => kv as f64,
+        _ => q,
+    };
     let head_dim = num(&obj, &["head_dim"]).unwrap_or(if q > 0.0 { h / q } else { 0.0 });
     let tied_default = matches!(
         model_type,
