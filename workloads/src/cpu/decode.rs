@@ -336,7 +336,7 @@ impl<'a> HeadAttention<'a> {
             }
             _ => None,
         };
-        let iq = match (&wide, view.k.first()) {
+        let int_dot = match (&wide, view.k.first()) {
             (None, Some(k)) => isa.int_query(k.codec, q, heads, end - begin),
             _ => None,
         };
@@ -347,9 +347,9 @@ impl<'a> HeadAttention<'a> {
                         && segs.iter().all(|x| x.codec.same(s.codec))
                 })
         };
-        let decode_kv = (iq.is_none() && first(&view.k), first(&view.v));
-        let prepared = match (iq, &wide, view.k.first()) {
-            (Some(iq), _, _) => Some(iq),
+        let decode_kv = (int_dot.is_none() && first(&view.k), first(&view.v));
+        let prepared = match (int_dot, &wide, view.k.first()) {
+            (Some(int_dot), _, _) => Some(int_dot),
             (None, None, Some(k)) if !decode_kv.0 => isa.code_query(k.codec, q, heads),
             _ => None,
         };

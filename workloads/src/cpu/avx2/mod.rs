@@ -250,8 +250,7 @@ const MAX_GROUPS: usize = 8;
 
 impl IntLayout {
     #[inline(always)]
-    unsafe fn new<C: Codes>(seg: &Segment) -> Self {
-        let c = seg.codec;
+    unsafe fn new<C: Codes>(c: &Codec) -> Self {
         let width = c.dtype.scale_bytes as usize;
         let (asym, shift) = match c.quant {
             Quant::Int {
@@ -473,16 +472,6 @@ fn split_pairs(q: &[f32], out: &mut [f32]) {
     }
 }
 
-/// A scratch slice of `n` floats: on the stack when it fits, else on the heap.
-fn scratch<'a>(stack: &'a mut [f32], heap: &'a mut Vec<f32>, n: usize) -> &'a mut [f32] {
-    if n <= stack.len() {
-        &mut stack[..n]
-    } else {
-        heap.resize(n, 0.0);
-        heap
-    }
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scores_int<C: Codes>(
     seg: &Segment,
@@ -493,22 +482,11 @@ unsafe fn scores_int<C: Codes>(
     out: &mut [f32],
     stride: usize,
 ) {
-    let c = seg.codec;
-    let d = c.head_dim;
+    let d = seg.codec.head_dim;
     assert!(q.len() >= heads * d && out.len() >= (heads - 1) * stride + n);
-    let lay = IntLayout::new::<C>(seg);
-    // The query in code order and its groups' Σq, on the stack when they fit.
-    let (mut stack, mut heap) = ([0.0f32; 512], Vec::new());
-    let qc = scratch(&mut stack, &mut heap, heads * d);
-    let (mut stack_sums, mut heap_sums) = ([0.0f32; 256], Vec::new());
-    let sums = scratch(&mut stack_sums, &mut heap_sums, heads * MAX_GROUPS);
-    let biased = in_code_order::<C>(c, &lay, &q[..heads * d], qc, sums);
-    let sp = if biased {
-        sums.as_ptr()
-    } else {
-        std::ptr::null()
-    };
-    scores_int_rows::<C>(seg, &lay, row0, n, qc.as_ptr(), sp, heads, out, stride);
+    // The decode walk prepares the query once per part; a call on its own does it here.
+    let cq = CodeQuery::build::<C>(seg.codec, q, heads);
+    scores_prepared_in::<C>(&[(seg, row0, n)], &cq, out, stride);
 }
 
 /// `q` (`heads × d`) into `qc` in the order `C` hands out codes (split pairs for split
@@ -639,13 +617,7 @@ impl CodeQuery {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn build<C: Codes>(k: &Codec, q: &[f32], heads: usize) -> Self {
-        let seg = Segment {
-            codec: k,
-            bytes: &[],
-            row0: 0,
-            rows: 0,
-        };
-        let lay = IntLayout::new::<C>(&seg);
+        let lay = IntLayout::new::<C>(k);
         let d = k.head_dim;
         let mut qc = vec![0.0; heads * d];
         let mut sums = vec![0.0; heads * MAX_GROUPS];
@@ -699,7 +671,7 @@ unsafe fn scores_prepared_in<C: Codes>(
 ) {
     // Each piece's rows are checked where they are read; its format by the caller.
     debug_assert!(pieces.iter().all(|p| cq.is_for(p.0.codec)));
-    let lay = IntLayout::new::<C>(pieces[0].0);
+    let lay = IntLayout::new::<C>(pieces[0].0.codec);
     let sp = match cq.sums.is_empty() {
         true => std::ptr::null(),
         false => cq.sums.as_ptr(),
@@ -833,7 +805,7 @@ unsafe fn accumulate_int<C: Codes>(
     let d = seg.codec.head_dim;
     let n = check_pieces(pieces);
     assert!(acc.len() >= heads * d && p.len() >= (heads - 1) * stride + n);
-    let lay = IntLayout::new::<C>(seg);
+    let lay = IntLayout::new::<C>(seg.codec);
     // Pairs per group: a power of two (see `supports`), so a block of P pairs starting at a
     // multiple of P lies inside one group or covers whole ones.
     let ppg = seg.codec.group / PAIR;

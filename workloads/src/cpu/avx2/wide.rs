@@ -58,7 +58,7 @@ unsafe fn decode_codes<C: Codes>(pieces: &[Piece], out: &mut [f32]) {
     let (d, ppg) = (c.head_dim, c.group / PAIR);
     let n = check_pieces(pieces);
     assert!(out.len() >= n * d);
-    let lay = IntLayout::new::<C>(pieces[0].0);
+    let lay = IntLayout::new::<C>(pieces[0].0.codec);
     let mut o = out.as_mut_ptr();
     for &(seg, r0, m) in pieces {
         for r in r0..r0 + m {
