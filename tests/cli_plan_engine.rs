@@ -284,3 +284,43 @@ fn registry_models_published_quantized_are_sized_as_stored() {
         .unwrap()
         .starts_with("parameters x bf16"));
 }
+
+#[test]
+fn chunked_layers_follow_the_flags_and_the_engine_version() {
+    // Llama-4-Scout at tp 8 with 40 GiB of KV per GPU: grouped, 4 groups of 12 layers
+    // (blocks of 16 x 512 B x 12); cached as full attention, 1 group of 48.
+    let base = [
+        "--model",
+        "llama4-scout",
+        "--tp",
+        "8",
+        "--gpus",
+        "8",
+        "--kv-budget",
+        "40GiB",
+        "--seq",
+        "32768",
+    ];
+    let groups = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let r = plan_json(&args);
+        (
+            r[0]["kv_cache_groups"].as_u64().unwrap(),
+            r[0]["max_seqs"].as_u64().unwrap(),
+        )
+    };
+    let blocks_grouped = 40 * (1u64 << 30) / 98_304;
+    let blocks_full = 40 * (1u64 << 30) / 393_216;
+    let grouped = (4, blocks_grouped / (2048 + 3 * 512));
+    let full = (1, blocks_full / 2048);
+    assert_eq!(groups(&[]), grouped);
+    assert_eq!(groups(&["--engine-version", "0.13"]), full);
+    assert_eq!(groups(&["--engine-version", "0.14"]), grouped);
+    assert_eq!(groups(&["--chunked-kv", "full"]), full);
+    assert_eq!(
+        groups(&["--engine-version", "0.12", "--chunked-kv", "grouped"]),
+        grouped
+    );
+    assert_eq!(groups(&["--disable-hybrid-kv-cache-manager"]), full);
+}

@@ -98,6 +98,7 @@ fn attention_kinds(obj: &Object, layers: u32) -> Result<Vec<AttentionKind>, Plan
     }
     let model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or("");
     let window = opt_u32(obj, &["sliding_window"])?;
+    let chunk = opt_u32(obj, &["attention_chunk_size"])?;
     let sliding = |w: Option<u32>, why: &str| {
         w.map(|window| AttentionKind::Sliding { window })
             .ok_or_else(|| PlanError::ConfigMissingField {
@@ -125,15 +126,24 @@ fn attention_kinds(obj: &Object, layers: u32) -> Result<Vec<AttentionKind>, Plan
                 Some("sliding_attention") | Some("local_attention") => {
                     sliding(window, "layer_types lists sliding_attention layers")
                 }
+                Some("chunked_attention") => chunk
+                    .map(|chunk| AttentionKind::Chunked { chunk })
+                    .ok_or_else(|| PlanError::ConfigMissingField {
+                        field: "attention_chunk_size".to_string(),
+                        why: "layer_types lists chunked_attention layers".to_string(),
+                    }),
                 // Recurrent-state layers: their state is read by `state_layers`.
                 Some("linear_attention") | Some("mamba") => Ok(AttentionKind::NoAttention),
                 _ => Err(bad(
                     "layer_types",
                     t,
-                    "expected full_attention, sliding_attention, linear_attention or mamba",
+                    "expected full_attention, sliding_attention, chunked_attention, linear_attention or mamba",
                 )),
             })
             .collect();
+    }
+    if let Some(chunk) = chunk {
+        return chunked_layers(obj, layers, chunk, model_type);
     }
     let full = vec![AttentionKind::Full; layers as usize];
     // Qwen2/Qwen3 carry sliding_window but switch it off.
@@ -187,6 +197,62 @@ fn attention_kinds(obj: &Object, layers: u32) -> Result<Vec<AttentionKind>, Plan
         }
     }
     Ok(vec![slide; layers as usize])
+}
+
+/// Llama-4 chunked local attention (transformers' Llama4TextConfig, vLLM's Llama4Attention):
+/// a layer with RoPE (`no_rope_layers[i] == 1`) attends within chunks of `chunk` tokens, a
+/// NoPE layer (`0`) to every earlier token. An absent or empty list is the configuration
+/// class's default: every `no_rope_layer_interval`-th layer (4) is NoPE.
+fn chunked_layers(
+    obj: &Object,
+    layers: u32,
+    chunk: u32,
+    model_type: &str,
+) -> Result<Vec<AttentionKind>, PlanError> {
+    let chunked = AttentionKind::Chunked { chunk };
+    let listed = obj.get("no_rope_layers").filter(|v| !v.is_null());
+    let rope: Vec<bool> = match listed {
+        Some(v) if v.as_array().is_some_and(|l| !l.is_empty()) => {
+            let list = v.as_array().map(Vec::as_slice).unwrap_or_default();
+            if list.len() != layers as usize {
+                return Err(bad(
+                    "no_rope_layers",
+                    format!("a list of {}", list.len()),
+                    format!("it must give one 0 (NoPE, full attention) or 1 (RoPE, chunked) per layer ({layers} layers)"),
+                ));
+            }
+            list.iter()
+                .map(|x| match x.as_u64() {
+                    Some(0) => Ok(false),
+                    Some(1) => Ok(true),
+                    _ => Err(bad(
+                        "no_rope_layers",
+                        x,
+                        "expected 0 (NoPE, full attention) or 1 (RoPE, chunked)",
+                    )),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Some(v) if !v.is_array() => {
+            return Err(bad("no_rope_layers", v, "expected a list of 0/1 per layer"))
+        }
+        _ if model_type.starts_with("llama4") => {
+            let every = opt_u32(obj, &["no_rope_layer_interval"])?.unwrap_or(4);
+            (0..layers).map(|i| (i + 1) % every != 0).collect()
+        }
+        _ => {
+            return Err(PlanError::ConfigMissingField {
+                field: "no_rope_layers".to_string(),
+                why: format!(
+                    "attention_chunk_size is given but model_type '{model_type}' documents no rule for which layers are chunked; list them in no_rope_layers or layer_types"
+                ),
+            })
+        }
+    };
+    Ok(rope
+        .into_iter()
+        .map(|r| if r { chunked } else { AttentionKind::Full })
+        .collect())
 }
 
 /// Families whose config may give `full_attention_interval` without `layer_types`: their
@@ -512,6 +578,11 @@ fn mlp_layers(obj: &Object, shape: &ModelShape) -> Result<(f64, f64), PlanError>
     if !has_experts {
         return Ok((layers as f64, 0.0));
     }
+    if let Some(step) = opt_u32(obj, &["interleave_moe_layer_step"])? {
+        // Llama-4: experts on layer i when (i + 1) % step == 0 (vLLM's Llama4DecoderLayer).
+        let moe = (0..layers).filter(|i| (i + 1) % step == 0).count() as f64;
+        return Ok((layers as f64 - moe, moe));
+    }
     if let Some(period) = opt_u32(obj, &["expert_layer_period"])? {
         let offset = opt_u32(obj, &["expert_layer_offset"])?.unwrap_or(0);
         let moe = (0..layers).filter(|i| i % period == offset).count() as f64;
@@ -649,8 +720,18 @@ fn estimate_params(obj: &Object, shape: &ModelShape, vocab: u32) -> Result<(f64,
     } else {
         3.0
     };
-    let dense_inter =
-        opt_u32(obj, &["intermediate_size", "ffn_dim", "n_inner"])?.map_or(4.0 * h, f64::from);
+    // Llama-4 names its dense layers' width intermediate_size_mlp (intermediate_size is
+    // the experts').
+    let dense_inter = opt_u32(
+        obj,
+        &[
+            "intermediate_size_mlp",
+            "intermediate_size",
+            "ffn_dim",
+            "n_inner",
+        ],
+    )?
+    .map_or(4.0 * h, f64::from);
     let experts = opt_u32(
         obj,
         &["n_routed_experts", "num_local_experts", "num_experts"],
@@ -670,7 +751,10 @@ fn estimate_params(obj: &Object, shape: &ModelShape, vocab: u32) -> Result<(f64,
                 ],
             )?
             .unwrap_or(2) as f64;
-            let shared = opt_u32(obj, &["n_shared_experts"])?.unwrap_or(0) as f64;
+            // Llama-4's MoE layers run one shared expert of the experts' width.
+            let shared = opt_u32(obj, &["n_shared_experts"])?
+                .unwrap_or(u32::from(model_type.starts_with("llama4")))
+                as f64;
             let expert = mats * h * shape.intermediate as f64;
             let dense = dense_mlp_layers * mats * h * dense_inter;
             (

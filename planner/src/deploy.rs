@@ -343,13 +343,39 @@ fn human(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / GIB as f64)
 }
 
-/// Sizes a deployment for sequences of `context` tokens in batches of `batch`.
+/// Sizes a deployment for sequences of `context` tokens in batches of `batch`; a budget
+/// that holds no whole sequence of `context` tokens is an error saying what does fit.
 pub fn capacity(
     model: &ModelInfo,
     kv: &KvDtypes,
     dep: &Deployment,
     context: u32,
     batch: u32,
+) -> Result<Capacity, PlanError> {
+    size(model, kv, dep, context, batch, true)
+}
+
+/// Sizes a deployment as the engine does at startup, even when no whole sequence of
+/// `context` tokens fits (`max_seqs` 0): vLLM before its null-block check logged
+/// concurrencies below 1x when it cached chunked layers as full attention, since it checked
+/// the memory against the chunked specs and sized the pool from the unified ones.
+pub fn capacity_as_logged(
+    model: &ModelInfo,
+    kv: &KvDtypes,
+    dep: &Deployment,
+    context: u32,
+    batch: u32,
+) -> Result<Capacity, PlanError> {
+    size(model, kv, dep, context, batch, false)
+}
+
+fn size(
+    model: &ModelInfo,
+    kv: &KvDtypes,
+    dep: &Deployment,
+    context: u32,
+    batch: u32,
+    refuse_none: bool,
 ) -> Result<Capacity, PlanError> {
     let bad = |what: &str, value: String, fix: &str| PlanError::InvalidValue {
         what: what.to_string(),
@@ -363,6 +389,8 @@ pub fn capacity(
     parallel::validate(model, dep)?;
     let attn_tp = attention_tp(dep);
     let (gpu_shape, replicated) = per_gpu_shape(&model.shape, attn_tp, dep.pp)?;
+    // Layers the engine does not group apart are cached as full attention.
+    let (gpu_shape, cache_rule) = engine::cache_shape(&gpu_shape, &dep.engine);
     let per_replica = dep.tp.saturating_mul(dep.pp);
     if per_replica == 0 || !dep.gpus.is_multiple_of(per_replica) {
         return Err(bad(
@@ -495,7 +523,7 @@ pub fn capacity(
     let per_seq = per_request * pool.block_bytes;
     let max_seqs = pool.blocks / per_request;
     let max_context_at_batch = max_context(&gpu_shape, block, batch, pool.blocks);
-    if max_seqs == 0 {
+    if max_seqs == 0 && refuse_none {
         // Say what does fit: the longest context for the asked batch and for one sequence.
         let longest = |b: u32| match max_context(&gpu_shape, block, b, pool.blocks) {
             Some(0) => "none".to_string(),
@@ -517,16 +545,20 @@ pub fn capacity(
             human(per_seq),
         )));
     }
-    let allocator_rule = if gpu_shape.state_layers() > 0 {
+    let mut allocator_rule = if gpu_shape.state_layers() > 0 {
         HYBRID_RULE.to_string()
     } else if pool.groups > 1 {
         "vLLM v1 KV cache groups (one block table per group of same-kind layers)".to_string()
     } else {
         "vLLM v1 paged KV cache (one group of all layers)".to_string()
     };
+    if let Some(rule) = cache_rule {
+        allocator_rule = format!("{allocator_rule}; {rule}");
+    }
     let concurrency = pool.blocks as f64 / per_request as f64;
     // vLLM's own count uses the unwidened windows of the model's shape.
     let (raw_shape, _) = per_gpu_shape(&model.shape, dep.tp, dep.pp)?;
+    let (raw_shape, _) = engine::cache_shape(&raw_shape, &dep.engine);
     let vllm_per_request =
         vllm_blocks_per_request(&raw_shape, block, context as u64, dep.max_batched_tokens).max(1);
     let vllm_concurrency = pool.blocks as f64 / vllm_per_request as f64;

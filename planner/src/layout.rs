@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::dtype::{residual_split, CacheDtype, GroupAxis};
 use crate::error::PlanError;
 use crate::shape::{AttentionKind, ModelShape};
+use crate::span::Span;
 
 /// How a cache is laid out in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,8 +50,8 @@ struct LayerStore {
     dim: u32,
     /// MLA: one latent (stored in the K dtype) instead of a K and a V.
     latent: bool,
-    /// Tokens the layer ever holds per sequence (the window for sliding layers).
-    window: Option<u64>,
+    /// The positions the layer keeps (all, a window, or the newest token's chunk).
+    span: Span,
 }
 
 impl LayerStore {
@@ -60,11 +61,6 @@ impl LayerStore {
         } else {
             vec![k, v]
         }
-    }
-
-    /// Tokens held per sequence at length `len`.
-    fn held(&self, len: u64) -> u64 {
-        self.window.map_or(len, |w| len.min(w))
     }
 }
 
@@ -84,32 +80,26 @@ fn layer_stores(q: &LayoutQuery) -> Vec<LayerStore> {
                 heads: 1,
                 dim: kv_lora_rank.saturating_add(*rope_dim),
                 latent: true,
-                window: None,
+                span: Span::All,
             },
             // A layer without attention, or reading another layer's KV, caches nothing.
             (AttentionKind::NoAttention | AttentionKind::SharedKv { .. }, _) => LayerStore {
                 heads: 0,
                 dim: q.shape.head_dim,
                 latent: false,
-                window: None,
+                span: Span::All,
             },
             (_, Some(w)) => LayerStore {
                 heads: q.shape.kv_heads as u64,
                 dim: q.shape.head_dim,
                 latent: false,
-                window: Some(w as u64),
+                span: Span::Window(w as u64),
             },
-            (AttentionKind::Sliding { window }, None) => LayerStore {
+            (kind, None) => LayerStore {
                 heads: q.shape.kv_heads as u64,
                 dim: q.shape.head_dim,
                 latent: false,
-                window: Some(*window as u64),
-            },
-            (AttentionKind::Full, None) => LayerStore {
-                heads: q.shape.kv_heads as u64,
-                dim: q.shape.head_dim,
-                latent: false,
-                window: None,
+                span: Span::of(*kind).unwrap_or(Span::All),
             },
         })
         .collect()
@@ -195,13 +185,24 @@ fn validate_paged(q: &LayoutQuery, block: u32) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Blocks one sequence of length `len` holds in a layer keeping the last `window` tokens.
-fn blocks_per_sequence(len: u64, block: u64, window: Option<u64>) -> u64 {
-    if len == 0 {
-        return 0;
+/// Pool blocks a batch of `batch` sequences growing to `len` tokens holds in a layer keeping
+/// `span`, the blocks lying wholly inside the first `prefix` tokens held once for the batch.
+/// A chunked layer is counted at its widest moment: the end of a chunk, or `len`.
+fn paged_blocks(span: Span, len: u64, block: u64, prefix: u64, batch: u128) -> u128 {
+    let at = |t: u64| {
+        let held = span.blocks_at(t, block);
+        let shared_full = prefix.min(t) / block;
+        let shared = shared_full.saturating_sub(span.first(t) / block).min(held);
+        shared as u128 + batch * (held - shared) as u128
+    };
+    match span {
+        Span::Chunk(c) if len > c => span
+            .chunk_ends_from(len, block, prefix.div_ceil(c))
+            .map(at)
+            .max()
+            .unwrap_or(0),
+        _ => at(len),
     }
-    let first = window.map_or(0, |w| len.saturating_sub(w) / block);
-    (len - 1) / block - first + 1
 }
 
 /// Bytes the layout holds for the query (what a cache of that layout allocates).
@@ -215,7 +216,7 @@ pub fn allocated_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
         LayoutKind::Concat | LayoutKind::Contiguous => stores
             .iter()
             .map(|s| {
-                let cap = s.held(len);
+                let cap = s.span.peak(len);
                 let per_head: u128 = s
                     .sides(&q.k, &q.v)
                     .iter()
@@ -227,7 +228,6 @@ pub fn allocated_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
         LayoutKind::Paged { block_size } => {
             validate_paged(q, block_size)?;
             let block = block_size as u64;
-            let shared_full = q.shared_prefix as u64 / block;
             stores
                 .iter()
                 .map(|s| {
@@ -236,11 +236,7 @@ pub fn allocated_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
                             .iter()
                             .map(|d| d.quantized_bytes(block, s.dim) as u128)
                             .sum::<u128>();
-                    let per_seq = blocks_per_sequence(len, block, s.window);
-                    // Blocks still held that lie wholly inside the shared prefix: held once.
-                    let first = s.window.map_or(0, |w| len.saturating_sub(w) / block);
-                    let shared = shared_full.saturating_sub(first).min(per_seq);
-                    (shared as u128 + b * (per_seq - shared) as u128) * block_bytes
+                    paged_blocks(s.span, len, block, q.shared_prefix as u64, b) * block_bytes
                 })
                 .sum()
         }
@@ -265,7 +261,7 @@ pub fn used_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
         LayoutKind::Concat | LayoutKind::Contiguous => stores
             .iter()
             .map(|s| {
-                let held = s.held(len);
+                let held = s.span.held(len);
                 let per_head: u128 = s
                     .sides(&q.k, &q.v)
                     .iter()
@@ -280,8 +276,8 @@ pub fn used_bytes(q: &LayoutQuery) -> Result<u64, PlanError> {
             stores
                 .iter()
                 .map(|s| {
-                    let held = s.held(len);
-                    let start = len - held;
+                    let held = s.span.held(len);
+                    let start = s.span.first(len);
                     let shared = prefix.saturating_sub(start).min(held);
                     let tokens = shared + b * (held - shared);
                     s.heads as u128

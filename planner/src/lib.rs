@@ -20,6 +20,7 @@ pub mod registry;
 pub mod request;
 pub mod safetensors;
 pub mod shape;
+pub mod span;
 pub mod state;
 pub mod tiers;
 pub mod units;

@@ -117,6 +117,9 @@ pub struct Plan {
     pub head_dim: u32,
     /// Layers with a sliding window.
     pub sliding_layers: u32,
+    /// Layers with chunked local attention, and their chunk (Llama-4).
+    pub chunked_layers: u32,
+    pub chunk_tokens: Option<u32>,
     /// The cache dtypes as one label (e.g. `f16`, `kivi2/r128`).
     pub cache_dtype: String,
     pub k_bits_per_element: f64,
@@ -276,6 +279,15 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
             .iter()
             .filter(|k| matches!(k, AttentionKind::Sliding { .. }))
             .count() as u32,
+        chunked_layers: shape
+            .layer_kinds
+            .iter()
+            .filter(|k| matches!(k, AttentionKind::Chunked { .. }))
+            .count() as u32,
+        chunk_tokens: shape.layer_kinds.iter().find_map(|k| match k {
+            AttentionKind::Chunked { chunk } => Some(*chunk),
+            _ => None,
+        }),
         cache_dtype: req.kv.label(),
         k_bits_per_element: req.kv.k.bits_per_element(shape.head_dim),
         v_bits_per_element: req.kv.v.bits_per_element(shape.head_dim),

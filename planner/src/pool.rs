@@ -16,6 +16,7 @@ use crate::dtype::KvDtypes;
 use crate::error::PlanError;
 use crate::layout::{allocated_bytes, bytes_per_token_per_layer, LayoutKind, LayoutQuery};
 use crate::shape::{AttentionKind, ModelShape};
+use crate::span::Span;
 
 /// Token alignment of an attention block when vLLM grows it to hold a state page (the
 /// FlashAttention backend's kernel block alignment).
@@ -116,9 +117,9 @@ fn page_bytes(
     let mut one = shape.clone();
     one.layers = 1;
     one.state = None;
-    // A page is the same whatever the window: the window only decides how many are held.
+    // A page is the same whatever the window or chunk: they only decide how many are held.
     one.layer_kinds = vec![match kind {
-        AttentionKind::Sliding { .. } => AttentionKind::Full,
+        AttentionKind::Sliding { .. } | AttentionKind::Chunked { .. } => AttentionKind::Full,
         other => other,
     }];
     allocated_bytes(&LayoutQuery {
@@ -229,8 +230,9 @@ pub fn pool_with_state(
 }
 
 /// Pool blocks one request of `len` tokens holds: per group, whole blocks of its positions
-/// (all of them for full attention, those overlapping the window for sliding layers, one
-/// for a state group whatever the length). `block` is the pool's block size.
+/// (all of them for full attention, those overlapping the window for sliding layers, the
+/// widest chunk so far for chunked layers, one for a state group whatever the length).
+/// `block` is the pool's block size.
 pub fn blocks_per_request(shape: &ModelShape, block: u32, len: u64) -> u64 {
     let (_, groups) = grouping(&specs(shape));
     let b = block as u64;
@@ -239,11 +241,7 @@ pub fn blocks_per_request(shape: &ModelShape, block: u32, len: u64) -> u64 {
         .map(|(spec, n)| {
             let per_group = match spec {
                 Spec::State => 1,
-                Spec::Attention(AttentionKind::Sliding { window }) if len > 0 => {
-                    let first = len.saturating_sub(*window as u64) / b;
-                    (len - 1) / b - first + 1
-                }
-                Spec::Attention(_) => len.div_ceil(b),
+                Spec::Attention(kind) => Span::of(*kind).unwrap_or(Span::All).blocks(len, b),
             };
             n * per_group
         })
@@ -269,8 +267,9 @@ pub fn shared_prefix_blocks(shape: &ModelShape, block: u32, prefix: u64) -> u64 
 /// "Maximum concurrency" (`kv_cache_utils.py` `get_max_concurrency_for_kv_cache_config`):
 /// per group, `max_memory_usage_bytes / page_size_bytes` of its spec — cdiv(len, block) for
 /// full attention and MLA, cdiv(min(window - 1 + max_num_batched_tokens, len), block) + 1
-/// for a sliding window (`kv_cache_interface.py` SlidingWindowSpec), one page for a state
-/// layer (MambaSpec) — summed over groups.
+/// for a sliding window (`kv_cache_interface.py` SlidingWindowSpec), cdiv(min(chunk +
+/// max_num_batched_tokens, len), block) for chunked local attention
+/// (ChunkedLocalAttentionSpec), one page for a state layer (MambaSpec) — summed over groups.
 pub fn vllm_blocks_per_request(
     shape: &ModelShape,
     block: u32,
@@ -291,6 +290,10 @@ pub fn vllm_blocks_per_request(
                         .min(max_model_len);
                     tokens.div_ceil(b) + 1
                 }
+                Spec::Attention(AttentionKind::Chunked { chunk }) => (*chunk as u64)
+                    .saturating_add(max_num_batched_tokens as u64)
+                    .min(max_model_len)
+                    .div_ceil(b),
                 Spec::Attention(_) => max_model_len.div_ceil(b),
             };
             n * per_group

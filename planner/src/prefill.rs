@@ -10,18 +10,20 @@
 
 use crate::registry::ModelInfo;
 use crate::shape::{AttentionKind, ModelShape};
+use crate::span::Span;
 
 /// FLOPs of one prefill, split into the part linear in the tokens and causal attention.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrefillCost {
     /// FLOPs per token of the projections and MLP (2 × non-embedding weights).
     pub linear_flops_per_token: f64,
-    /// Per attending layer: FLOPs per (query, key) pair, and the window limiting the pairs.
-    pub attention: Vec<(f64, Option<u64>)>,
+    /// Per attending layer: FLOPs per (query, key) pair, and the keys a query sees (all
+    /// earlier ones, a window, or its own chunk).
+    pub attention: Vec<(f64, Span)>,
 }
 
 /// FLOPs per (query, key) pair of every layer of `shape` that attends.
-fn attention_terms(shape: &ModelShape) -> Vec<(f64, Option<u64>)> {
+fn attention_terms(shape: &ModelShape) -> Vec<(f64, Span)> {
     let q = shape.q_heads as f64;
     let d_qk = shape.head_dim as f64;
     let d_v = shape.v_head_dim.unwrap_or(shape.head_dim) as f64;
@@ -29,15 +31,20 @@ fn attention_terms(shape: &ModelShape) -> Vec<(f64, Option<u64>)> {
     shape
         .layer_kinds
         .iter()
-        .filter_map(|kind| match *kind {
-            AttentionKind::Full | AttentionKind::Mla { .. } => Some((per_pair, None)),
-            AttentionKind::Sliding { window } => Some((per_pair, Some(window as u64))),
-            // Reads the KV of `source` and attends as that layer does.
-            AttentionKind::SharedKv { source } => match shape.layer_kinds.get(source as usize) {
-                Some(AttentionKind::Sliding { window }) => Some((per_pair, Some(*window as u64))),
-                _ => Some((per_pair, None)),
-            },
-            AttentionKind::NoAttention => None,
+        .filter_map(|kind| {
+            // A KV-sharing layer reads the KV of `source` and attends as that layer does.
+            let attends = match *kind {
+                AttentionKind::SharedKv { source } => shape
+                    .layer_kinds
+                    .get(source as usize)
+                    .copied()
+                    .unwrap_or(AttentionKind::Full),
+                other => other,
+            };
+            match attends {
+                AttentionKind::NoAttention => None,
+                other => Some((per_pair, Span::of(other).unwrap_or(Span::All))),
+            }
         })
         .collect()
 }
@@ -77,12 +84,13 @@ impl PrefillCost {
         }
     }
 
-    /// FLOPs to prefill `n` tokens: token `i` (1-based) attends to `min(i, window)` keys.
+    /// FLOPs to prefill `n` tokens: token `i` (1-based) attends to `i` keys, `min(i, window)`
+    /// in a window, those of its own chunk in a chunked layer.
     pub fn flops(&self, n: u64) -> f64 {
         let attention: f64 = self
             .attention
             .iter()
-            .map(|&(per_pair, window)| per_pair * causal_pairs(n, window))
+            .map(|&(per_pair, span)| per_pair * causal_pairs(n, span))
             .sum();
         self.linear_flops_per_token * n as f64 + attention
     }
@@ -98,15 +106,16 @@ impl PrefillCost {
     }
 }
 
-/// (query, key) pairs of causal attention over `n` tokens: Σᵢ min(i, window).
-pub fn causal_pairs(n: u64, window: Option<u64>) -> f64 {
-    let n = n as f64;
-    match window {
-        Some(w) if (w as f64) < n => {
-            let w = w as f64;
-            w * (w + 1.0) / 2.0 + (n - w) * w
+/// (query, key) pairs of causal attention over `n` tokens: Σᵢ of the keys token i sees.
+pub fn causal_pairs(n: u64, span: Span) -> f64 {
+    let triangle = |t: f64| t * (t + 1.0) / 2.0;
+    match span {
+        Span::Window(w) if w < n => triangle(w as f64) + (n - w) as f64 * w as f64,
+        // Every whole chunk is a triangle of its own, the last partial one a smaller one.
+        Span::Chunk(c) if c > 0 && c < n => {
+            (n / c) as f64 * triangle(c as f64) + triangle((n % c) as f64)
         }
-        _ => n * (n + 1.0) / 2.0,
+        _ => triangle(n as f64),
     }
 }
 
@@ -122,7 +131,7 @@ mod tests {
         let m = registry::find("deepseek-v3").unwrap();
         let c = PrefillCost::of_model(&m);
         assert_eq!(c.attention.len(), 61);
-        assert_eq!(c.attention[0], (81_920.0, None));
+        assert_eq!(c.attention[0], (81_920.0, Span::All));
         let linear = 2.0 * (37e9 - 2.0 * 129_280.0 * 7168.0);
         let expect = linear * 1000.0 + 61.0 * 81_920.0 * 500_500.0;
         assert!((c.flops(1000) / expect - 1.0).abs() < 1e-12);
@@ -133,6 +142,6 @@ mod tests {
         // Qwen3-Next: 12 of 48 layers attend: 2 x 16 x (256 + 256) = 16,384 a pair.
         let m = registry::find("qwen3-next-80b-a3b").unwrap();
         let c = PrefillCost::of_model(&m);
-        assert_eq!(c.attention, vec![(16_384.0, None); 12]);
+        assert_eq!(c.attention, vec![(16_384.0, Span::All); 12]);
     }
 }

@@ -68,6 +68,8 @@ const MOE: &[(&str, u32, u32, u32)] = &[
     ("qwen3-next-80b-a3b", 512, 10, 48),
     ("qwen3.5-35b-a3b", 256, 8, 40),
     ("jamba-1.5-mini", 16, 2, 16),
+    ("llama4-scout", 16, 1, 48),
+    ("llama4-maverick", 128, 1, 24),
 ];
 
 impl ModelInfo {
@@ -105,6 +107,12 @@ enum Layers {
         period: u32,
         offset: u32,
         mixer: StateMixer,
+    },
+    /// Chunked local attention with a full (NoPE) layer where (i + 1) % every == 0
+    /// (Llama-4 `attention_chunk_size`, `no_rope_layers`).
+    Chunked {
+        chunk: u32,
+        every: u32,
     },
     /// Nemotron-H `hybrid_override_pattern`: `*` attention, `M` state, `-`/`E` neither.
     Pattern(&'static str, StateMixer),
@@ -208,6 +216,16 @@ impl Entry {
                 }),
                 mixer,
                 false,
+            ),
+            Layers::Chunked { chunk, every } => (
+                by(&|i| {
+                    if (i + 1) % every == 0 {
+                        AttentionKind::Full
+                    } else {
+                        AttentionKind::Chunked { chunk }
+                    }
+                }),
+                None,
             ),
             Layers::Pattern(pattern, mixer) => {
                 let kinds: Vec<AttentionKind> = pattern
@@ -721,6 +739,34 @@ fn entries() -> Vec<Entry> {
             (116.8, 5.1),
             201088,
             131072,
+        ),
+        e(
+            "llama4-scout",
+            "Llama-4-Scout-17B-16E",
+            "meta-llama/Llama-4-Scout-17B-16E-Instruct",
+            &["llama-4-scout", "llama4-scout-17b-16e"],
+            [48, 40, 8, 128, 5120, 8192],
+            Chunked {
+                chunk: 8192,
+                every: 4,
+            },
+            (109.0, 17.0),
+            202048,
+            10485760,
+        ),
+        e(
+            "llama4-maverick",
+            "Llama-4-Maverick-17B-128E",
+            "meta-llama/Llama-4-Maverick-17B-128E-Instruct",
+            &["llama-4-maverick", "llama4-maverick-17b-128e"],
+            [48, 40, 8, 128, 5120, 8192],
+            Chunked {
+                chunk: 8192,
+                every: 4,
+            },
+            (400.0, 17.0),
+            202048,
+            1048576,
         ),
         e(
             "phi3-mini",

@@ -12,6 +12,10 @@ pub enum AttentionKind {
     Full,
     /// Only the last `window` tokens are attended to; a cache need hold no more.
     Sliding { window: u32 },
+    /// Chunked local attention (Llama-4 `attention_chunk_size`): the token at position p
+    /// attends to the positions of its own chunk, `chunk * (p / chunk)` to p, so the cache
+    /// need hold no more than the chunk of the newest token.
+    Chunked { chunk: u32 },
     /// Multi-head latent attention (DeepSeek-V2/V3): one latent of
     /// `kv_lora_rank + rope_dim` elements per token, shared by all heads.
     Mla { kv_lora_rank: u32, rope_dim: u32 },
@@ -28,7 +32,10 @@ impl AttentionKind {
     pub fn stores_kv(&self) -> bool {
         matches!(
             self,
-            AttentionKind::Full | AttentionKind::Sliding { .. } | AttentionKind::Mla { .. }
+            AttentionKind::Full
+                | AttentionKind::Sliding { .. }
+                | AttentionKind::Chunked { .. }
+                | AttentionKind::Mla { .. }
         )
     }
 }

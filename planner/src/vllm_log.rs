@@ -8,7 +8,12 @@
 //!   enforce_eager) or the engine-config line's `key=value` pairs;
 //! - `Model loading took X GiB`; `Estimated CUDA graph memory: X GiB total`;
 //!   `Available KV cache memory: X GiB`; `GPU KV cache size: N tokens`;
-//!   `Maximum concurrency for N tokens per request: Xx`.
+//!   `Maximum concurrency for N tokens per request: Xx`;
+//! - whether the hybrid KV cache manager was off (`disable_hybrid_kv_cache_manager`, the
+//!   warnings "Hybrid KV cache manager is disabled for this hybrid model", "Turning off
+//!   hybrid kv cache manager because `--kv-transfer-config` ..." and "There is a
+//!   latency regression when using chunked local attention with the hybrid KV cache manager.
+//!   Disabling it, by default.").
 
 use serde::Serialize;
 
@@ -42,6 +47,12 @@ pub struct LoggedRun {
     pub concurrency: Option<(u32, f64)>,
     /// A GPU name the log mentions (e.g. "NVIDIA H100 80GB HBM3"), when it does.
     pub gpu_name: Option<String>,
+    /// The hybrid KV cache manager was off: `disable_hybrid_kv_cache_manager` among the
+    /// args, or the warning "Hybrid KV cache manager is disabled for this hybrid model".
+    pub hybrid_kv_disabled: bool,
+    /// The warning that chunked local attention turned the hybrid manager off by default
+    /// (vLLM 0.10.1 to 0.13, or VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=0).
+    pub chunked_kv_full: bool,
 }
 
 impl LoggedRun {
@@ -164,6 +175,17 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
             if r.enforce_eager.is_none() {
                 r.enforce_eager = arg(line, "enforce_eager").map(|v| v == "True" || v == "true");
             }
+            if arg(line, "disable_hybrid_kv_cache_manager").is_some_and(|v| v == "True") {
+                r.hybrid_kv_disabled = true;
+            }
+        }
+        if line.contains("Hybrid KV cache manager is disabled")
+            || line.contains("Turning off hybrid kv cache manager")
+        {
+            r.hybrid_kv_disabled = true;
+        }
+        if line.contains("chunked local attention with the hybrid KV cache manager") {
+            r.chunked_kv_full = true;
         }
         if let Some(at) = line.find("vllm serve ") {
             // A pasted command line: `vllm serve MODEL --tensor-parallel-size N ...`.
@@ -194,6 +216,9 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
             }
             if words.contains(&"--enforce-eager") {
                 r.enforce_eager = Some(true);
+            }
+            if words.contains(&"--disable-hybrid-kv-cache-manager") {
+                r.hybrid_kv_disabled = true;
             }
         }
         if line.contains("Chunked prefill is enabled with max_num_batched_tokens=") {
@@ -298,6 +323,8 @@ pub struct Predicted {
     pub kv_tokens: u64,
     pub token_rule: String,
     pub concurrency: f64,
+    /// How the pool groups the layers (which layers are cached as full attention).
+    pub allocator_rule: String,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -341,7 +368,7 @@ pub fn compare(log: &LoggedRun, p: &Predicted) -> Vec<CheckRow> {
             logged: format!("{x:.2}x at {n} tokens"),
             kvbench: format!("{:.2}x", p.concurrency),
             diff: rel(p.concurrency, x),
-            explained_by: "token capacity difference".to_string(),
+            explained_by: format!("token capacity difference; {}", p.allocator_rule),
         });
     }
     rows
@@ -373,6 +400,23 @@ mod tests {
         assert_eq!(r.kv_tokens, Some(42_656));
         assert_eq!(r.concurrency, Some((32_768, 1.30)));
         assert!(r.missing().is_empty());
+    }
+
+    #[test]
+    fn hybrid_manager_off_is_read_from_args_and_warnings() {
+        // The chunked-attention warning as a vLLM 0.12 Llama-4-Scout server printed it
+        // (quoted in github.com/fuhengwu2021/coderepo extra/HYBRID_KV_CACHE_ANALYSIS.md).
+        let log = "(APIServer pid=1) WARNING 12-18 12:20:12 [vllm.py:921] There is a latency regression when using chunked local attention with the hybrid KV cache manager. Disabling it, by default. To enable it, set the environment VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1.\n\
+(EngineCore_DP0 pid=2) INFO [gpu_worker.py:298] Available KV cache memory: 89.71 GiB\n";
+        let r = parse(log).unwrap();
+        assert!(r.chunked_kv_full && !r.hybrid_kv_disabled);
+        let args = "INFO [utils.py:250] non-default args: {'model': 'google/gemma-3-12b-it', 'disable_hybrid_kv_cache_manager': True}\n";
+        assert!(parse(args).unwrap().hybrid_kv_disabled);
+        let connector = "WARNING [vllm.py:1] Turning off hybrid kv cache manager because `--kv-transfer-config` is set.\nINFO Available KV cache memory: 10.00 GiB\n";
+        assert!(parse(connector).unwrap().hybrid_kv_disabled);
+        let plain = "INFO [gpu_worker.py:298] Available KV cache memory: 89.71 GiB\n";
+        let r = parse(plain).unwrap();
+        assert!(!r.chunked_kv_full && !r.hybrid_kv_disabled);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Capacity against vLLM's arithmetic (REFERENCE.md) and the plan's figures against
 //! REFERENCE.md's published numbers.
 
-use kvbench_planner::deploy::{capacity, Deployment, WeightDtype, WindowRule};
+use kvbench_planner::deploy::{capacity, capacity_as_logged, Deployment, WeightDtype, WindowRule};
 use kvbench_planner::plan::{plan, AttentionOverride, PlanRequest};
 use kvbench_planner::{find_model, gpu, parse_kv_dtypes, PlanError};
 
@@ -307,4 +307,144 @@ fn blocks_match_a_vllm_log_on_an_a100_40gb() {
     // Its total_gpu_memory (39.50 GiB) is the registry's.
     let a100 = gpu::find("a100-40gb").unwrap();
     assert_eq!(a100.usable_bytes, (39.50 * GIB as f64).round() as u64);
+}
+
+#[test]
+fn llama4_chunked_layers_follow_the_vllm_version() {
+    // Llama-4-Scout at tp 8: 1 KV head per GPU, 512 B per token per layer; 36 chunked
+    // layers (chunks of 8192) and 12 full ones (every 4th, NoPE). 40 GiB of KV per GPU.
+    use kvbench_planner::engine::{EngineOptions, HybridCache, Version};
+    let model = find_model("llama4-scout").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let mut dep = deployment(None, 8, 8);
+    dep.kv_budget = Some(40 * GIB);
+    let at = |version: (u32, u32), hybrid: HybridCache| {
+        let mut d = dep.clone();
+        d.engine = EngineOptions {
+            version: Some(Version::new(version.0, version.1)),
+            hybrid,
+            ..Default::default()
+        };
+        capacity(&model, &kv, &d, 32_768, 1).unwrap()
+    };
+    // vLLM 0.14 on (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE defaults to 1):
+    // groups of 12 layers (36 >= 1.5 x 12): 1 full + 3 chunked; a block is
+    // 16 x 512 B x 12 = 98,304 B.
+    let grouped = at((0, 14), HybridCache::default());
+    let blocks = 40 * GIB / 98_304;
+    assert_eq!((grouped.kv_cache_groups, grouped.layers_per_group), (4, 12));
+    assert_eq!(grouped.blocks, blocks);
+    assert_eq!(grouped.token_capacity, blocks / 4 * 16);
+    // A 32k request holds 2048 blocks in the full group and 512 (one chunk) in each chunked
+    // group; vLLM's logged concurrency counts ChunkedLocalAttentionSpec's
+    // cdiv(min(8192 + 8192, 32768), 16) = 1024 a chunked group.
+    assert_eq!(grouped.max_seqs, blocks / (2048 + 3 * 512));
+    let logged = blocks as f64 / (2048.0 + 3.0 * 1024.0);
+    assert!((grouped.vllm_concurrency - logged).abs() < 1e-9);
+    assert!(grouped.allocator_rule.contains("vLLM 0.14"));
+    // vLLM 0.10.1 to 0.13 default to 0: every layer full, one group of 48; a block is
+    // 16 x 512 x 48 = 393,216 B and a request 2048 blocks.
+    let full = at((0, 12), HybridCache::default());
+    let blocks = 40 * GIB / 393_216;
+    assert_eq!((full.kv_cache_groups, full.blocks), (1, blocks));
+    assert_eq!(full.max_seqs, blocks / 2048);
+    assert!((full.vllm_concurrency - blocks as f64 / 2048.0).abs() < 1e-9);
+    assert!(
+        full.allocator_rule.contains("=0"),
+        "{}",
+        full.allocator_rule
+    );
+    // The env var set either way outranks the version; the manager turned off makes all full.
+    let set = |chunked| HybridCache {
+        disabled: false,
+        chunked: Some(chunked),
+    };
+    assert_eq!(at((0, 12), set(true)).kv_cache_groups, 4);
+    assert_eq!(at((0, 21), set(false)).kv_cache_groups, 1);
+    let off = HybridCache {
+        disabled: true,
+        chunked: None,
+    };
+    assert_eq!(at((0, 21), off).kv_cache_groups, 1);
+    // SGLang caches them as full attention.
+    let mut d = dep.clone();
+    d.engine.engine = kvbench_planner::engine::Engine::Sglang;
+    d.block_size = 1;
+    let sglang = capacity(&model, &kv, &d, 32_768, 1).unwrap();
+    assert_eq!(sglang.kv_cache_groups, 1);
+    assert_eq!(sglang.max_seqs, 40 * GIB / (48 * 512) / 32_768);
+}
+
+#[test]
+fn disabling_the_hybrid_manager_caches_windows_in_full() {
+    // Gemma-3-27B with --disable-hybrid-kv-cache-manager: one group of all 62 layers, each
+    // holding every token: 16 x 62 x 2 x 16 x 128 x 2 B = 8,126,464 B a block.
+    use kvbench_planner::engine::HybridCache;
+    let model = find_model("gemma3-27b").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let mut dep = deployment(None, 1, 1);
+    dep.kv_budget = Some(20 * GIB);
+    dep.engine.hybrid = HybridCache {
+        disabled: true,
+        chunked: None,
+    };
+    let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
+    assert_eq!((cap.kv_cache_groups, cap.block_bytes), (1, 8_126_464));
+    assert_eq!(cap.max_seqs, 20 * GIB / 8_126_464 / 2048);
+    assert!(cap
+        .allocator_rule
+        .contains("--disable-hybrid-kv-cache-manager"));
+}
+
+#[test]
+fn llama4_scout_matches_a_published_vllm_012_run() {
+    // Llama-4-Scout-17B-16E-Instruct, tp 8 on 8 x H200, vLLM v0.12.0 (a deployment write-up,
+    // https://github.com/fuhengwu2021/coderepo/blob/main/extra/README.md, quoting its log):
+    // "Available KV cache memory: 89.71 GiB", "GPU KV cache size: 3,919,664 tokens";
+    // max concurrency 0.75x at max_model_len 5M (5,242,880) with the hybrid manager off,
+    // as v0.12 defaults for chunked attention (its log warns "Disabling it, by default"),
+    // and with VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1 2.96x at 5M and 1.86x at
+    // 8M (8,388,608), the token count unchanged.
+    use kvbench_planner::engine::{EngineOptions, HybridCache, Version};
+    let model = find_model("meta-llama/Llama-4-Scout-17B-16E-Instruct").unwrap();
+    let kv = parse_kv_dtypes("bf16").unwrap();
+    let at = |gib: f64, chunked: Option<bool>, context: u32| {
+        let mut dep = deployment(None, 8, 8);
+        dep.kv_budget = Some((gib * GIB as f64) as u64);
+        dep.engine = EngineOptions {
+            version: Some(Version::new(0, 12)),
+            hybrid: HybridCache {
+                disabled: false,
+                chunked,
+            },
+            ..Default::default()
+        };
+        // A 5M request does not fit whole with every layer full (0.75x): vLLM 0.12 still
+        // started, so this is sized as it logs.
+        capacity_as_logged(&model, &kv, &dep, context, 1).unwrap()
+    };
+    // 89.71 GiB is rounded: the budget lay in [89.705, 89.715) GiB.
+    for chunked in [None, Some(true)] {
+        let (lo, hi) = (
+            at(89.705, chunked, 5_242_880),
+            at(89.715, chunked, 5_242_880),
+        );
+        assert!(
+            lo.token_capacity <= 3_919_664 && 3_919_664 <= hi.token_capacity,
+            "{chunked:?}: {} .. {}",
+            lo.token_capacity,
+            hi.token_capacity
+        );
+    }
+    let two_places = |x: f64| (x * 100.0).round() / 100.0;
+    let mid = 89.71;
+    assert_eq!(two_places(at(mid, None, 5_242_880).vllm_concurrency), 0.75);
+    assert_eq!(
+        two_places(at(mid, Some(true), 5_242_880).vllm_concurrency),
+        2.96
+    );
+    assert_eq!(
+        two_places(at(mid, Some(true), 8_388_608).vllm_concurrency),
+        1.86
+    );
 }

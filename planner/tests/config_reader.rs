@@ -251,3 +251,83 @@ proptest! {
         }
     }
 }
+
+/// The layer kinds of Llama-4 (48 layers, chunks of 8192, every 4th layer NoPE and full).
+fn llama4_kinds() -> Vec<AttentionKind> {
+    (0..48)
+        .map(|i| match (i + 1) % 4 {
+            0 => AttentionKind::Full,
+            _ => AttentionKind::Chunked { chunk: 8192 },
+        })
+        .collect()
+}
+
+#[test]
+fn llama4_chunked_layers_from_no_rope_layers_or_the_default_interval() {
+    let fixture = |key: &str| {
+        let path = format!("{}/tests/fixtures/{key}.json", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    };
+    // Scout's fixture lists no_rope_layers (1 = RoPE, chunked; 0 = NoPE, full); Maverick's
+    // is empty, which transformers' Llama4TextConfig fills with every 4th layer NoPE.
+    for key in ["llama4-scout", "llama4-maverick"] {
+        let m = parse_config(&fixture(key), key).unwrap();
+        assert_eq!(m.shape.layer_kinds, llama4_kinds(), "{key}");
+        // f16 per token: 48 layers x 2 x 8 heads x 128 x 2 B = 192 KiB, all layers alike.
+        let kv = kvbench_planner::parse_kv_dtypes("f16").unwrap();
+        assert_eq!(
+            kvbench_planner::layout::bytes_per_token(&m.shape, &kv.k, &kv.v),
+            196_608.0
+        );
+    }
+    // Maverick: experts on every 2nd layer (interleave_moe_layer_step 2).
+    let m = parse_config(&fixture("llama4-maverick"), "m").unwrap();
+    assert_eq!(m.moe.map(|e| (e.experts, e.layers)), Some((128, 24)));
+    // A config without the list and with its own interval.
+    let text = r#"{"model_type": "llama4_text", "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "hidden_size": 256, "attention_chunk_size": 64,
+        "no_rope_layer_interval": 2}"#;
+    let chunked = AttentionKind::Chunked { chunk: 64 };
+    let kinds = parse_config(text, "x").unwrap().shape.layer_kinds;
+    assert_eq!(
+        kinds,
+        vec![chunked, AttentionKind::Full, chunked, AttentionKind::Full]
+    );
+    // layer_types as newer transformers write them.
+    let text = r#"{"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 256,
+        "attention_chunk_size": 64, "layer_types": ["chunked_attention", "full_attention"]}"#;
+    let kinds = parse_config(text, "x").unwrap().shape.layer_kinds;
+    assert_eq!(kinds, vec![chunked, AttentionKind::Full]);
+}
+
+#[test]
+fn chunked_configs_that_cannot_be_read_name_the_field() {
+    let err = |text: &str| parse_config(text, "x").unwrap_err().to_string();
+    let base = r#""num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 256"#;
+    // chunked_attention layers without a chunk size.
+    let e = err(&format!(
+        r#"{{{base}, "layer_types": ["chunked_attention", "full_attention"]}}"#
+    ));
+    assert!(e.contains("attention_chunk_size"), "{e}");
+    // A chunk size with no rule for which layers it applies to.
+    let e = err(&format!(
+        r#"{{{base}, "model_type": "other", "attention_chunk_size": 64}}"#
+    ));
+    assert!(e.contains("no_rope_layers") && e.contains("other"), "{e}");
+    // A list of the wrong length, or with something other than 0/1.
+    let e = err(&format!(
+        r#"{{{base}, "attention_chunk_size": 64, "no_rope_layers": [1, 0, 1]}}"#
+    ));
+    assert!(
+        e.contains("no_rope_layers") && e.contains("2 layers"),
+        "{e}"
+    );
+    let e = err(&format!(
+        r#"{{{base}, "attention_chunk_size": 64, "no_rope_layers": [1, 2]}}"#
+    ));
+    assert!(e.contains("no_rope_layers") && e.contains('2'), "{e}");
+    let e = err(&format!(
+        r#"{{{base}, "attention_chunk_size": 0, "no_rope_layers": [1, 0]}}"#
+    ));
+    assert!(e.contains("attention_chunk_size"), "{e}");
+}

@@ -18,16 +18,21 @@ fn shape_strategy() -> impl Strategy<Value = ModelShape> {
         0u32..4,
         prop_oneof![Just(64u32), Just(128), Just(96)],
         proptest::option::of(1u32..300),
+        any::<bool>(),
     )
-        .prop_map(|(layers, kv, group_pow, head_dim, window)| {
+        .prop_map(|(layers, kv, group_pow, head_dim, window, chunked)| {
             let q = kv << group_pow;
             let mut s =
                 ModelShape::uniform("p", layers, q, kv, head_dim, q * head_dim, 4 * q * head_dim);
             if let Some(w) = window {
-                // Every other layer slides, like Gemma-2.
+                // Every other layer slides, like Gemma-2, or attends in chunks, like Llama-4.
+                let local = match chunked {
+                    true => AttentionKind::Chunked { chunk: w },
+                    false => AttentionKind::Sliding { window: w },
+                };
                 for (i, k) in s.layer_kinds.iter_mut().enumerate() {
                     if i % 2 == 0 {
-                        *k = AttentionKind::Sliding { window: w };
+                        *k = local;
                     }
                 }
             }
@@ -167,6 +172,23 @@ proptest! {
 }
 
 proptest! {
+    #[test]
+    fn chunk_blocks_are_the_most_held_at_any_length(chunk in 1u64..200, block in prop_oneof![Just(1u64), Just(16), Just(32), Just(48)], len in 1u64..2000) {
+        use kvbench_planner::span::Span;
+        let s = Span::Chunk(chunk);
+        // Brute force: the positions of the newest token's chunk, counted by their blocks,
+        // at every length up to `len`.
+        let widest = (1..=len)
+            .map(|t| {
+                let first = (t - 1) / chunk * chunk;
+                (first..t).map(|p| p / block).collect::<std::collections::BTreeSet<_>>().len() as u64
+            })
+            .max()
+            .unwrap();
+        prop_assert_eq!(s.blocks(len, block), widest);
+        prop_assert_eq!(s.peak(len), len.min(chunk));
+    }
+
     #[test]
     fn user_text_parsers_never_panic(text in ".{0,40}") {
         let _ = text.parse::<CacheDtype>();

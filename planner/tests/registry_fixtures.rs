@@ -68,7 +68,11 @@ fn parameter_estimate_from_config_is_near_the_published_count() {
         // Gemma-3's published counts include its ~0.4B SigLIP vision tower, which a text
         // config does not describe.
         // Qwen3.5 and Gemma-3n likewise count their vision (and Gemma-3n audio) encoders.
-        let multimodal = info.key.starts_with("gemma3") || info.key.starts_with("qwen3.5");
+        // Llama-4's 109B / 400B count its vision encoder and projector (Scout: 109.68B of
+        // which the text model is ~107.8B).
+        let multimodal = info.key.starts_with("gemma3")
+            || info.key.starts_with("qwen3.5")
+            || info.key.starts_with("llama4");
         let tolerance = if multimodal { 0.07 } else { 0.01 };
         assert!(
             total.abs() < tolerance,

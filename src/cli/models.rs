@@ -84,6 +84,13 @@ fn layers_label(m: &ModelInfo) -> String {
             _ => None,
         })
         .collect();
+    let chunked: Vec<u32> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            AttentionKind::Chunked { chunk } => Some(*chunk),
+            _ => None,
+        })
+        .collect();
     match kinds.first() {
         Some(AttentionKind::Mla {
             kv_lora_rank,
@@ -95,6 +102,12 @@ fn layers_label(m: &ModelInfo) -> String {
             sliding.len(),
             sliding[0],
             kinds.len() - sliding.len()
+        ),
+        _ if !chunked.is_empty() => format!(
+            "{} chunked {} / {} full",
+            chunked.len(),
+            chunked[0],
+            kinds.len() - chunked.len()
         ),
         _ => "full".to_string(),
     }

@@ -8,6 +8,7 @@ pub mod vllm;
 use serde::Serialize;
 
 use crate::error::PlanError;
+use crate::shape::{AttentionKind, ModelShape};
 
 /// Which engine's arithmetic a deployment follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -100,6 +101,81 @@ pub struct EngineOptions {
     /// No CUDA graphs (vLLM --enforce-eager, SGLang --disable-cuda-graph).
     pub enforce_eager: bool,
     pub overrides: ReserveOverrides,
+    /// How layers that keep fewer than all tokens (windows, chunks) are cached.
+    pub hybrid: HybridCache,
+}
+
+/// Whether the engine keeps sliding-window and chunked layers in KV cache groups of their own
+/// (vLLM's hybrid KV cache manager), holding only what they attend to, or caches them as
+/// full attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct HybridCache {
+    /// vLLM `--disable-hybrid-kv-cache-manager`: every layer cached as full attention.
+    pub disabled: bool,
+    /// vLLM's `VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE` as set: whether chunked
+    /// layers get groups of their own; None = the engine version's default.
+    pub chunked: Option<bool>,
+}
+
+/// The cache shape an engine allocates for `shape`: layers it does not keep in groups of
+/// their own become full attention. With the rule followed, when one applies (the model
+/// has sliding or chunked layers).
+pub fn cache_shape(shape: &ModelShape, opts: &EngineOptions) -> (ModelShape, Option<String>) {
+    let has = |f: fn(&AttentionKind) -> bool| shape.layer_kinds.iter().any(f);
+    let chunked = has(|k| matches!(k, AttentionKind::Chunked { .. }));
+    let sliding = has(|k| matches!(k, AttentionKind::Sliding { .. }));
+    let as_full = |pick: fn(&AttentionKind) -> bool| {
+        let mut out = shape.clone();
+        for kind in out.layer_kinds.iter_mut().filter(|k| pick(k)) {
+            *kind = AttentionKind::Full;
+        }
+        out
+    };
+    let windowed = |k: &AttentionKind| {
+        matches!(
+            k,
+            AttentionKind::Sliding { .. } | AttentionKind::Chunked { .. }
+        )
+    };
+    match opts.engine {
+        Engine::Sglang if chunked => (
+            as_full(|k| matches!(k, AttentionKind::Chunked { .. })),
+            Some(sglang::CHUNKED_RULE.to_string()),
+        ),
+        Engine::Sglang => (shape.clone(), None),
+        Engine::Vllm if !(chunked || sliding) => (shape.clone(), None),
+        Engine::Vllm => {
+            let version = opts.version.unwrap_or(vllm::LATEST);
+            if opts.hybrid.disabled {
+                return (
+                    as_full(windowed),
+                    Some(format!("vLLM {version} --disable-hybrid-kv-cache-manager: sliding-window and chunked layers cached as full attention (kv_cache_utils.py unify_hybrid_kv_cache_specs)")),
+                );
+            }
+            if !chunked {
+                return (shape.clone(), None);
+            }
+            let (grouped, why) = match opts.hybrid.chunked {
+                Some(on) => (on, "as set"),
+                None => (
+                    version >= vllm::CHUNKED_GROUPED_SINCE,
+                    "that version's default",
+                ),
+            };
+            if grouped {
+                (
+                    shape.clone(),
+                    Some(format!("vLLM {version}: chunked local-attention layers in KV cache groups of their own, each holding its newest chunk (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1, {why}; ChunkedLocalAttentionSpec)")),
+                )
+            } else {
+                // vLLM then turns the hybrid manager off for the whole model.
+                (
+                    as_full(windowed),
+                    Some(format!("vLLM {version}: chunked local-attention layers cached as full attention (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=0, {why}: the hybrid KV cache manager is off)")),
+                )
+            }
+        }
+    }
 }
 
 /// One part of the memory an engine holds back on each GPU.

@@ -18,6 +18,11 @@ use super::{EngineOptions, Reserve, ReserveComponent};
 
 const GIB: u64 = 1 << 30;
 
+/// How SGLang caches chunked local-attention layers by default: as full attention. Its
+/// Llama-4 hybrid cache (sgl-project/sglang#6563) splits the pool only when
+/// `--hybrid-kvcache-ratio` is given.
+pub const CHUNKED_RULE: &str = "SGLang: chunked local-attention layers cached as full attention (its hybrid Llama-4 cache needs --hybrid-kvcache-ratio, off by default)";
+
 /// SGLang's default page size (tokens per KV page) for its default attention backends.
 pub const DEFAULT_PAGE_SIZE: u32 = 1;
 

@@ -3,6 +3,7 @@
 
 pub use crate::prefill::PrefillCost;
 
+use crate::span::Span;
 use crate::{AttentionKind, CacheDtype, ModelShape};
 
 /// KV bytes one token adds to one layer, and how many tokens that layer keeps at most.
@@ -10,8 +11,8 @@ use crate::{AttentionKind, CacheDtype, ModelShape};
 pub struct LayerBytes {
     /// Bytes per token of this layer, K and V of every KV head (or the MLA latent).
     pub bytes_per_token: f64,
-    /// Sliding window, if the layer only keeps the last `window` tokens.
-    pub window: Option<u64>,
+    /// The positions the layer keeps (all, the last `window`, or the newest token's chunk).
+    pub span: Span,
 }
 
 /// The KV footprint of a model: one entry per layer.
@@ -41,25 +42,21 @@ impl KvFootprint {
                 let heads = shape.kv_heads as f64;
                 let kv = heads * (per_token(k, shape.head_dim) + per_token(v, shape.head_dim));
                 match *kind {
-                    AttentionKind::Full => LayerBytes {
-                        bytes_per_token: kv,
-                        window: None,
-                    },
-                    AttentionKind::Sliding { window } => LayerBytes {
-                        bytes_per_token: kv,
-                        window: Some(window as u64),
-                    },
                     AttentionKind::Mla {
                         kv_lora_rank,
                         rope_dim,
                     } => LayerBytes {
                         bytes_per_token: per_token(k, kv_lora_rank + rope_dim),
-                        window: None,
+                        span: Span::All,
                     },
                     // Nothing of its own per token (state layers keep a fixed state instead).
                     AttentionKind::NoAttention | AttentionKind::SharedKv { .. } => LayerBytes {
                         bytes_per_token: 0.0,
-                        window: None,
+                        span: Span::All,
+                    },
+                    other => LayerBytes {
+                        bytes_per_token: kv,
+                        span: Span::of(other).unwrap_or(Span::All),
                     },
                 }
             })
@@ -72,11 +69,12 @@ impl KvFootprint {
         self.layers.iter().map(|l| l.bytes_per_token).sum()
     }
 
-    /// Bytes one sequence of `len` tokens keeps (sliding layers keep only their window).
+    /// Bytes one sequence of `len` tokens keeps (sliding layers keep only their window,
+    /// chunked layers the newest token's chunk).
     pub fn sequence_bytes(&self, len: u64) -> f64 {
         self.layers
             .iter()
-            .map(|l| l.bytes_per_token * l.window.map_or(len, |w| w.min(len)) as f64)
+            .map(|l| l.bytes_per_token * l.span.held(len) as f64)
             .sum()
     }
 }
@@ -167,8 +165,11 @@ mod tests {
             2001.0 * 2000.0 / (1001.0 * 1000.0)
         );
         // Window 2 over 5 tokens: 1 + 2 + 2 + 2 + 2 = 9 pairs.
-        assert_eq!(causal_pairs(5, Some(2)), 9.0);
-        assert_eq!(causal_pairs(5, Some(10)), 15.0);
+        assert_eq!(causal_pairs(5, Span::Window(2)), 9.0);
+        assert_eq!(causal_pairs(5, Span::Window(10)), 15.0);
+        // Chunks of 2 over 5 tokens: 1+2, 1+2, 1 = 7 pairs.
+        assert_eq!(causal_pairs(5, Span::Chunk(2)), 7.0);
+        assert_eq!(causal_pairs(5, Span::Chunk(8)), 15.0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use kvbench_planner::engine::{sglang, Engine, EngineOptions, ReserveOverrides};
+use kvbench_planner::engine::{sglang, Engine, EngineOptions, HybridCache, ReserveOverrides};
 use kvbench_planner::units::parse_size;
 
 /// The engine whose memory rules a deployment follows.
@@ -13,6 +13,17 @@ pub enum EngineArg {
     Vllm,
     /// SGLang: mem_fraction_static of total memory minus weights.
     Sglang,
+}
+
+/// How vLLM caches chunked local-attention layers (Llama-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChunkedKvArg {
+    /// In KV cache groups of their own, each holding its newest chunk
+    /// (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1).
+    Grouped,
+    /// As full attention, every token of every layer (=0; vLLM then turns its hybrid KV
+    /// cache manager off).
+    Full,
 }
 
 /// Serving engine flags.
@@ -33,6 +44,15 @@ pub struct EngineArgs {
     /// No CUDA graphs (vLLM --enforce-eager): no graph memory in the reserve.
     #[arg(long)]
     pub enforce_eager: bool,
+    /// As vLLM's --disable-hybrid-kv-cache-manager: sliding-window and chunked layers are
+    /// cached as full attention.
+    #[arg(long)]
+    pub disable_hybrid_kv_cache_manager: bool,
+    /// How vLLM caches chunked local-attention layers (Llama-4), as
+    /// VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE sets it. Default: the engine
+    /// version's (grouped from 0.14, full from 0.10.1 to 0.13).
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub chunked_kv: Option<ChunkedKvArg>,
     /// Override the reserve's peak activation, e.g. 1.2GiB.
     #[arg(long, value_name = "SIZE")]
     pub reserve_activation: Option<String>,
@@ -73,6 +93,10 @@ impl EngineArgs {
                 .context("in --engine-version")?,
             max_num_seqs: self.max_num_seqs,
             enforce_eager: self.enforce_eager,
+            hybrid: HybridCache {
+                disabled: self.disable_hybrid_kv_cache_manager,
+                chunked: self.chunked_kv.map(|c| c == ChunkedKvArg::Grouped),
+            },
             overrides: ReserveOverrides {
                 activation: size(&self.reserve_activation, "--reserve-activation")?,
                 sampler: size(&self.reserve_sampler, "--reserve-sampler")?,

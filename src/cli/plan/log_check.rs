@@ -3,7 +3,7 @@
 //! the planner.
 
 use anyhow::{bail, Context};
-use kvbench_planner::deploy::{capacity, Capacity, Deployment, WindowRule};
+use kvbench_planner::deploy::{capacity_as_logged, Capacity, Deployment, WindowRule};
 use kvbench_planner::engine::{vllm, Engine, Version};
 use kvbench_planner::vllm_log::{self, CheckRow, LoggedRun, Predicted};
 use kvbench_planner::{find_model, gpu, parse_config, parse_kv_dtypes, ModelInfo};
@@ -85,6 +85,11 @@ fn size(
     }
     engine.max_num_seqs = engine.max_num_seqs.or(log.max_num_seqs);
     engine.enforce_eager = engine.enforce_eager || log.enforce_eager == Some(true);
+    // What the log says of the hybrid KV cache manager outranks the version's default.
+    engine.hybrid.disabled |= log.hybrid_kv_disabled;
+    if log.chunked_kv_full {
+        engine.hybrid.chunked.get_or_insert(false);
+    }
     let tp = args.deploy.tp.first().copied().or(log.tp).unwrap_or(1);
     let pp = log.pp.unwrap_or(args.deploy.pp);
     // vLLM's server default: 8192 batched tokens on >= 70 GiB GPUs (other than A100), else 2048.
@@ -148,7 +153,7 @@ fn size(
         (None, Some(given)) => parse_kv_dtypes(given).context("in --cache-dtype")?,
         (None, None) => parse_kv_dtypes("bf16")?,
     };
-    let free = capacity(model, &kv, &dep, context, 1)?;
+    let free = capacity_as_logged(model, &kv, &dep, context, 1)?;
     let bytes = |gib: f64| (gib * (1u64 << 30) as f64) as u64;
     // With pp > 1 each stage logs its own budget; the stage with the least per layer binds.
     let by_rank: Vec<(u32, u64)> = log
@@ -163,7 +168,7 @@ fn size(
         Some(gib) => {
             let mut d = dep.clone();
             d.kv_budget = Some(pp_budget.unwrap_or_else(|| bytes(gib)));
-            Some(capacity(model, &kv, &d, context, 1)?)
+            Some(capacity_as_logged(model, &kv, &d, context, 1)?)
         }
         None => None,
     };
@@ -223,6 +228,7 @@ pub fn run(args: &PlanArgs, path: &std::path::Path) -> anyhow::Result<()> {
         kv_tokens: tokens,
         token_rule: rule.clone(),
         concurrency: c.vllm_concurrency,
+        allocator_rule: c.allocator_rule.clone(),
     };
     let mut rows = vllm_log::compare(&log, &predicted);
     if let (Some(given), Some(t)) = (&sizing.given_budget, log.kv_tokens) {

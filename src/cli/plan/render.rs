@@ -27,6 +27,17 @@ fn bytes(b: u64) -> String {
 }
 
 /// One plan, figure by figure, with human units and what each figure assumes.
+/// ", 36 chunked-attention layers (chunks of 8192)" for a model with chunked layers.
+fn chunk_note(p: &Plan) -> String {
+    match p.chunk_tokens {
+        Some(chunk) if p.chunked_layers > 0 => format!(
+            ", {} chunked-attention layers (chunks of {chunk})",
+            p.chunked_layers
+        ),
+        _ => String::new(),
+    }
+}
+
 pub(super) fn detail_table(p: &Plan) -> String {
     let mut rows: Vec<[String; 2]> = Vec::new();
     let mut add = |k: &str, v: String| rows.push([k.to_string(), v]);
@@ -45,7 +56,8 @@ pub(super) fn detail_table(p: &Plan) -> String {
             } else {
                 String::new()
             }
-        ) + &layer_note(p),
+        ) + &chunk_note(p)
+            + &layer_note(p),
     );
     add(
         "cache dtype",
@@ -65,6 +77,8 @@ pub(super) fn detail_table(p: &Plan) -> String {
     );
     let window_note = if p.sliding_layers > 0 {
         format!(", sliding layers capped by rule '{}'", p.window_rule.name())
+    } else if p.chunked_layers > 0 {
+        ", chunked layers holding one chunk".to_string()
     } else {
         String::new()
     };
@@ -247,6 +261,11 @@ pub(super) fn detail_table(p: &Plan) -> String {
             if p.sliding_layers > 0 {
                 format!(
                     "{:.2}x (as vLLM logs it: sliding groups count window - 1 + max-batched-tokens)",
+                    c.vllm_concurrency
+                )
+            } else if p.chunked_layers > 0 && c.kv_cache_groups > 1 {
+                format!(
+                    "{:.2}x (as vLLM logs it: chunked groups count chunk + max-batched-tokens)",
                     c.vllm_concurrency
                 )
             } else {

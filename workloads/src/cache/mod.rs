@@ -129,6 +129,9 @@ impl CacheGeometry {
                     )))
                 }
                 (_, Some(w)) => Ok(Some(w as usize)),
+                (AttentionKind::Chunked { chunk }, None) => Err(CacheError::Unsupported(format!(
+                    "layer {l} attends within chunks of {chunk} tokens (chunked local attention); the runner runs full and sliding-window layers (plan the model with `kvbench plan`, or pass --window to run every layer with a window)"
+                ))),
                 (AttentionKind::Sliding { window }, None) => Ok(Some(*window as usize)),
                 (AttentionKind::Full, None) => Ok(None),
             })

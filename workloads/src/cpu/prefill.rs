@@ -6,6 +6,7 @@
 use super::exp_inplace;
 use super::matmul::{matmul, Mat, Par};
 use super::Isa;
+use kvbench_planner::span::Span;
 use rayon::prelude::*;
 
 const Q_TILE: usize = 64;
@@ -29,7 +30,10 @@ fn first_key(i: usize, window: Option<usize>) -> usize {
 /// Multiply-adds ×2 of QKᵀ and PV for `t` tokens attending causally from position 0: the
 /// planner's prefill model (`kvbench_planner::prefill`), so predictions and runs count alike.
 pub fn prefill_flops(s: &PrefillShape, t: usize) -> f64 {
-    let pairs = kvbench_planner::prefill::causal_pairs(t as u64, s.window.map(|w| w as u64));
+    let pairs = kvbench_planner::prefill::causal_pairs(
+        t as u64,
+        s.window.map_or(Span::All, |w| Span::Window(w as u64)),
+    );
     4.0 * (s.q_heads * s.head_dim) as f64 * pairs
 }
 

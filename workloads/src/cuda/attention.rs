@@ -332,10 +332,11 @@ pub fn decode_bytes_read(p: &CudaPlan, len: u32) -> u64 {
 /// attends to every earlier token: 2·d for the score and 2·d for the value sum per key.
 pub fn prefill_flops(p: &CudaPlan) -> f64 {
     use kvbench_planner::prefill::causal_pairs;
+    use kvbench_planner::span::Span;
     let first = (p.prompt - p.prefill_queries) as u64;
     // Σ over positions first .. prompt − 1 of (position + 1) keys: the planner's causal
     // pairs of the whole prompt less those of the skipped first positions.
-    let keys = causal_pairs(p.prompt as u64, None) - causal_pairs(first, None);
+    let keys = causal_pairs(p.prompt as u64, Span::All) - causal_pairs(first, Span::All);
     4.0 * p.head_dim as f64 * keys * (p.q_heads * p.batch * p.layers) as f64
 }
 
