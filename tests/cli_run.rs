@@ -593,6 +593,17 @@ fn attention_runs_are_estimated_and_prefill_is_explicit() {
         !dir.path().join("b.csv").exists(),
         "nothing is written for a refused run"
     );
+    // A negative budget gets our message, not clap's "unexpected argument '-1'".
+    for minutes in ["-1", "0"] {
+        kvbench()
+            .args(shape)
+            .args(["--prompt", "64", "--max-minutes", minutes])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(format!(
+                "--max-minutes {minutes}: give a positive number"
+            )));
+    }
     kvbench()
         .args(shape)
         .args(["--prompt", "64", "--prefill", "auto"])
