@@ -73,4 +73,26 @@ fn errors_name_the_bad_value() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--backend \"tpu\""));
+    // A GEMM probe too large to allocate is refused, not aborted on (a 4 TB request).
+    for n in ["1000000", "4294967295"] {
+        Command::cargo_bin("kvbench")
+            .unwrap()
+            .args(["calibrate", "--gemm-n", n])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(format!(
+                "--gemm-n {n}: give at most"
+            )));
+    }
+    // An output path that cannot be a file is refused (before measuring: it prints no
+    // figures).
+    let dir = tempfile::tempdir().unwrap();
+    Command::cargo_bin("kvbench")
+        .unwrap()
+        .args(["calibrate", "--short", "-o"])
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("it is a folder"));
 }

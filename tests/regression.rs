@@ -450,6 +450,29 @@ fn a_report_replaces_its_own_outputs_and_a_failed_one_changes_nothing() {
     );
     // Nothing is left beside the report (the temporary build folder is gone).
     assert_eq!(entries(dir.path()), ["bad.csv", "report"]);
+    // A user's file where the report writes is refused before anything is deleted: a CSV
+    // kept in charts/ (here the report's own input), a folder named report.md.
+    let kept = out.join("charts/myrun.csv");
+    std::fs::copy(BASELINE, &kept).unwrap();
+    let refused = report(&[&kept]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("myrun.csv") && err.contains("move it") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(kept.exists() && out.join("report.md").exists());
+    std::fs::remove_file(&kept).unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("report.md")).unwrap();
+    std::fs::write(other.join("report.md/important.txt"), "mine").unwrap();
+    let refused = kvbench()
+        .args(["report", BASELINE, "-o"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(other.join("report.md/important.txt").exists());
 }
 
 // --- The CI gate passes when it compared nothing ------------------------------------------

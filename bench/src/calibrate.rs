@@ -55,7 +55,12 @@ pub enum CalibrateError {
     NoBuffer,
     #[error("--gemm-n {0}: give at least 64 (the default, 4096, reaches peak on most CPUs)")]
     GemmTooSmall(u32),
+    #[error("--gemm-n {0}: give at most {MAX_GEMM_N} (three n x n f32 matrices: {MAX_GEMM_N} takes 3 GiB and about a minute a pass; 4096 reaches peak on most CPUs)")]
+    GemmTooLarge(u32),
 }
+
+/// The largest GEMM probe `--gemm-n` may ask for: 3 x n² f32 = 3 GiB at n = 16384.
+pub const MAX_GEMM_N: u32 = 16_384;
 
 /// One method's figure: a read (GB/s) or GEMM (GFLOP/s) rate at a thread count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +195,7 @@ impl CalibrateOptions {
         };
         match gemm_n {
             Some(n) if n < 64 => return Err(CalibrateError::GemmTooSmall(n)),
+            Some(n) if n > MAX_GEMM_N => return Err(CalibrateError::GemmTooLarge(n)),
             Some(n) => o.gemm_n = n,
             None => {}
         }
@@ -217,17 +223,15 @@ impl Calibration {
         })
     }
 
-    /// Write it as pretty JSON, creating the folder.
+    /// Write it as pretty JSON, whole or not at all, creating the folder.
     pub fn save(&self, path: &Path) -> Result<(), CalibrateError> {
-        let write = |cause| CalibrateError::Write {
-            path: path.into(),
-            cause,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(write)?;
-        }
         let text = serde_json::to_string_pretty(self).expect("a calibration always serializes");
-        std::fs::write(path, text + "\n").map_err(write)
+        crate::export::atomic::write(path, (text + "\n").as_bytes()).map_err(|e| {
+            CalibrateError::Write {
+                path: path.into(),
+                cause: e.cause,
+            }
+        })
     }
 
     /// Read bandwidth a run with `threads` threads can expect.

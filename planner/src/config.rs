@@ -303,7 +303,12 @@ fn gated_delta_net(obj: &Object) -> Result<StateMixer, PlanError> {
 fn mamba2(obj: &Object, hidden: u32) -> Result<StateMixer, PlanError> {
     let m = "Mamba-2";
     let heads = state_dim(obj, &["mamba_num_heads", "mamba_n_heads"], m)?;
-    let head_dim = state_dim(obj, &["mamba_head_dim", "mamba_d_head"], m)?;
+    // Bamba's and Granite-4's configs may say "auto": mamba_expand x hidden_size / heads.
+    let auto = obj.get("mamba_d_head").and_then(Value::as_str) == Some("auto");
+    let head_dim = match (auto, opt_u32(obj, &["mamba_expand"])?) {
+        (true, Some(e)) => (e.saturating_mul(hidden) / heads).max(1),
+        _ => state_dim(obj, &["mamba_head_dim", "mamba_d_head"], m)?,
+    };
     let intermediate = match opt_u32(obj, &["mamba_d_ssm"])? {
         Some(d) => d,
         None => match opt_u32(obj, &["mamba_expand"])? {
@@ -466,6 +471,74 @@ fn jamba(obj: &Object, layers: u32, hidden: u32) -> Result<Layers, PlanError> {
     Ok((kinds, st))
 }
 
+/// Bamba: attention on the layers `attn_layer_indices` lists, Mamba-2 on the others
+/// (transformers' BambaConfig.layers_block_type, vLLM's bamba.py).
+fn indexed_attention(
+    obj: &Object,
+    list: &Value,
+    layers: u32,
+    hidden: u32,
+) -> Result<Layers, PlanError> {
+    let why = format!("expected a list of distinct layer indices below {layers}");
+    let indices = list
+        .as_array()
+        .ok_or_else(|| bad("attn_layer_indices", list, &why))?;
+    let mut kinds = vec![AttentionKind::NoAttention; layers as usize];
+    for i in indices {
+        let at = i
+            .as_u64()
+            .filter(|n| *n < layers as u64)
+            .ok_or_else(|| bad("attn_layer_indices", i, &why))? as usize;
+        if kinds[at] == AttentionKind::Full {
+            return Err(bad("attn_layer_indices", i, &why));
+        }
+        kinds[at] = AttentionKind::Full;
+    }
+    let mamba = no_attention(&kinds);
+    let st = if mamba.is_empty() {
+        None
+    } else {
+        state(obj, mamba2(obj, hidden)?, mamba)
+    };
+    Ok((kinds, st))
+}
+
+/// MiniMax-Text-01 / MiniMax-M1 `attn_type_list`: 1 softmax attention, 0 lightning (linear)
+/// attention, whose state is a head_dim x head_dim matrix per head in the model dtype
+/// (vLLM's minimax_text_01.py, `MambaStateDtypeCalculator.linear_attention_state_dtype`).
+fn lightning(obj: &Object, list: &Value, layers: u32, hidden: u32) -> Result<Layers, PlanError> {
+    let why =
+        format!("expected one 0 (lightning) or 1 (softmax attention) per layer ({layers} layers)");
+    let types = list
+        .as_array()
+        .filter(|l| l.len() == layers as usize)
+        .ok_or_else(|| bad("attn_type_list", list, &why))?;
+    let kinds = types
+        .iter()
+        .map(|t| match t.as_u64() {
+            Some(1) => Ok(AttentionKind::Full),
+            Some(0) => Ok(AttentionKind::NoAttention),
+            _ => Err(bad("attn_type_list", t, &why)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let linear = no_attention(&kinds);
+    Ok((kinds, state(obj, lightning_mixer(obj, hidden)?, linear)))
+}
+
+/// The lightning-attention mixer: one state per attention head of `head_dim`.
+fn lightning_mixer(obj: &Object, hidden: u32) -> Result<StateMixer, PlanError> {
+    let heads = req_u32(
+        obj,
+        &["num_attention_heads"],
+        "the lightning layers keep one state per head",
+    )?;
+    let head_dim = match opt_u32(obj, &["head_dim"])? {
+        Some(d) => d,
+        None => hidden / heads.max(1),
+    };
+    Ok(StateMixer::Lightning { heads, head_dim })
+}
+
 /// Gemma-3n `num_kv_shared_layers`: the last N layers reuse the KV of the last earlier
 /// layer of their own type (transformers' Gemma3nTextAttention), so they cache nothing.
 fn share_kv(obj: &Object, kinds: &mut [AttentionKind]) -> Result<(), PlanError> {
@@ -508,6 +581,12 @@ fn layer_kinds(obj: &Object, layers: u32, hidden: u32) -> Result<Layers, PlanErr
     }
     if model_type == "jamba" || obj.contains_key("attn_layer_period") {
         return jamba(obj, layers, hidden);
+    }
+    if let Some(list) = obj.get("attn_layer_indices").filter(|v| !v.is_null()) {
+        return indexed_attention(obj, list, layers, hidden);
+    }
+    if let Some(list) = obj.get("attn_type_list").filter(|v| !v.is_null()) {
+        return lightning(obj, list, layers, hidden);
     }
     if model_type == "falcon_h1" {
         // A parallel hybrid: every layer runs attention and a Mamba-2 mixer side by side.
@@ -554,6 +633,9 @@ fn layer_kinds(obj: &Object, layers: u32, hidden: u32) -> Result<Layers, PlanErr
     let mamba_typed = types.is_some_and(|t| t.iter().any(|x| x.as_str() == Some("mamba")));
     let mixer = if mamba_typed {
         mamba2(obj, hidden)?
+    } else if model_type.starts_with("minimax") {
+        // transformers' MiniMaxConfig names the lightning layers linear_attention.
+        lightning_mixer(obj, hidden)?
     } else {
         gated_delta_net(obj)?
     };
@@ -654,6 +736,10 @@ fn mixer_params(obj: &Object, mixer: &StateMixer, h: f64) -> f64 {
             let conv_dim = d + 2.0 * n_groups as f64 * state_size as f64;
             // in_proj (z, x, B, C, dt), conv1d, out_proj.
             h * (d + conv_dim + heads as f64) + conv_dim * conv_kernel as f64 + d * h
+        }
+        StateMixer::Lightning { heads, head_dim } => {
+            // qkv, output gate and out projections of heads x head_dim.
+            5.0 * h * heads as f64 * head_dim as f64
         }
         StateMixer::Mamba1 {
             intermediate,

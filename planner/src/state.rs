@@ -31,6 +31,9 @@ pub enum StateMixer {
         state_size: u32,
         conv_kernel: u32,
     },
+    /// Lightning (linear) attention of MiniMax-Text-01 / MiniMax-M1: one `head_dim` x
+    /// `head_dim` state per head, no convolution (vLLM's `linear_attention_state_shape`).
+    Lightning { heads: u32, head_dim: u32 },
     /// Gated delta-net (Qwen3-Next, Qwen3.5 `linear_attention` layers).
     GatedDeltaNet {
         key_heads: u32,
@@ -42,12 +45,13 @@ pub enum StateMixer {
 }
 
 impl StateMixer {
-    /// Short name for output ("mamba1", "mamba2", "gated-delta-net").
+    /// Short name for output ("mamba1", "mamba2", "gated-delta-net", "lightning").
     pub fn name(&self) -> &'static str {
         match self {
             StateMixer::Mamba1 { .. } => "mamba1",
             StateMixer::Mamba2 { .. } => "mamba2",
             StateMixer::GatedDeltaNet { .. } => "gated-delta-net",
+            StateMixer::Lightning { .. } => "lightning",
         }
     }
 }
@@ -188,6 +192,11 @@ pub fn state_elements(mixer: &StateMixer, tp: u32) -> Result<(u64, u64), PlanErr
                 conv_dim / tp as u64 * conv_kernel.saturating_sub(1) as u64,
                 h * head_dim as u64 * state_size as u64,
             ))
+        }
+        StateMixer::Lightning { heads, head_dim } => {
+            // ssm (heads/tp, head_dim, head_dim); no conv state.
+            let h = divide(heads, tp, "lightning-attention heads")?;
+            Ok((0, h * head_dim as u64 * head_dim as u64))
         }
         StateMixer::GatedDeltaNet {
             key_heads,

@@ -331,3 +331,90 @@ fn chunked_configs_that_cannot_be_read_name_the_field() {
     ));
     assert!(e.contains("attention_chunk_size"), "{e}");
 }
+
+#[test]
+fn bamba_attention_layers_are_listed_by_index() {
+    // ibm-ai-platform/Bamba-9B: attention on layers 9, 18 and 27 of 32, Mamba-2 elsewhere
+    // (transformers' BambaConfig.layers_block_type); mamba_d_head "auto" is
+    // mamba_expand x hidden / heads = 2 x 4096 / 128 = 64.
+    let text = r#"{"model_type": "bamba", "num_hidden_layers": 32, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "hidden_size": 4096, "attn_layer_indices": [9, 18, 27],
+        "mamba_n_heads": 128, "mamba_d_head": "auto", "mamba_n_groups": 1,
+        "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_expand": 2}"#;
+    let m = parse_config(text, "bamba").unwrap();
+    let full: Vec<usize> = (0..32)
+        .filter(|&i| m.shape.layer_kinds[i] == AttentionKind::Full)
+        .collect();
+    assert_eq!(full, [9, 18, 27]);
+    let st = m.shape.state.unwrap();
+    assert_eq!(st.layers.len(), 29);
+    assert_eq!(
+        st.mixer,
+        kvbench_planner::state::StateMixer::Mamba2 {
+            intermediate: 8192,
+            n_groups: 1,
+            heads: 128,
+            head_dim: 64,
+            state_size: 128,
+            conv_kernel: 4
+        }
+    );
+    for bad in ["[9, 40]", "[9, 9]", "\"9\"", "[-1]"] {
+        let text = text.replace("[9, 18, 27]", bad);
+        let err = parse_config(&text, "x").unwrap_err().to_string();
+        assert!(err.contains("attn_layer_indices"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn minimax_lightning_layers_keep_a_state_per_head() {
+    // MiniMax-Text-01 (transformers' test copy of its config): 80 layers, softmax attention
+    // on every 8th (attn_type_list 1), lightning elsewhere; 64 heads of 128. A lightning
+    // layer keeps one 128 x 128 state per head in the model dtype: 64 x 128 x 128 x 2 B =
+    // 2 MiB a layer, 70 layers = 140 MiB a sequence (vLLM's linear_attention_state_shape).
+    let types: Vec<String> = (0..80)
+        .map(|i| u32::from((i + 1) % 8 == 0).to_string())
+        .collect();
+    let text = format!(
+        r#"{{"model_type": "minimax_text_01", "num_hidden_layers": 80, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "head_dim": 128, "hidden_size": 6144, "intermediate_size": 9216,
+        "num_local_experts": 32, "num_experts_per_tok": 2, "vocab_size": 200064,
+        "torch_dtype": "bfloat16", "attn_type_list": [{}]}}"#,
+        types.join(",")
+    );
+    let m = parse_config(&text, "minimax").unwrap();
+    assert_eq!(m.shape.kv_layers(), 10);
+    let st = m.shape.state.clone().unwrap();
+    assert_eq!(st.layers.len(), 70);
+    let bytes = kvbench_planner::state::sequence_state_bytes(&st, 1, 70).unwrap();
+    assert_eq!((bytes.conv, bytes.ssm), (0, 146_800_640));
+    // At tp 8 each rank keeps 8 of the 64 heads.
+    let bytes = kvbench_planner::state::sequence_state_bytes(&st, 8, 70).unwrap();
+    assert_eq!(bytes.ssm, 146_800_640 / 8);
+    // transformers' MiniMaxConfig spells the same as layer_types.
+    let layer_types: Vec<&str> = (0..80)
+        .map(|i| match (i + 1) % 8 {
+            0 => "\"full_attention\"",
+            _ => "\"linear_attention\"",
+        })
+        .collect();
+    let text = format!(
+        r#"{{"model_type": "minimax", "num_hidden_layers": 80, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "head_dim": 128, "hidden_size": 6144,
+        "layer_types": [{}]}}"#,
+        layer_types.join(",")
+    );
+    let again = parse_config(&text, "minimax").unwrap();
+    assert_eq!(again.shape.state.unwrap().mixer, st.mixer);
+    // A list of the wrong length, or a code other than 0/1.
+    let short = text.replace("\"num_hidden_layers\": 80", "\"num_hidden_layers\": 81");
+    assert!(parse_config(&short, "x").is_err());
+    let err = parse_config(
+        r#"{"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 256,
+            "attn_type_list": [0, 2]}"#,
+        "x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("attn_type_list"), "{err}");
+}

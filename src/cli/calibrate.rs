@@ -51,6 +51,9 @@ pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
     if let Some(mib) = args.buffer_mib {
         opts.buffer_bytes = options::buffer_bytes(mib, kvbench_bench::env::available_memory())?;
     }
+    // The output path is checked before minutes of measuring, not after.
+    let path = args.output.unwrap_or_else(calibrate::default_path);
+    kvbench_bench::export::atomic::check_target(&path)?;
     // GPU first: when there is none, say so before spending time on the CPU.
     let gpu = if cuda {
         let l = kvbench_workloads::cuda::calibrate()?;
@@ -67,7 +70,6 @@ pub fn run(args: CalibrateArgs) -> Result<ExitCode> {
         gpu,
         ..calibrate::calibrate(&opts)?
     };
-    let path = args.output.unwrap_or_else(calibrate::default_path);
     cal.save(&path)?;
     super::out::print(&format!("{}\n", cal.render()))?;
     super::out::say!("wrote {}", path.display());

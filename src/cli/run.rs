@@ -187,7 +187,12 @@ pub struct RunOptions {
     /// Refuse a run whose estimated duration exceeds this (fills, references and step
     /// arithmetic timed on a small sample of each format first; memory at the calibrated
     /// limits).
-    #[arg(long, default_value_t = 30.0, value_name = "MINUTES", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 30.0,
+        value_name = "MINUTES",
+        allow_negative_numbers = true
+    )]
     pub max_minutes: f64,
     /// Calibration file with this machine's limits
     /// [default: results/calibration-<host>.json if present, else a short calibration now].

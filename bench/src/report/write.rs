@@ -86,6 +86,44 @@ fn run_parts(t: &CsvTable) -> Vec<Part> {
 /// so a reader never finds a page whose charts are missing.
 const OWNED: [&str; 4] = ["charts", "merged-runs.csv", "merged-plans.csv", "report.md"];
 
+/// Refuses a folder whose report outputs are not what a report writes there, before
+/// anything is built: replacing them would delete the user's files (a folder named
+/// report.md, a CSV kept in charts/).
+fn check_owned(out: &Path) -> Result<(), ReportError> {
+    let refuse = |path: PathBuf, why: String| ReportError::Write {
+        path,
+        message: format!("{why}; a report replaces it: move it or give another folder"),
+    };
+    for name in OWNED {
+        let path = out.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if name != "charts" {
+            if !meta.is_file() {
+                return Err(refuse(path, "it is not a file".into()));
+            }
+            continue;
+        }
+        if !meta.is_dir() {
+            return Err(refuse(path, "it is not the charts folder".into()));
+        }
+        let entries = std::fs::read_dir(&path).map_err(write_error(&path))?;
+        for entry in entries {
+            let entry = entry.map_err(write_error(&path))?;
+            let chart = entry.file_type().is_ok_and(|t| t.is_file())
+                && entry.path().extension().is_some_and(|e| e == "svg");
+            if !chart {
+                return Err(refuse(
+                    entry.path(),
+                    "the charts folder holds a file a report did not write".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ReportError + '_ {
     move |e| ReportError::Write {
         path: path.to_path_buf(),
@@ -119,6 +157,7 @@ pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, Rep
             message: "it is a file; give a folder for the report".into(),
         });
     }
+    check_owned(out)?;
     let parent = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => p,
         None => Path::new("."),
