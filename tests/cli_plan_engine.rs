@@ -86,6 +86,26 @@ fn reserve_components_are_listed_and_overridable() {
     assert!(text.contains("given (--reserve-activation)"), "{text}");
     assert!(text.contains("none (--enforce-eager)"), "{text}");
     assert!(text.contains("vLLM 0.21"), "{text}");
+    // A component takes sizes as --reserve does (a unit is needed: a bare 3 used to mean 3
+    // bytes), and zero, a component the deployment does not hold ("0B" used to be refused).
+    let reserve = |value: &str| {
+        kvbench()
+            .args(["plan", "--model", "llama3.1-8b", "--gpu", "h100"])
+            .arg(format!("--reserve-cuda-graph={value}"))
+            .output()
+            .unwrap()
+    };
+    let bare = reserve("3");
+    assert_eq!(bare.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("add a unit"));
+    for zero in ["0", "0B", "0GiB"] {
+        let out = reserve(zero);
+        assert!(
+            out.status.success(),
+            "{zero}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A safetensors shard: 8-byte length, JSON header, then `data` bytes of zeros.

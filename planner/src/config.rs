@@ -266,6 +266,36 @@ const INTERVAL_FAMILIES: &[&str] = &[
     "qwen3_5_moe_text",
 ];
 
+/// Refuses a `torch_dtype` / `dtype` that names no dtype a checkpoint is stored in: the
+/// weights and any recurrent state are sized from it.
+fn check_dtype(obj: &Object) -> Result<(), PlanError> {
+    const KNOWN: &[&str] = &[
+        "float16",
+        "half",
+        "fp16",
+        "bfloat16",
+        "bf16",
+        "float32",
+        "float",
+        "fp32",
+        "auto",
+        "float8_e4m3fn",
+        "float8_e5m2",
+    ];
+    for key in ["torch_dtype", "dtype"] {
+        let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let known = v
+            .as_str()
+            .is_some_and(|t| KNOWN.contains(&t.trim().to_ascii_lowercase().as_str()));
+        if !known {
+            return Err(bad(key, v, "expected bfloat16, float16 or float32"));
+        }
+    }
+    Ok(())
+}
+
 /// The model dtype a config states (`torch_dtype`, or `dtype` in newer configs); bf16 if none.
 fn model_dtype(obj: &Object) -> StateDtype {
     ["torch_dtype", "dtype"]
@@ -597,6 +627,13 @@ fn layer_kinds(obj: &Object, layers: u32, hidden: u32) -> Result<Layers, PlanErr
     let interval = opt_u32(obj, &["full_attention_interval"])?;
     let linear_keys = obj.keys().any(|k| k.starts_with("linear_num_"));
     let mut kinds = match interval {
+        Some(every) if !has_types && every > layers => {
+            return Err(bad(
+                "full_attention_interval",
+                every,
+                format!("it leaves none of the {layers} layers with attention; expected at most {layers}"),
+            ))
+        }
         Some(every) if !has_types => {
             if !INTERVAL_FAMILIES.contains(&model_type) {
                 return Err(PlanError::ConfigMissingField {
@@ -939,8 +976,19 @@ pub fn parse_config(text: &str, name: &str) -> Result<ModelInfo, PlanError> {
     let root = root
         .as_object()
         .ok_or_else(|| PlanError::ConfigJson("the top level is not a JSON object".to_string()))?;
+    if let Some(text) = root
+        .get("text_config")
+        .filter(|v| !v.is_null() && !v.is_object())
+    {
+        return Err(bad(
+            "text_config",
+            text,
+            "expected an object holding the language model's fields",
+        ));
+    }
     let obj = language_model(root);
     refuse_attention_free(&obj)?;
+    check_dtype(&obj)?;
     let layers = req_u32(
         &obj,
         &["num_hidden_layers", "n_layer", "num_layers", "n_layers"],

@@ -15,6 +15,7 @@ use crate::parallel;
 use crate::pool::{blocks_per_request, pool_with_state, vllm_blocks_per_request, HYBRID_RULE};
 use crate::registry::ModelInfo;
 use crate::shape::{AttentionKind, ModelShape};
+use crate::span::Span;
 use crate::state::{layer_state_bytes, sequence_state_bytes};
 use crate::weights::{TensorClass, Weights};
 
@@ -409,6 +410,13 @@ fn size(
     if context == 0 || batch == 0 {
         return Err(bad("context or batch", "0".into(), "give at least 1"));
     }
+    if dep.engine.max_num_seqs == Some(0) {
+        return Err(bad(
+            "max-num-seqs",
+            "0".into(),
+            "give at least 1 (vLLM's default: 1024 on GPUs with >= 70 GiB, else 256)",
+        ));
+    }
     let gpu_shape = apply_window_rule(&gpu_shape, dep.window_rule, dep.max_batched_tokens);
     let split = parallel::weights_per_gpu(model, dep);
     let splits_by_role = dep.dp_attention > 1 || dep.ep > 1;
@@ -603,13 +611,18 @@ fn size(
 }
 
 /// Longest context whose `batch` sequences fit in `blocks` pool blocks (binary search over
-/// whole tokens); None when any length fits (every layer slides).
+/// whole tokens, up to u32::MAX); None when any length fits because no layer keeps every
+/// token (all slide, attend in chunks, or keep a state).
 pub fn max_context(shape: &ModelShape, block: u32, batch: u32, blocks: u64) -> Option<u64> {
     let fits =
         |len: u64| blocks_per_request(shape, block, len).saturating_mul(batch as u64) <= blocks;
     const LIMIT: u64 = u32::MAX as u64;
     if fits(LIMIT) {
-        return None;
+        let grows = shape
+            .layer_kinds
+            .iter()
+            .any(|k| Span::of(*k) == Some(Span::All));
+        return grows.then_some(LIMIT);
     }
     let (mut lo, mut hi) = (0u64, LIMIT);
     while lo + 1 < hi {

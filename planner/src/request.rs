@@ -135,6 +135,22 @@ fn size(flag: &'static str, text: &str) -> Result<u64, RequestError> {
     })
 }
 
+/// One reserve component's size (`--reserve-cuda-graph 0`, `--reserve-sampler 1.2GiB`): as
+/// [`size`], but zero is a size here (a component the deployment does not hold).
+pub fn component_size(flag: &'static str, text: &str) -> Result<u64, RequestError> {
+    let t = text.trim();
+    let number: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let unit = t[number.len()..].trim().to_ascii_lowercase();
+    let known_unit = ["", "b", "kb", "mb", "gb", "tb", "kib", "mib", "gib", "tib"];
+    if number.parse::<f64>() == Ok(0.0) && known_unit.contains(&unit.as_str()) {
+        return Ok(0);
+    }
+    size(flag, t)
+}
+
 /// Checks every flag, whether or not the flags that use it are present.
 pub fn check(f: &PlanFlags) -> Result<CheckedFlags, RequestError> {
     let seqs = seq_list(f.seq)?;

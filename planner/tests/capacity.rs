@@ -448,3 +448,18 @@ fn llama4_scout_matches_a_published_vllm_012_run() {
         1.86
     );
 }
+
+#[test]
+fn only_layers_that_keep_no_full_context_make_any_length_fit() {
+    // 512 TiB holds more than u32::MAX tokens of Llama-3-8B: the longest context is the
+    // search's ceiling, not "any context" (it used to say every layer slides).
+    let kv = parse_kv_dtypes("f16").unwrap();
+    let mut dep = deployment(None, 1, 1);
+    dep.kv_budget = Some(512 << 40);
+    let llama = capacity(&find_model("llama3-8b").unwrap(), &kv, &dep, 4096, 1).unwrap();
+    assert_eq!(llama.max_context_at_batch, Some(u32::MAX as u64));
+    // Mistral-7B-v0.1 slides on every layer: any length fits a small budget.
+    dep.kv_budget = Some(GIB);
+    let mistral = capacity(&find_model("mistral-7b-v0.1").unwrap(), &kv, &dep, 4096, 1).unwrap();
+    assert_eq!(mistral.max_context_at_batch, None);
+}

@@ -418,3 +418,44 @@ fn minimax_lightning_layers_keep_a_state_per_head() {
     .to_string();
     assert!(err.contains("attn_type_list"), "{err}");
 }
+
+#[test]
+fn fields_that_would_size_nothing_or_the_wrong_bytes_are_refused() {
+    let base = r#""num_hidden_layers": 4, "num_attention_heads": 4, "hidden_size": 256"#;
+    let err = |extra: &str| {
+        parse_config(&format!("{{{base}, {extra}}}"), "x")
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    };
+    // A dtype that is none: it used to be sized silently at 16 bits.
+    for dtype in [
+        r#""torch_dtype": "float99""#,
+        r#""torch_dtype": 5"#,
+        r#""dtype": "int3""#,
+    ] {
+        let e = err(dtype);
+        assert!(
+            e.contains("dtype") && e.contains("bfloat16"),
+            "{dtype}: {e}"
+        );
+    }
+    assert_eq!(err(r#""torch_dtype": "bfloat16""#), "");
+    // text_config that is not an object used to be ignored.
+    let e = err(r#""text_config": "foo""#);
+    assert!(e.contains("text_config"), "{e}");
+    // An interval past the last layer leaves no attention (it used to plan 0 KV layers).
+    let e = err(
+        r#""model_type": "qwen3_next", "full_attention_interval": 1000000,
+           "linear_num_key_heads": 2, "linear_num_value_heads": 2, "linear_key_head_dim": 64,
+           "linear_value_head_dim": 64, "linear_conv_kernel_dim": 4"#,
+    );
+    assert!(e.contains("full_attention_interval"), "{e}");
+    // 0-bit GPTQ weights used to be sized at 0.012 bits a weight.
+    let text = format!(
+        "{{{base}, \"vocab_size\": 1000, \"quantization_config\": {{\"quant_method\": \"gptq\", \"bits\": 0}}}}"
+    );
+    let e = kvbench_planner::weights::from_config(&text, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bits = 0"), "{e}");
+}

@@ -168,8 +168,8 @@ pub struct DeployArgs {
     pub gpu_spec: Vec<String>,
     /// Data-parallel attention (SGLang/vLLM DP attention): N groups of tp / N GPUs, each
     /// holding only its own requests' KV; without N, one group per GPU (N = tp).
-    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
-    pub dp_attention: Option<u32>,
+    #[arg(long, value_name = "N", num_args = 0..=1)]
+    pub dp_attention: Option<Option<u32>>,
     /// Expert parallelism: routed experts split across N ranks (N must divide the experts).
     #[arg(long, value_name = "N")]
     pub ep: Option<u32>,
@@ -423,8 +423,8 @@ fn deployments(args: &PlanArgs, checked: &CheckedFlags) -> anyhow::Result<Deploy
                     window_rule: window_rule(args.cache.window_rule),
                     // Bare --dp-attention: one attention group per GPU.
                     dp_attention: match args.deploy.dp_attention {
-                        Some(0) => tp,
-                        Some(n) => n,
+                        Some(None) => tp,
+                        Some(Some(n)) => n,
                         None => 1,
                     },
                     ep: args.deploy.ep.unwrap_or(1),

@@ -293,6 +293,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut exports = ExportManager::new(outputs(&args.format, &csv_path)?)?;
     let flags = args.flags();
     let sweep = flags.sweep()?;
+    // A sweep that asks for the GPU finds it first: without one, one line and nothing
+    // written, rather than a file of error rows.
+    let gpu = match sweep.specs.iter().any(|s| s.backend == Backend::Cuda) {
+        true => Some(kvbench_workloads::cuda::device_info()?.label()),
+        false => None,
+    };
     for s in &sweep.skipped {
         out::say!("note: skipped {}: {}", s.workload, s.why);
     }
@@ -358,11 +364,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let build = |spec: &WorkloadSpec| kvbench_workloads::build_with(spec, build_options);
     let mut environment = Environment::capture();
-    if sweep.specs.iter().any(|s| s.backend == Backend::Cuda) {
-        // Name the GPU in CUDA rows; when there is none, each row says why in `detail`.
-        if let Ok(info) = kvbench_workloads::cuda::device_info() {
-            environment.gpu = info.label();
-        }
+    if let Some(label) = gpu {
+        environment.gpu = label;
     }
     let available = env::available_memory;
     let runner = Runner {

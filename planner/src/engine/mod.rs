@@ -64,21 +64,52 @@ impl std::fmt::Display for Version {
 
 impl std::str::FromStr for Version {
     type Err = PlanError;
-    /// Reads `0.21`, `v0.21.1`, `0.19.0rc1+cu128`.
+    /// Reads `0.21`, `v0.21.1`, `0.10.1.1`, `0.19.0rc1+cu128`, `0.11.1.dev7+g1234`:
+    /// major.minor, further release numbers, and a PEP 440 / local suffix (rc, dev, post, aN,
+    /// bN, +local); anything else (`1e9`, `0.21abc`, `0.21 x`) is refused.
     fn from_str(text: &str) -> Result<Self, PlanError> {
-        let t = text.trim().trim_start_matches('v');
-        let mut parts = t.split(|c: char| !c.is_ascii_digit());
-        let major = parts.next().and_then(|p| p.parse().ok());
-        let minor = parts.next().and_then(|p| p.parse().ok());
-        match (major, minor) {
-            (Some(major), Some(minor)) => Ok(Version { major, minor }),
-            _ => Err(PlanError::InvalidValue {
-                what: "engine version".to_string(),
-                value: text.to_string(),
-                fix: "write major.minor, e.g. 0.21".to_string(),
-            }),
+        let refuse = || PlanError::InvalidValue {
+            what: "engine version".to_string(),
+            value: text.to_string(),
+            fix:
+                "write major.minor, e.g. 0.21 (a patch and a suffix such as 0.19.0rc1 are read too)"
+                    .to_string(),
+        };
+        let t = text.trim();
+        let t = t.strip_prefix('v').unwrap_or(t);
+        let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let number = |s: &str| -> Result<(u32, usize), PlanError> {
+            let n = digits(s);
+            let value = s[..n].parse().map_err(|_| refuse())?;
+            Ok((value, n))
+        };
+        let (major, n) = number(t)?;
+        let rest = t[n..].strip_prefix('.').ok_or_else(refuse)?;
+        let (minor, n) = number(rest)?;
+        let mut rest = &rest[n..];
+        // Further release numbers (0.10.1.1 is a vLLM release).
+        while let Some(after) = rest.strip_prefix('.').filter(|a| digits(a) > 0) {
+            rest = &after[digits(after)..];
         }
+        if !rest.is_empty() && !version_suffix(rest) {
+            return Err(refuse());
+        }
+        Ok(Version { major, minor })
     }
+}
+
+/// Whether `s` is a PEP 440 pre-, post- or dev-release or local suffix (`rc1`, `.dev7`,
+/// `-rc1`, `.post1`, `a1`, `b2`, `+cu128`), possibly followed by more of them.
+fn version_suffix(s: &str) -> bool {
+    let s = s.strip_prefix(['.', '-', '_']).unwrap_or(s);
+    let digit_after = |p: &str| {
+        s.strip_prefix(p)
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    s.starts_with('+')
+        || ["rc", "dev", "post"].iter().any(|p| s.starts_with(p))
+        || digit_after("a")
+        || digit_after("b")
 }
 
 /// User overrides of single reserve components (bytes per GPU).
@@ -210,5 +241,41 @@ impl Reserve {
             .map(|c| format!("{} {:.2} GiB", c.name, gib(c.bytes)))
             .collect();
         format!("{}: {}", self.follows, parts.join(" + "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_as_vllm_names_them_and_nothing_else() {
+        let v = |t: &str| t.parse::<Version>().map(|v| (v.major, v.minor));
+        for (text, want) in [
+            ("0.21", (0, 21)),
+            ("v0.21.1", (0, 21)),
+            ("0.10.1.1", (0, 10)),
+            ("0.19.0rc1+cu128", (0, 19)),
+            ("0.11.1.dev7+g1234", (0, 11)),
+            ("0.1.dev7548+gbaba038", (0, 1)),
+            ("0.21-rc1", (0, 21)),
+            ("1.0a1", (1, 0)),
+        ] {
+            assert_eq!(v(text).ok(), Some(want), "{text}");
+        }
+        // Leading digits alone used to be enough: 1e9 was read as 1.9.
+        for text in [
+            "1e9",
+            "0.21abc",
+            "0",
+            "abc",
+            "",
+            "0.",
+            ".21",
+            "0.21 x",
+            "99999999999.1",
+        ] {
+            assert!(v(text).is_err(), "{text}");
+        }
     }
 }

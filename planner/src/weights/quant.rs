@@ -139,6 +139,18 @@ fn u(cfg: &Value, names: &[&str]) -> Option<f64> {
         .find_map(|n| cfg.get(*n).and_then(Value::as_f64))
 }
 
+/// Bits per quantized weight under `names` (`default` when absent), refused outside 1..=16.
+fn bits(cfg: &Value, names: &[&str], default: f64) -> Result<f64, PlanError> {
+    match u(cfg, names) {
+        None => Ok(default),
+        Some(b) if b.fract() == 0.0 && (1.0..=16.0).contains(&b) => Ok(b),
+        Some(b) => Err(PlanError::Quantization(format!(
+            "quantization_config {} = {b}: expected a whole number of bits from 1 to 16 (4 or 8 for AWQ/GPTQ)",
+            names[0]
+        ))),
+    }
+}
+
 fn strings(cfg: &Value, names: &[&str]) -> Vec<String> {
     names
         .iter()
@@ -209,14 +221,14 @@ pub fn scheme(root: &Value, hidden: f64) -> Result<Option<QuantScheme>, PlanErro
     };
     let scheme = match method.as_str() {
         "awq" => {
-            let b = u(q, &["bits", "w_bit"]).unwrap_or(4.0);
+            let b = bits(q, &["bits", "w_bit"], 4.0)?;
             let g = group(u(q, &["group_size", "q_group_size"]));
             let zeros = q.get("zero_point").and_then(Value::as_bool).unwrap_or(true);
             let bits = b + 16.0 / g + if zeros { b / g } else { 0.0 };
             s(format!("AWQ w{b} g{g} ({bits:.3} bits)"), bits, DECODER_LINEARS)
         }
         "gptq" => {
-            let b = u(q, &["bits"]).unwrap_or(4.0);
+            let b = bits(q, &["bits"], 4.0)?;
             let g = group(u(q, &["group_size"]));
             let bits = b + 16.0 / g + b / g + 32.0 / hidden;
             let act = q.get("desc_act").and_then(Value::as_bool).unwrap_or(false);
@@ -249,7 +261,7 @@ pub fn scheme(root: &Value, hidden: f64) -> Result<Option<QuantScheme>, PlanErro
                             .to_string(),
                     )
                 })?;
-            let b = u(w, &["num_bits"]).unwrap_or(8.0);
+            let b = bits(w, &["num_bits"], 8.0)?;
             let float = w.get("type").and_then(Value::as_str) == Some("float");
             let strategy = w.get("strategy").and_then(Value::as_str).unwrap_or("tensor");
             let symmetric = w.get("symmetric").and_then(Value::as_bool).unwrap_or(true);

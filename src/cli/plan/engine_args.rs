@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kvbench_planner::engine::{sglang, Engine, EngineOptions, HybridCache, ReserveOverrides};
-use kvbench_planner::units::parse_size;
+use kvbench_planner::request::component_size;
 
 /// The engine whose memory rules a deployment follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,11 +74,8 @@ pub struct EngineArgs {
 impl EngineArgs {
     /// The planner's engine options from the flags.
     pub fn options(&self) -> anyhow::Result<EngineOptions> {
-        let size = |v: &Option<String>, flag: &str| {
-            v.as_deref()
-                .map(parse_size)
-                .transpose()
-                .with_context(|| format!("in {flag}"))
+        let size = |v: &Option<String>, flag: &'static str| {
+            v.as_deref().map(|t| component_size(flag, t)).transpose()
         };
         Ok(EngineOptions {
             engine: match self.engine {

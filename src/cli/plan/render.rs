@@ -275,15 +275,17 @@ pub(super) fn detail_table(p: &Plan) -> String {
         add(
             &format!("what fits at batch {}", p.batch),
             c.max_context_at_batch
-                .map_or("any context (every layer slides)".to_string(), |t| {
+                .map_or("any context (no layer keeps every token)".to_string(), |t| {
+                    // The search stops at u32::MAX tokens: more fits than it looks at.
+                    let at_least = if t >= u32::MAX as u64 { "at least " } else { "" };
                     let longest = if p.max_context > 0 && t > p.max_context as u64 {
                         format!(
-                            "longest context {} tokens (beyond the model's {}-token maximum)",
+                            "longest context {at_least}{} tokens (beyond the model's {}-token maximum)",
                             format_count(t),
                             format_count(p.max_context as u64)
                         )
                     } else {
-                        format!("longest context {} tokens", format_count(t))
+                        format!("longest context {at_least}{} tokens", format_count(t))
                     };
                     format!(
                         "{longest}; at {} tokens the largest batch is {}",
