@@ -40,6 +40,7 @@ pub fn read_text(path: &Path, cap: u64, what: &'static str) -> Result<String, In
         path: path.to_path_buf(),
         cause,
     };
+    refuse_pipe(path).map_err(read_err)?;
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut bytes = Vec::new();
     file.take(cap + 1)
@@ -52,15 +53,57 @@ pub fn read_text(path: &Path, cap: u64, what: &'static str) -> Result<String, In
             what,
         });
     }
-    String::from_utf8(bytes).map_err(|_| InputError::NotText {
+    let text = String::from_utf8(bytes).map_err(|_| InputError::NotText {
         path: path.to_path_buf(),
         what,
+    })?;
+    // A byte-order mark (editors on Windows write one) is not part of the text.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
     })
+}
+
+/// A FIFO or socket would block the read until another process writes: refuse it.
+fn refuse_pipe(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let t = meta.file_type();
+            if t.is_fifo() || t.is_socket() {
+                return Err(std::io::Error::other(
+                    "it is a pipe or socket, not a file; give the file itself",
+                ));
+            }
+        }
+    }
+    let _ = path;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pipe_is_refused_and_a_byte_order_mark_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO with no writer used to block the read forever.
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = read_text(&fifo, CONFIG_CAP, "config.json").unwrap_err();
+            assert!(err.to_string().contains("pipe"), "{err}");
+        }
+        let bom = dir.path().join("bom.json");
+        std::fs::write(&bom, "\u{feff}{\"a\": 1}").unwrap();
+        assert_eq!(
+            read_text(&bom, CONFIG_CAP, "config.json").unwrap(),
+            "{\"a\": 1}"
+        );
+    }
 
     #[test]
     fn an_endless_file_stops_at_the_cap() {

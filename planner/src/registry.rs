@@ -960,6 +960,14 @@ pub fn published_config(key: &str) -> Option<&'static str> {
 /// Finds a registry model by any of its names (`llama3-70b`, `meta-llama/Meta-Llama-3-70B`,
 /// `Llama-3-70B-Instruct`, ...); an unknown name is an error listing the nearest names.
 pub fn find(name: &str) -> Result<ModelInfo, PlanError> {
+    if name.trim().is_empty() {
+        return Err(PlanError::InvalidValue {
+            what: "model".to_string(),
+            value: "(empty)".to_string(),
+            fix: "name a model (an empty item in a comma list?); `kvbench models` lists them"
+                .to_string(),
+        });
+    }
     let wanted = normalize(name);
     if !wanted.is_empty() {
         if let Some(info) = all()

@@ -87,6 +87,13 @@ fn positive_list(flag: &'static str, values: &[u32], why: &str) -> Result<(), Re
 fn seq_list(items: &[String]) -> Result<Vec<SeqArg>, RequestError> {
     let mut seqs = Vec::with_capacity(items.len());
     for item in items {
+        if item.trim().is_empty() {
+            return Err(bad(
+                "--seq",
+                items.join(","),
+                "an empty item in the list; separate values by single commas, e.g. --seq 512,1024",
+            ));
+        }
         let seq: SeqArg = item
             .parse()
             .map_err(|e: crate::PlanError| bad("--seq", item.trim(), &e.to_string()))?;
@@ -264,6 +271,20 @@ mod tests {
 
     fn err(f: PlanFlags) -> String {
         check(&f).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_empty_list_item_is_named_as_one() {
+        // `--seq 512,,1024` used to say "--seq : seq =  is invalid".
+        let mut f = flags();
+        f.seq = strings(&["512", "", "1024"]);
+        let e = err(f);
+        assert!(
+            e.contains("--seq 512,,1024") && e.contains("empty item"),
+            "{e}"
+        );
+        let e = crate::registry::find(" ").unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
     }
 
     #[test]

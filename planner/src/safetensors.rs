@@ -61,6 +61,13 @@ pub fn header_len(first8: &[u8], file_size: u64, file: &str) -> Result<u64, Plan
         ));
     };
     let n = u64::from_le_bytes(prefix);
+    // "version " is how a Git LFS pointer file begins: the weights were never fetched.
+    if &prefix == b"version " {
+        return Err(bad(
+            file,
+            "a Git LFS pointer, not the weights: fetch them (git lfs pull) or size by --weights-dtype".to_string(),
+        ));
+    }
     if n > MAX_HEADER_BYTES {
         return Err(bad(
             file,
@@ -171,6 +178,19 @@ mod tests {
         let total: u64 = h.tensors.iter().map(|t| t.bytes).sum();
         assert_eq!(total, 33_558_528);
         assert_eq!(element_bytes("F8_E4M3"), Some(1.0));
+    }
+
+    #[test]
+    fn a_git_lfs_pointer_says_what_it_is() {
+        // What `git clone` without git-lfs leaves in place of a shard.
+        let pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 4\n";
+        let e = header_len(pointer, pointer.len() as u64, "model.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("Git LFS pointer") && e.contains("git lfs pull"),
+            "{e}"
+        );
     }
 
     #[test]
