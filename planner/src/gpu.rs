@@ -411,6 +411,33 @@ fn spec_from_fields(fields: &[(String, String)], origin: &str) -> Result<GpuSpec
         value: value.to_string(),
         fix: fix.to_string(),
     };
+    // Each field once, under a name kvbench reads: a misspelt `fp8_tflop` would otherwise
+    // size the GPU without FP8, silently.
+    const FIELDS: &[&[&str]] = &[
+        &["name"],
+        &["memory_bytes", "memory"],
+        &["bandwidth_gbps", "bandwidth"],
+        &["fp16_tflops", "bf16_tflops", "fp16"],
+        &["fp8_tflops", "fp8"],
+        &["interconnect_gbps", "interconnect"],
+        &["node_gpus", "node"],
+    ];
+    for (i, (key, value)) in fields.iter().enumerate() {
+        let Some(names) = FIELDS.iter().find(|names| names.contains(&key.as_str())) else {
+            let known: Vec<&str> = FIELDS.iter().map(|n| n[0]).collect();
+            return Err(bad(
+                key,
+                value,
+                &format!(
+                    "not a field kvbench reads; the fields: {}",
+                    known.join(", ")
+                ),
+            ));
+        };
+        if fields[..i].iter().any(|(k, _)| names.contains(&k.as_str())) {
+            return Err(bad(key, value, "given twice; give each field once"));
+        }
+    }
     let get = |names: &[&str]| {
         fields
             .iter()
@@ -621,6 +648,16 @@ mod tests {
         .unwrap();
         assert_eq!(inline.usable_bytes, 80 << 30);
         assert_eq!(inline.fp8_tflops, Some(1513.0));
+        // An unknown or misspelt field, or one given twice, is refused.
+        let full = "name=x,memory=80GiB,bandwidth=2000,fp16=756,interconnect=128";
+        let e = parse_spec_inline(&format!("{full},fp8_tflop=1513"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fp8_tflop") && e.contains("fp8_tflops"), "{e}");
+        let e = parse_spec_inline(&format!("{full},memory_bytes=1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
         let e = parse_spec_inline("name=x,memory=80GiB,fp16=756,interconnect=128")
             .unwrap_err()
             .to_string();
