@@ -229,9 +229,10 @@ pub fn pool_with_state(
     })
 }
 
-/// Pool blocks one request of `len` tokens holds: per group, whole blocks of its positions
-/// (all of them for full attention, those overlapping the window for sliding layers, the
-/// widest chunk so far for chunked layers, one for a state group whatever the length).
+/// Pool blocks one request growing to `len` tokens holds at its widest: per group, whole
+/// blocks of its positions (all of them for full attention, the most its window overlapped
+/// for sliding layers, the widest chunk so far for chunked layers, one for a state group
+/// whatever the length).
 /// `block` is the pool's block size.
 pub fn blocks_per_request(shape: &ModelShape, block: u32, len: u64) -> u64 {
     let (_, groups) = grouping(&specs(shape));
@@ -335,11 +336,13 @@ mod tests {
         assert_eq!(p.block_bytes, 1_310_720);
         assert_eq!(p.blocks, budget / 1_310_720);
         assert_eq!(p.token_capacity, budget / 1_310_720 / 7 * 16);
-        // 32,768 tokens: the full group holds 2048 blocks, each sliding group the 64 blocks
-        // of its last 1024 positions (31,744 = 1984 x 16: aligned); at 32,760 tokens the
-        // window starts mid-block (31,736) and overlaps 65.
-        assert_eq!(blocks_per_request(&s, 16, 32_768), 2048 + 6 * 64);
+        // 32,768 tokens: the full group holds 2048 blocks, each sliding group at most 65: its
+        // last 1024 positions touch 64 blocks at an aligned length (31,744 = 1984 x 16) but
+        // 65 at 32,760 (from 31,736, mid-block), which a request growing to 32,768 passed.
+        assert_eq!(blocks_per_request(&s, 16, 32_768), 2048 + 6 * 65);
         assert_eq!(blocks_per_request(&s, 16, 32_760), 2048 + 6 * 65);
+        // Within the first window it holds what it has: 1000 tokens, 63 blocks a group.
+        assert_eq!(blocks_per_request(&s, 16, 1000), 7 * 63);
     }
 
     #[test]

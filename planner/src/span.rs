@@ -56,9 +56,11 @@ impl Span {
         (len - 1) / block - self.first(len) / block + 1
     }
 
-    /// Blocks a sequence growing to `len` tokens holds: for a window, those at `len` (what
-    /// vLLM's sliding-window manager holds then); for chunks, the most any chunk up to `len`
-    /// touches, since a chunk is held whole until the next one begins.
+    /// Blocks a sequence growing to `len` tokens holds at its widest: for a window, the most
+    /// its last `w` positions touch at any length up to `len` (one block more than at an
+    /// aligned length, once the window has started at every offset in a block); for chunks,
+    /// the most any chunk up to `len` touches, since a chunk is held whole until the next
+    /// one begins.
     pub fn blocks(self, len: u64, block: u64) -> u64 {
         match self {
             Span::Chunk(c) if len > c => self
@@ -66,6 +68,15 @@ impl Span {
                 .map(|t| self.blocks_at(t, block))
                 .max()
                 .unwrap_or(0),
+            // The window's start moves through every offset of a block within `block`
+            // lengths, so the widest is among the last `block` lengths (or at `w` itself).
+            Span::Window(w) if len > w => {
+                let from = len.saturating_sub(block - 1).max(w);
+                (from..=len)
+                    .map(|t| self.blocks_at(t, block))
+                    .max()
+                    .unwrap_or(0)
+            }
             _ => self.blocks_at(len, block),
         }
     }
@@ -141,10 +152,16 @@ mod tests {
     }
 
     #[test]
-    fn window_blocks_are_those_at_the_length() {
-        // 4096 positions from 5904 = 369 x 16: exactly 256 blocks; from 5900: 257.
-        assert_eq!(Span::Window(4096).blocks(10_000, 16), 256);
-        assert_eq!(Span::Window(4096).blocks(9_996, 16), 257);
+    fn window_blocks_are_the_widest_so_far() {
+        // At 10,000 tokens the last 4096 start at 5904 = 369 x 16: 256 blocks; at 9,996 they
+        // start mid-block: 257, which a sequence growing to 10,000 passed through.
+        assert_eq!(Span::Window(4096).blocks_at(10_000, 16), 256);
+        assert_eq!(Span::Window(4096).blocks_at(9_996, 16), 257);
+        assert_eq!(Span::Window(4096).blocks(10_000, 16), 257);
+        // Just past the window the start has not yet left the first block... 4097 tokens:
+        // positions 1..4097 touch blocks 0..=256: 257.
+        assert_eq!(Span::Window(4096).blocks(4097, 16), 257);
+        assert_eq!(Span::Window(4096).blocks(4096, 16), 256);
         assert_eq!(Span::All.blocks(1000, 16), 63);
     }
 }

@@ -166,27 +166,29 @@ fn vllm_window_rule_reserves_more_for_sliding_layers() {
 #[test]
 fn vllm_window_rule_in_capacity_counts_blocks_of_the_reservation() {
     // Mistral-7B-v0.1, 32,768 tokens, blocks of 16 (2 MiB for all 32 layers at tp 1).
-    // Window rule: positions [28672, 32768) = 256 blocks. vLLM rule (4096 - 1 + 8192 = 12287
-    // tokens): blocks floor(20481 / 16) = 1280 ..= 2047 = 768 blocks.
+    // Window rule: positions [28672, 32768) = 256 blocks at 32,768, but 257 at lengths
+    // where the window starts mid-block, which a request growing to 32,768 passes through:
+    // (4096 + 16 - 2) / 16 + 1 = 257. vLLM rule (4096 - 1 + 8192 = 12287 tokens): 768
+    // blocks at 32,768, (12287 + 14) / 16 + 1 = 769 at the widest.
     let model = find_model("mistral-7b-v0.1").unwrap();
     let kv = parse_kv_dtypes("f16").unwrap();
     let mut dep = deployment(None, 1, 1);
     dep.kv_budget = Some(40 * GIB);
     let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
     assert_eq!(cap.block_bytes, 2 << 20);
-    assert_eq!(cap.seq_bytes_per_gpu, 256 * (2 << 20));
-    assert_eq!(cap.max_seqs, 80);
+    assert_eq!(cap.seq_bytes_per_gpu, 257 * (2 << 20));
+    assert_eq!(cap.max_seqs, 20_480 / 257);
     // Every layer slides: any context fits one sequence.
     assert_eq!(cap.max_context_at_batch, None);
     dep.window_rule = WindowRule::Vllm;
     let cap = capacity(&model, &kv, &dep, 32_768, 1).unwrap();
-    assert_eq!(cap.seq_bytes_per_gpu, 768 * (2 << 20));
+    assert_eq!(cap.seq_bytes_per_gpu, 769 * (2 << 20));
     // Through plan(), the rule is applied once, not twice.
     let mut r = request("mistral-7b-v0.1", 32_768, 1);
     r.window_rule = WindowRule::Vllm;
     r.deployment = Some(dep);
     let p = plan(&r).unwrap();
-    assert_eq!(p.capacity.unwrap().seq_bytes_per_gpu, 768 * (2 << 20));
+    assert_eq!(p.capacity.unwrap().seq_bytes_per_gpu, 769 * (2 << 20));
 }
 
 #[test]
@@ -226,9 +228,10 @@ fn hybrid_models_use_vllm_kv_cache_groups() {
     assert_eq!((cap.kv_cache_groups, cap.layers_per_group), (7, 10));
     assert_eq!(cap.blocks, blocks);
     assert_eq!(cap.token_capacity, blocks / 7 * 16);
-    // One 32k request: 2048 blocks for the full group, 64 for each of the 6 sliding groups.
-    assert_eq!(cap.max_seqs, blocks / (2048 + 6 * 64));
-    assert!((cap.concurrency - blocks as f64 / 2432.0).abs() < 1e-9);
+    // One 32k request: 2048 blocks for the full group, at most 65 for each of the 6 sliding
+    // groups (64 at an aligned length, 65 when the window starts mid-block).
+    assert_eq!(cap.max_seqs, blocks / (2048 + 6 * 65));
+    assert!((cap.concurrency - blocks as f64 / 2438.0).abs() < 1e-9);
     // vLLM's logged "Maximum concurrency" counts each sliding group at its
     // SlidingWindowSpec.max_memory_usage_bytes: cdiv(1023 + 8192, 16) + 1 = 577 blocks
     // (kv_cache_interface.py), so 2048 + 6 x 577 per request; after 0.19 it logs
