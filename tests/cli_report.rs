@@ -256,3 +256,70 @@ fn report_from_the_committed_sample_csvs() {
         assert!(out.join(file).exists(), "{file} linked but not written");
     }
 }
+
+/// Runs `kvbench report INPUTS -o OUT`, asserts exit 1 with one line, returns that line.
+fn refused(inputs: &[&Path], out: &Path) -> String {
+    let output = kvbench()
+        .arg("report")
+        .args(inputs)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn a_header_only_csv_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "schema_version,status,tokens_per_s,ttft_ms\n").unwrap();
+    let out = dir.path().join("r");
+    let err = refused(&[&empty], &out);
+    assert!(err.contains("empty.csv has a header but no rows"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn negative_or_infinite_figures_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.csv", &[row("a", 2, "paged", "f16", 128)]);
+    let out = dir.path().join("r");
+    let cases: [(fn(&mut Record), &str); 3] = [
+        (|r| r.ttft_ms = -5.0, "`ttft_ms` is -5"),
+        (|r| r.tokens_per_s = f64::INFINITY, "`tokens_per_s` is inf"),
+        (|r| r.achieved_gbps = -1.0, "`achieved_gbps` is -1"),
+    ];
+    for (i, (edit, says)) in cases.iter().enumerate() {
+        let mut rows = vec![
+            row("b", 2, "paged", "f16", 128),
+            row("b", 2, "paged", "f16", 512),
+        ];
+        edit(&mut rows[1]);
+        let bad = write(dir.path(), &format!("bad{i}.csv"), &rows);
+        let err = refused(&[&good, &bad], &out);
+        assert!(err.contains(&format!("bad{i}.csv:3: {says}")), "{err}");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn a_report_folder_under_a_file_says_the_file_is_not_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.csv", &[row("a", 2, "paged", "f16", 128)]);
+    let afile = dir.path().join("afile");
+    std::fs::write(&afile, "mine").unwrap();
+    for out in [afile.join("sub"), afile.join("sub/deeper")] {
+        let err = refused(&[&good], &out);
+        assert!(
+            err.contains(&format!("{} is not a folder", afile.display())),
+            "{err}"
+        );
+        assert!(!err.contains("os error"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&afile).unwrap(), "mine");
+}

@@ -561,6 +561,28 @@ fn compare_fails_when_it_cannot_judge() {
         .success();
 }
 
+#[test]
+fn compare_refuses_negative_or_infinite_timings_in_either_file() {
+    // Every ttft_ms at -5 was judged "no data" and passed, either way round.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let negative = edited(d, "negative.csv", |r| set_column(r, "ttft_ms", "-5"));
+    let infinite = edited(d, "infinite.csv", |r| set_column(r, "tokens_per_s", "inf"));
+    let bytes = edited(d, "bytes.csv", |r| set_column(r, "peak_rss_bytes", "-1"));
+    for (bad, says) in [
+        (&negative, "negative.csv:2: `ttft_ms` is -5"),
+        (&infinite, "infinite.csv:2: `tokens_per_s` is inf"),
+        (&bytes, "bytes.csv:2: `peak_rss_bytes` is -1"),
+    ] {
+        for args in [[BASELINE, bad.as_str()], [bad.as_str(), BASELINE]] {
+            for timing in ["auto", "ratios"] {
+                let e = one_line_error(&["compare", args[0], args[1], "--timing", timing]);
+                assert!(e.contains(says) && e.contains("re-run"), "{e}");
+            }
+        }
+    }
+}
+
 // --- Messages that point the wrong way ----------------------------------------------------
 
 #[test]
@@ -571,6 +593,13 @@ fn messages_blame_the_flag_and_the_file_at_fault() {
     assert!(e.contains("--kv-budget 0GiB: must be positive"), "{e}");
     let e = one_line_error(&["plan", "--kv-budget", "58.5"]);
     assert!(e.contains("add a unit, e.g. 58.5GiB"), "{e}");
+    // --spread-k is a multiplier, not a fraction.
+    let e = one_line_error(&["compare", BASELINE, BASELINE, "--spread-k", "nan"]);
+    assert!(
+        e.contains("--spread-k NaN") && e.contains("multiplier"),
+        "{e}"
+    );
+    assert!(!e.contains("10%"), "{e}");
     // The new file lacks a key column: baseline rows that differ only there look alike, and
     // the message says which file lacks it.
     let dir = tempfile::tempdir().unwrap();

@@ -181,6 +181,19 @@ impl Status {
         }
     }
 
+    /// The status a CSV word names; `None` for any other text.
+    pub fn from_word(word: &str) -> Option<Status> {
+        [
+            Status::Ok,
+            Status::Fallback,
+            Status::Failed,
+            Status::Refused,
+            Status::Error,
+        ]
+        .into_iter()
+        .find(|s| s.word() == word.trim())
+    }
+
     /// Timing figures are in the row (ok or fallback).
     pub fn is_timed(self) -> bool {
         matches!(self, Status::Ok | Status::Fallback)
@@ -268,6 +281,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(back.status, s);
+            assert_eq!(Status::from_word(s.word()), Some(s));
             assert!(text.contains(&format!(",{},", s.word())));
         }
     }

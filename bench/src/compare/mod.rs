@@ -11,7 +11,7 @@ pub mod verdict;
 
 use std::path::Path;
 
-use crate::report::load::{check_schema, classify, CsvKind};
+use crate::report::load::{check_schema, check_values, classify, CsvKind};
 use crate::report::table::CsvTable;
 use crate::report::ReportError;
 use columns::{role, Role, Spread};
@@ -94,12 +94,14 @@ pub enum CompareError {
         message: String,
     },
     /// A bad number for a global threshold flag.
-    #[error("{flag} {value}: must be a non-negative number (0.1 means 10%)")]
+    #[error("{flag} {value}: must be a non-negative number ({example})")]
     BadFlag {
         /// The flag.
         flag: String,
         /// The value given.
         value: f64,
+        /// What a value means, by example.
+        example: &'static str,
     },
     /// A bad `--metric NAME=VALUE` flag.
     #[error("--metric {flag}: {why}")]
@@ -292,6 +294,9 @@ fn compare_named(
     opts: &Options,
     names: (&str, &str),
 ) -> Result<Comparison, CompareError> {
+    // A negative or infinite timing would be judged "no data" below, which passes.
+    check_values(base)?;
+    check_values(new)?;
     let keys = KeyColumns::of(base, new);
     let base_index = keys.index(base, &format!("baseline {}", names.0), names.1)?;
     let new_index = keys.index(new, &format!("new run {}", names.1), names.0)?;

@@ -469,3 +469,39 @@ fn a_single_pair_is_held_to_its_own_wider_threshold() {
     assert_eq!(ratio.len(), 1);
     assert_eq!(ratio[0].workload, "median of 4 pairs");
 }
+
+#[test]
+fn a_negative_or_infinite_timing_is_refused_not_judged_no_data() {
+    // Every ttft_ms of one run at -5 (or inf) was "no data" (or unreadable) and passed.
+    let good = sweep(1.0, 0.01);
+    for value in [-5.0, f64::INFINITY] {
+        let mut bad = good.clone();
+        for r in &mut bad {
+            r.ttft_ms = value;
+        }
+        for timing in [TimingMode::Auto, TimingMode::Ratios, TimingMode::Off] {
+            let opts = Options {
+                timing,
+                ..Options::default()
+            };
+            for (base, new) in [(&good, &bad), (&bad, &good)] {
+                let msg = compare(&table(base), &table(new), &opts)
+                    .unwrap_err()
+                    .to_string();
+                assert!(msg.contains("run.csv:2: `ttft_ms` is"), "{msg}");
+            }
+        }
+    }
+    // Rows that were not timed carry zeros: still compared, not refused.
+    let mut failed = good.clone();
+    failed[0] = Record {
+        status: crate::Status::Failed,
+        ttft_ms: 0.0,
+        tpot_ms: 0.0,
+        itl_p50_ms: 0.0,
+        tokens_per_s: 0.0,
+        ..failed[0].clone()
+    };
+    let c = run(&failed, &failed, &Options::default());
+    assert!(c.passed(), "{}", render::render(&c, true));
+}

@@ -92,14 +92,15 @@ impl Default for Thresholds {
     }
 }
 
-/// Refuses negative or non-finite values for a flag.
-fn non_negative(flag: &str, value: f64) -> Result<(), CompareError> {
+/// Refuses negative or non-finite values for a flag; `example` says what a value means.
+fn non_negative(flag: &str, value: f64, example: &'static str) -> Result<(), CompareError> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
         Err(CompareError::BadFlag {
             flag: flag.to_string(),
             value,
+            example,
         })
     }
 }
@@ -164,14 +165,18 @@ impl Thresholds {
 
     /// Sets the default timing threshold (`--threshold`).
     pub fn set_timing_threshold(&mut self, value: f64) -> Result<(), CompareError> {
-        non_negative("--threshold", value)?;
+        non_negative("--threshold", value, "0.1 means 10%")?;
         self.timing_threshold = value;
         Ok(())
     }
 
     /// Sets the spread multiplier (`--spread-k`).
     pub fn set_spread_k(&mut self, value: f64) -> Result<(), CompareError> {
-        non_negative("--spread-k", value)?;
+        non_negative(
+            "--spread-k",
+            value,
+            "a multiplier: 2 means beyond twice the summed MAD of both runs",
+        )?;
         self.spread_k = value;
         Ok(())
     }
@@ -292,6 +297,23 @@ mod tests {
             let msg = t.set_from_flag(flag).unwrap_err().to_string();
             assert!(msg.contains(flag) && msg.contains(want), "{msg}");
         }
+    }
+
+    #[test]
+    fn each_global_flag_says_what_its_value_means() {
+        let mut t = Thresholds::default();
+        let msg = t.set_timing_threshold(-0.1).unwrap_err().to_string();
+        assert!(
+            msg.contains("--threshold -0.1") && msg.contains("10%"),
+            "{msg}"
+        );
+        // A multiplier, not a fraction.
+        let msg = t.set_spread_k(f64::NAN).unwrap_err().to_string();
+        assert!(
+            msg.contains("--spread-k NaN") && msg.contains("multiplier"),
+            "{msg}"
+        );
+        assert!(!msg.contains('%'), "{msg}");
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub enum Verdict {
     Improved,
     /// Timing measured on different machines: not compared.
     NotComparable,
-    /// A value is missing or not a number in one of the runs.
+    /// Nothing to judge, and not a failure: a timing whose baseline is 0 (a row that was
+    /// not timed) or a ratio with no pair of rows to divide. Empty, NaN or text cells are
+    /// `Unreadable`; negative or infinite timings are refused when the CSV is read.
     NoData,
     /// A workload only the new run has.
     Added,

@@ -76,6 +76,34 @@ pub enum ReportError {
         /// Version this build reads.
         supported: u32,
     },
+    /// Every input has a header but no rows.
+    #[error(
+        "{} has a header but no rows{also}: there is nothing to report; pass CSVs with rows \
+         (a header-only `--shard` is fine next to shards that have rows)",
+        path.display()
+    )]
+    NoRows {
+        /// The first input.
+        path: PathBuf,
+        /// Says so of the other inputs, when there are any.
+        also: String,
+    },
+    /// A time, rate, bandwidth or byte count that no measurement gives.
+    #[error(
+        "{origin}: `{column}` is {value} in a timed row ({status}), but a time, rate, \
+         bandwidth or byte count is never negative or infinite: the file is corrupt or was \
+         edited; re-run the benchmark or fix that cell"
+    )]
+    BadValue {
+        /// File and line.
+        origin: String,
+        /// The column.
+        column: String,
+        /// The cell.
+        value: String,
+        /// The row's status, as `status ok`.
+        status: String,
+    },
     /// Writing an output failed.
     #[error("cannot write {}: {message}", path.display())]
     Write {

@@ -157,6 +157,18 @@ pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, Rep
             message: "it is a file; give a folder for the report".into(),
         });
     }
+    // The nearest existing part of the path must be a folder: under a file, creating the
+    // folder would only say "File exists".
+    let above = out.ancestors().skip(1).find(|a| a.exists());
+    if let Some(file) = above.filter(|a| !a.is_dir()) {
+        return Err(ReportError::Write {
+            path: out.to_path_buf(),
+            message: format!(
+                "{} is not a folder; give a report folder that is not inside a file",
+                file.display()
+            ),
+        });
+    }
     check_owned(out)?;
     let parent = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => p,
