@@ -73,7 +73,12 @@ impl CsvTable {
         }
         for record in reader.records() {
             let record = record.map_err(|e| bad(e.to_string()))?;
-            let line = record.position().map_or(0, |p| p.line());
+            let pos = record.position();
+            // With CRLF endings the csv crate starts a record at the `\n` ending the line
+            // before, still counted as that line.
+            let at_newline =
+                pos.is_some_and(|p| text.as_bytes().get(p.byte() as usize) == Some(&b'\n'));
+            let line = pos.map_or(0, |p| p.line()) + u64::from(at_newline);
             if record.len() != table.columns.len() {
                 return Err(bad(format!(
                     "line {line} has {} fields but the header has {}; a run stopped mid-row? \
@@ -221,6 +226,14 @@ mod tests {
         assert_eq!(t.num(1, "b"), Some(4.0));
         assert_eq!(t.get(0, "missing"), "");
         assert_eq!(t.origins[1].line, 3);
+    }
+
+    #[test]
+    fn line_numbers_are_right_with_crlf_endings() {
+        let t = parse("b,a\r\n2,1\r\n4,3\r\n");
+        assert_eq!(t.origins[0].line, 2);
+        assert_eq!(t.origins[1].line, 3);
+        assert_eq!(t.get(1, "a"), "3");
     }
 
     #[test]
