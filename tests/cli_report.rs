@@ -289,17 +289,26 @@ fn negative_or_infinite_figures_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let good = write(dir.path(), "good.csv", &[row("a", 2, "paged", "f16", 128)]);
     let out = dir.path().join("r");
-    let cases: [(fn(&mut Record), &str); 3] = [
-        (|r| r.ttft_ms = -5.0, "`ttft_ms` is -5"),
-        (|r| r.tokens_per_s = f64::INFINITY, "`tokens_per_s` is inf"),
-        (|r| r.achieved_gbps = -1.0, "`achieved_gbps` is -1"),
+    let second_row = || row("b", 2, "paged", "f16", 512);
+    let negative = Record {
+        ttft_ms: -5.0,
+        ..second_row()
+    };
+    let infinite = Record {
+        tokens_per_s: f64::INFINITY,
+        ..second_row()
+    };
+    let gbps = Record {
+        achieved_gbps: -1.0,
+        ..second_row()
+    };
+    let cases = [
+        (negative, "`ttft_ms` is -5"),
+        (infinite, "`tokens_per_s` is inf"),
+        (gbps, "`achieved_gbps` is -1"),
     ];
-    for (i, (edit, says)) in cases.iter().enumerate() {
-        let mut rows = vec![
-            row("b", 2, "paged", "f16", 128),
-            row("b", 2, "paged", "f16", 512),
-        ];
-        edit(&mut rows[1]);
+    for (i, (bad_row, says)) in cases.into_iter().enumerate() {
+        let rows = [row("b", 2, "paged", "f16", 128), bad_row];
         let bad = write(dir.path(), &format!("bad{i}.csv"), &rows);
         let err = refused(&[&good, &bad], &out);
         assert!(err.contains(&format!("bad{i}.csv:3: {says}")), "{err}");
