@@ -385,6 +385,21 @@ fn state(obj: &Object, mixer: StateMixer, layers: Vec<u32>) -> Option<RecurrentS
     })
 }
 
+/// `kinds` with the state of its layers without attention, whose mixer `mixer` reads from
+/// the config only when there are such layers (a config without them need not describe one).
+fn with_state(
+    obj: &Object,
+    kinds: Vec<AttentionKind>,
+    mixer: impl FnOnce() -> Result<StateMixer, PlanError>,
+) -> Result<Layers, PlanError> {
+    let stateful = no_attention(&kinds);
+    if stateful.is_empty() {
+        return Ok((kinds, None));
+    }
+    let mixer = mixer()?;
+    Ok((kinds, state(obj, mixer, stateful)))
+}
+
 /// Indices of the layers of `kinds` that have no attention.
 fn no_attention(kinds: &[AttentionKind]) -> Vec<u32> {
     (0..kinds.len() as u32)
@@ -492,13 +507,7 @@ fn jamba(obj: &Object, layers: u32, hidden: u32) -> Result<Layers, PlanError> {
                 .collect()
         }
     };
-    let mamba = no_attention(&kinds);
-    let st = if mamba.is_empty() {
-        None
-    } else {
-        state(obj, mamba1(obj, hidden)?, mamba)
-    };
-    Ok((kinds, st))
+    with_state(obj, kinds, || mamba1(obj, hidden))
 }
 
 /// Bamba: attention on the layers `attn_layer_indices` lists, Mamba-2 on the others
@@ -524,13 +533,7 @@ fn indexed_attention(
         }
         kinds[at] = AttentionKind::Full;
     }
-    let mamba = no_attention(&kinds);
-    let st = if mamba.is_empty() {
-        None
-    } else {
-        state(obj, mamba2(obj, hidden)?, mamba)
-    };
-    Ok((kinds, st))
+    with_state(obj, kinds, || mamba2(obj, hidden))
 }
 
 /// MiniMax-Text-01 / MiniMax-M1 `attn_type_list`: 1 softmax attention, 0 lightning (linear)
@@ -551,8 +554,7 @@ fn lightning(obj: &Object, list: &Value, layers: u32, hidden: u32) -> Result<Lay
             _ => Err(bad("attn_type_list", t, &why)),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let linear = no_attention(&kinds);
-    Ok((kinds, state(obj, lightning_mixer(obj, hidden)?, linear)))
+    with_state(obj, kinds, || lightning_mixer(obj, hidden))
 }
 
 /// The lightning-attention mixer: one state per attention head of `head_dim`.
@@ -662,21 +664,18 @@ fn layer_kinds(obj: &Object, layers: u32, hidden: u32) -> Result<Layers, PlanErr
         _ => attention_kinds(obj, layers)?,
     };
     share_kv(obj, &mut kinds)?;
-    let stateful = no_attention(&kinds);
-    if stateful.is_empty() {
-        return Ok((kinds, None));
-    }
     let types = obj.get("layer_types").and_then(Value::as_array);
     let mamba_typed = types.is_some_and(|t| t.iter().any(|x| x.as_str() == Some("mamba")));
-    let mixer = if mamba_typed {
-        mamba2(obj, hidden)?
-    } else if model_type.starts_with("minimax") {
-        // transformers' MiniMaxConfig names the lightning layers linear_attention.
-        lightning_mixer(obj, hidden)?
-    } else {
-        gated_delta_net(obj)?
-    };
-    Ok((kinds, state(obj, mixer, stateful)))
+    with_state(obj, kinds, || {
+        if mamba_typed {
+            mamba2(obj, hidden)
+        } else if model_type.starts_with("minimax") {
+            // transformers' MiniMaxConfig names the lightning layers linear_attention.
+            lightning_mixer(obj, hidden)
+        } else {
+            gated_delta_net(obj)
+        }
+    })
 }
 
 /// Parameters of the model, estimated from its shape (embeddings, attention, MLP or experts);

@@ -77,20 +77,17 @@ fn layers_label(m: &ModelInfo) -> String {
         return label;
     }
     let kinds = &m.shape.layer_kinds;
-    let sliding: Vec<u32> = kinds
-        .iter()
-        .filter_map(|k| match k {
-            AttentionKind::Sliding { window } => Some(*window),
-            _ => None,
-        })
-        .collect();
-    let chunked: Vec<u32> = kinds
-        .iter()
-        .filter_map(|k| match k {
-            AttentionKind::Chunked { chunk } => Some(*chunk),
-            _ => None,
-        })
-        .collect();
+    let sizes = |pick: fn(&AttentionKind) -> Option<u32>| -> Vec<u32> {
+        kinds.iter().filter_map(pick).collect()
+    };
+    let sliding = sizes(|k| match k {
+        AttentionKind::Sliding { window } => Some(*window),
+        _ => None,
+    });
+    let chunked = sizes(|k| match k {
+        AttentionKind::Chunked { chunk } => Some(*chunk),
+        _ => None,
+    });
     match kinds.first() {
         Some(AttentionKind::Mla {
             kv_lora_rank,
