@@ -75,6 +75,54 @@ fn logs_of_other_engines_or_nothing_say_so_in_one_line() {
 }
 
 #[test]
+fn unreadable_log_figures_and_settings_are_one_line_errors() {
+    // Each was read as another figure or setting (exit 0) before.
+    let dir = tempfile::tempdir().unwrap();
+    let model = "INFO non-default args: {'model': 'Qwen/Qwen3-8B'}\n";
+    for (line, says) in [
+        (
+            "INFO GPU KV cache size: 99999999999999999999999 tokens",
+            "'GPU KV cache size' line: '99999999999999999999999' does not fit",
+        ),
+        (
+            "INFO Available KV cache memory: 6.51 ZiB",
+            "has unit 'ZiB', not GiB",
+        ),
+        (
+            "INFO Maximum concurrency for 32,768 tokens per request: 1e308x",
+            "'1e308x' is not a decimal number",
+        ),
+        (
+            "$ vllm serve Qwen/Qwen3-8B --tensor-parallel-size 0",
+            "--tensor-parallel-size = '0' in the log's `vllm serve` line",
+        ),
+        (
+            "INFO non-default args: {'max_model_len': 0}",
+            "max_model_len = '0' in the log's non-default args",
+        ),
+        (
+            "INFO non-default args: {'kv_cache_dtype': 'foo'}",
+            "kv_cache_dtype = 'foo'",
+        ),
+    ] {
+        let path = dir.path().join("vllm.log");
+        std::fs::write(&path, format!("{model}{line}\n")).unwrap();
+        let out = kvbench()
+            .args(["plan", "--gpu", "h100", "--vllm-log"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{line}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{line}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("panicked"),
+            "{line}: {err}"
+        );
+    }
+}
+
+#[test]
 fn reserve_components_are_listed_and_overridable() {
     let out = kvbench()
         .args(["plan", "--model", "llama3.1-8b", "--gpu", "h100"])

@@ -14,6 +14,12 @@
 //!   hybrid kv cache manager because `--kv-transfer-config` ..." and "There is a
 //!   latency regression when using chunked local attention with the hybrid KV cache manager.
 //!   Disabling it, by default.").
+//!
+//! A line read here whose figure is not as vLLM prints it, or a setting vLLM could not have
+//! run with, is refused in one line naming it: skipped or read in part, it would put a wrong
+//! figure beside kvbench's, or claim the log lacks the line.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 
@@ -87,28 +93,192 @@ fn value_after<'a>(line: &'a str, key: &str, stops: &[char]) -> Option<&'a str> 
     (!v.is_empty()).then_some(v)
 }
 
-/// The first number (digits, `,`, `.`) after `key`.
-fn number_after(line: &str, key: &str) -> Option<f64> {
-    let at = line.find(key)? + key.len();
-    let rest = line[at..].trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == ',' || c == '.'))
-        .unwrap_or(rest.len());
-    rest[..end]
-        .trim_end_matches('.')
-        .replace(',', "")
-        .parse()
-        .ok()
+/// What each refusal of a logged figure tells the user to do.
+const FIX_FIGURE: &str = "give the log as vLLM printed it";
+
+/// At most 40 characters of `text`, control characters shown as `?`: a message quotes what
+/// it refuses without printing a 20-million-digit number or breaking its one line.
+fn shown(text: &str) -> String {
+    let mut s: String = text
+        .chars()
+        .take(40)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(40).is_some() {
+        s.push('…');
+    }
+    s
 }
 
-/// A `key: value` of the non-default-args dict or a `key=value` of the engine-config line.
-fn arg(line: &str, key: &str) -> Option<String> {
-    for pat in [format!("'{key}': "), format!(" {key}=")] {
-        if let Some(v) = value_after(line, &pat, &[',', '}', ')']) {
-            return Some(v.to_string());
-        }
+/// A recognised line whose figure kvbench cannot take, in one line naming the line's key.
+fn bad_figure(key: &str, text: &str, why: &str) -> PlanError {
+    PlanError::VllmLog(format!(
+        "'{}' line: '{}' {why}; {FIX_FIGURE}",
+        key.trim_end_matches(':'),
+        shown(text)
+    ))
+}
+
+/// A setting the log gives (tensor_parallel_size, --max-model-len, ...) that vLLM could not
+/// have run with: one line naming it, its value and where in the log it was.
+fn bad_setting(name: &str, value: &str, from: &str, wanted: &str) -> PlanError {
+    PlanError::VllmLog(format!(
+        "{name} = '{}' in {from} is not {wanted}; correct it to the value vLLM ran with",
+        shown(value)
+    ))
+}
+
+/// The whitespace-separated words after `key`, or None when the line lacks `key`.
+fn words_after<'a>(line: &'a str, key: &str) -> Option<std::str::SplitWhitespace<'a>> {
+    let at = line.find(key)? + key.len();
+    Some(line[at..].split_whitespace())
+}
+
+/// A count as vLLM prints it (`42,656`, `8192`): digits, optionally in thousands groups.
+/// Signs, points and exponents are refused, never cut off.
+fn count(text: &str) -> Result<u64, &'static str> {
+    if text.starts_with('-') {
+        return Err("is negative");
     }
-    None
+    let groups: Vec<&str> = text.split(',').collect();
+    let digits = |g: &&str| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit());
+    let grouped = groups[0].len() <= 3 && groups[1..].iter().all(|g| g.len() == 3);
+    if !groups.iter().all(digits) || (groups.len() > 1 && !grouped) {
+        return Err("is not a count (digits, in groups of three when commas are used)");
+    }
+    text.replace(',', "")
+        .parse()
+        .map_err(|_| "does not fit in 64 bits")
+}
+
+/// A count that must fit in 32 bits (a token count per request, a setting).
+fn count_u32(text: &str) -> Result<u32, &'static str> {
+    u32::try_from(count(text)?).map_err(|_| "is more than 4294967295")
+}
+
+/// A decimal as vLLM prints it (`13.91`, `1.30`): digits with at most one point. Signs,
+/// exponents, `inf` and `nan` are refused rather than read in part.
+fn decimal(text: &str) -> Result<f64, &'static str> {
+    if text.starts_with('-') {
+        return Err("is negative");
+    }
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) {
+        return Err("is not a decimal number (digits with at most one point)");
+    }
+    let v: f64 = text.parse().map_err(|_| "is not a decimal number")?;
+    if !v.is_finite() {
+        return Err("is too large to be a figure");
+    }
+    Ok(v)
+}
+
+/// GiB per unit of the memory figures (vLLM prints GiB; the others convert exactly).
+const MEMORY_UNITS: [(&str, f64); 5] = [
+    ("GiB", 1.0),
+    ("MiB", 1.0 / 1024.0),
+    ("KiB", 1.0 / (1024.0 * 1024.0)),
+    ("TiB", 1024.0),
+    ("GB", 1e9 / GIB),
+];
+
+/// A memory figure in GiB must give a byte count that fits in 64 bits (16 EiB).
+const MAX_GIB: f64 = (1u64 << 34) as f64;
+
+/// The memory figure after `key` (`Available KV cache memory: 6.51 GiB`) in GiB; None when
+/// the line lacks `key`.
+fn memory_after(line: &str, key: &str) -> Result<Option<f64>, PlanError> {
+    let Some(mut words) = words_after(line, key) else {
+        return Ok(None);
+    };
+    let value = words.next().unwrap_or("");
+    let v = decimal(value).map_err(|why| bad_figure(key, value, why))?;
+    let unit = words.next().unwrap_or("");
+    let Some(&(_, per_unit)) = MEMORY_UNITS.iter().find(|(u, _)| *u == unit) else {
+        let why = if unit.is_empty() {
+            "has no unit (GiB)".to_string()
+        } else {
+            format!("has unit '{}', not GiB, MiB, KiB, TiB or GB", shown(unit))
+        };
+        return Err(bad_figure(key, value, &why));
+    };
+    let gib = v * per_unit;
+    if gib >= MAX_GIB {
+        return Err(bad_figure(key, value, "is more than 16 EiB"));
+    }
+    Ok(Some(gib))
+}
+
+/// The token count of `GPU KV cache size: N tokens`; None when the line lacks the key.
+fn kv_tokens_after(line: &str) -> Result<Option<u64>, PlanError> {
+    const KEY: &str = "GPU KV cache size:";
+    let Some(mut words) = words_after(line, KEY) else {
+        return Ok(None);
+    };
+    let value = words.next().unwrap_or("");
+    let n = count(value).map_err(|why| bad_figure(KEY, value, why))?;
+    if words.next() != Some("tokens") {
+        return Err(bad_figure(KEY, value, "is not followed by 'tokens'"));
+    }
+    Ok(Some(n))
+}
+
+/// (N, X) of `Maximum concurrency for N tokens per request: Xx`; None when the line lacks
+/// the key. N is the max_model_len, so it must be a positive 32-bit count.
+fn concurrency_after(line: &str) -> Result<Option<(u32, f64)>, PlanError> {
+    const KEY: &str = "Maximum concurrency for";
+    const PER: &str = "tokens per request:";
+    let Some(mut words) = words_after(line, KEY) else {
+        return Ok(None);
+    };
+    let n_text = words.next().unwrap_or("");
+    let n = count_u32(n_text).map_err(|why| bad_figure(KEY, n_text, why))?;
+    if n == 0 {
+        return Err(bad_figure(KEY, n_text, "is not a positive token count"));
+    }
+    let Some(mut after) = words_after(line, PER) else {
+        return Err(bad_figure(
+            KEY,
+            n_text,
+            "is not followed by 'tokens per request: Xx'",
+        ));
+    };
+    let x_text = after.next().unwrap_or("");
+    let Some(x) = x_text.strip_suffix('x') else {
+        return Err(bad_figure(KEY, x_text, "does not end in 'x'"));
+    };
+    let x = decimal(x).map_err(|why| bad_figure(KEY, x_text, why))?;
+    Ok(Some((n, x)))
+}
+
+/// A setting that must be a positive 32-bit integer (tp, pp, max_model_len, ...).
+fn positive_setting(name: &str, value: &str, from: &str) -> Result<u32, PlanError> {
+    match count_u32(value) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(bad_setting(
+            name,
+            value,
+            from,
+            "a positive integer up to 4294967295",
+        )),
+    }
+}
+
+/// gpu_memory_utilization: a fraction in (0, 1], as vLLM requires.
+fn fraction_setting(name: &str, value: &str, from: &str) -> Result<f64, PlanError> {
+    match value.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(bad_setting(name, value, from, "a fraction in (0, 1]")),
+    }
+}
+
+/// kv_cache_dtype: one of vLLM's names (kept as the log gives it).
+fn dtype_setting(name: &str, value: &str, from: &str) -> Result<String, PlanError> {
+    match kvbench_cache_dtype(value) {
+        Some(_) => Ok(value.to_string()),
+        None => Err(bad_setting(name, value, from, VLLM_KV_DTYPES)),
+    }
 }
 
 /// The word after `key` on the ASCII-art banner vLLM >= 0.18 prints (`█ version 0.19.0`,
@@ -128,8 +298,178 @@ fn worker_rank(line: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Parses a vLLM server log. Refuses a log with nothing recognisable, an SGLang log and a
-/// V0-engine log, each in one line saying so.
+/// A `key: value` of the non-default-args dict or a `key=value` of the engine-config line;
+/// None when absent or Python's `None` (vLLM's "not set").
+fn arg(line: &str, key: &str) -> Option<String> {
+    for pat in [format!("'{key}': "), format!(" {key}=")] {
+        if let Some(v) = value_after(line, &pat, &[',', '}', ')']) {
+            return (v != "None").then(|| v.to_string());
+        }
+    }
+    None
+}
+
+/// The value of `--flag value` or `--flag=value` on a pasted command line (the first given,
+/// under any of `names`); an empty value when the flag ends the line.
+fn flag_value(words: &[&str], names: &[&str]) -> Option<String> {
+    words.iter().enumerate().find_map(|(i, word)| {
+        let (name, inline) = match word.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (*word, None),
+        };
+        if !names.contains(&name) {
+            return None;
+        }
+        let value = inline.or_else(|| words.get(i + 1).copied()).unwrap_or("");
+        Some(value.trim_matches(|c| c == '\'' || c == '"').to_string())
+    })
+}
+
+/// The flag names of vLLM's arg `key` on a command line (`tensor_parallel_size` is
+/// `--tensor-parallel-size` or `-tp`).
+fn flag_names(key: &str) -> Vec<String> {
+    let mut names = vec![format!("--{}", key.replace('_', "-"))];
+    match key {
+        "tensor_parallel_size" => names.push("-tp".to_string()),
+        "pipeline_parallel_size" => names.push("-pp".to_string()),
+        _ => {}
+    }
+    names
+}
+
+/// Sets the settings one line gives (the first value read wins), each checked as vLLM checks
+/// it. `get(key)` is vLLM's arg `key` (snake_case) on that line, as (the name it has there,
+/// its value); `from` says where the line is, for messages.
+fn read_settings(
+    r: &mut LoggedRun,
+    from: &str,
+    get: impl Fn(&str) -> Option<(String, String)>,
+) -> Result<(), PlanError> {
+    let positive = |key: &str| {
+        get(key)
+            .map(|(name, v)| positive_setting(&name, &v, from))
+            .transpose()
+    };
+    r.tp = r.tp.or(positive("tensor_parallel_size")?);
+    r.pp = r.pp.or(positive("pipeline_parallel_size")?);
+    r.max_model_len = r.max_model_len.or(positive("max_model_len")?);
+    r.max_model_len = r.max_model_len.or(positive("max_seq_len")?);
+    r.max_num_batched_tokens = r
+        .max_num_batched_tokens
+        .or(positive("max_num_batched_tokens")?);
+    r.max_num_seqs = r.max_num_seqs.or(positive("max_num_seqs")?);
+    let utilization = get("gpu_memory_utilization")
+        .map(|(name, v)| fraction_setting(&name, &v, from))
+        .transpose()?;
+    r.gpu_memory_utilization = r.gpu_memory_utilization.or(utilization);
+    let dtype = get("kv_cache_dtype")
+        .map(|(name, v)| dtype_setting(&name, &v, from))
+        .transpose()?;
+    if r.kv_cache_dtype.is_none() {
+        r.kv_cache_dtype = dtype;
+    }
+    Ok(())
+}
+
+/// Reads a `non-default args: {...}` or engine-config (`with config: ...`) line.
+fn read_args_line(line: &str, r: &mut LoggedRun) -> Result<(), PlanError> {
+    if r.model.is_none() {
+        r.model = arg(line, "model").or_else(|| arg(line, "model_tag"));
+    }
+    let from = if line.contains("non-default args:") {
+        "the log's non-default args"
+    } else {
+        "the log's engine config line"
+    };
+    read_settings(r, from, |key| arg(line, key).map(|v| (key.to_string(), v)))?;
+    if r.enforce_eager.is_none() {
+        r.enforce_eager = arg(line, "enforce_eager").map(|v| v == "True" || v == "true");
+    }
+    if arg(line, "disable_hybrid_kv_cache_manager").is_some_and(|v| v == "True") {
+        r.hybrid_kv_disabled = true;
+    }
+    Ok(())
+}
+
+/// Reads a pasted command line: `vllm serve MODEL --tensor-parallel-size N ...`.
+fn read_serve_line(command: &str, r: &mut LoggedRun) -> Result<(), PlanError> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    if let Some(m) = words.first().filter(|w| !w.starts_with('-')) {
+        r.model.get_or_insert(m.trim_matches('\'').to_string());
+    }
+    read_settings(r, "the log's `vllm serve` line", |key| {
+        let names = flag_names(key);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        flag_value(&words, &names).map(|v| (names[0].to_string(), v))
+    })?;
+    if words.contains(&"--enforce-eager") {
+        r.enforce_eager = Some(true);
+    }
+    if words.contains(&"--disable-hybrid-kv-cache-manager") {
+        r.hybrid_kv_disabled = true;
+    }
+    Ok(())
+}
+
+/// A setting vLLM logs on a line of its own (`... max_num_batched_tokens=2048.`); None when
+/// the line lacks `key`.
+fn line_setting(line: &str, key: &str, name: &str) -> Result<Option<u32>, PlanError> {
+    let Some(mut words) = words_after(line, key) else {
+        return Ok(None);
+    };
+    let value = words.next().unwrap_or("").trim_end_matches('.');
+    let from = format!("the log's '{}' line", key.trim_end_matches([' ', '=']));
+    positive_setting(name, value, &from).map(Some)
+}
+
+/// Reads the figures a line logs (each check's "vLLM logged" column).
+fn read_figures(line: &str, r: &mut LoggedRun) -> Result<(), PlanError> {
+    if let Some(v) = memory_after(line, "Model loading took")? {
+        r.weights_gib.get_or_insert(v);
+    }
+    if let Some(v) = memory_after(line, "Estimated CUDA graph memory:")? {
+        r.cuda_graph_gib.get_or_insert(v);
+    }
+    if let Some(v) = memory_after(line, "Available KV cache memory:")? {
+        r.available_kv_gib.get_or_insert(v);
+        if let Some(rank) = worker_rank(line) {
+            r.available_kv_by_rank.push((rank, v));
+        }
+    }
+    if let Some(v) = kv_tokens_after(line)? {
+        r.kv_tokens.get_or_insert(v);
+    }
+    if let Some(c) = concurrency_after(line)? {
+        r.concurrency.get_or_insert(c);
+    }
+    Ok(())
+}
+
+/// Whether `line` is a pasted `vllm serve ... \` command that goes on on the next line.
+fn continues(line: &str) -> bool {
+    line.contains("vllm serve ") && line.trim_end().ends_with('\\')
+}
+
+/// The log's lines, a pasted `vllm serve` command joined with its `\` continuation lines so
+/// that the flags given on those are read too.
+fn logical_lines(text: &str) -> Vec<Cow<'_, str>> {
+    let mut out: Vec<Cow<str>> = Vec::new();
+    for line in text.lines() {
+        match out.last_mut() {
+            Some(last) if continues(last) => {
+                let head = last.trim_end().trim_end_matches('\\');
+                let joined = format!("{head} {line}");
+                *last = Cow::Owned(joined);
+            }
+            _ => out.push(Cow::Borrowed(line)),
+        }
+    }
+    out
+}
+
+/// Parses a vLLM server log. Refuses a log with nothing recognisable, an SGLang log, a
+/// V0-engine log, and a recognised line or setting whose value vLLM could not have printed
+/// or run with, each in one line saying so.
 pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
     if text.contains("max_total_num_tokens=")
         || text.contains("KV Cache is allocated. #tokens")
@@ -145,7 +485,8 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
         ));
     }
     let mut r = LoggedRun::default();
-    for line in text.lines() {
+    for line in logical_lines(text) {
+        let line = line.as_ref();
         if let Some(v) = value_after(line, "vLLM API server version ", &[' ', '\n'])
             .or_else(|| value_after(line, "LLM engine (v", &[')']))
             .or_else(|| banner_word(line, "version"))
@@ -156,28 +497,7 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
             r.model = banner_word(line, "model").map(str::to_string);
         }
         if line.contains("non-default args:") || line.contains("with config:") {
-            let model = arg(line, "model").or_else(|| arg(line, "model_tag"));
-            if r.model.is_none() {
-                r.model = model;
-            }
-            let u = |k: &str| arg(line, k).and_then(|v| v.parse::<u32>().ok());
-            r.tp = r.tp.or(u("tensor_parallel_size"));
-            r.pp = r.pp.or(u("pipeline_parallel_size"));
-            r.max_model_len = r.max_model_len.or(u("max_model_len")).or(u("max_seq_len"));
-            r.max_num_batched_tokens = r.max_num_batched_tokens.or(u("max_num_batched_tokens"));
-            r.max_num_seqs = r.max_num_seqs.or(u("max_num_seqs"));
-            r.gpu_memory_utilization =
-                r.gpu_memory_utilization
-                    .or(arg(line, "gpu_memory_utilization").and_then(|v| v.parse().ok()));
-            if r.kv_cache_dtype.is_none() {
-                r.kv_cache_dtype = arg(line, "kv_cache_dtype");
-            }
-            if r.enforce_eager.is_none() {
-                r.enforce_eager = arg(line, "enforce_eager").map(|v| v == "True" || v == "true");
-            }
-            if arg(line, "disable_hybrid_kv_cache_manager").is_some_and(|v| v == "True") {
-                r.hybrid_kv_disabled = true;
-            }
+            read_args_line(line, &mut r)?;
         }
         if line.contains("Hybrid KV cache manager is disabled")
             || line.contains("Turning off hybrid kv cache manager")
@@ -188,72 +508,15 @@ pub fn parse(text: &str) -> Result<LoggedRun, PlanError> {
             r.chunked_kv_full = true;
         }
         if let Some(at) = line.find("vllm serve ") {
-            // A pasted command line: `vllm serve MODEL --tensor-parallel-size N ...`.
-            let words: Vec<&str> = line[at + "vllm serve ".len()..]
-                .split_whitespace()
-                .collect();
-            if let Some(m) = words.first().filter(|w| !w.starts_with('-')) {
-                r.model.get_or_insert(m.trim_matches('\'').to_string());
-            }
-            let flag = |names: &[&str]| {
-                words
-                    .windows(2)
-                    .find(|w| names.contains(&w[0]))
-                    .map(|w| w[1].to_string())
-            };
-            r.tp =
-                r.tp.or(flag(&["--tensor-parallel-size", "-tp"]).and_then(|v| v.parse().ok()));
-            r.pp =
-                r.pp.or(flag(&["--pipeline-parallel-size", "-pp"]).and_then(|v| v.parse().ok()));
-            r.max_model_len = r
-                .max_model_len
-                .or(flag(&["--max-model-len"]).and_then(|v| v.parse().ok()));
-            r.gpu_memory_utilization = r
-                .gpu_memory_utilization
-                .or(flag(&["--gpu-memory-utilization"]).and_then(|v| v.parse().ok()));
-            if r.kv_cache_dtype.is_none() {
-                r.kv_cache_dtype = flag(&["--kv-cache-dtype"]);
-            }
-            if words.contains(&"--enforce-eager") {
-                r.enforce_eager = Some(true);
-            }
-            if words.contains(&"--disable-hybrid-kv-cache-manager") {
-                r.hybrid_kv_disabled = true;
-            }
+            read_serve_line(&line[at + "vllm serve ".len()..], &mut r)?;
         }
-        if line.contains("Chunked prefill is enabled with max_num_batched_tokens=") {
-            r.max_num_batched_tokens =
-                r.max_num_batched_tokens
-                    .or(number_after(line, "max_num_batched_tokens=").map(|v| v as u32));
+        if line.contains("Chunked prefill is enabled with") {
+            let mnbt = line_setting(line, "max_num_batched_tokens=", "max_num_batched_tokens")?;
+            r.max_num_batched_tokens = r.max_num_batched_tokens.or(mnbt);
         }
-        if line.contains("Using max model len") {
-            r.max_model_len = r
-                .max_model_len
-                .or(number_after(line, "Using max model len").map(|v| v as u32));
-        }
-        if let Some(v) = number_after(line, "Model loading took") {
-            r.weights_gib.get_or_insert(v);
-        }
-        if let Some(v) = number_after(line, "Estimated CUDA graph memory:") {
-            r.cuda_graph_gib.get_or_insert(v);
-        }
-        if let Some(v) = number_after(line, "Available KV cache memory:") {
-            r.available_kv_gib.get_or_insert(v);
-            if let Some(rank) = worker_rank(line) {
-                r.available_kv_by_rank.push((rank, v));
-            }
-        }
-        if let Some(v) = number_after(line, "GPU KV cache size:") {
-            r.kv_tokens.get_or_insert(v as u64);
-        }
-        if line.contains("Maximum concurrency for") {
-            if let (Some(n), Some(x)) = (
-                number_after(line, "Maximum concurrency for"),
-                number_after(line, "tokens per request:"),
-            ) {
-                r.concurrency.get_or_insert((n as u32, x));
-            }
-        }
+        let len = line_setting(line, "Using max model len ", "max_model_len")?;
+        r.max_model_len = r.max_model_len.or(len);
+        read_figures(line, &mut r)?;
         for gpu in ["H100", "H200", "A100", "L40S", "B200", "H20"] {
             if let Some(at) = line.find(&format!("NVIDIA {gpu}")) {
                 let name: String = line[at..]
@@ -290,14 +553,33 @@ impl LoggedRun {
     }
 }
 
-/// The kvbench cache dtype name for vLLM's `kv_cache_dtype` ("auto" = the model's dtype).
-pub fn cache_dtype_name(kv_cache_dtype: Option<&str>) -> &'static str {
-    match kv_cache_dtype.unwrap_or("auto") {
-        "fp8" | "fp8_e4m3" => "fp8-e4m3",
-        "fp8_e5m2" => "fp8-e5m2",
+/// vLLM's kv_cache_dtype values, for messages.
+const VLLM_KV_DTYPES: &str = "one of vLLM's kv_cache_dtype values (auto, bfloat16, float16, half, fp8, fp8_e4m3, fp8_e5m2, fp8_inc, fp8_ds_mla)";
+
+/// kvbench's cache dtype for one of vLLM's kv_cache_dtype values ("auto" = the model's
+/// dtype, sized as bf16); None for a value vLLM does not take.
+fn kvbench_cache_dtype(vllm: &str) -> Option<&'static str> {
+    Some(match vllm {
+        "auto" | "bfloat16" => "bf16",
         "float16" | "half" => "f16",
-        _ => "bf16",
-    }
+        "fp8" | "fp8_e4m3" => "fp8-e4m3",
+        // Intel Gaudi's and DeepSeek MLA's fp8 caches: one byte per element, like e4m3.
+        "fp8_inc" | "fp8_ds_mla" => "fp8-e4m3",
+        "fp8_e5m2" => "fp8-e5m2",
+        _ => return None,
+    })
+}
+
+/// The kvbench cache dtype name for vLLM's `kv_cache_dtype` (None = "auto"); an error
+/// naming a value vLLM does not take.
+pub fn cache_dtype_name(kv_cache_dtype: Option<&str>) -> Result<&'static str, PlanError> {
+    let name = kv_cache_dtype.unwrap_or("auto");
+    kvbench_cache_dtype(name).ok_or_else(|| {
+        PlanError::VllmLog(format!(
+            "kv_cache_dtype '{}' is not {VLLM_KV_DTYPES}",
+            shown(name)
+        ))
+    })
 }
 
 /// One logged figure beside kvbench's.
@@ -450,5 +732,319 @@ mod tests {
         assert!(e.contains("before 0.7.3"), "{e}");
         let r = parse("INFO GPU KV cache size: 1,000 tokens").unwrap();
         assert!(r.missing().iter().any(|m| m.contains("Model loading")));
+    }
+
+    /// The one-line error `parse` gives for `log`.
+    fn refusal(log: &str) -> String {
+        let e = parse(log).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "not one line: {e}");
+        e
+    }
+
+    #[test]
+    fn figures_that_cannot_be_read_are_refused_naming_the_line() {
+        for (line, names, says) in [
+            // Each of these was read as another figure, or dropped, before.
+            (
+                "GPU KV cache size: 99999999999999999999999 tokens",
+                "'GPU KV cache size' line",
+                "does not fit",
+            ),
+            (
+                "GPU KV cache size: ,,, tokens",
+                "'GPU KV cache size' line",
+                "is not a count",
+            ),
+            (
+                "GPU KV cache size: 1,00 tokens",
+                "'GPU KV cache size' line",
+                "is not a count",
+            ),
+            (
+                "GPU KV cache size: 4.5 tokens",
+                "'GPU KV cache size' line",
+                "is not a count",
+            ),
+            (
+                "GPU KV cache size: -5 tokens",
+                "'GPU KV cache size' line",
+                "is negative",
+            ),
+            (
+                "GPU KV cache size: 42,656 blocks",
+                "'GPU KV cache size' line",
+                "'tokens'",
+            ),
+            (
+                "Available KV cache memory: 6.51 ZiB",
+                "'Available KV cache memory' line",
+                "unit 'ZiB'",
+            ),
+            (
+                "Available KV cache memory: 6.51",
+                "'Available KV cache memory' line",
+                "no unit",
+            ),
+            (
+                "Available KV cache memory: -5 GiB",
+                "'Available KV cache memory' line",
+                "is negative",
+            ),
+            (
+                "Available KV cache memory: nan GiB",
+                "'Available KV cache memory' line",
+                "'nan' is not a decimal",
+            ),
+            (
+                "Available KV cache memory: inf GiB",
+                "'Available KV cache memory' line",
+                "'inf' is not a decimal",
+            ),
+            (
+                "Available KV cache memory: 99999999999 GiB",
+                "'Available KV cache memory' line",
+                "16 EiB",
+            ),
+            (
+                "Model loading took 1e30 GiB and 5 seconds",
+                "'Model loading took' line",
+                "'1e30' is not a decimal",
+            ),
+            (
+                "Model loading took 1.2.3 GiB",
+                "'Model loading took' line",
+                "is not a decimal",
+            ),
+            (
+                "Estimated CUDA graph memory: GiB total",
+                "'Estimated CUDA graph memory' line",
+                "'GiB' is not a decimal",
+            ),
+            (
+                "Maximum concurrency for 99999999999999 tokens per request: 1.30x",
+                "'Maximum concurrency for' line",
+                "more than 4294967295",
+            ),
+            (
+                "Maximum concurrency for 32,768 tokens per request: 1e308x",
+                "'Maximum concurrency for' line",
+                "'1e308x'",
+            ),
+            (
+                "Maximum concurrency for 32,768 tokens per request: 1.30",
+                "'Maximum concurrency for' line",
+                "does not end in 'x'",
+            ),
+            (
+                "Maximum concurrency for 32,768 tokens per request: nanx",
+                "'Maximum concurrency for' line",
+                "is not a decimal",
+            ),
+            (
+                "Maximum concurrency for 0 tokens per request: 1.30x",
+                "'Maximum concurrency for' line",
+                "not a positive",
+            ),
+            (
+                "Maximum concurrency for 32,768 tokens: 1.30x",
+                "'Maximum concurrency for' line",
+                "tokens per request: Xx",
+            ),
+        ] {
+            let e = refusal(line);
+            assert!(e.contains(names) && e.contains(says), "{line}: {e}");
+            assert!(e.contains("give the log as vLLM printed it"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_huge_figure_is_refused_and_quoted_in_part() {
+        // 20 million digits: read as inf before ("inf GiB", a NaN% difference).
+        let digits = "9".repeat(20_000_000);
+        let e = refusal(&format!("Model loading took {digits} GiB"));
+        assert!(
+            e.contains("too large") && e.len() < 300,
+            "{}",
+            &e[..300.min(e.len())]
+        );
+        let e = refusal(&format!("GPU KV cache size: {digits} tokens"));
+        assert!(
+            e.contains("'9999999999") && e.contains('…') && e.len() < 300,
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn figures_in_vllms_forms_and_units_are_read() {
+        let log = "Model loading took 14.2474 GiB and 558.868858 seconds\n\
+Estimated CUDA graph memory: 512 MiB total\n\
+Available KV cache memory: 1 TiB\n\
+GPU KV cache size: 1,234,567 tokens\n\
+Maximum concurrency for 131072 tokens per request: 788.86x\n";
+        let r = parse(log).unwrap();
+        assert_eq!(r.weights_gib, Some(14.2474));
+        assert_eq!(r.cuda_graph_gib, Some(0.5));
+        assert_eq!(r.available_kv_gib, Some(1024.0));
+        assert_eq!(r.kv_tokens, Some(1_234_567));
+        assert_eq!(r.concurrency, Some((131_072, 788.86)));
+        assert_eq!(r.max_model_len, Some(131_072));
+        let r = parse("Available KV cache memory: 16 GB\nGPU KV cache size: 0 tokens").unwrap();
+        assert_eq!(r.available_kv_gib, Some(16e9 / GIB));
+        assert_eq!(r.kv_tokens, Some(0));
+    }
+
+    #[test]
+    fn serve_line_settings_are_read_in_both_forms() {
+        let r = parse("$ vllm serve Qwen/Qwen3-8B --max-model-len=8192 -tp=2 --pipeline-parallel-size 2 --kv-cache-dtype=fp8_e5m2 --max-num-seqs 64 --max-num-batched-tokens=4096 --gpu-memory-utilization=0.5\n").unwrap();
+        assert_eq!(r.model.as_deref(), Some("Qwen/Qwen3-8B"));
+        assert_eq!(
+            (r.max_model_len, r.tp, r.pp),
+            (Some(8192), Some(2), Some(2))
+        );
+        assert_eq!(r.kv_cache_dtype.as_deref(), Some("fp8_e5m2"));
+        assert_eq!(
+            (r.max_num_seqs, r.max_num_batched_tokens),
+            (Some(64), Some(4096))
+        );
+        assert_eq!(r.gpu_memory_utilization, Some(0.5));
+        let r = parse("vllm serve m --max-model-len 8192 --tensor-parallel-size 4 --gpu-memory-utilization 1\n").unwrap();
+        assert_eq!(
+            (r.max_model_len, r.tp, r.gpu_memory_utilization),
+            (Some(8192), Some(4), Some(1.0))
+        );
+        // A command pasted over several lines, each ended by a backslash.
+        let r = parse("vllm serve deepseek-ai/DeepSeek-V2-Lite \\\n  --max-model-len=1024 --enforce-eager \\\n  --tensor-parallel-size=2 --pipeline-parallel-size=2 \nGPU KV cache size: 16 tokens\n").unwrap();
+        assert_eq!(
+            (r.max_model_len, r.tp, r.pp),
+            (Some(1024), Some(2), Some(2))
+        );
+        assert_eq!(r.enforce_eager, Some(true));
+    }
+
+    #[test]
+    fn serve_line_settings_vllm_refuses_are_refused() {
+        for (flags, names) in [
+            (
+                "--tensor-parallel-size 99999999999999999999",
+                "--tensor-parallel-size = '99999999999999999999'",
+            ),
+            ("--tensor-parallel-size -2", "--tensor-parallel-size = '-2'"),
+            ("-tp abc", "--tensor-parallel-size = 'abc'"),
+            ("--tensor-parallel-size 0", "--tensor-parallel-size = '0'"),
+            (
+                "--pipeline-parallel-size=0",
+                "--pipeline-parallel-size = '0'",
+            ),
+            ("--max-model-len -5", "--max-model-len = '-5'"),
+            ("--max-model-len abc", "--max-model-len = 'abc'"),
+            ("--max-model-len 1k", "--max-model-len = '1k'"),
+            ("--max-model-len=0", "--max-model-len = '0'"),
+            ("--max-model-len", "--max-model-len = ''"),
+            ("--max-num-seqs 0", "--max-num-seqs = '0'"),
+            (
+                "--max-num-batched-tokens=2.5",
+                "--max-num-batched-tokens = '2.5'",
+            ),
+            ("--gpu-memory-utilization 1.5", "a fraction in (0, 1]"),
+            ("--gpu-memory-utilization=0", "a fraction in (0, 1]"),
+            ("--gpu-memory-utilization nan", "a fraction in (0, 1]"),
+            ("--kv-cache-dtype=fp4", "--kv-cache-dtype = 'fp4'"),
+        ] {
+            let e = refusal(&format!(
+                "vllm serve m {flags}\nGPU KV cache size: 16 tokens\n"
+            ));
+            assert!(e.contains(names), "{flags}: {e}");
+            assert!(e.contains("the log's `vllm serve` line"), "{e}");
+        }
+    }
+
+    #[test]
+    fn args_settings_vllm_refuses_are_refused() {
+        let args = |dict: &str| {
+            format!("INFO [utils.py:250] non-default args: {{'model': 'Qwen/Qwen3-14B', {dict}}}\n")
+        };
+        for (dict, says) in [
+            (
+                "'max_num_batched_tokens': 0",
+                "max_num_batched_tokens = '0'",
+            ),
+            ("'max_num_seqs': 0", "max_num_seqs = '0'"),
+            (
+                "'tensor_parallel_size': 2.5",
+                "tensor_parallel_size = '2.5'",
+            ),
+            (
+                "'tensor_parallel_size': 99999999999",
+                "tensor_parallel_size = '99999999999'",
+            ),
+            ("'max_model_len': 0", "max_model_len = '0'"),
+            (
+                "'gpu_memory_utilization': 1.5",
+                "gpu_memory_utilization = '1.5'",
+            ),
+            ("'kv_cache_dtype': 'foo'", "kv_cache_dtype = 'foo'"),
+        ] {
+            let e = refusal(&args(dict));
+            assert!(
+                e.contains(says) && e.contains("the log's non-default args"),
+                "{dict}: {e}"
+            );
+        }
+        let e = refusal("INFO Initializing a V1 LLM engine (v0.8.5) with config: model='Qwen/Qwen3-30B-A3B', max_seq_len=0, tensor_parallel_size=4");
+        assert!(
+            e.contains("max_seq_len = '0' in the log's engine config line"),
+            "{e}"
+        );
+        // Python's None is "not set"; keys kvbench does not read stay ignored.
+        let r = parse(&args(
+            "'max_num_seqs': None, 'port': 'abc', 'max_num_batched_tokens': 16384",
+        ))
+        .unwrap();
+        assert_eq!(
+            (r.max_num_seqs, r.max_num_batched_tokens),
+            (None, Some(16384))
+        );
+    }
+
+    #[test]
+    fn settings_on_lines_of_their_own_are_checked() {
+        let r = parse("INFO Chunked prefill is enabled with max_num_batched_tokens=2048.\nINFO Using max model len 4096\nGPU KV cache size: 16 tokens").unwrap();
+        assert_eq!(
+            (r.max_num_batched_tokens, r.max_model_len),
+            (Some(2048), Some(4096))
+        );
+        let e = refusal("INFO Chunked prefill is enabled with max_num_batched_tokens=0.");
+        assert!(
+            e.contains("max_num_batched_tokens = '0' in the log's 'max_num_batched_tokens' line"),
+            "{e}"
+        );
+        let e = refusal("INFO Using max model len -1");
+        assert!(e.contains("max_model_len = '-1'"), "{e}");
+    }
+
+    #[test]
+    fn kv_cache_dtypes_are_vllms() {
+        for (vllm, kvbench) in [
+            ("auto", "bf16"),
+            ("bfloat16", "bf16"),
+            ("float16", "f16"),
+            ("half", "f16"),
+            ("fp8", "fp8-e4m3"),
+            ("fp8_e4m3", "fp8-e4m3"),
+            ("fp8_e5m2", "fp8-e5m2"),
+            ("fp8_inc", "fp8-e4m3"),
+            ("fp8_ds_mla", "fp8-e4m3"),
+        ] {
+            assert_eq!(cache_dtype_name(Some(vllm)).unwrap(), kvbench);
+            let log = format!("non-default args: {{'model': 'm', 'kv_cache_dtype': '{vllm}'}}");
+            assert_eq!(parse(&log).unwrap().kv_cache_dtype.as_deref(), Some(vllm));
+        }
+        assert_eq!(cache_dtype_name(None).unwrap(), "bf16");
+        // Sized as f16 before.
+        let e = cache_dtype_name(Some("foo")).unwrap_err().to_string();
+        assert!(
+            e.contains("kv_cache_dtype 'foo'") && e.contains("fp8_e5m2"),
+            "{e}"
+        );
     }
 }

@@ -122,7 +122,8 @@ fn size(
     };
     let mut dep = Deployment {
         gpu: Some(gpu_spec),
-        gpus: tp * pp,
+        // Saturating: a huge tp or pp is refused by the sizing, in words, not by overflow.
+        gpus: tp.saturating_mul(pp),
         tp,
         pp,
         weights: choice.unwrap_or_else(|| "bf16".parse().expect("bf16 is known")),
@@ -149,7 +150,7 @@ fn size(
     };
     // The log's kv_cache_dtype; a log without it takes --cache-dtype.
     let kv = match (&log.kv_cache_dtype, args.cache.cache_dtype.first()) {
-        (Some(d), _) => parse_kv_dtypes(vllm_log::cache_dtype_name(Some(d)))?,
+        (Some(d), _) => parse_kv_dtypes(vllm_log::cache_dtype_name(Some(d))?)?,
         (None, Some(given)) => parse_kv_dtypes(given).context("in --cache-dtype")?,
         (None, None) => parse_kv_dtypes("bf16")?,
     };
