@@ -340,6 +340,15 @@ fn seq_bytes(shape: &ModelShape, kv: &KvDtypes, block: u32, len: u64) -> Result<
     })
 }
 
+/// A fraction as the user would write it, in exponent form when tiny or huge (1e-300 would
+/// otherwise print 300 digits).
+fn fraction(v: f64) -> String {
+    match v.abs() {
+        a if a != 0.0 && !(1e-3..1e6).contains(&a) => format!("{v:e}"),
+        _ => v.to_string(),
+    }
+}
+
 fn human(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / GIB as f64)
 }
@@ -403,7 +412,7 @@ fn size(
     if !(dep.mem_util > 0.0 && dep.mem_util <= 1.0) {
         return Err(bad(
             "mem-util",
-            dep.mem_util.to_string(),
+            fraction(dep.mem_util),
             "give a fraction in (0, 1], e.g. 0.9",
         ));
     }
@@ -501,7 +510,7 @@ fn size(
                     human(reserve),
                     human(usable),
                     human(gpu.usable_bytes),
-                    dep.mem_util
+                    fraction(dep.mem_util)
                 )));
             }
             (usable, reserve, note, usable - held)

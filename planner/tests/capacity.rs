@@ -466,3 +466,18 @@ fn only_layers_that_keep_no_full_context_make_any_length_fit() {
     let mistral = capacity(&find_model("mistral-7b-v0.1").unwrap(), &kv, &dep, 4096, 1).unwrap();
     assert_eq!(mistral.max_context_at_batch, None);
 }
+
+#[test]
+fn a_tiny_or_huge_mem_util_is_quoted_in_exponent_form() {
+    // 1e-300 used to be printed as 300 digits in the error.
+    let model = find_model("llama3-8b").unwrap();
+    let kv = parse_kv_dtypes("f16").unwrap();
+    for (util, shown) in [(1e-300, "mem-util 1e-300"), (1e300, "mem-util = 1e300")] {
+        let mut dep = deployment(Some("h100"), 1, 1);
+        dep.mem_util = util;
+        let e = capacity(&model, &kv, &dep, 4096, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(shown) && e.len() < 400, "{e}");
+    }
+}

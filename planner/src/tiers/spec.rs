@@ -86,6 +86,8 @@ pub enum TierSpecError {
     },
     #[error("bad rate `{0}`: use a positive number with GB/s, MB/s or TB/s, e.g. 25GB/s")]
     BadRate(String),
+    #[error("tier list `{0}` has an empty item: separate tiers by single commas, e.g. dram:512GiB,ssd:4TiB")]
+    EmptyItem(String),
     #[error("tier `{0}` is listed twice: give each tier once")]
     Duplicate(String),
     #[error("tier `{0}` is device memory and loads nothing: drop the `@...` part")]
@@ -95,7 +97,14 @@ pub enum TierSpecError {
 /// Parse `hbm:80GiB,dram:512GiB@pcie4,ssd:4TiB@6GB/s` into tier specs, in the order given.
 pub fn parse_tiers(list: &str) -> Result<Vec<TierSpec>, TierSpecError> {
     let mut tiers: Vec<TierSpec> = Vec::new();
-    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    if items.iter().all(|s| s.is_empty()) {
+        return Err(TierSpecError::Empty);
+    }
+    for item in items {
+        if item.is_empty() {
+            return Err(TierSpecError::EmptyItem(list.to_string()));
+        }
         let tier = parse_tier(item)?;
         if tiers
             .iter()
@@ -131,7 +140,12 @@ pub fn parse_tier(item: &str) -> Result<TierSpec, TierSpecError> {
         (TierKind::Hbm, None) => (None, "resident".to_string()),
         (_, Some(l)) => match link(l) {
             Some(known) => (Some(known.bytes_per_s), known.name.to_string()),
-            None if l.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+            // A number, signed or not, is a rate (a negative one is refused as such).
+            None if l
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.')) =>
+            {
                 (Some(parse_rate(l)?), "custom".to_string())
             }
             None => {
@@ -199,6 +213,16 @@ pub fn parse_rate(text: &str) -> Result<f64, TierSpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_items_and_negative_rates_say_what_they_are() {
+        // `dram:1TiB,,ssd:1TiB` was accepted; `@-5GB/s` was an "unknown link".
+        let e = parse_tiers("dram:1TiB,,ssd:1TiB").unwrap_err().to_string();
+        assert!(e.contains("empty item"), "{e}");
+        let e = parse_tiers("dram:1TiB@-5GB/s").unwrap_err().to_string();
+        assert!(e.contains("bad rate `-5GB/s`"), "{e}");
+        assert!(matches!(parse_tiers(" , "), Err(TierSpecError::Empty)));
+    }
 
     #[test]
     fn the_issue_example_parses_with_default_links() {
