@@ -65,20 +65,23 @@ pub fn read_text(path: &Path, cap: u64, what: &'static str) -> Result<String, In
 }
 
 /// A FIFO or socket would block the read until another process writes: refuse it.
+#[cfg(unix)]
 fn refuse_pipe(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let t = meta.file_type();
-            if t.is_fifo() || t.is_socket() {
-                return Err(std::io::Error::other(
-                    "it is a pipe or socket, not a file; give the file itself",
-                ));
-            }
-        }
+    use std::os::unix::fs::FileTypeExt;
+    let pipe = std::fs::metadata(path).is_ok_and(|m| {
+        let t = m.file_type();
+        t.is_fifo() || t.is_socket()
+    });
+    match pipe {
+        true => Err(std::io::Error::other(
+            "it is a pipe or socket, not a file; give the file itself",
+        )),
+        false => Ok(()),
     }
-    let _ = path;
+}
+
+#[cfg(not(unix))]
+fn refuse_pipe(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 

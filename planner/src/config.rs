@@ -269,26 +269,17 @@ const INTERVAL_FAMILIES: &[&str] = &[
 /// Refuses a `torch_dtype` / `dtype` that names no dtype a checkpoint is stored in: the
 /// weights and any recurrent state are sized from it.
 fn check_dtype(obj: &Object) -> Result<(), PlanError> {
-    const KNOWN: &[&str] = &[
-        "float16",
-        "half",
-        "fp16",
-        "bfloat16",
-        "bf16",
-        "float32",
-        "float",
-        "fp32",
-        "auto",
-        "float8_e4m3fn",
-        "float8_e5m2",
-    ];
+    // Besides the 16- and 32-bit names StateDtype reads: PyTorch's `float`, fp8 checkpoints'
+    // element types, and `auto`.
+    const OTHERS: &[&str] = &["float", "auto", "float8_e4m3fn", "float8_e5m2"];
     for key in ["torch_dtype", "dtype"] {
         let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
             continue;
         };
-        let known = v
-            .as_str()
-            .is_some_and(|t| KNOWN.contains(&t.trim().to_ascii_lowercase().as_str()));
+        let known = v.as_str().is_some_and(|t| {
+            StateDtype::from_config(t).is_some()
+                || OTHERS.contains(&t.trim().to_ascii_lowercase().as_str())
+        });
         if !known {
             return Err(bad(key, v, "expected bfloat16, float16 or float32"));
         }

@@ -362,7 +362,7 @@ pub fn capacity(
     context: u32,
     batch: u32,
 ) -> Result<Capacity, PlanError> {
-    size(model, kv, dep, context, batch, true)
+    size_deployment(model, kv, dep, context, batch, true)
 }
 
 /// Sizes a deployment as the engine does at startup, even when no whole sequence of
@@ -376,10 +376,12 @@ pub fn capacity_as_logged(
     context: u32,
     batch: u32,
 ) -> Result<Capacity, PlanError> {
-    size(model, kv, dep, context, batch, false)
+    size_deployment(model, kv, dep, context, batch, false)
 }
 
-fn size(
+/// [`capacity`] and [`capacity_as_logged`]; `refuse_none` refuses a budget that holds no
+/// whole sequence of `context` tokens.
+fn size_deployment(
     model: &ModelInfo,
     kv: &KvDtypes,
     dep: &Deployment,

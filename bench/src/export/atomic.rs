@@ -91,17 +91,20 @@ pub fn check_target(path: &Path) -> Result<(), ExportError> {
     if path.is_dir() {
         return Err(refuse("it is a folder; give a file path"));
     }
-    let mut ancestor = path.parent();
-    while let Some(dir) = ancestor.filter(|d| !d.as_os_str().is_empty()) {
-        if dir.exists() {
-            if !dir.is_dir() {
-                return Err(refuse(&format!("{} is not a folder", dir.display())));
-            }
-            break;
-        }
-        ancestor = dir.parent();
+    if let Some(file) = file_above(path) {
+        return Err(refuse(&format!("{} is not a folder", file.display())));
     }
     Ok(())
+}
+
+/// The nearest part of `path` above it that exists, when that is not a folder: creating
+/// `path`'s folders would fail there with only "File exists".
+pub fn file_above(path: &Path) -> Option<&Path> {
+    path.ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir())
 }
 
 #[cfg(test)]

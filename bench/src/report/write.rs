@@ -159,8 +159,7 @@ pub fn write_report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary, Rep
     }
     // The nearest existing part of the path must be a folder: under a file, creating the
     // folder would only say "File exists".
-    let above = out.ancestors().skip(1).find(|a| a.exists());
-    if let Some(file) = above.filter(|a| !a.is_dir()) {
+    if let Some(file) = crate::export::atomic::file_above(out) {
         return Err(ReportError::Write {
             path: out.to_path_buf(),
             message: format!(

@@ -33,8 +33,9 @@ pub const LATEST: Version = Version::new(0, 21);
 /// The first version whose default keeps chunked local-attention layers (Llama-4) in KV
 /// cache groups of their own: `VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE` came in
 /// defaulting to 0 with vllm-project/vllm#21761 (July 2025, v0.10.1) and was turned to 1 by
-/// #29627, merged the week of 2025-12-19, after v0.13 branched. (v0.9.2 and v0.10.0 grouped
-/// them too; this major.minor rule cannot tell those patch levels apart.)
+/// #29627, merged the week of 2025-12-19, after v0.13 branched. (Releases between #19351, June
+/// 2025, which first grouped them, and #21761 may have grouped them too; this major.minor
+/// rule cannot tell those apart: `--chunked-kv` sets it.)
 pub const CHUNKED_GROUPED_SINCE: Version = Version::new(0, 14);
 
 /// The first version that subtracts its CUDA-graph estimate from the KV cache.
