@@ -118,6 +118,10 @@ pub struct Calibration {
     /// without FMA vectors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fma_peak: Option<fma::FmaPeak>,
+    /// Why the all-thread figures may be low, when the FMA chains did not scale with the
+    /// cores even measured again (absent when they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<String>,
     /// The GPU's limits, when calibrated with `--backend cuda`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuLimits>,
@@ -320,6 +324,9 @@ impl Calibration {
                 share(p.percent(self.gemm_gflops, self.threads))
             );
         }
+        if let Some(why) = &self.scaling {
+            out += &format!("\n  warning: {why}");
+        }
         if let Some(p) = &self.tile_prefetch {
             out += &format!("\n  decode prefetch  {}", p.describe());
         }
@@ -343,6 +350,17 @@ pub fn default_path() -> PathBuf {
 /// host's stored file is used only when its fingerprint is this machine's, otherwise (or
 /// without one) a short calibration is measured now and the note says why.
 pub fn limits_for_run(
+    explicit: Option<&Path>,
+    threads: usize,
+) -> Result<(Limits, Vec<String>), CalibrateError> {
+    let (limits, mut notes) = choose_limits(explicit, threads)?;
+    if let Some(why) = &limits.calibration.scaling {
+        notes.push(format!("calibration {}: {why}", limits.source));
+    }
+    Ok((limits, notes))
+}
+
+fn choose_limits(
     explicit: Option<&Path>,
     threads: usize,
 ) -> Result<(Limits, Vec<String>), CalibrateError> {
@@ -485,13 +503,14 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
 
     let n = opts.gemm_n.max(64) as usize;
     let gemm_passes = passes.min(3);
+    let all_threads_gemm = |kernel| pool.install(|| gemm_rate(kernel, n, gemm_passes, threads));
     let mut gemm_methods = Vec::new();
     for kernel in GemmKernel::available() {
         for t in thread_counts(threads) {
             let rate = if t == 1 {
                 gemm_rate(kernel, n, gemm_passes, 1)
             } else {
-                pool.install(|| gemm_rate(kernel, n, gemm_passes, t))
+                all_threads_gemm(kernel)
             };
             gemm_methods.push(MethodFigure {
                 method: kernel.name().into(),
@@ -507,12 +526,12 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
             .map(|f| f.rate)
             .fold(0.0, f64::max)
     };
-    let gemm = (best(&gemm_methods, true), best(&gemm_methods, false));
     // No kernel can beat the FMA units: a ceiling below the GEMM rate was measured while
     // the host held a core (seen on a KVM guest: 116 GFLOP/s on two threads, 114 on one,
     // under a 142 GEMM). Measure it again, longer, keeping the best of each figure.
     let mut fma_peak = fma::measure(&pool, gemm_passes);
     for _ in 0..2 {
+        let gemm = (best(&gemm_methods, true), best(&gemm_methods, false));
         match fma_peak {
             Some(p) if p.below(gemm.0, gemm.1) => {
                 fma_peak = fma::measure(&pool, 3 * gemm_passes).map(|q| q.max(&p));
@@ -520,6 +539,36 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
             _ => break,
         }
     }
+    // Chains in registers on separate cores scale with the cores. When they did not,
+    // another program held a core during the all-thread figures (seen on a 2-core Zen 5
+    // guest: FMA 255 GFLOP/s on two threads, 254 on one, and a GEMM limit of 217 that the
+    // MQA decode kernels beat; measured again, 493 and 382): measure those figures again.
+    let cores = env::physical_cores().unwrap_or(threads);
+    let mut scaling = None;
+    for _ in 0..2 {
+        let Some(p) = fma_peak.clone().filter(|p| !p.scales(threads, cores)) else {
+            break;
+        };
+        for f in gemm_methods.iter_mut().filter(|f| f.threads > 1) {
+            let kernel = GemmKernel::named(&f.method);
+            f.rate = f.rate.max(kernel.map_or(0.0, all_threads_gemm));
+        }
+        fma_peak = fma::measure(&pool, 3 * gemm_passes).map(|q| q.max(&p));
+        scaling = fma_peak
+            .as_ref()
+            .filter(|q| !q.scales(threads, cores))
+            .map(|q| {
+                format!(
+                    "the FMA chains ran {:.2}× as fast on {threads} threads as on one, on {} \
+                 cores the OS calls separate: another program held a core, or the host runs \
+                 them as SMT siblings; the all-thread limits may be low (rerun `kvbench \
+                 calibrate` on a quiet machine)",
+                    q.gflops / q.gflops_1t,
+                    threads.min(cores)
+                )
+            });
+    }
+    let gemm = (best(&gemm_methods, true), best(&gemm_methods, false));
 
     let environment = env::Environment::capture();
     Ok(Calibration {
@@ -545,6 +594,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
         gemm_methods,
         tile_prefetch: Some(tile_prefetch),
         fma_peak,
+        scaling,
         gpu: None,
     })
 }
@@ -614,6 +664,13 @@ impl GemmKernel {
             GemmKernel::GemmCrate => "gemm-crate",
             GemmKernel::Avx512Blocked => "avx512-blocked",
         }
+    }
+
+    /// The kernel of a figure's `method`.
+    fn named(method: &str) -> Option<GemmKernel> {
+        GemmKernel::available()
+            .into_iter()
+            .find(|k| k.name() == method)
     }
 }
 
@@ -787,6 +844,27 @@ mod tests {
         // stored calibration is the measured one, field for field.
         assert!(cal.tile_prefetch.is_some());
         assert_eq!(back, cal);
+    }
+
+    #[test]
+    fn a_calibration_whose_threads_did_not_scale_says_so_where_it_is_used() {
+        let mut cal = calibrate(&tiny()).unwrap();
+        let why = "the FMA chains ran 1.03× as fast on 2 threads as on one";
+        cal.scaling = Some(why.into());
+        assert!(cal.render().contains(&format!("warning: {why}")));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cal.json");
+        cal.save(&path).unwrap();
+        let (limits, notes) = limits_for_run(Some(&path), 2).unwrap();
+        assert_eq!(limits.calibration.scaling.as_deref(), Some(why));
+        let said: Vec<_> = notes.iter().filter(|n| n.ends_with(why)).collect();
+        assert_eq!(said.len(), 1, "{notes:?}");
+        assert!(said[0].starts_with(&format!("calibration {}", path.display())));
+        // A calibration that scaled says nothing of it.
+        cal.scaling = None;
+        cal.save(&path).unwrap();
+        let (_, notes) = limits_for_run(Some(&path), 2).unwrap();
+        assert!(notes.iter().all(|n| !n.contains("FMA chains")), "{notes:?}");
     }
 
     #[test]

@@ -193,6 +193,11 @@ pub fn available_memory() -> u64 {
     sys.available_memory()
 }
 
+/// Physical cores (SMT siblings counted once), when the OS says.
+pub fn physical_cores() -> Option<usize> {
+    sysinfo::System::physical_core_count().filter(|&n| n > 0)
+}
+
 /// This machine's name, safe for a file name (letters, digits, `-`, `.`, `_`).
 pub fn host_name() -> String {
     let raw = sysinfo::System::host_name().unwrap_or_else(|| "unknown-host".into());

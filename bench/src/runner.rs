@@ -539,6 +539,7 @@ mod tests {
             gemm_methods: vec![],
             tile_prefetch: None,
             fma_peak: None,
+            scaling: None,
             gpu: None,
         }
     }
