@@ -24,10 +24,12 @@ pub fn apply(r: &mut Record, llc_bytes: u64, on_cpu: bool) {
     r.llc_bytes = llc_bytes;
     r.cache_resident = on_cpu && llc_bytes > 0 && r.working_set_bytes < LLC_FACTOR * llc_bytes;
     let over_bandwidth = r.limit_gbps > 0.0 && r.achieved_gbps > r.limit_gbps;
+    // Compute rates are bound by the cores wherever the data sits: no cache excuses them.
     let over_gemm = r.limit_gflops > 0.0 && r.achieved_gflops > r.limit_gflops;
+    let decode_over_gemm = r.limit_gflops > 0.0 && r.decode_gflops > r.limit_gflops;
     // From memory and still above the read limit: the limit is wrong, not the cache.
     let over_from_memory = over_bandwidth && !r.cache_resident;
-    r.limit_exceeded = over_from_memory || over_gemm;
+    r.limit_exceeded = over_from_memory || over_gemm || decode_over_gemm;
     r.limit_note = if r.cache_resident {
         format!(
             "a decode step touches {} MiB, under {LLC_FACTOR} × the {} MiB last-level cache, \
@@ -40,15 +42,20 @@ pub fn apply(r: &mut Record, llc_bytes: u64, on_cpu: bool) {
         String::new()
     };
     if r.limit_exceeded {
-        let what = if !over_from_memory {
+        let what = if over_from_memory {
+            format!(
+                "{:.1} GB/s exceeds the {:.1} GB/s limit",
+                r.achieved_gbps, r.limit_gbps
+            )
+        } else if over_gemm {
             format!(
                 "prefill {:.1} GFLOP/s exceeds the {:.1} GFLOP/s limit",
                 r.achieved_gflops, r.limit_gflops
             )
         } else {
             format!(
-                "{:.1} GB/s exceeds the {:.1} GB/s limit",
-                r.achieved_gbps, r.limit_gbps
+                "decode {:.1} GFLOP/s exceeds the {:.1} GFLOP/s limit",
+                r.decode_gflops, r.limit_gflops
             )
         };
         let note = format!(
@@ -77,6 +84,17 @@ pub fn pct_label(r: &Record, pct: f64) -> String {
         ">limit".into()
     } else {
         format!("{pct:.1}%")
+    }
+}
+
+/// A decode row's share of its roofline, labelled: the bytes' share of the read limit, or,
+/// where the step's FLOPs are the nearer limit (MQA, wide groups), their share of the GEMM
+/// limit marked `GEMM`. Flagged rows say their flag.
+pub fn roofline_label(r: &Record) -> String {
+    if r.pct_is_plain() && r.decode_pct_of_limit > r.pct_of_limit {
+        format!("{:.1}% GEMM", r.decode_pct_of_limit)
+    } else {
+        pct_label(r, r.pct_of_limit)
     }
 }
 
@@ -131,5 +149,36 @@ mod tests {
         apply(&mut r, 32 << 20, true);
         assert!(r.limit_exceeded && r.cache_resident);
         assert!(r.limit_note.contains("319.0 GFLOP/s"), "{}", r.limit_note);
+    }
+
+    #[test]
+    fn compute_bound_decode_is_read_against_the_gemm_limit() {
+        // MQA, 32 query heads × 128, 32K keys: 537 MFLOP and 16.8 MB a layer; 1.89 ms a
+        // layer is 284 GFLOP/s and 8.9 GB/s (a Zen 5 guest, 2 threads).
+        let flops = 4.0 * 32.0 * 128.0 * 32_784.0;
+        let mut r = row(28 * 16_785_408, 8.9, 0.0);
+        r.decode_gflops = flops / 1.89e-3 / 1e9;
+        (r.limit_gbps, r.limit_gflops) = (48.6, 381.7);
+        r.pct_of_limit = 100.0 * r.achieved_gbps / r.limit_gbps;
+        r.decode_pct_of_limit = 100.0 * r.decode_gflops / r.limit_gflops;
+        apply(&mut r, 32 << 20, true);
+        assert!(r.pct_is_plain(), "{}", r.limit_note);
+        assert_eq!(roofline_label(&r), "74.5% GEMM");
+        // Against a GEMM limit measured while a core was held (216.6), the same step is
+        // above it: flagged, whatever its bytes say.
+        r.limit_gflops = 216.6;
+        r.decode_pct_of_limit = 100.0 * r.decode_gflops / r.limit_gflops;
+        apply(&mut r, 32 << 20, true);
+        assert!(r.limit_exceeded, "{r:?}");
+        assert!(r
+            .limit_note
+            .starts_with("decode 284.2 GFLOP/s exceeds the 216.6 GFLOP/s limit"));
+        assert_eq!(roofline_label(&r), ">limit");
+        // A memory-bound row keeps its bytes' share.
+        let mut r = row(1 << 30, 35.5, 0.0);
+        (r.limit_gbps, r.pct_of_limit) = (47.1, 75.4);
+        (r.decode_gflops, r.decode_pct_of_limit) = (35.3, 9.2);
+        apply(&mut r, 32 << 20, true);
+        assert_eq!(roofline_label(&r), "75.4%");
     }
 }

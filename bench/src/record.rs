@@ -132,6 +132,12 @@ pub struct Record {
     /// Wall time of the verification against the f64 reference (one untimed run plus the
     /// reference), to compare with the timed part.
     pub verify_ms: f64,
+    /// Attention FLOPs of every timed decode step / their total time (GFLOP/s); 0 where
+    /// the workload does not count them (decoder, offload, CUDA).
+    pub decode_gflops: f64,
+    /// `100 × decode_gflops / limit_gflops`: the compute side of the decode step's
+    /// roofline, the side that binds at MQA and wide groups (`pct_of_limit` is the bytes').
+    pub decode_pct_of_limit: f64,
 }
 
 impl Record {

@@ -209,7 +209,7 @@ impl Runner<'_> {
             w.synchronize()?;
         }
         let mut samples = Samples::default();
-        let (mut bytes_read, mut decode_s) = (0u64, 0f64);
+        let (mut bytes_read, mut decode_flops, mut decode_s) = (0u64, 0f64, 0f64);
         for _ in 0..self.timing.repetitions.max(1) {
             self.check_stop()?;
             w.reset()?;
@@ -227,6 +227,7 @@ impl Runner<'_> {
                 samples.itl_ms.push(dt * 1e3);
                 decode_s += dt;
                 bytes_read += w.kv_bytes_read_last_step();
+                decode_flops += w.decode_flops_last_step();
             }
         }
         Ok(Timed {
@@ -234,6 +235,7 @@ impl Runner<'_> {
             itl: Summary::of(&samples.itl_ms),
             samples,
             bytes_read,
+            decode_flops,
             decode_s,
         })
     }
@@ -265,6 +267,11 @@ impl Runner<'_> {
         } else {
             0.0
         };
+        r.decode_gflops = if t.decode_s > 0.0 {
+            t.decode_flops / t.decode_s / 1e9
+        } else {
+            0.0
+        };
         r.achieved_gflops = if t.ttft.median > 0.0 {
             r.prefill_flops / (t.ttft.median / 1e3) / 1e9
         } else {
@@ -281,6 +288,7 @@ impl Runner<'_> {
             r.limit_gflops = gflops;
             r.pct_of_limit = percent(r.achieved_gbps, r.limit_gbps);
             r.prefill_pct_of_limit = percent(r.achieved_gflops, r.limit_gflops);
+            r.decode_pct_of_limit = percent(r.decode_gflops, r.limit_gflops);
             let llc = self.limits.as_ref().map_or(0, |l| l.calibration.llc_bytes);
             crate::flags::apply(r, llc, spec.backend == kvbench_workloads::Backend::Cpu);
         }
@@ -360,6 +368,8 @@ struct Timed {
     itl: Summary,
     samples: Samples,
     bytes_read: u64,
+    /// Attention FLOPs of the timed decode steps.
+    decode_flops: f64,
     decode_s: f64,
 }
 
@@ -432,6 +442,7 @@ mod tests {
 
     const STEP_BYTES: u64 = 3_000_000;
     const FLOPS: f64 = 5e6;
+    const STEP_FLOPS: f64 = 4e7;
 
     impl Workload for Fake {
         fn spec(&self) -> &WorkloadSpec {
@@ -493,6 +504,9 @@ mod tests {
         }
         fn prefill_flops(&self) -> f64 {
             FLOPS
+        }
+        fn decode_flops_last_step(&self) -> f64 {
+            STEP_FLOPS
         }
     }
 
@@ -630,6 +644,10 @@ mod tests {
         let gflops = FLOPS / (rec.ttft_ms / 1e3) / 1e9;
         assert!((rec.achieved_gflops - gflops).abs() < 1e-9);
         assert_eq!(rec.limit_gflops, 100.0);
+        // The decode steps' FLOPs over the same time, against the same GEMM limit.
+        let decode_gflops = STEP_FLOPS / (mean / 1e3) / 1e9;
+        assert!((rec.decode_gflops - decode_gflops).abs() < 1e-9);
+        assert!((rec.decode_pct_of_limit - decode_gflops).abs() < 1e-6);
         assert_eq!(rec.calibration, "test.json");
         // Prediction from the planner, equal to what the fake allocated.
         // paged block 16: 25 tokens → 2 blocks; 4 seqs × 2 layers × 2 blocks × 2 heads × 32 tok·B

@@ -50,6 +50,8 @@ pub struct AttentionWorkload {
     /// Position the last outputs belong to.
     last_pos: Option<usize>,
     bytes_read: u64,
+    /// Attention FLOPs of the last decode step.
+    step_flops: f64,
     /// How decode steps walk the rows (the paged walk's tile, the next-tile prefetch), as
     /// [`Workload::tune`] chose it.
     walk: Walk,
@@ -86,6 +88,7 @@ impl AttentionWorkload {
             last: vec![Vec::new(); spec.shape.layers as usize],
             last_pos: None,
             bytes_read: 0,
+            step_flops: 0.0,
             walk: Walk::CALIBRATED,
             prefill_buffers: PrefillBuffers::default(),
             interrupt: Interrupt::default(),
@@ -213,6 +216,18 @@ impl AttentionWorkload {
             s.head_dim as usize,
             self.spec.batch as usize,
         )
+    }
+
+    /// FLOPs of one query token's attention over every layer when the sequences hold `len`
+    /// tokens: scores and values, 2 · head_dim each per query head and key attended.
+    fn attention_flops(&self, len: usize) -> f64 {
+        let (hq, _, d, b) = self.dims();
+        (0..self.spec.shape.layers as usize)
+            .map(|l| {
+                let keys = self.window(l).map_or(len, |w| w.min(len));
+                4.0 * (b * hq * d) as f64 * keys as f64
+            })
+            .sum()
     }
 
     fn window(&self, layer: usize) -> Option<usize> {
@@ -392,6 +407,7 @@ impl AttentionWorkload {
             }
         }
         self.bytes_read = bytes;
+        self.step_flops = self.attention_flops(pos + 1);
         self.last_pos = Some(pos);
         self.pos += 1;
         Ok(())
@@ -501,6 +517,7 @@ impl Workload for AttentionWorkload {
         self.pos = 0;
         self.last_pos = None;
         self.bytes_read = 0;
+        self.step_flops = 0.0;
         Ok(())
     }
 
@@ -533,6 +550,10 @@ impl Workload for AttentionWorkload {
 
     fn prefill_fills(&self) -> bool {
         self.mode == PrefillMode::Fill && self.cache.is_some()
+    }
+
+    fn decode_flops_last_step(&self) -> f64 {
+        self.step_flops
     }
 
     fn prefill_flops(&self) -> f64 {
@@ -705,9 +726,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn streamed_reference_equals_the_definition_over_the_rows() {
-        let spec = WorkloadSpec {
+    /// 2 layers, 4 query heads on 2 KV heads of 8, batch 2, a 20-token prompt and 3 steps.
+    fn small_spec(window: Option<u32>) -> WorkloadSpec {
+        WorkloadSpec {
             kind: WorkloadKind::Attention,
             backend: Backend::Cpu,
             shape: ModelShape::uniform("t", 2, 4, 2, 8, 32, 64),
@@ -719,11 +740,32 @@ mod tests {
             gen: 3,
             block_size: 16,
             shared_prefix: 4,
-            window: Some(9),
+            window,
             mlp: false,
             seed: 5,
             offload: OffloadConfig::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_decode_step_counts_the_flops_of_the_keys_it_attended() {
+        // By hand: 2 layers × 2 sequences × 4 query heads × 4 · 8 FLOPs = 512 a key.
+        for (window, keys) in [(None, [21.0, 22.0]), (Some(9), [9.0, 9.0])] {
+            let mut w = AttentionWorkload::new(&small_spec(window), PrefillMode::Fill).unwrap();
+            w.prefill().unwrap();
+            assert_eq!(w.decode_flops_last_step(), 0.0, "no step yet");
+            for k in keys {
+                w.decode_step().unwrap();
+                assert_eq!(w.decode_flops_last_step(), 512.0 * k, "{window:?}");
+            }
+            w.reset().unwrap();
+            assert_eq!(w.decode_flops_last_step(), 0.0);
+        }
+    }
+
+    #[test]
+    fn streamed_reference_equals_the_definition_over_the_rows() {
+        let spec = small_spec(Some(9));
         let w = AttentionWorkload::new(&spec, PrefillMode::Fill).unwrap();
         let (hq, hk, d, pos) = (4, 2, 8, 22);
         let lo = pos + 1 - 9;

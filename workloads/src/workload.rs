@@ -83,6 +83,12 @@ pub trait Workload {
     fn kv_bytes_read_last_step(&self) -> u64;
     /// Floating-point operations of the prefill (for achieved GFLOP/s).
     fn prefill_flops(&self) -> f64;
+    /// Floating-point operations of the last decode step's attention (scores and values,
+    /// 4 · q_heads · head_dim per key attended), for the step's GFLOP/s: at MQA and wide
+    /// groups decode is bound by compute, not bytes. 0 where not counted.
+    fn decode_flops_last_step(&self) -> f64 {
+        0.0
+    }
     /// Whether the prefill only writes the prompt's K/V to the cache (`--prefill fill`)
     /// rather than computing it (the `prefill` column).
     fn prefill_fills(&self) -> bool {

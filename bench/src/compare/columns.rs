@@ -106,7 +106,8 @@ pub fn role(column: &str) -> Role {
             },
         ),
         // Rates from the mean decode step (tokens/s = batch / TPOT).
-        "tokens_per_s" | "achieved_gbps" | "pct_of_limit" => timing(
+        "tokens_per_s" | "achieved_gbps" | "pct_of_limit" | "decode_gflops"
+        | "decode_pct_of_limit" => timing(
             Better::Higher,
             rel("itl_mad_ms", "tpot_ms", Some("itl_p50_ms")),
         ),

@@ -92,7 +92,7 @@ fn row(r: &Record) -> Vec<String> {
             "-".into()
         },
         if ok && r.limit_gbps > 0.0 {
-            crate::flags::pct_label(r, r.pct_of_limit)
+            crate::flags::roofline_label(r)
         } else {
             "-".into()
         },

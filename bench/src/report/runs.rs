@@ -240,6 +240,8 @@ pub fn limits(t: &CsvTable) -> Section {
         "decode GB/s",
         "limit GB/s",
         "decode % of limit",
+        "decode GFLOP/s",
+        "decode % of GEMM limit",
         "prefill GFLOP/s",
         "limit GFLOP/s",
     ]);
@@ -251,15 +253,19 @@ pub fn limits(t: &CsvTable) -> Section {
             cell(t, r, "limit_gbps"),
             t.num(r, "pct_of_limit")
                 .map_or("–".into(), |p| format!("{}%", num(p))),
+            cell(t, r, "decode_gflops"),
+            t.num(r, "decode_pct_of_limit")
+                .map_or("–".into(), |p| format!("{}%", num(p))),
             cell(t, r, "achieved_gflops"),
             cell(t, r, "limit_gflops"),
         ]);
     }
     Section {
         title: "Measured against the machine's limit".into(),
-        intro: "Decode reads the whole cache every step, so it is bandwidth-bound: GB/s \
-                against the read bandwidth `kvbench calibrate` measured; prefill against the \
-                measured GEMM rate."
+        intro: "Decode reads the whole cache every step: GB/s against the read bandwidth \
+                `kvbench calibrate` measured. Where query heads share a KV head (MQA, wide \
+                groups) its FLOPs are the nearer limit: decode GFLOP/s against the measured \
+                GEMM rate, as prefill's."
             .into(),
         table,
     }
@@ -282,7 +288,12 @@ pub fn predicted(t: &CsvTable) -> Section {
         "of bound",
     ]);
     for &r in &rows {
-        let pct_limit = t.num(r, "pct_of_limit").filter(|p| *p > 0.0);
+        // The roofline bounds a step by its bytes or its FLOPs, whichever takes longer.
+        let pct_limit = [t.num(r, "pct_of_limit"), t.num(r, "decode_pct_of_limit")]
+            .into_iter()
+            .flatten()
+            .reduce(f64::max)
+            .filter(|p| *p > 0.0);
         let tps = t.num(r, "tokens_per_s").filter(|v| *v > 0.0);
         let tpot = t.num(r, "tpot_ms").filter(|v| *v > 0.0);
         // achieved = bytes / TPOT and bound = bytes / limit, so bound TPOT = TPOT × pct/100.
@@ -304,9 +315,10 @@ pub fn predicted(t: &CsvTable) -> Section {
     Section {
         title: "Measured next to predicted".into(),
         intro: "For every run row: the planner's bytes beside what the layout allocated, and \
-                the roofline bound (bytes read per decode step at the machine's measured \
-                bandwidth) beside the measured decode rate. `of bound` is how close this \
-                machine came to what its memory system allows."
+                the roofline bound (a decode step's bytes at the machine's measured bandwidth \
+                or its attention FLOPs at the measured GEMM rate, whichever takes longer) \
+                beside the measured decode rate. `of bound` is how close this machine came to \
+                what its memory system and cores allow."
             .into(),
         table,
     }
@@ -398,6 +410,20 @@ b,Y,4,contiguous,int8,int8,1,4096,32,refused,needs 9 GiB,0,0,0,0,0,0,0,0,0,0,9,0
         let refused = &s.table.rows[3];
         assert_eq!(refused[2], "refused");
         assert_eq!(refused[6], "–");
+    }
+
+    #[test]
+    fn a_compute_bound_step_is_bound_by_its_flops() {
+        // MQA at 32K: 8.9 GB/s is 18.3 % of the read limit, 284 GFLOP/s 74.4 % of the GEMM
+        // limit; the step's bound is its FLOPs' time, 74.4 % of its 1.89 ms.
+        let text = "host,cpu,threads,strategy,k_dtype,v_dtype,batch,prompt,gen,status,tokens_per_s,tpot_ms,limit_gbps,pct_of_limit,decode_gflops,limit_gflops,decode_pct_of_limit\n\
+                    a,X,2,contiguous,f16,f16,1,32768,16,ok,529.1,1.89,48.6,18.3,284.2,381.7,74.4\n";
+        let t = CsvTable::parse(text, Path::new("r.csv")).unwrap();
+        let row = &predicted(&t).table.rows[0];
+        assert_eq!(row[9], "74.4%");
+        assert_eq!(row[8], "1.406");
+        let limits = &limits(&t).table.rows[0];
+        assert_eq!((limits[5].as_str(), limits[6].as_str()), ("284.2", "74.4%"));
     }
 
     #[test]
