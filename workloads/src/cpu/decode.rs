@@ -115,7 +115,10 @@ impl<'a> Ahead<'a> {
         self.burst_with(prefetch_line);
     }
 
-    /// Hand the next burst's line addresses to `each_line`.
+    /// Hand the next burst's line addresses to `each_line`. Its pace is part of what was
+    /// measured: a tighter loop (a run's lines at once, the position in registers) cost
+    /// less in cache but, issuing a 64-row tile's 128 lines back to back, made contiguous
+    /// steps from memory 1.5-2× slower on a Zen 5 (docs/performance.md, eighteenth round).
     #[inline]
     pub(super) fn burst_with(&mut self, mut each_line: impl FnMut(*const u8)) {
         let mut left = self.burst;
