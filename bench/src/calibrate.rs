@@ -530,8 +530,8 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
     // the host held a core (seen on a KVM guest: 116 GFLOP/s on two threads, 114 on one,
     // under a 142 GEMM). Measure it again, longer, keeping the best of each figure.
     let mut fma_peak = fma::measure(&pool, gemm_passes);
+    let gemm = (best(&gemm_methods, true), best(&gemm_methods, false));
     for _ in 0..2 {
-        let gemm = (best(&gemm_methods, true), best(&gemm_methods, false));
         match fma_peak {
             Some(p) if p.below(gemm.0, gemm.1) => {
                 fma_peak = fma::measure(&pool, 3 * gemm_passes).map(|q| q.max(&p));
@@ -544,30 +544,23 @@ pub fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, CalibrateError>
     // guest: FMA 255 GFLOP/s on two threads, 254 on one, and a GEMM limit of 217 that the
     // MQA decode kernels beat; measured again, 493 and 382): measure those figures again.
     let cores = env::physical_cores().unwrap_or(threads);
-    let mut scaling = None;
     for _ in 0..2 {
         let Some(p) = fma_peak.clone().filter(|p| !p.scales(threads, cores)) else {
             break;
         };
-        for f in gemm_methods.iter_mut().filter(|f| f.threads > 1) {
-            let kernel = GemmKernel::named(&f.method);
-            f.rate = f.rate.max(kernel.map_or(0.0, all_threads_gemm));
+        for kernel in GemmKernel::available() {
+            let rate = all_threads_gemm(kernel);
+            for f in gemm_methods.iter_mut() {
+                if f.threads > 1 && f.method == kernel.name() {
+                    f.rate = f.rate.max(rate);
+                }
+            }
         }
         fma_peak = fma::measure(&pool, 3 * gemm_passes).map(|q| q.max(&p));
-        scaling = fma_peak
-            .as_ref()
-            .filter(|q| !q.scales(threads, cores))
-            .map(|q| {
-                format!(
-                    "the FMA chains ran {:.2}× as fast on {threads} threads as on one, on {} \
-                 cores the OS calls separate: another program held a core, or the host runs \
-                 them as SMT siblings; the all-thread limits may be low (rerun `kvbench \
-                 calibrate` on a quiet machine)",
-                    q.gflops / q.gflops_1t,
-                    threads.min(cores)
-                )
-            });
     }
+    let scaling = fma_peak
+        .as_ref()
+        .and_then(|p| p.scaling_warning(threads, cores));
     let gemm = (best(&gemm_methods, true), best(&gemm_methods, false));
 
     let environment = env::Environment::capture();
@@ -664,13 +657,6 @@ impl GemmKernel {
             GemmKernel::GemmCrate => "gemm-crate",
             GemmKernel::Avx512Blocked => "avx512-blocked",
         }
-    }
-
-    /// The kernel of a figure's `method`.
-    fn named(method: &str) -> Option<GemmKernel> {
-        GemmKernel::available()
-            .into_iter()
-            .find(|k| k.name() == method)
     }
 }
 

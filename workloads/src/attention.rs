@@ -15,6 +15,7 @@ use crate::reference;
 use crate::synth;
 use crate::workload::{Interrupt, MemoryUse, Verification, Workload};
 use crate::{WorkloadError, WorkloadSpec};
+use kvbench_planner::span::Span;
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -50,8 +51,9 @@ pub struct AttentionWorkload {
     /// Position the last outputs belong to.
     last_pos: Option<usize>,
     bytes_read: u64,
-    /// Attention FLOPs of the last decode step.
-    step_flops: f64,
+    /// Tokens each sequence held at the last decode step (0: none since the reset); its
+    /// FLOPs are counted from it when asked, outside the timed step.
+    step_len: usize,
     /// How decode steps walk the rows (the paged walk's tile, the next-tile prefetch), as
     /// [`Workload::tune`] chose it.
     walk: Walk,
@@ -88,7 +90,7 @@ impl AttentionWorkload {
             last: vec![Vec::new(); spec.shape.layers as usize],
             last_pos: None,
             bytes_read: 0,
-            step_flops: 0.0,
+            step_len: 0,
             walk: Walk::CALIBRATED,
             prefill_buffers: PrefillBuffers::default(),
             interrupt: Interrupt::default(),
@@ -224,8 +226,8 @@ impl AttentionWorkload {
         let (hq, _, d, b) = self.dims();
         (0..self.spec.shape.layers as usize)
             .map(|l| {
-                let keys = self.window(l).map_or(len, |w| w.min(len));
-                4.0 * (b * hq * d) as f64 * keys as f64
+                let span = self.window(l).map_or(Span::All, |w| Span::Window(w as u64));
+                4.0 * (b * hq * d) as f64 * span.held(len as u64) as f64
             })
             .sum()
     }
@@ -407,7 +409,7 @@ impl AttentionWorkload {
             }
         }
         self.bytes_read = bytes;
-        self.step_flops = self.attention_flops(pos + 1);
+        self.step_len = pos + 1;
         self.last_pos = Some(pos);
         self.pos += 1;
         Ok(())
@@ -517,7 +519,7 @@ impl Workload for AttentionWorkload {
         self.pos = 0;
         self.last_pos = None;
         self.bytes_read = 0;
-        self.step_flops = 0.0;
+        self.step_len = 0;
         Ok(())
     }
 
@@ -553,7 +555,10 @@ impl Workload for AttentionWorkload {
     }
 
     fn decode_flops_last_step(&self) -> f64 {
-        self.step_flops
+        match self.step_len {
+            0 => 0.0,
+            len => self.attention_flops(len),
+        }
     }
 
     fn prefill_flops(&self) -> f64 {

@@ -41,6 +41,21 @@ impl FmaPeak {
         independent <= 1 || self.gflops >= 0.8 * independent as f64 * self.gflops_1t
     }
 
+    /// Why the all-thread figures may be low, when this ceiling did not [`Self::scales`]:
+    /// the line `calibrate` prints and the file keeps.
+    pub fn scaling_warning(&self, threads: usize, cores: usize) -> Option<String> {
+        (!self.scales(threads, cores)).then(|| {
+            format!(
+                "the FMA chains ran {:.2}× as fast on {threads} threads as on one, on {} cores \
+                 the OS calls separate: another program held a core, or the host runs them as \
+                 SMT siblings; the all-thread limits may be low (rerun `kvbench calibrate` on \
+                 a quiet machine)",
+                self.gflops / self.gflops_1t,
+                threads.min(cores)
+            )
+        })
+    }
+
     /// What share of this ceiling a measured rate is, in percent.
     pub fn percent(&self, gflops: f64, threads: u32) -> f64 {
         let peak = if threads <= 1 {
